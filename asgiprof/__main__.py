@@ -1,0 +1,3 @@
+from asgiprof.cli import main
+
+main()

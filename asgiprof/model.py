@@ -1,0 +1,216 @@
+"""The one data model: frames, interned stacks, per-thread sample runs, and the Profile.
+
+Built once from py-spy output (see `collect/pyspy_format.py`); every analysis reads a
+`Profile`, nothing re-parses raw files. Samples are stored run-length encoded per thread
+(consecutive samples with the same stack form one run) in compact arrays, so an idle
+thread costs one run per chunk and memory stays flat as profiles grow.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Stack id for "this thread was not sampled here" (gaps between py-spy chunks).
+NO_STACK = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    function: str
+    file: str
+    line: int  # 0 when py-spy could not tell
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    pid: int
+    tid: int  # OS thread id (py-spy's --threads root frame), 0 when unknown
+    name: str
+
+
+@dataclass(slots=True)
+class ThreadTimeline:
+    """Sample runs of one thread in time order.
+
+    Run i starts at `start_s[i]` (seconds since the profile started, estimated: py-spy
+    gives sample order, not timestamps), holds `samples[i]` consecutive samples of stack
+    `stack[i]` and lasts `duration_s[i]` seconds of wall time.
+    """
+
+    thread: ThreadInfo
+    start_s: array[float] = field(default_factory=lambda: array("d"))
+    duration_s: array[float] = field(default_factory=lambda: array("d"))
+    stack: array[int] = field(default_factory=lambda: array("i"))
+    samples: array[int] = field(default_factory=lambda: array("I"))
+
+    def append(self, start_s: float, duration_s: float, stack_id: int, samples: int) -> None:
+        self.start_s.append(start_s)
+        self.duration_s.append(duration_s)
+        self.stack.append(stack_id)
+        self.samples.append(samples)
+
+    def __len__(self) -> int:
+        return len(self.stack)
+
+    def runs(self) -> Iterator[tuple[float, float, int, int]]:
+        """(start_s, duration_s, stack_id, samples) per run."""
+        return zip(self.start_s, self.duration_s, self.stack, self.samples, strict=True)
+
+    @property
+    def total_samples(self) -> int:
+        return sum(self.samples)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One bounded py-spy recording; the raw file stays in the output directory."""
+
+    file: str  # relative to the output directory
+    start_s: float  # seconds since the profile started
+    end_s: float
+    samples: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route as the framework declares it, with its endpoint's source span."""
+
+    method: str  # "GET", "POST", ... or "*" for mounts / websocket
+    path: str  # "/users/{user_id}"
+    endpoint: str  # qualified function name
+    file: str
+    first_line: int
+    last_line: int
+    is_async: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    routes: tuple[Route, ...]
+    source: Literal["app", "none"]  # "none": table could not be read
+    error: str | None = None  # why the table could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    pids: tuple[int, ...]
+    command: tuple[str, ...]  # already redacted
+    server: str  # "uvicorn", "gunicorn", "hypercorn", "granian", "unknown"
+    cwd: str = ""
+    python: str = ""  # interpreter that can import the app
+    app_spec: str | None = None  # "module:attr"
+    mode: Literal["run", "attach"] = "run"
+    exit_status: int | None = None  # set when the target exited while sampled
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingInfo:
+    rate_hz: int
+    started_at: float  # unix time
+    duration_s: float
+    samples: int
+    errors: int
+    chunks: tuple[Chunk, ...] = ()
+    stopped_by: str = "duration"  # "duration", "interrupt", "target-exit", "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadCpu:
+    """Cumulative CPU seconds (user+system) of one OS thread at one poll."""
+
+    t_s: float
+    pid: int
+    tid: int
+    cpu_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResourcePoint:
+    """One poll of a target process's resources."""
+
+    t_s: float
+    pid: int
+    rss_bytes: int
+    fds: int
+    threads: int
+    connections: int
+
+
+@dataclass(slots=True)
+class Resources:
+    points: list[ResourcePoint] = field(default_factory=list)
+    # per (pid, tid): times and cumulative CPU seconds, for cpu/io kind of episodes
+    thread_cpu: dict[tuple[int, int], tuple[array[float], array[float]]] = field(
+        default_factory=dict
+    )
+
+    def add_cpu(self, sample: ThreadCpu) -> None:
+        times, cpu = self.thread_cpu.setdefault(
+            (sample.pid, sample.tid), (array("d"), array("d"))
+        )
+        times.append(sample.t_s)
+        cpu.append(sample.cpu_s)
+
+
+@dataclass(slots=True)
+class Profile:
+    """Everything measured: interned frames and stacks, per-thread runs, metadata."""
+
+    target: TargetInfo
+    sampling: SamplingInfo
+    frames: list[Frame] = field(default_factory=list)
+    stacks: list[tuple[int, ...]] = field(default_factory=list)  # frame ids, root first
+    threads: list[ThreadTimeline] = field(default_factory=list)
+    routes: RouteTable = field(default_factory=lambda: RouteTable((), "none", "not read"))
+    resources: Resources = field(default_factory=Resources)
+
+    def stack_frames(self, stack_id: int) -> list[Frame]:
+        return [self.frames[i] for i in self.stacks[stack_id]]
+
+    def self_check(self) -> None:
+        """Raise AssertionError when an invariant the analysis relies on is broken."""
+        n_frames = len(self.frames)
+        for stack in self.stacks:
+            assert all(0 <= f < n_frames for f in stack), "frame id out of range"
+        n_stacks = len(self.stacks)
+        for tl in self.threads:
+            lengths = {len(tl.start_s), len(tl.duration_s), len(tl.stack), len(tl.samples)}
+            assert len(lengths) == 1, "timeline arrays differ in length"
+            prev_end = float("-inf")
+            for start, dur, sid, _ in tl.runs():
+                assert sid == NO_STACK or 0 <= sid < n_stacks, "stack id out of range"
+                assert dur >= 0, "negative run duration"
+                assert start >= prev_end - 1e-6, "runs out of time order"
+                prev_end = start + dur
+
+
+class Interner:
+    """Gives each distinct frame and stack one id, so repeated stacks cost nothing."""
+
+    def __init__(self, frames: list[Frame], stacks: list[tuple[int, ...]]) -> None:
+        self.frames = frames
+        self.stacks = stacks
+        self._frame_ids = {f: i for i, f in enumerate(frames)}
+        self._stack_ids = {s: i for i, s in enumerate(stacks)}
+
+    def frame(self, frame: Frame) -> int:
+        fid = self._frame_ids.get(frame)
+        if fid is None:
+            fid = self._frame_ids[frame] = len(self.frames)
+            self.frames.append(frame)
+        return fid
+
+    def stack(self, frame_ids: tuple[int, ...]) -> int:
+        sid = self._stack_ids.get(frame_ids)
+        if sid is None:
+            sid = self._stack_ids[frame_ids] = len(self.stacks)
+            self.stacks.append(frame_ids)
+        return sid
