@@ -171,6 +171,7 @@ class Profile:
     threads: list[ThreadTimeline] = field(default_factory=list)
     routes: RouteTable = field(default_factory=lambda: RouteTable((), "none", "not read"))
     resources: Resources = field(default_factory=Resources)
+    problems: list[str] = field(default_factory=list)  # unreadable chunks and the like
 
     def stack_frames(self, stack_id: int) -> list[Frame]:
         return [self.frames[i] for i in self.stacks[stack_id]]

@@ -1,0 +1,153 @@
+"""Group busy event-loop samples into synchronous stretches, and long ones into episodes.
+
+A stretch is a run of consecutive busy samples running one callback (the first frame the
+loop calls). Its duration is its sample count times the sampling period: py-spy's
+exponentially spaced samples make that count an unbiased estimate, and, unlike the gap
+between two samples, it does not inflate a 1 ms callback into a 10 ms one. Back-to-back
+callbacks of the same kind with no idle sample between them merge (documented limit).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from asgiprof.analyze.frames import is_user
+from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
+from asgiprof.analyze.result import AnalysisParams, Episode
+from asgiprof.model import NO_STACK, Profile, ThreadTimeline
+
+LABEL_OFF = 0
+LABEL_IDLE = 1
+LABEL_BUSY = 2
+LABEL_BLOCKED = 3
+
+
+@dataclass(slots=True)
+class LoopThreadRuns:
+    """Per-run labels (LABEL_*) of one event-loop thread, aligned with its timeline."""
+
+    timeline: ThreadTimeline
+    labels: array[int] = field(default_factory=lambda: array("b"))
+
+
+class UserFrames:
+    """Deepest user-code frame id per stack (None when the stack has none), cached."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._user = [is_user(f) for f in profile.frames]
+        self._cache: dict[int, int | None] = {}
+
+    def deepest(self, stack_id: int) -> int | None:
+        if stack_id in self._cache:
+            return self._cache[stack_id]
+        found: int | None = None
+        for fid in reversed(self.profile.stacks[stack_id]):
+            if self._user[fid]:
+                found = fid
+                break
+        self._cache[stack_id] = found
+        return found
+
+
+@dataclass(slots=True)
+class _Stretch:
+    start_s: float = 0.0
+    duration_s: float = 0.0
+    samples: int = 0
+    callback: int = -1
+    first_run: int = 0
+    stacks: Counter[int] = field(default_factory=Counter)
+
+
+def find_episodes(
+    profile: Profile,
+    loop_threads: list[ThreadTimeline],
+    classifier: LoopClassifier,
+    user_frames: UserFrames,
+    route_of: Callable[[int], str | None],
+    cpu_ratio: Callable[[int, int, float, float], float | None],
+    params: AnalysisParams,
+) -> tuple[list[Episode], list[LoopThreadRuns]]:
+    """Label every run of every event-loop thread and return the blocking episodes."""
+    threshold_s = params.block_threshold_ms / 1000.0
+    episodes: list[Episode] = []
+    labelled: list[LoopThreadRuns] = []
+    for tl in loop_threads:
+        labels = array("b", bytes(len(tl)))
+        out = LoopThreadRuns(tl, labels)
+        labelled.append(out)
+        cur: _Stretch | None = None
+
+        def close(stretch: _Stretch, end_run: int) -> None:
+            is_episode = stretch.duration_s >= threshold_s
+            label = LABEL_BLOCKED if is_episode else LABEL_BUSY
+            for k in range(stretch.first_run, end_run):
+                labels[k] = label
+            if is_episode:
+                episodes.append(_episode(tl, stretch, user_frames, route_of, cpu_ratio))
+
+        for i, (start, dur, sid, n) in enumerate(tl.runs()):
+            state = classifier.classify(sid).state if sid != NO_STACK else LABEL_OFF
+            if state == STATE_BUSY:
+                callback = classifier.classify(sid).callback
+                if cur is not None and cur.callback != callback:
+                    close(cur, i)
+                    cur = None
+                if cur is None:
+                    cur = _Stretch(start, 0.0, 0, callback, i)
+                cur.duration_s += dur
+                cur.samples += n
+                cur.stacks[sid] += n
+                continue
+            if cur is not None:
+                close(cur, i)
+                cur = None
+            labels[i] = LABEL_IDLE if state == STATE_IDLE else LABEL_OFF
+        if cur is not None:
+            close(cur, len(tl))
+    episodes.sort(key=lambda e: (e.start_s, e.pid, e.tid))
+    return episodes, labelled
+
+
+def _episode(
+    tl: ThreadTimeline,
+    stretch: _Stretch,
+    user_frames: UserFrames,
+    route_of: Callable[[int], str | None],
+    cpu_ratio: Callable[[int, int, float, float], float | None],
+) -> Episode:
+    # The culprit must hold more than half of the episode's samples: one stray sample in
+    # user code during a long framework stretch is not evidence against that line.
+    per_frame: Counter[int] = Counter()
+    per_route: Counter[str] = Counter()
+    for sid, n in stretch.stacks.items():
+        fid = user_frames.deepest(sid)
+        if fid is not None:
+            per_frame[fid] += n
+        route = route_of(sid)
+        if route is not None:
+            per_route[route] += n
+    culprit: tuple[str, int] | None = None
+    if per_frame:
+        fid, n = per_frame.most_common(1)[0]
+        if n * 2 > stretch.samples:
+            frame = user_frames.profile.frames[fid]
+            culprit = (frame.file, frame.line)
+    dominant = stretch.stacks.most_common(1)[0][0]
+    route = per_route.most_common(1)[0][0] if per_route else None
+    end = stretch.start_s + stretch.duration_s
+    return Episode(
+        pid=tl.thread.pid,
+        tid=tl.thread.tid,
+        start_s=stretch.start_s,
+        duration_ms=stretch.duration_s * 1000.0,
+        samples=stretch.samples,
+        stack_id=dominant,
+        culprit=culprit,
+        route=route,
+        cpu_ratio=cpu_ratio(tl.thread.pid, tl.thread.tid, stretch.start_s, end),
+    )

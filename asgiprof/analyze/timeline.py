@@ -1,0 +1,35 @@
+"""Bin event-loop time into idle / busy / blocked columns for the report's timeline."""
+
+from __future__ import annotations
+
+from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LABEL_IDLE, LoopThreadRuns
+from asgiprof.analyze.result import TimelineBin
+
+
+def loop_timeline(
+    loop_runs: list[LoopThreadRuns], duration_s: float, bins: int
+) -> list[TimelineBin]:
+    if duration_s <= 0 or bins <= 0:
+        return []
+    width = duration_s / bins
+    acc = [[0.0, 0.0, 0.0] for _ in range(bins)]  # idle, busy, blocked (seconds)
+    slot_of = {LABEL_IDLE: 0, LABEL_BUSY: 1, LABEL_BLOCKED: 2}
+    for lr in loop_runs:
+        tl = lr.timeline
+        for (start, dur, _sid, _n), label in zip(tl.runs(), lr.labels, strict=True):
+            slot = slot_of.get(label)
+            if slot is None or dur <= 0:
+                continue
+            # Spread the run over the bins it overlaps, in proportion to the overlap.
+            t, end = max(start, 0.0), min(start + dur, duration_s)
+            while t < end:
+                b = min(int(t / width), bins - 1)
+                upto = min(end, (b + 1) * width)
+                if upto <= t:  # float edge at the last bin
+                    upto = end
+                acc[b][slot] += upto - t
+                t = upto
+    return [
+        TimelineBin(b * width, width, a[0] * 1000.0, a[1] * 1000.0, a[2] * 1000.0)
+        for b, a in enumerate(acc)
+    ]

@@ -1,0 +1,134 @@
+"""The analysis on hand-built profiles: exact times, no processes."""
+
+from __future__ import annotations
+
+import pytest
+
+from asgiprof.analyze import analyze
+from asgiprof.analyze.result import AnalysisParams
+from asgiprof.model import Frame, Route
+from tests.profile_builder import (
+    APP,
+    IDLE,
+    QUEUE_GET,
+    RUNNER,
+    SITE,
+    WORKER,
+    Builder,
+    busy,
+)
+
+BLOCK = Frame("get_user", APP, 12)
+HEALTHY = Frame("healthy", APP, 20)
+SYNC = Frame("sync_route", APP, 30)
+ROUTES = (
+    Route("GET", "/users/{user_id}", "main.get_user", APP, 10, 14, True),
+    Route("GET", "/healthy", "main.healthy", APP, 18, 22, True),
+    Route("GET", "/sync", "main.sync_route", APP, 28, 32, False),
+)
+
+
+def source(file: str, line: int) -> str | None:
+    return {12: "time.sleep(0.1)", 20: "await asyncio.sleep(0.1)"}.get(line)
+
+
+def test_blocking_line_is_the_culprit_with_route_and_exact_time() -> None:
+    # GIVEN a loop that idles, blocks 10 samples (100 ms) in get_user, 3 times
+    b = Builder(routes=ROUTES)
+    for _ in range(3):
+        b.add(1, IDLE, 20)
+        b.add(1, busy(BLOCK), 10)
+    b.add(1, IDLE, 5)
+    # WHEN analysed
+    a = analyze(b.build(), read_line=source)
+    # THEN one culprit, on the sleeping line, under its route, 300 ms in 3 episodes
+    assert [(c.file, c.line, c.route) for c in a.culprits] == [(APP, 12, "GET /users/{user_id}")]
+    c = a.culprits[0]
+    assert c.blocked_ms == pytest.approx(300.0)
+    assert c.episodes == 3 and c.max_ms == pytest.approx(100.0)
+    assert c.code == "time.sleep(0.1)" and c.advice is not None and "asyncio.sleep" in c.advice
+    assert c.kind == "io"  # no CPU measurements: the catalogue's kind
+    assert a.loop.blocked_ms == pytest.approx(300.0)
+    assert a.loop.idle_ms == pytest.approx(650.0)
+    assert a.loop.utilization == pytest.approx(300 / 950)
+    assert a.loop.longest_block_ms == pytest.approx(100.0)
+    assert a.thread_roles == {(1, 1): "event-loop"}
+
+
+def test_short_stretches_are_busy_not_blocked() -> None:
+    b = Builder(routes=ROUTES)
+    for _ in range(50):
+        b.add(1, IDLE, 3)
+        b.add(1, busy(HEALTHY), 1)  # 10 ms: below the 20 ms threshold
+    a = analyze(b.build())
+    assert a.culprits == []
+    assert a.loop.episodes == 0 and a.loop.blocked_ms == 0
+    assert a.loop.busy_ms == pytest.approx(500.0)
+    assert [r.route for r in a.routes] == ["GET /healthy"]
+    assert a.routes[0].loop_ms == pytest.approx(500.0)
+
+
+def test_threshold_is_a_parameter() -> None:
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 3)
+    b.add(1, busy(HEALTHY), 1)
+    b.add(1, IDLE, 3)
+    a = analyze(b.build(), AnalysisParams(block_threshold_ms=5))
+    assert [c.line for c in a.culprits] == [20]
+
+
+def test_a_stray_user_sample_in_a_framework_stretch_is_not_a_culprit() -> None:
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 3)
+    b.add(1, busy(Frame("serialize", f"{SITE}/fastapi/encoders.py", 5)), 4)
+    b.add(1, busy(HEALTHY), 1)
+    b.add(1, IDLE, 3)
+    a = analyze(b.build())
+    assert a.loop.episodes == 1 and a.culprits == []
+    assert any("no single line of your code" in n for n in a.notes)
+
+
+def test_threadpool_time_is_not_loop_blocking() -> None:
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 100)
+    b.add(2, (Frame("Thread._bootstrap", "/usr/lib/python3.11/threading.py", 1002), WORKER, SYNC), 60)
+    b.add(2, (Frame("Thread._bootstrap", "/usr/lib/python3.11/threading.py", 1002), WORKER, QUEUE_GET), 40)
+    a = analyze(b.build())
+    assert a.culprits == [] and a.loop.blocked_ms == 0
+    assert a.thread_roles[(1, 2)] == "threadpool"
+    (sync,) = [r for r in a.routes if r.route == "GET /sync"]
+    assert sync.threadpool_ms == pytest.approx(600.0) and sync.loop_ms == 0
+
+
+def test_uvloop_idle_shows_no_frame_above_the_entry() -> None:
+    b = Builder(routes=ROUTES)
+    uv_idle = (RUNNER,)
+    uv_busy = (RUNNER, Frame("RequestResponseCycle.run_asgi", f"{SITE}/uvicorn/x.py", 1), BLOCK)
+    b.add(1, uv_idle, 10)
+    b.add(1, uv_busy, 5)
+    b.add(1, uv_idle, 10)
+    a = analyze(b.build())
+    assert a.loop.idle_ms == pytest.approx(200.0)
+    assert [(c.line, c.blocked_ms) for c in a.culprits] == [(12, pytest.approx(50.0))]
+
+
+def test_views_and_timeline_cover_the_loop() -> None:
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 10)
+    b.add(1, busy(BLOCK), 10)
+    a = analyze(b.build(), AnalysisParams(timeline_bins=2))
+    assert sum(a.views["all"].values()) == pytest.approx(200.0)
+    assert sum(a.views["blocking"].values()) == pytest.approx(100.0)
+    assert sum(a.views["route:GET /users/{user_id}"].values()) == pytest.approx(100.0)
+    first, second = a.timeline
+    assert (first.idle_ms, first.blocked_ms) == (pytest.approx(100.0), 0)
+    assert (second.idle_ms, second.blocked_ms) == (0, pytest.approx(100.0))
+
+
+def test_without_route_table_routes_fall_back_to_function_names() -> None:
+    b = Builder()
+    b.add(1, IDLE, 3)
+    b.add(1, busy(BLOCK), 5)
+    a = analyze(b.build())
+    assert a.culprits[0].route == "get_user"
+    assert any("route table not read" in n for n in a.notes)

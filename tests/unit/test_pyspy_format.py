@@ -1,0 +1,100 @@
+"""Parsing py-spy speedscope chunks and loading an output directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from asgiprof import store
+from asgiprof.collect.pyspy_format import parse_chunk, place_samples
+from asgiprof.errors import CorruptProfileError
+from asgiprof.model import Frame, Interner, SamplingInfo, TargetInfo
+
+
+def doc(profiles: list[dict[str, object]]) -> bytes:
+    frames = [
+        {"name": 'process 7:"python -m uvicorn app:app"', "file": "", "line": 0},
+        {"name": "thread (7): MainThread", "file": "", "line": 0},
+        {"name": "<module>", "file": "/srv/app.py", "line": 1},
+        {"name": "handler", "file": "/srv/app.py", "line": 9},
+        {"name": "thread (8): AnyIO worker thread", "file": "", "line": 0},
+    ]
+    return orjson.dumps({"shared": {"frames": frames}, "profiles": profiles})
+
+
+def test_root_frames_become_thread_identity_not_code() -> None:
+    data = doc(
+        [
+            {"type": "sampled", "name": 'Process 7 Thread 7 "MainThread"',
+             "samples": [[0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3]], "weights": [0.01] * 3},
+            {"type": "sampled", "name": 'Process 7 Thread 8 ""', "samples": [[0, 4, 2]],
+             "weights": [0.01]},
+        ]
+    )
+    frames: list[Frame] = []
+    stacks: list[tuple[int, ...]] = []
+    threads = parse_chunk(data, Interner(frames, stacks), default_pid=1)
+    assert [(t.thread.pid, t.thread.tid, t.thread.name) for t in threads] == [
+        (7, 7, "MainThread"),
+        (7, 8, "AnyIO worker thread"),
+    ]
+    assert [f.function for f in frames] == ["<module>", "handler"]
+    assert threads[0].stack_ids == [0, 1, 1] and threads[1].stack_ids == [0]
+    assert stacks == [(0,), (0, 1)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"{", b"[]", b'{"shared": {}, "profiles": []}', b'{"shared": {"frames": [{}]}, "profiles": []}',
+     b'{"shared": {"frames": []}, "profiles": [{"samples": [[5]]}]}'],
+)
+def test_garbage_is_a_clear_error(data: bytes) -> None:
+    with pytest.raises(CorruptProfileError):
+        parse_chunk(data, Interner([], []), default_pid=1)
+
+
+def test_place_samples_aligns_short_threads_to_the_end() -> None:
+    assert place_samples(100, 100, 0.0, 1.0, 100) == (0.0, 0.01)
+    first, period = place_samples(50, 100, 0.0, 1.0, 100)
+    assert (first, period) == (pytest.approx(0.5), 0.01)
+    # py-spy fell behind: 100 samples had to fit in 0.5 s
+    assert place_samples(100, 100, 0.0, 0.5, 100) == (0.0, 0.005)
+
+
+def write_profile(out: Path, chunks: list[bytes]) -> None:
+    store.prepare_out_dir(out)
+    store.write_meta(
+        out,
+        TargetInfo(pids=(7,), command=("uvicorn", "app:app"), server="uvicorn"),
+        SamplingInfo(100, 1000.0, 2.0, 0, 0),
+    )
+    for i, data in enumerate(chunks, start=1):
+        (out / "raw" / f"{store.chunk_name(i)}.speedscope.json").write_bytes(data)
+        store.write_chunk_meta(out, i, start_s=i - 1.0, end_s=float(i), samples=3, errors=0, rc=0)
+
+
+def test_load_profile_keeps_good_chunks_when_one_is_truncated(tmp_path: Path) -> None:
+    good = doc([{"type": "sampled", "name": 'Thread 7 "MainThread"', "samples": [[1, 2]] * 3,
+                 "weights": [0.01] * 3}])
+    write_profile(tmp_path / "out", [good, good[: len(good) // 2]])
+    profile = store.load_profile(tmp_path / "out")
+    profile.self_check()
+    assert len(profile.sampling.chunks) == 1
+    assert profile.problems and "chunk-0002" in profile.problems[0]
+    (tl,) = profile.threads
+    assert tl.total_samples == 3
+
+
+def test_load_profile_rejects_a_directory_without_profile(tmp_path: Path) -> None:
+    with pytest.raises(CorruptProfileError, match="missing"):
+        store.load_profile(tmp_path)
+
+
+def test_out_dir_holding_other_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("hi")
+    from asgiprof.errors import OutputDirError
+
+    with pytest.raises(OutputDirError, match="already holds"):
+        store.prepare_out_dir(tmp_path)
