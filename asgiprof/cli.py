@@ -12,7 +12,7 @@ from rich.console import Console
 
 from asgiprof import __version__
 from asgiprof.analyze.result import AnalysisParams
-from asgiprof.errors import AsgiprofError, UsageError
+from asgiprof.errors import AsgiprofError
 from asgiprof.session import ProfileOptions, attach_server, render, run_server
 
 app = typer.Typer(
@@ -146,25 +146,17 @@ def demo(
 
 
 def main() -> None:
+    """Entry point: typer handles usage errors (exit 2); ours print one line, no traceback."""
     err = Console(stderr=True)
     try:
-        app(standalone_mode=False)
+        app()
     except AsgiprofError as exc:
         err.print(f"[bold red]error:[/] {_escape(exc.message)}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("aborted", style="red")
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors and friends
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(UsageError.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
+    except Exception as exc:
         if os.environ.get("ASGIPROF_DEBUG"):
             raise
         err.print(

@@ -84,7 +84,13 @@ class _Stop:
 def run_server(argv: list[str], options: ProfileOptions, console: Console) -> Analysis:
     out = store.prepare_out_dir(options.out or store.default_out_dir())
     console.print(Text(f"starting: {' '.join(redact(argv))}"), style="dim")
-    target = launch(argv, log_path=out / store.SERVER_LOG, ready_timeout_s=options.ready_timeout_s)
+    try:
+        target = launch(
+            argv, log_path=out / store.SERVER_LOG, ready_timeout_s=options.ready_timeout_s
+        )
+    except AsgiprofError:
+        store.discard_if_empty(out)
+        raise
     try:
         return _profile(target, out, options, console)
     finally:
@@ -95,7 +101,11 @@ def run_server(argv: list[str], options: ProfileOptions, console: Console) -> An
 def attach_server(pid: int, options: ProfileOptions, console: Console) -> Analysis:
     target = attach(pid)
     out = store.prepare_out_dir(options.out or store.default_out_dir())
-    return _profile(target, out, options, console)
+    try:
+        return _profile(target, out, options, console)
+    except AsgiprofError:
+        store.discard_if_empty(out)
+        raise
 
 
 def render(out: Path, params: AnalysisParams, console: Console, open_browser: bool) -> Analysis:

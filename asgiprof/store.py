@@ -48,8 +48,14 @@ FORMAT = 1
 
 
 def default_out_dir(now: float | None = None) -> Path:
+    """./asgiprof-out-<date-time>, with a suffix when that name is taken."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
-    return Path(f"asgiprof-out-{stamp}")
+    base = Path(f"asgiprof-out-{stamp}")
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        if not candidate.exists():
+            return candidate
+    return base
 
 
 def prepare_out_dir(out: Path) -> Path:
@@ -72,6 +78,20 @@ def prepare_out_dir(out: Path) -> Path:
             f"cannot write to output directory {out}: {exc.strerror}: choose a writable --out"
         ) from exc
     return out
+
+
+def discard_if_empty(out: Path) -> None:
+    """Remove an output directory that holds no samples (a failed start), keeping others."""
+    raw = out / RAW_DIR
+    if raw.is_dir() and any(raw.iterdir()):
+        return
+    for name in (META, ROUTES, RESOURCES, SERVER_LOG):
+        (out / name).unlink(missing_ok=True)
+    for path in (raw, out):
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -4,7 +4,8 @@ A stretch is a run of consecutive busy samples running one callback (the first f
 loop calls). Its duration is its sample count times the sampling period: py-spy's
 exponentially spaced samples make that count an unbiased estimate, and, unlike the gap
 between two samples, it does not inflate a 1 ms callback into a 10 ms one. Back-to-back
-callbacks of the same kind with no idle sample between them merge (documented limit).
+callbacks of the same kind merge when no sample falls between them (documented limit);
+a framework-only sample between two stretches of user code splits them.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class _Stretch:
     samples: int = 0
     callback: int = -1
     first_run: int = 0
+    saw_user: bool = False  # some run had a user frame
+    left_user: bool = False  # ... and a later run had none (the request finished)
     stacks: Counter[int] = field(default_factory=Counter)
 
 
@@ -94,11 +97,21 @@ def find_episodes(
             state = classifier.classify(sid).state if sid != NO_STACK else LABEL_OFF
             if state == STATE_BUSY:
                 callback = classifier.classify(sid).callback
-                if cur is not None and cur.callback != callback:
+                has_user = user_frames.deepest(sid) is not None
+                # A new callback, or user code again after framework-only samples (one
+                # request's handler ended, the next one's began without an idle sample
+                # between them) starts a new stretch.
+                if cur is not None and (
+                    cur.callback != callback or (has_user and cur.left_user)
+                ):
                     close(cur, i)
                     cur = None
                 if cur is None:
                     cur = _Stretch(start, 0.0, 0, callback, i)
+                if has_user:
+                    cur.saw_user = True
+                elif cur.saw_user:
+                    cur.left_user = True
                 cur.duration_s += dur
                 cur.samples += n
                 cur.stacks[sid] += n

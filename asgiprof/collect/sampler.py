@@ -77,7 +77,8 @@ def classify_failure(pid: int, stderr: str) -> AsgiprofError:
         return TargetNotFoundError(f"no process with PID {pid} (it may have exited)")
     if "Permission denied" in text or "Operation not permitted" in text:
         return PtraceDeniedError(f"cannot read process {pid}: permission denied. {PTRACE_HELP}")
-    if "python version" in text or "python interpreter" in text.lower():
+    lowered = text.lower()
+    if "python version" in lowered or "python interpreter" in lowered or "no python" in lowered:
         try:
             name = psutil.Process(pid).name()
         except psutil.Error:

@@ -112,9 +112,10 @@ def launch(argv: Sequence[str], *, log_path: Path, ready_timeout_s: float = 30.0
     while time.monotonic() < deadline:
         rc = proc.poll()
         if rc is not None:
+            tail = _tail(log_path) or "    (it printed nothing)"
             raise TargetExitedError(
                 f"the server command exited during startup with status {rc}:\n"
-                f"{_tail(log_path)}\nfix the command (it must serve until stopped)"
+                f"{tail}\nfix the command: it must start a server that runs until stopped"
             )
         if _listening(proc.pid):
             try:
