@@ -1,0 +1,388 @@
+"""Standalone probe: import an ASGI app and print its route table as one JSON line.
+
+Runs in the TARGET's interpreter and working directory (stdlib only, CPython 3.9+, never
+imports asgiprof): `python route_probe.py MODULE:ATTR [--factory] [--app-dir DIR]`.
+"""
+
+# Kept to Python 3.9 syntax and stdlib on purpose: no `match`, no `X | Y` outside
+# annotations (which `from __future__ import annotations` leaves unevaluated), no zip(strict).
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import inspect
+import json
+import os
+import re
+import sys
+from typing import Any, TextIO, TypedDict
+
+# The result is the last stdout line starting with MARKER, so whatever the app prints at
+# import time cannot corrupt it.
+MARKER = "@@asgiprof-route-table@@ "
+PROTOCOL = 1
+
+# Exit statuses: 0 a result (routes or "no-table"), 1 the app could not be imported.
+EXIT_OK = 0
+EXIT_IMPORT_FAILED = 1
+
+_HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE", "CONNECT")
+_METHOD_ORDER = {m: i for i, m in enumerate(_HTTP_METHODS)}
+# `{user_id:int}` -> `{user_id}`: the template as routes print it (Starlette's path_format).
+_CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]*\}")
+_MAX_DEPTH = 32  # mounts within mounts; guards against cycles too
+_MAX_MESSAGE = 500
+
+
+class RouteRecord(TypedDict):
+    method: str  # "GET", "GET,POST" (one endpoint function), "WS", or "*" (mounted app)
+    path: str
+    endpoint: str  # module.qualname
+    file: str
+    first_line: int
+    last_line: int
+    is_async: bool
+
+
+class ProbeResult(TypedDict, total=False):
+    protocol: int
+    status: str  # "ok", "no-table", "error"
+    framework: str
+    routes: list[RouteRecord]
+    skipped: list[str]  # what could not be read: route types by name, mount cycles
+    reason: str  # status "no-table"
+    stage: str  # status "error": "import", "attribute", "factory"
+    error_type: str
+    message: str
+
+
+class ProbeError(Exception):
+    def __init__(self, stage: str, exc: BaseException) -> None:
+        super().__init__(str(exc))
+        self.stage = stage
+        self.exc = exc
+
+
+def _attr(obj: object, name: str) -> Any:
+    """getattr that never raises: app objects can have properties that fail."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+# --- loading the app, the way uvicorn does ----------------------------------------------------
+
+
+def load_app(spec: str, factory: bool, app_dirs: list[str]) -> object:
+    """Import `module:attr` (attr may be dotted) with cwd and app dirs first on sys.path."""
+    # Like uvicorn's --app-dir (default "."): absolute, so endpoint files come out absolute.
+    for app_dir in reversed(app_dirs or ["."]):
+        sys.path.insert(0, os.path.abspath(app_dir))
+    module_name, _, attrs = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except BaseException as exc:  # import-time code can raise anything, SystemExit included
+        raise ProbeError("import", exc) from exc
+    app: object = module
+    try:
+        for name in (attrs or "app").split("."):
+            app = getattr(app, name)
+    except AttributeError:
+        message = f'Attribute "{attrs or "app"}" not found in module "{module_name}".'
+        raise ProbeError("attribute", AttributeError(message)) from None
+    if factory:
+        try:
+            app = app()  # type: ignore[operator]
+        except BaseException as exc:
+            raise ProbeError("factory", exc) from exc
+    return app
+
+
+# --- finding and walking the route table -------------------------------------------------------
+
+
+def _route_list(obj: object) -> list[object] | None:
+    """`obj.routes` (Starlette, FastAPI, Router, Mount) or `obj.router.routes`."""
+    for owner in (obj, _attr(obj, "router")):
+        routes = _attr(owner, "routes") if owner is not None else None
+        if isinstance(routes, (list, tuple)):
+            return list(routes)
+    return None
+
+
+def find_routes(app: object) -> list[object] | None:
+    """Unwrap middleware (`.app` chains) until an object with a route table appears."""
+    seen: set[int] = set()
+    obj: object = app
+    for _ in range(64):
+        if obj is None or id(obj) in seen:
+            return None
+        seen.add(id(obj))
+        routes = _route_list(obj)
+        if routes is not None:
+            return routes
+        obj = _attr(obj, "app")
+    return None
+
+
+def _expand(routes: list[object]) -> list[object]:
+    """Flatten FastAPI's included routers through its public `iter_route_contexts`.
+
+    Newer FastAPI keeps `include_router` results as one nested route instead of copying
+    the routes into the app; each context it yields reads like a route (path, methods,
+    endpoint) with the prefixes applied. Older FastAPI lacks it and already flattens.
+    """
+    fastapi_routing = sys.modules.get("fastapi.routing")
+    iter_contexts = _attr(fastapi_routing, "iter_route_contexts")
+    if iter_contexts is None:
+        return routes
+    try:
+        return list(iter_contexts(routes))
+    except Exception:
+        return routes
+
+
+def _template(path: str) -> str:
+    return _CONVERTOR.sub(r"{\1}", path)
+
+
+def _is_websocket(route: object) -> bool:
+    original = _attr(route, "original_route") or route
+    return any("WebSocket" in cls.__name__ for cls in type(original).__mro__)
+
+
+def _method_label(methods: object) -> str:
+    if not isinstance(methods, (set, frozenset, list, tuple)) or not methods:
+        return "*"
+    names = {str(m).upper() for m in methods}
+    if "GET" in names and len(names) > 1:
+        names.discard("HEAD")  # Starlette adds HEAD to every GET route
+    return ",".join(sorted(names, key=lambda m: (_METHOD_ORDER.get(m, len(_METHOD_ORDER)), m)))
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.routes: list[RouteRecord] = []
+        self.skipped: list[str] = []
+        # ids of the mounts being walked: a mount reached again inside itself is a cycle
+        # (the same sub-app mounted twice side by side is not, and is walked twice)
+        self._walking: set[int] = set()
+
+    def walk(self, routes: list[object], prefix: str, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            self.skipped.append(f"routes nested deeper than {_MAX_DEPTH} under {prefix!r}")
+            return
+        for route in _expand(routes):
+            endpoint = _attr(route, "endpoint")
+            path = _attr(route, "path_format") or _attr(route, "path")
+            if endpoint is not None and isinstance(path, str):
+                self._add_endpoint(route, prefix + _template(path), endpoint)
+            elif isinstance(_attr(route, "path"), str) or _attr(route, "host") is not None:
+                self._add_mount(route, prefix, depth)
+            else:
+                self.skipped.append(type(_attr(route, "original_route") or route).__name__)
+
+    def _add_mount(self, mount: object, prefix: str, depth: int) -> None:
+        """Mount (path prefix) or Host (no prefix): the sub-app's routes, or the app itself."""
+        key = id(_attr(mount, "original_route") or mount)
+        if key in self._walking:
+            self.skipped.append(f"mount cycle at {prefix!r}")
+            return
+        path = _attr(mount, "path")
+        # Mount.path is the prefix as declared; its path_format ends in "/{path}".
+        sub_prefix = prefix + (_template(path.rstrip("/")) if isinstance(path, str) else "")
+        sub_app = _attr(mount, "app")
+        routes = _attr(mount, "routes")
+        if not isinstance(routes, (list, tuple)) or not routes:
+            routes = find_routes(sub_app) if sub_app is not None else None
+        if routes:
+            self._walking.add(key)
+            try:
+                self.walk(list(routes), sub_prefix, depth + 1)
+            finally:
+                self._walking.discard(key)
+        elif sub_app is not None:
+            self._record("*", sub_prefix or "/", sub_app)
+        else:
+            self.skipped.append(type(_attr(mount, "original_route") or mount).__name__)
+
+    def _add_endpoint(self, route: object, path: str, endpoint: object) -> None:
+        methods = _attr(route, "methods")
+        if _is_websocket(route):
+            self._record("WS", path, endpoint)
+        elif inspect.isclass(endpoint):
+            self._add_class_endpoint(path, endpoint, methods)
+        else:
+            self._record(_method_label(methods), path, endpoint)
+
+    def _add_class_endpoint(self, path: str, cls: type, methods: object) -> None:
+        """HTTPEndpoint-style class: one route per HTTP method function it defines."""
+        allowed = {str(m).upper() for m in methods} if isinstance(methods, (set, list)) else None
+        found = False
+        for method in _HTTP_METHODS:
+            function = _attr(cls, method.lower())
+            if callable(function) and (not allowed or method in allowed):
+                self._record(method, path, function)
+                found = True
+        if not found:
+            self._record("*", path, cls)
+
+    def _record(self, method: str, path: str, endpoint: object) -> None:
+        name, file, first, last, is_async = describe(endpoint)
+        self.routes.append(
+            RouteRecord(
+                method=method,
+                path=path,
+                endpoint=name,
+                file=file,
+                first_line=first,
+                last_line=last,
+                is_async=is_async,
+            )
+        )
+
+
+# --- describing an endpoint --------------------------------------------------------------------
+
+
+def _is_coroutine(obj: object) -> bool:
+    try:
+        return inspect.iscoroutinefunction(obj)
+    except Exception:
+        return False
+
+
+def describe(endpoint: object) -> tuple[str, str, int, int, bool]:
+    """(module.qualname, source file, first line, last line, is async) of an endpoint.
+
+    Looks through functools.partial, bound methods, decorators (`__wrapped__`) and
+    callable objects (their `__call__`); async the way FastAPI decides it: the callable
+    itself, its unwrapped function, or its `__call__` is a coroutine function.
+    """
+    target: Any = endpoint
+    while isinstance(target, functools.partial):
+        target = target.func
+    candidates: list[object] = [target]
+    if inspect.ismethod(target):
+        target = target.__func__
+    if not (inspect.isfunction(target) or inspect.isclass(target)):
+        call = _attr(type(target), "__call__")
+        if inspect.isfunction(call):
+            target = call
+            candidates.append(call)
+    try:
+        target = inspect.unwrap(target)
+    except ValueError:  # a __wrapped__ cycle
+        pass
+    candidates.append(target)
+    if inspect.isclass(target):
+        is_async = any(_is_coroutine(v) for v in vars(target).values())
+    else:
+        is_async = any(_is_coroutine(c) for c in candidates)
+    module = _attr(target, "__module__")
+    qualname = _attr(target, "__qualname__") or _attr(target, "__name__") or repr(target)
+    name = f"{module}.{qualname}" if isinstance(module, str) else str(qualname)
+    file = ""
+    first = last = 0
+    try:
+        file = inspect.getsourcefile(target) or inspect.getfile(target)
+    except (TypeError, OSError):
+        pass
+    try:
+        lines, start = inspect.getsourcelines(target)
+        first, last = max(start, 1), max(start, 1) + len(lines) - 1
+    except (TypeError, OSError, IndexError):
+        pass
+    return name, file, first, last, is_async
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def probe(spec: str, factory: bool, app_dirs: list[str]) -> tuple[ProbeResult, int]:
+    try:
+        app = load_app(spec, factory, app_dirs)
+    except ProbeError as error:
+        exc = error.exc
+        return (
+            ProbeResult(
+                protocol=PROTOCOL,
+                status="error",
+                stage=error.stage,
+                error_type=type(exc).__name__,
+                message=_one_line(str(exc)) or repr(exc),
+            ),
+            EXIT_IMPORT_FAILED,
+        )
+    framework = (_attr(type(app), "__module__") or "").split(".")[0]
+    try:
+        routes = find_routes(app)
+        if routes is None:
+            reason = f"the app ({type(app).__name__}) has no route table (.routes or .router)"
+            return (
+                ProbeResult(
+                    protocol=PROTOCOL, status="no-table", framework=framework, reason=reason
+                ),
+                EXIT_OK,
+            )
+        walker = _Walker()
+        walker.walk(routes, "", 0)
+        if walker.skipped and not walker.routes:
+            unread = ", ".join(sorted(set(walker.skipped))[:5])
+            reason = f"no route of the app could be read (unrecognised: {unread})"
+            return (
+                ProbeResult(
+                    protocol=PROTOCOL, status="no-table", framework=framework, reason=reason
+                ),
+                EXIT_OK,
+            )
+    except Exception as exc:  # a framework we misread: no table, never a crash
+        reason = f"reading the route table failed: {type(exc).__name__}: {_one_line(str(exc))}"
+        return (
+            ProbeResult(protocol=PROTOCOL, status="no-table", framework=framework, reason=reason),
+            EXIT_OK,
+        )
+    result = ProbeResult(
+        protocol=PROTOCOL,
+        status="ok",
+        framework=framework,
+        routes=walker.routes,
+        skipped=walker.skipped,
+    )
+    return result, EXIT_OK
+
+
+def main(argv: list[str], out: TextIO) -> int:
+    parser = argparse.ArgumentParser(prog="route_probe", description=__doc__)
+    parser.add_argument("app", help="MODULE:ATTR")
+    parser.add_argument("--factory", action="store_true")
+    parser.add_argument("--app-dir", action="append", default=[])
+    args = parser.parse_args(argv)
+    # The app sees a bare argv (some parse sys.argv at import) and prints to stderr.
+    sys.argv = [sys.argv[0]]
+    sys.stdout = sys.stderr
+    try:
+        result, status = probe(args.app, args.factory, args.app_dir)
+    finally:
+        sys.stdout = out
+    out.write("\n" + MARKER + json.dumps(result, sort_keys=True) + "\n")
+    out.flush()
+    return status
+
+
+if __name__ == "__main__":
+    if sys.path and sys.path[0] and os.path.isfile(sys.argv[0]):
+        # Run as a file: its folder (asgiprof's package) must not shadow the app's modules.
+        if os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(sys.argv[0])):
+            del sys.path[0]
+    _status = main(sys.argv[1:], sys.stdout)
+    sys.stderr.flush()
+    # Skip interpreter shutdown: app threads that never end or atexit hooks must not hang us.
+    os._exit(_status)

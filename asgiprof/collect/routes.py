@@ -1,0 +1,308 @@
+"""Read the target app's route table by running `route_probe.py` in the target's interpreter.
+
+`read_route_table` imports the app in a bounded child process (the target never imports
+asgiprof); `RouteIndex` answers, per frame, which route's endpoint holds a file:line.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+from asgiprof.collect.command import ServerCommand, redact_text
+from asgiprof.collect.route_probe import MARKER, PROTOCOL
+from asgiprof.errors import AppImportError
+from asgiprof.model import Route, RouteTable
+
+_KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the pipes to close
+
+
+def probe_source() -> str:
+    """The probe's source text; passed with `-c` so the target never needs asgiprof."""
+    return resources.files("asgiprof.collect").joinpath("route_probe.py").read_text("utf-8")
+
+
+def probe_argv(
+    python: str, app_spec: str, *, factory: bool = False, app_dir: str | None = None
+) -> list[str]:
+    """The command that runs the probe. `-c` (not the file's path) also keeps asgiprof's own
+    folder off the target's sys.path, where it could shadow the app's modules."""
+    argv = [python, "-c", probe_source(), app_spec]
+    if factory:
+        argv.append("--factory")
+    if app_dir is not None:
+        argv += ["--app-dir", app_dir]
+    return argv
+
+
+def read_route_table(
+    app_spec: str,
+    *,
+    python: str,
+    cwd: str,
+    env: Mapping[str, str] | None = None,
+    factory: bool = False,
+    app_dir: str | None = None,
+    timeout_s: float = 20.0,
+) -> RouteTable:
+    """Import `app_spec` with `python` in `cwd` and read its routes.
+
+    Raises AppImportError when the app cannot be imported. Returns a table with source
+    "none" and the reason when the app imported but its routes could not be read (an
+    unknown framework, a probe that timed out), so callers fall back to function names.
+    """
+    if not os.path.isdir(cwd):
+        raise AppImportError(
+            f"could not import app {app_spec!r}: its working directory {cwd} does not exist"
+        )
+    argv = probe_argv(python, app_spec, factory=factory, app_dir=app_dir)
+    returncode, stdout, stderr, timed_out = _run_bounded(argv, cwd, _probe_env(env), timeout_s)
+    where = f"with {python} in {cwd}"
+    result = _find_result(stdout)
+    if result is None:
+        if timed_out:
+            reason = f"importing the app {app_spec!r} took longer than {timeout_s:g} s"
+            return RouteTable((), "none", reason)
+        detail = redact_text(_last_line(stderr)) or "no output"
+        if returncode == 0:
+            return RouteTable((), "none", f"the route probe printed no result: {detail}")
+        raise AppImportError(
+            f"could not import app {app_spec!r} {where}: the interpreter exited with status "
+            f"{returncode}: {detail}. Check that {python} is the Python that runs the app"
+        )
+    return _to_table(result, app_spec, where)
+
+
+def read_route_table_for(
+    command: ServerCommand,
+    *,
+    python: str,
+    cwd: str,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 20.0,
+) -> RouteTable:
+    """`read_route_table` with the app spec, factory flag and folders of a server command."""
+    if command.app_spec is None:
+        return RouteTable((), "none", "the server command line names no app (module:attr)")
+    return read_route_table(
+        command.app_spec,
+        python=python,
+        cwd=os.path.join(cwd, command.chdir) if command.chdir else cwd,
+        env=env,
+        factory=command.factory,
+        app_dir=command.app_dir,
+        timeout_s=timeout_s,
+    )
+
+
+def _probe_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    child = dict(os.environ if env is None else env)
+    # PYTHONINSPECT would leave the child waiting at a prompt; bytecode the probe compiles
+    # (perhaps as root, when attaching) must not land in the user's folders.
+    child.pop("PYTHONINSPECT", None)
+    child["PYTHONDONTWRITEBYTECODE"] = "1"
+    return child
+
+
+def _run_bounded(
+    argv: Sequence[str], cwd: str, env: Mapping[str, str], timeout_s: float
+) -> tuple[int, str, str, bool]:
+    """Run argv to completion or `timeout_s`; (returncode, stdout, stderr, timed_out).
+
+    The child leads its own process group, so on timeout (or any exception here, Ctrl-C
+    included) it and whatever the app spawned are killed by that id: nothing outlives us.
+    """
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise AppImportError(
+            f"could not run {argv[0]} to read the app's routes: {exc.strerror or exc}. "
+            "Check the interpreter path"
+        ) from None
+    timed_out = False
+    try:
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc.pid)
+            # The result may already be out while a child the app forked held the pipes.
+            try:
+                out, err = proc.communicate(timeout=_KILL_WAIT_S)
+            except subprocess.TimeoutExpired:  # a grandchild that left the group holds them
+                out, err = b"", b""
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc.pid)
+            proc.wait(timeout=_KILL_WAIT_S)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    return (
+        proc.returncode,
+        out.decode("utf-8", "replace"),
+        err.decode("utf-8", "replace"),
+        timed_out,
+    )
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _find_result(stdout: str) -> dict[str, object] | None:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(MARKER):
+            try:
+                doc = json.loads(line[len(MARKER) :])
+            except ValueError:
+                return None
+            return doc if isinstance(doc, dict) else None
+    return None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _to_table(result: Mapping[str, object], app_spec: str, where: str) -> RouteTable:
+    if result.get("protocol") != PROTOCOL:
+        return RouteTable((), "none", f"route probe protocol mismatch: {result.get('protocol')}")
+    status = result.get("status")
+    if status == "error":
+        # Import errors quote connection strings and settings: never show their secrets.
+        message = redact_text(str(result.get("message"))).rstrip(".")
+        error = f"{result.get('error_type')}: {message}"
+        if result.get("stage") == "factory":
+            error = f"the app factory raised {error}"
+        raise AppImportError(
+            f"could not import app {app_spec!r} {where}: {error}. Check the app spec "
+            "(module:attribute), the working directory, and that this interpreter has the "
+            "app's packages installed"
+        )
+    if status == "no-table":
+        return RouteTable((), "none", redact_text(str(result.get("reason") or "no route table")))
+    records = result.get("routes")
+    if status != "ok" or not isinstance(records, list):
+        return RouteTable((), "none", f"unexpected route probe result (status {status!r})")
+    routes = tuple(route for route in map(_to_route, records) if route is not None)
+    return RouteTable(routes, "app")
+
+
+def _to_route(record: object) -> Route | None:
+    if not isinstance(record, dict):
+        return None
+    method, path, endpoint, file = (
+        record.get(key) for key in ("method", "path", "endpoint", "file")
+    )
+    first_line, last_line, is_async = (
+        record.get(key) for key in ("first_line", "last_line", "is_async")
+    )
+    if not (
+        isinstance(method, str)
+        and isinstance(path, str)
+        and isinstance(endpoint, str)
+        and isinstance(file, str)
+        and isinstance(first_line, int)
+        and isinstance(last_line, int)
+        and isinstance(is_async, bool)
+    ):
+        return None
+    return Route(method, path, endpoint, file, first_line, last_line, is_async)
+
+
+# --- frame -> route ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _FileSpans:
+    """Endpoint line spans of one file, sorted by first line (enclosing spans first)."""
+
+    starts: list[int]
+    ends: list[int]
+    # index of the nearest earlier span still open when span i starts, or -1
+    parents: list[int]
+    routes: list[Route]
+
+
+class RouteIndex:
+    """Which route's endpoint holds a given file:line; built once, asked for every frame.
+
+    Spans are grouped by file and searched by bisection; nested spans (a function inside
+    an endpoint class) answer with the innermost. When several routes share one endpoint
+    function, frames cannot tell them apart: the first declared route answers.
+    """
+
+    __slots__ = ("_files",)
+
+    def __init__(self, routes: RouteTable | Iterable[Route]) -> None:
+        table = routes.routes if isinstance(routes, RouteTable) else routes
+        by_file: dict[str, list[Route]] = {}
+        for route in table:
+            if route.file and 0 < route.first_line <= route.last_line:
+                by_file.setdefault(os.path.normpath(route.file), []).append(route)
+        self._files = {file: _spans(file_routes) for file, file_routes in by_file.items()}
+
+    def match(self, file: str, line: int) -> Route | None:
+        spans = self._files.get(file)
+        if spans is None:
+            # py-spy shows co_filename as the target made it: "/app/./main.py" on 3.9.
+            spans = self._files.get(os.path.normpath(file))
+            if spans is None:
+                return None
+        i = bisect.bisect_right(spans.starts, line) - 1
+        while i >= 0:
+            if spans.ends[i] >= line:
+                return spans.routes[i]
+            i = spans.parents[i]
+        return None
+
+
+def _spans(routes: list[Route]) -> _FileSpans:
+    # Stable sort: among identical spans the first declared route stays first and wins.
+    ordered = sorted(routes, key=lambda r: (r.first_line, -r.last_line))
+    unique: list[Route] = []
+    for route in ordered:
+        if unique and (unique[-1].first_line, unique[-1].last_line) == (
+            route.first_line,
+            route.last_line,
+        ):
+            continue
+        unique.append(route)
+    parents: list[int] = []
+    open_spans: list[int] = []  # indices of spans that may still enclose later ones
+    for i, route in enumerate(unique):
+        while open_spans and unique[open_spans[-1]].last_line < route.first_line:
+            open_spans.pop()
+        parents.append(open_spans[-1] if open_spans else -1)
+        open_spans.append(i)
+    return _FileSpans(
+        starts=[r.first_line for r in unique],
+        ends=[r.last_line for r in unique],
+        parents=parents,
+        routes=unique,
+    )
+
+
+def match_frame(routes: RouteTable | RouteIndex, file: str, line: int) -> Route | None:
+    """The route whose endpoint holds file:line. Build one `RouteIndex` for many frames."""
+    index = routes if isinstance(routes, RouteIndex) else RouteIndex(routes)
+    return index.match(file, line)
