@@ -26,7 +26,9 @@ app = typer.Typer(
 
 Duration = Annotated[
     float | None,
-    typer.Option("--duration", "-d", help="Seconds to sample (default: until Ctrl-C or exit).", min=0.5),
+    typer.Option(
+        "--duration", "-d", help="Seconds to sample (default: until Ctrl-C or exit).", min=0.5
+    ),
 ]
 Out = Annotated[
     Path | None,

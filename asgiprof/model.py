@@ -153,9 +153,7 @@ class Resources:
     )
 
     def add_cpu(self, sample: ThreadCpu) -> None:
-        times, cpu = self.thread_cpu.setdefault(
-            (sample.pid, sample.tid), (array("d"), array("d"))
-        )
+        times, cpu = self.thread_cpu.setdefault((sample.pid, sample.tid), (array("d"), array("d")))
         times.append(sample.t_s)
         cpu.append(sample.cpu_s)
 

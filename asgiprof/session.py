@@ -117,7 +117,9 @@ def render(out: Path, params: AnalysisParams, console: Console, open_browser: bo
     write_all(analysis, out)
     print_summary(analysis, console)
     report = out / "report.html"
-    console.print(Text(f"\nwrote {out}/: summary.json, report.html, profile.speedscope.json, stacks.folded"))
+    console.print(
+        Text(f"\nwrote {out}/: summary.json, report.html, profile.speedscope.json, stacks.folded")
+    )
     if open_browser and report.exists():
         webbrowser.open(report.resolve().as_uri())
     return analysis

@@ -61,7 +61,9 @@ def default_out_dir(now: float | None = None) -> Path:
 def prepare_out_dir(out: Path) -> Path:
     """Create OUT (or accept an empty one); refuse one that already holds other files."""
     if out.exists() and not out.is_dir():
-        raise OutputDirError(f"output path {out} exists and is not a directory: choose another --out")
+        raise OutputDirError(
+            f"output path {out} exists and is not a directory: choose another --out"
+        )
     if out.is_dir() and any(out.iterdir()):
         what = "a profile" if (out / META).exists() else "other files"
         raise OutputDirError(
@@ -163,8 +165,9 @@ def load_routes(out: Path) -> RouteTable:
         routes = tuple(Route(**r) for r in data.get("routes", ()))
     except TypeError as exc:
         raise CorruptProfileError(f"{path} holds an unexpected route entry: {exc}") from exc
-    source = "app" if data.get("source") == "app" else "none"
-    return RouteTable(routes, source, data.get("error"))
+    if data.get("source") == "app":
+        return RouteTable(routes, "app", data.get("error"))
+    return RouteTable(routes, "none", data.get("error"))
 
 
 def load_profile(out: Path) -> Profile:

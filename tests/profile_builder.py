@@ -31,7 +31,11 @@ RUN_ENDPOINT = Frame("run_endpoint_function", f"{SITE}/fastapi/routing.py", 381)
 WORKER = Frame("WorkerThread.run", f"{SITE}/anyio/_backends/_asyncio.py", 967)
 QUEUE_GET = Frame("Queue.get", f"{STDLIB}/queue.py", 171)
 
-LOOP_BASE = (RUNNER, Frame("BaseEventLoop.run_until_complete", f"{STDLIB}/asyncio/base_events.py", 640), RUN_FOREVER)
+LOOP_BASE = (
+    RUNNER,
+    Frame("BaseEventLoop.run_until_complete", f"{STDLIB}/asyncio/base_events.py", 640),
+    RUN_FOREVER,
+)
 IDLE = (*LOOP_BASE, RUN_ONCE_SELECT, SELECT)
 
 

@@ -25,13 +25,15 @@ from asgiprof.analyze.result import (
     VIEW_THREADPOOL,
     Analysis,
     AnalysisParams,
+    Culprit,
+    Episode,
     LoopSummary,
     RouteStats,
 )
 from asgiprof.analyze.roles import thread_roles, threads_with_role
 from asgiprof.analyze.routes import RouteResolver
 from asgiprof.analyze.timeline import loop_timeline
-from asgiprof.model import NO_STACK, Profile
+from asgiprof.model import NO_STACK, Profile, ThreadTimeline
 
 __all__ = ["analyze"]
 
@@ -137,7 +139,12 @@ def analyze(
     )
 
 
-def _notes(profile, loop_threads, episodes, culprits):  # type: ignore[no-untyped-def]
+def _notes(
+    profile: Profile,
+    loop_threads: list[ThreadTimeline],
+    episodes: list[Episode],
+    culprits: list[Culprit],
+) -> list[str]:
     notes: list[str] = []
     if not loop_threads:
         notes.append(

@@ -76,8 +76,7 @@ CATALOGUE: tuple[Advice, ...] = (
     Advice(
         "pymongo",
         "io",
-        "pymongo is synchronous: use `motor` (AsyncIOMotorClient) or pymongo's "
-        "AsyncMongoClient.",
+        "pymongo is synchronous: use `motor` (AsyncIOMotorClient) or pymongo's AsyncMongoClient.",
         path=_c(r"[/\\]pymongo[/\\]"),
     ),
     Advice(

@@ -47,9 +47,7 @@ def rank_culprits(
             if e.route is not None:
                 routes[e.route] += int(e.duration_ms * 1000)
         weighted = [(e.cpu_ratio, e.duration_ms) for e in eps if e.cpu_ratio is not None]
-        ratio = (
-            sum(r * d for r, d in weighted) / sum(d for _, d in weighted) if weighted else None
-        )
+        ratio = sum(r * d for r, d in weighted) / sum(d for _, d in weighted) if weighted else None
         code = read_line(file, line)
         entry = find_advice(code, _above(stack, file, line))
         kind = measured_kind(ratio, params)

@@ -81,13 +81,13 @@ def find_episodes(
     labelled: list[LoopThreadRuns] = []
     for tl in loop_threads:
         labels = array("b", bytes(len(tl)))
-        out = LoopThreadRuns(tl, labels)
-        labelled.append(out)
+        labelled.append(LoopThreadRuns(tl, labels))
         cur: _Stretch | None = None
 
-        def close(stretch: _Stretch, end_run: int) -> None:
+        def close(stretch: _Stretch, end_run: int, tl: ThreadTimeline = tl) -> None:
             is_episode = stretch.duration_s >= threshold_s
             label = LABEL_BLOCKED if is_episode else LABEL_BUSY
+            labels = labelled[-1].labels
             for k in range(stretch.first_run, end_run):
                 labels[k] = label
             if is_episode:
@@ -101,9 +101,7 @@ def find_episodes(
                 # A new callback, or user code again after framework-only samples (one
                 # request's handler ended, the next one's began without an idle sample
                 # between them) starts a new stretch.
-                if cur is not None and (
-                    cur.callback != callback or (has_user and cur.left_user)
-                ):
+                if cur is not None and (cur.callback != callback or (has_user and cur.left_user)):
                     close(cur, i)
                     cur = None
                 if cur is None:

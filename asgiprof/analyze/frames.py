@@ -15,7 +15,9 @@ FrameKind = Literal["user", "stdlib", "library"]
 
 _LIBRARY_DIRS = re.compile(r"[/\\](?:site|dist)-packages[/\\]")
 # .../lib/python3.11/asyncio/..., ...\Lib\asyncio\..., frozen and builtin pseudo-files
-_STDLIB = re.compile(r"(?:[/\\]lib[/\\](?:pypy|python)\d\.\d+[/\\])|(?:^<[^>]*>$)|(?:[/\\]Lib[/\\])")
+_STDLIB = re.compile(
+    r"(?:[/\\]lib[/\\](?:pypy|python)\d\.\d+[/\\])|(?:^<[^>]*>$)|(?:[/\\]Lib[/\\])"
+)
 
 
 @lru_cache(maxsize=65536)

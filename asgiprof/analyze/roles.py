@@ -18,9 +18,7 @@ WORKER_FRAMES: Final = frozenset(
 )
 
 
-def thread_roles(
-    profile: Profile, classifier: LoopClassifier
-) -> dict[tuple[int, int], ThreadRole]:
+def thread_roles(profile: Profile, classifier: LoopClassifier) -> dict[tuple[int, int], ThreadRole]:
     workers = {
         fid
         for fid, f in enumerate(profile.frames)

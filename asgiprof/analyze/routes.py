@@ -7,47 +7,11 @@ stands in for the route, and the analysis says so in its notes.
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from asgiprof.analyze.frames import is_user
-from asgiprof.model import Frame, Profile, Route, RouteTable
-
-
-class RouteIndex:
-    """Endpoint spans by file, for `find(file, line)` in O(log n)."""
-
-    def __init__(self, table: RouteTable) -> None:
-        spans: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
-        for route in table.routes:
-            spans[route.file].append((route.first_line, route.last_line, route.name))
-        self._starts: dict[str, list[int]] = {}
-        self._spans: dict[str, list[tuple[int, int, list[str]]]] = {}
-        for file, items in spans.items():
-            items.sort()
-            merged: list[tuple[int, int, list[str]]] = []
-            for first, last, name in items:
-                # One endpoint can serve several routes (GET and HEAD, two paths).
-                if merged and merged[-1][0] == first and merged[-1][1] == last:
-                    merged[-1][2].append(name)
-                else:
-                    merged.append((first, last, [name]))
-            self._spans[file] = merged
-            self._starts[file] = [m[0] for m in merged]
-
-    def find(self, file: str, line: int) -> str | None:
-        starts = self._starts.get(file)
-        if not starts:
-            return None
-        i = bisect.bisect_right(starts, line) - 1
-        spans = self._spans[file]
-        # Endpoints rarely nest; a few steps back covers a closure defined inside one.
-        for j in range(i, max(i - 8, -1), -1):
-            first, last, names = spans[j]
-            if first <= line <= last:
-                return " | ".join(sorted(set(names)))
-        return None
+from asgiprof.collect.routes import RouteIndex
+from asgiprof.model import Frame, Profile, Route
 
 
 @dataclass(slots=True)
@@ -82,7 +46,8 @@ class RouteResolver:
         if fid in self._frame_cache:
             return self._frame_cache[fid]
         frame: Frame = self.profile.frames[fid]
-        name = self.index.find(frame.file, frame.line)
+        route = self.index.match(frame.file, frame.line)
+        name = route.name if route is not None else None
         if name is None and self.fallback and is_user(frame) and frame.function != "<module>":
             name = frame.function
         self._frame_cache[fid] = name

@@ -48,9 +48,10 @@ def _frame_of(raw: object) -> SpeedscopeFrame:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise CorruptProfileError("speedscope frame without a name")
     line = raw.get("line")
+    file = raw.get("file")
     return {
         "name": raw["name"],
-        "file": raw.get("file") if isinstance(raw.get("file"), str) else "",
+        "file": file if isinstance(file, str) else "",
         "line": line if isinstance(line, int) else 0,
     }
 

@@ -45,7 +45,7 @@ class Target:
         if self.proc is not None:
             return self.proc.poll() is None
         try:
-            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+            return bool(psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE)
         except psutil.Error:
             return False
 

@@ -108,8 +108,7 @@ def print_summary(analysis: Analysis, console: Console) -> None:
     rt = routes_table(analysis)
     if rt is not None:
         parts.append(rt)
-    for note in analysis.notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
+    parts.extend(Text(f"note: {note}", style="yellow") for note in analysis.notes)
     console.print(Group(*parts))  # type: ignore[arg-type]
 
 

@@ -27,10 +27,18 @@ def doc(profiles: list[dict[str, object]]) -> bytes:
 def test_root_frames_become_thread_identity_not_code() -> None:
     data = doc(
         [
-            {"type": "sampled", "name": 'Process 7 Thread 7 "MainThread"',
-             "samples": [[0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3]], "weights": [0.01] * 3},
-            {"type": "sampled", "name": 'Process 7 Thread 8 ""', "samples": [[0, 4, 2]],
-             "weights": [0.01]},
+            {
+                "type": "sampled",
+                "name": 'Process 7 Thread 7 "MainThread"',
+                "samples": [[0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3]],
+                "weights": [0.01] * 3,
+            },
+            {
+                "type": "sampled",
+                "name": 'Process 7 Thread 8 ""',
+                "samples": [[0, 4, 2]],
+                "weights": [0.01],
+            },
         ]
     )
     frames: list[Frame] = []
@@ -47,8 +55,14 @@ def test_root_frames_become_thread_identity_not_code() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"{", b"[]", b'{"shared": {}, "profiles": []}', b'{"shared": {"frames": [{}]}, "profiles": []}',
-     b'{"shared": {"frames": []}, "profiles": [{"samples": [[5]]}]}'],
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"shared": {}, "profiles": []}',
+        b'{"shared": {"frames": [{}]}, "profiles": []}',
+        b'{"shared": {"frames": []}, "profiles": [{"samples": [[5]]}]}',
+    ],
 )
 def test_garbage_is_a_clear_error(data: bytes) -> None:
     with pytest.raises(CorruptProfileError):
@@ -58,7 +72,7 @@ def test_garbage_is_a_clear_error(data: bytes) -> None:
 def test_place_samples_aligns_short_threads_to_the_end() -> None:
     assert place_samples(100, 100, 0.0, 1.0, 100) == (0.0, 0.01)
     first, period = place_samples(50, 100, 0.0, 1.0, 100)
-    assert (first, period) == (pytest.approx(0.5), 0.01)
+    assert first == pytest.approx(0.5) and period == 0.01
     # py-spy fell behind: 100 samples had to fit in 0.5 s
     assert place_samples(100, 100, 0.0, 0.5, 100) == (0.0, 0.005)
 
@@ -76,8 +90,16 @@ def write_profile(out: Path, chunks: list[bytes]) -> None:
 
 
 def test_load_profile_keeps_good_chunks_when_one_is_truncated(tmp_path: Path) -> None:
-    good = doc([{"type": "sampled", "name": 'Thread 7 "MainThread"', "samples": [[1, 2]] * 3,
-                 "weights": [0.01] * 3}])
+    good = doc(
+        [
+            {
+                "type": "sampled",
+                "name": 'Thread 7 "MainThread"',
+                "samples": [[1, 2]] * 3,
+                "weights": [0.01] * 3,
+            }
+        ]
+    )
     write_profile(tmp_path / "out", [good, good[: len(good) // 2]])
     profile = store.load_profile(tmp_path / "out")
     profile.self_check()
