@@ -81,18 +81,34 @@ class _Stop:
             signal.signal(signal.SIGTERM, old_term)
 
 
-def run_server(argv: list[str], options: ProfileOptions, console: Console) -> Analysis:
+OnReady = Callable[[Target], Callable[[], None]]
+
+
+def run_server(
+    argv: list[str],
+    options: ProfileOptions,
+    console: Console,
+    *,
+    cwd: Path | None = None,
+    on_ready: OnReady | None = None,
+) -> Analysis:
+    """Launch `argv`, profile it, stop it. `on_ready(target)` runs once the server listens
+    (the demo starts its load there) and returns what to call when sampling stops."""
     out = store.prepare_out_dir(options.out or store.default_out_dir())
     console.print(Text(f"starting: {' '.join(redact(argv))}"), style="dim")
     try:
         target = launch(
-            argv, log_path=out / store.SERVER_LOG, ready_timeout_s=options.ready_timeout_s
+            argv,
+            log_path=out / store.SERVER_LOG,
+            ready_timeout_s=options.ready_timeout_s,
+            cwd=cwd,
         )
     except AsgiprofError:
         store.discard_if_empty(out)
         raise
     try:
-        return _profile(target, out, options, console)
+        on_stop = on_ready(target) if on_ready is not None else None
+        return _profile(target, out, options, console, on_stop=on_stop)
     finally:
         if target.alive():
             stop_launched(target)
@@ -161,7 +177,13 @@ def _read_routes(target: Target, info: TargetInfo, out: Path) -> None:
     store.write_routes(out, table)
 
 
-def _profile(target: Target, out: Path, options: ProfileOptions, console: Console) -> Analysis:
+def _profile(
+    target: Target,
+    out: Path,
+    options: ProfileOptions,
+    console: Console,
+    on_stop: Callable[[], None] | None = None,
+) -> Analysis:
     t0 = time.time()
     mode = "run" if target.launched else "attach"
     info = _target_info(target, mode)
@@ -195,6 +217,8 @@ def _profile(target: Target, out: Path, options: ProfileOptions, console: Consol
         try:
             _wait(target, sampler, monitor, stop, options, console, t0)
         finally:
+            if on_stop is not None:
+                on_stop()
             sampler.stop()
             sampler.join(options.chunk_s + 30)
             exit_status: int | None = None

@@ -61,6 +61,8 @@ class _Stretch:
     samples: int = 0
     callback: int = -1
     first_run: int = 0
+    route: str | None = None  # the first route seen in this stretch
+    route: str | None = None  # the first route seen in this stretch
     saw_user: bool = False  # some run had a user frame
     left_user: bool = False  # ... and a later run had none (the request finished)
     stacks: Counter[int] = field(default_factory=Counter)
@@ -98,14 +100,21 @@ def find_episodes(
             if state == STATE_BUSY:
                 callback = classifier.classify(sid).callback
                 has_user = user_frames.deepest(sid) is not None
-                # A new callback, or user code again after framework-only samples (one
-                # request's handler ended, the next one's began without an idle sample
-                # between them) starts a new stretch.
-                if cur is not None and (cur.callback != callback or (has_user and cur.left_user)):
+                route = route_of(sid)
+                # Under load one request's handler follows another's with no idle sample
+                # between them. A new callback, another route, or user code again after
+                # framework-only samples (a response was sent) starts a new stretch.
+                if cur is not None and (
+                    cur.callback != callback
+                    or (has_user and cur.left_user)
+                    or (route is not None and cur.route is not None and route != cur.route)
+                ):
                     close(cur, i)
                     cur = None
                 if cur is None:
                     cur = _Stretch(start, 0.0, 0, callback, i)
+                if cur.route is None:
+                    cur.route = route
                 if has_user:
                     cur.saw_user = True
                 elif cur.saw_user:

@@ -91,8 +91,9 @@ class _FdBudget:
 class _ProcThreadCpu:
     """Cumulative CPU of every thread of one process, read straight from /proc (Linux).
 
-    schedstat gives the scheduler's nanosecond run time; stat's utime+stime only has clock
-    ticks (10 ms at 100 Hz), too coarse for 20 ms episodes, so it is the fallback.
+    schedstat gives the scheduler's nanosecond run time and run-queue wait, summed here as
+    "runnable" time; stat's utime+stime only has clock ticks (10 ms at 100 Hz), too coarse
+    for 20 ms episodes, so it is the fallback.
     """
 
     def __init__(self, pid: int, clock: Literal["schedstat", "stat"], budget: _FdBudget) -> None:
@@ -137,7 +138,10 @@ class _ProcThreadCpu:
 
     def _parse(self, data: bytes) -> int:
         if self._file == "schedstat":
-            return int(data.split(maxsplit=1)[0]) // 1000
+            # Run time plus run-queue wait: a CPU-bound thread on a busy machine waits for a
+            # core but is still CPU-bound; counting only run time would call it half idle.
+            run_ns, wait_ns = data.split(maxsplit=2)[:2]
+            return (int(run_ns) + int(wait_ns)) // 1000
         # The command name (field 2) may hold spaces and ')': fields restart after the last ')'.
         fields = data[data.rfind(b")") + 2 :].split()
         return round((int(fields[11]) + int(fields[12])) * self._tick_us)

@@ -84,7 +84,13 @@ def _tail(path: Path | None, lines: int = 6) -> str:
     return "\n".join("    " + ln for ln in kept)
 
 
-def launch(argv: Sequence[str], *, log_path: Path, ready_timeout_s: float = 30.0) -> Target:
+def launch(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    ready_timeout_s: float = 30.0,
+    cwd: Path | None = None,
+) -> Target:
     """Start the server command and wait until it listens on a socket."""
     if not argv:
         raise UsageError("no server command given: asgiprof run -- uvicorn app:app")
@@ -98,6 +104,7 @@ def launch(argv: Sequence[str], *, log_path: Path, ready_timeout_s: float = 30.0
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             start_new_session=True,
             preexec_fn=pdeathsig(signal.SIGTERM),
         )
@@ -107,7 +114,8 @@ def launch(argv: Sequence[str], *, log_path: Path, ready_timeout_s: float = 30.0
         raise UsageError(f"cannot execute {argv[0]}: permission denied") from exc
     finally:
         log.close()
-    target = Target(proc.pid, tuple(argv), os.getcwd(), "", env, proc, log_path)
+    workdir = str(Path(cwd).resolve()) if cwd is not None else os.getcwd()
+    target = Target(proc.pid, tuple(argv), workdir, "", env, proc, log_path)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         rc = proc.poll()

@@ -139,3 +139,33 @@ def test_without_route_table_routes_fall_back_to_function_names() -> None:
     a = analyze(b.build())
     assert a.culprits[0].route == "get_user"
     assert any("route table not read" in n for n in a.notes)
+
+
+def test_back_to_back_requests_of_different_routes_are_separate_episodes() -> None:
+    # GIVEN a saturated loop: one route's blocking call follows another's, no idle between
+    other = Frame("report", APP, 40)
+    routes = (*ROUTES, Route("GET", "/report", "main.report", APP, 38, 42, True))
+    b = Builder(routes=routes)
+    b.add(1, IDLE, 3)
+    b.add(1, busy(BLOCK), 10)
+    b.add(1, busy(other), 5)
+    b.add(1, IDLE, 3)
+    a = analyze(b.build())
+    # THEN two episodes, each with its own culprit and route
+    assert [(e.route, e.duration_ms) for e in a.episodes] == [
+        ("GET /users/{user_id}", pytest.approx(100.0)),
+        ("GET /report", pytest.approx(50.0)),
+    ]
+    assert [c.line for c in a.culprits] == [12, 40]
+
+
+def test_a_framework_sample_between_two_requests_splits_them() -> None:
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 3)
+    b.add(1, busy(BLOCK), 10)
+    b.add(1, busy(), 1)  # sending the response: no user frame
+    b.add(1, busy(BLOCK), 10)
+    b.add(1, IDLE, 3)
+    a = analyze(b.build())
+    assert [c.episodes for c in a.culprits] == [2]
+    assert a.culprits[0].max_ms == pytest.approx(110.0)
