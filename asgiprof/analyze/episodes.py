@@ -10,6 +10,7 @@ a framework-only sample between two stretches of user code splits them.
 
 from __future__ import annotations
 
+import bisect
 from array import array
 from collections import Counter
 from collections.abc import Callable
@@ -62,7 +63,7 @@ class _Stretch:
     callback: int = -1
     first_run: int = 0
     route: str | None = None  # the first route seen in this stretch
-    route: str | None = None  # the first route seen in this stretch
+    end_run: int = 0
     saw_user: bool = False  # some run had a user frame
     left_user: bool = False  # ... and a later run had none (the request finished)
     stacks: Counter[int] = field(default_factory=Counter)
@@ -81,19 +82,23 @@ def find_episodes(
     threshold_s = params.block_threshold_ms / 1000.0
     episodes: list[Episode] = []
     labelled: list[LoopThreadRuns] = []
+    pending_by_thread: list[list[_Stretch]] = []
     for tl in loop_threads:
         labels = array("b", bytes(len(tl)))
         labelled.append(LoopThreadRuns(tl, labels))
         cur: _Stretch | None = None
 
-        def close(stretch: _Stretch, end_run: int, tl: ThreadTimeline = tl) -> None:
+        pending_by_thread.append([])
+
+        def close(stretch: _Stretch, end_run: int) -> None:
             is_episode = stretch.duration_s >= threshold_s
             label = LABEL_BLOCKED if is_episode else LABEL_BUSY
             labels = labelled[-1].labels
             for k in range(stretch.first_run, end_run):
                 labels[k] = label
             if is_episode:
-                episodes.append(_episode(tl, stretch, user_frames, route_of, cpu_ratio))
+                stretch.end_run = end_run
+                pending_by_thread[-1].append(stretch)
 
         for i, (start, dur, sid, n) in enumerate(tl.runs()):
             state = classifier.classify(sid).state if sid != NO_STACK else LABEL_OFF
@@ -129,6 +134,20 @@ def find_episodes(
             labels[i] = LABEL_IDLE if state == STATE_IDLE else LABEL_OFF
         if cur is not None:
             close(cur, len(tl))
+        for stretch in pending_by_thread[-1]:
+            ratio: float | None = None
+            if _is_isolated(tl, labels, stretch, params.kind_margin_s):
+                margin = params.kind_margin_s
+                end = stretch.start_s + stretch.duration_s
+                runnable = cpu_ratio(
+                    tl.thread.pid, tl.thread.tid, stretch.start_s - margin, end + margin
+                )
+                if runnable is not None:
+                    # The idle margins add (almost) nothing: scale back to the episode.
+                    ratio = min(
+                        1.0, runnable * (stretch.duration_s + 2 * margin) / stretch.duration_s
+                    )
+            episodes.append(_episode(tl, stretch, user_frames, route_of, ratio))
     episodes.sort(key=lambda e: (e.start_s, e.pid, e.tid))
     return episodes, labelled
 
@@ -138,7 +157,7 @@ def _episode(
     stretch: _Stretch,
     user_frames: UserFrames,
     route_of: Callable[[int], str | None],
-    cpu_ratio: Callable[[int, int, float, float], float | None],
+    ratio: float | None,
 ) -> Episode:
     # The culprit must hold more than half of the episode's samples: one stray sample in
     # user code during a long framework stretch is not evidence against that line.
@@ -159,7 +178,6 @@ def _episode(
             culprit = (frame.file, frame.line)
     dominant = stretch.stacks.most_common(1)[0][0]
     route = per_route.most_common(1)[0][0] if per_route else None
-    end = stretch.start_s + stretch.duration_s
     return Episode(
         pid=tl.thread.pid,
         tid=tl.thread.tid,
@@ -169,5 +187,28 @@ def _episode(
         stack_id=dominant,
         culprit=culprit,
         route=route,
-        cpu_ratio=cpu_ratio(tl.thread.pid, tl.thread.tid, stretch.start_s, end),
+        cpu_ratio=ratio,
     )
+
+
+def _is_isolated(
+    tl: ThreadTimeline, labels: array[int], stretch: _Stretch, margin_s: float
+) -> bool:
+    """True when the loop was (mostly) idle within `margin_s` before and after the stretch.
+
+    Sample times are estimates (py-spy gives order, not time; see pyspy_format), good to
+    about a tenth of a second. Only an episode with idle margins can be matched to the
+    thread's measured CPU time without mixing in its neighbours' CPU.
+    """
+    start, end = stretch.start_s, stretch.start_s + stretch.duration_s
+    busy = 0.0
+    lo = max(bisect.bisect_right(tl.start_s, start - margin_s) - 1, 0)
+    for k in range(lo, len(tl)):
+        r_start = tl.start_s[k]
+        if r_start >= end + margin_s:
+            break
+        if stretch.first_run <= k < stretch.end_run or labels[k] not in (LABEL_BUSY, LABEL_BLOCKED):
+            continue
+        r_end = r_start + tl.duration_s[k]
+        busy += max(0.0, min(r_end, end + margin_s) - max(r_start, start - margin_s))
+    return busy <= 0.25 * 2 * margin_s

@@ -34,6 +34,9 @@ class AnalysisParams:
     # the blocked time, io when at most `io_max_cpu_ratio`, unknown in between.
     cpu_min_ratio: float = 0.7
     io_max_cpu_ratio: float = 0.3
+    # An episode's kind is measured only when the loop idled this long before and after
+    # it: sample times are estimates good to about 0.1 s (2 s chunks at 100 Hz).
+    kind_margin_s: float = 0.1
     # Bins of the event-loop timeline (the report draws one column per bin).
     timeline_bins: int = 600
 
