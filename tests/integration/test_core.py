@@ -1,0 +1,158 @@
+"""Issue 2 end to end: `asgiprof run` and `asgiprof attach` on real uvicorn under real load
+find the line that blocks the event loop, its route and its blocked time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+import pytest
+
+from asgiprof.load import drive_load, start_load_thread
+from tests.profiling import (
+    asgiprof,
+    culprit_at,
+    finish,
+    start_asgiprof,
+    summary,
+    wait_until_serving,
+)
+from tests.servers import HOST, ServerFactory, free_port, planted_lines
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
+
+SLEEP_MS = 100.0  # what examples/blocking_sleep.py sleeps per request
+BLOCKING_PATH = "/users/1"
+
+
+def uvicorn(module: str, port: int) -> list[str]:
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        f"{module}:app",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--loop",
+        "asyncio",
+        "--log-level",
+        "warning",
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_run_finds_the_sleeping_line_its_route_and_its_blocked_time(
+    tmp_path: Path, examples_dir: Path
+) -> None:
+    # GIVEN asgiprof launching the blocking example for 9 s
+    port, out = free_port(), tmp_path / "out"
+    proc = start_asgiprof(
+        "run",
+        "--duration",
+        "9",
+        "--out",
+        str(out),
+        "--",
+        *uvicorn("blocking_sleep", port),
+        cwd=examples_dir,
+    )
+    try:
+        # WHEN one client hits the blocking route and others the awaiting and def routes
+        wait_until_serving(port)
+        blocking = start_load_thread(
+            f"http://{HOST}:{port}", [BLOCKING_PATH], duration_s=5.5, concurrency=1
+        )
+        others = drive_load(
+            f"http://{HOST}:{port}", ["/healthy", "/sync"], duration_s=5.5, concurrency=4
+        )
+        assert blocking.join(15)
+        done = finish(proc, 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert done.returncode == 0, done.stderr
+    served = blocking.result.for_path(BLOCKING_PATH).ok
+    assert served >= 20 and others.ok >= 20
+
+    # THEN the sleeping line is the top culprit, under its route, with the blocked time
+    data = summary(out)
+    (line,) = planted_lines(examples_dir / "blocking_sleep.py")
+    culprit = culprit_at(data, examples_dir / "blocking_sleep.py", line)
+    assert culprit is not None, data["culprits"]
+    assert culprit["rank"] == 1
+    assert culprit["route"] == "GET /users/{user_id}"
+    assert (
+        culprit["code"]
+        == "time.sleep(0.1)  # planted: sync sleep in `async def` blocks the event loop"
+    )
+    assert culprit["kind"] == "io"
+    assert culprit["advice"] and "asyncio.sleep" in culprit["advice"]
+    expected_ms = served * SLEEP_MS
+    assert culprit["blocked_ms"] == pytest.approx(expected_ms, rel=0.2), (served, culprit)
+    # ... the awaiting route is no culprit, and the def route's sleep is threadpool time
+    assert [c["route"] for c in data["culprits"]] == ["GET /users/{user_id}"]
+    routes = {r["route"]: r for r in data["routes"]}
+    assert routes["GET /sync"]["threadpool_ms"] > 1000
+    assert routes["GET /sync"]["blocked_ms"] == 0
+    assert data["event_loop"]["longest_block_ms"] >= 80
+    assert data["sampling"]["samples"] > 0 and data["target"]["server"] == "uvicorn"
+    # ... the terminal shows it, and every artifact is there
+    assert "time.sleep(0.1)" in done.stdout and "GET /users/{user_id}" in done.stdout
+    for name in ("report.html", "profile.speedscope.json", "stacks.folded", "meta.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "raw").glob("chunk-*.speedscope.json")), "py-spy's raw output is kept"
+    # ... and the server was stopped
+    assert not [
+        p for p in psutil.Process().children(recursive=True) if "uvicorn" in " ".join(p.cmdline())
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_attach_finds_the_culprit_and_leaves_the_server_serving(
+    tmp_path: Path, server_factory: ServerFactory, examples_dir: Path
+) -> None:
+    server = server_factory("blocking_sleep")
+    out = tmp_path / "out"
+    proc = start_asgiprof(
+        "attach", str(server.pid), "--duration", "6", "--out", str(out), cwd=tmp_path
+    )
+    load = drive_load(server.url, [BLOCKING_PATH, "/healthy"], duration_s=5, concurrency=2)
+    done = finish(proc, 60)
+    assert done.returncode == 0, done.stderr
+    assert load.for_path(BLOCKING_PATH).ok >= 10
+    data = summary(out)
+    (line,) = planted_lines(examples_dir / "blocking_sleep.py")
+    assert culprit_at(data, examples_dir / "blocking_sleep.py", line) is not None
+    assert data["target"]["pids"][0] == server.pid
+    # THEN the same process still answers
+    after = drive_load(server.url, ["/healthy"], duration_s=1, concurrency=1)
+    assert after.ok >= 1 and after.failed == 0
+    assert psutil.Process(server.pid).status() not in (
+        psutil.STATUS_STOPPED,
+        psutil.STATUS_TRACING_STOP,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_a_healthy_app_under_load_has_no_culprit(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    server = server_factory("healthy")
+    out = tmp_path / "out"
+    proc = start_asgiprof(
+        "attach", str(server.pid), "--duration", "6", "--out", str(out), cwd=tmp_path
+    )
+    from tests.integration.test_examples import load_paths
+
+    load = drive_load(server.url, load_paths(server.cwd, "healthy"), duration_s=5, concurrency=8)
+    done = finish(proc, 60)
+    assert done.returncode == 0, done.stderr
+    assert load.ok > 50
+    data = summary(out)
+    assert data["culprits"] == []
+    assert data["event_loop"]["utilization"] > 0  # it did see the loop working
