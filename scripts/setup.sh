@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up a development checkout: system packages the tests drive (when root and missing),
+# a virtualenv in .venv, and asgiprof installed editable with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Headless Chromium for the HTML report tests, PostgreSQL for the sync-vs-async driver tests,
+# wrk for the overhead benchmark.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if ((${#need[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing ${need[*]} (apt-get)"
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    else
+        echo "setup: please install ${need[*]} (e.g. sudo apt-get install ${need[*]})" >&2
+    fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+echo "setup: done (.venv)"
