@@ -1,0 +1,743 @@
+/* asgiprof report: draws the event-loop timeline and the flamegraph from the JSON payload.
+ *
+ * Data comes only from the JSON payload element (#asgiprof-data). Target-derived text
+ * (function names, paths, routes, source lines) is put into the page with textContent or
+ * drawn on a canvas, never parsed as HTML. No network access: nothing here loads anything.
+ */
+(function () {
+  'use strict';
+
+  var payloadEl = document.getElementById('asgiprof-data');
+  if (!payloadEl) return;
+  var data = JSON.parse(payloadEl.textContent);
+
+  var S = data.strings;
+  var FR = data.frames;
+  var NF = FR.fn.length;
+  var RATE = data.rate_hz || 0;
+  var KIND_LABEL = ['your code', 'library', 'standard library'];
+
+  // ---- small helpers ------------------------------------------------------------------
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+
+  function fmtMs(ms) {
+    if (ms < 10) return ms.toFixed(1) + ' ms';
+    if (ms < 1000) return Math.round(ms) + ' ms';
+    if (ms < 60000) return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + ' s';
+    var total = Math.round(ms / 1000);
+    var sec = total % 60;
+    return Math.floor(total / 60) + ' min ' + (sec < 10 ? '0' : '') + sec + ' s';
+  }
+
+  function fmtPct(share) {
+    if (share > 0 && share < 0.001) return '<0.1%';
+    return (share * 100).toFixed(1) + '%';
+  }
+
+  function fmtSeconds(s) {
+    if (s >= 60) {
+      var m = Math.floor(s / 60);
+      var r = Math.round(s - m * 60);
+      if (r === 60) { m += 1; r = 0; }
+      return m + ':' + (r < 10 ? '0' : '') + r;
+    }
+    return (s < 10 && s % 1 !== 0 ? s.toFixed(1) : Math.round(s)) + ' s';
+  }
+
+  function basename(path) {
+    var i = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));
+    return i >= 0 ? path.slice(i + 1) : path;
+  }
+
+  // FNV-1a: stable pseudo-random hue offsets per function name.
+  function hash(s) {
+    var h = 2166136261;
+    for (var i = 0; i < s.length; i++) {
+      h ^= s.charCodeAt(i);
+      h = Math.imul(h, 16777619);
+    }
+    return h >>> 0;
+  }
+
+  function setupCanvas(canvas, cssWidth, cssHeight) {
+    var dpr = window.devicePixelRatio || 1;
+    canvas.style.height = cssHeight + 'px';
+    canvas.width = Math.max(1, Math.round(cssWidth * dpr));
+    canvas.height = Math.max(1, Math.round(cssHeight * dpr));
+    var ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    return ctx;
+  }
+
+  // ---- tooltip --------------------------------------------------------------------------
+
+  var tip = $('tooltip');
+
+  function showTip(nodes, clientX, clientY) {
+    tip.replaceChildren.apply(tip, nodes);
+    tip.hidden = false;
+    var pad = 14;
+    var r = tip.getBoundingClientRect();
+    var x = clientX + pad;
+    var y = clientY + pad;
+    if (x + r.width > window.innerWidth - 8) x = Math.max(8, clientX - r.width - pad);
+    if (y + r.height > window.innerHeight - 8) y = Math.max(8, clientY - r.height - pad);
+    tip.style.left = x + 'px';
+    tip.style.top = y + 'px';
+  }
+
+  function hideTip() { tip.hidden = true; }
+
+  // ---- frames ---------------------------------------------------------------------------
+
+  function frameName(f) { return S[FR.fn[f]] || '(unknown)'; }
+  function frameFile(f) { return S[FR.file[f]]; }
+  function frameWhere(f) { return frameFile(f) + ':' + FR.line[f]; }
+  function frameLabel(f) { return frameName(f) + ' (' + basename(frameFile(f)) + ':' + FR.line[f] + ')'; }
+
+  var culprits = data.culprits;
+  var culpritFrame = new Uint8Array(NF);
+  culprits.forEach(function (c) { c.frames.forEach(function (f) { culpritFrame[f] = 1; }); });
+
+  var frameColor = new Array(NF);
+  var frameTextColor = new Array(NF);
+  for (var f = 0; f < NF; f++) {
+    var h = hash(frameName(f));
+    var kind = FR.kind[f];
+    if (culpritFrame[f]) {
+      frameColor[f] = 'hsl(0, 74%, ' + (56 + h % 6) + '%)';
+      frameTextColor[f] = '#ffffff';
+      continue;
+    }
+    if (kind === 0) frameColor[f] = 'hsl(' + (26 + h % 20) + ', ' + (80 + (h >>> 5) % 12) + '%, ' + (63 + (h >>> 9) % 10) + '%)';
+    else if (kind === 1) frameColor[f] = 'hsl(' + (186 + h % 24) + ', ' + (42 + (h >>> 5) % 16) + '%, ' + (68 + (h >>> 9) % 10) + '%)';
+    else frameColor[f] = 'hsl(' + (210 + h % 24) + ', ' + (9 + (h >>> 5) % 8) + '%, ' + (77 + (h >>> 9) % 8) + '%)';
+    frameTextColor[f] = '#1d2330';
+  }
+
+  var searchText = null; // lowercased "name file:line", built on first search
+
+  // ---- call tree ------------------------------------------------------------------------
+
+  var N = data.nodes.parent.length;
+  var parent = Int32Array.from(data.nodes.parent);
+  var nframe = Int32Array.from(data.nodes.frame);
+  var depth = new Int32Array(N);
+  var firstChild = new Int32Array(N).fill(-1);
+  var nextSibling = new Int32Array(N).fill(-1);
+  for (var i = 1; i < N; i++) depth[i] = depth[parent[i]] + 1;
+  // Pre-order numbering: walking backwards links children in ascending (name) order.
+  for (var j = N - 1; j >= 1; j--) {
+    nextSibling[j] = firstChild[parent[j]];
+    firstChild[parent[j]] = j;
+  }
+
+  var views = data.views;
+  var viewById = {};
+  views.forEach(function (v) { viewById[v.id] = v; });
+  var totalsCache = {};
+
+  function totalsOf(id) {
+    var t = totalsCache[id];
+    if (t) return t;
+    var v = viewById[id];
+    t = new Float64Array(N);
+    for (var k = 0; k < v.nodes.length; k++) t[v.nodes[k]] += v.ms[k];
+    // Children follow their parent in pre-order, so one backward pass sums subtrees.
+    for (var n = N - 1; n >= 1; n--) t[parent[n]] += t[n];
+    totalsCache[id] = t;
+    return t;
+  }
+
+  // ---- flamegraph -----------------------------------------------------------------------
+
+  var ROW = 18;
+  var MIN_WIDTH = 0.5; // px: smaller frames are not drawn (nor their children)
+  var FONT = '12px system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif';
+
+  var flameWrap = $('flame-wrap');
+  var flameCanvas = $('flame-canvas');
+  var flameEmpty = $('flame-empty');
+  var crumbs = $('flame-crumbs');
+  var searchInput = $('flame-search');
+  var searchResult = $('search-result');
+  var routeSelect = $('route-select');
+  var viewButtons = $('view-buttons');
+
+  var flame = {
+    view: null,
+    totals: null,
+    zoom: 0,
+    focus: null, // Uint8Array over frames of the selected culprit
+    match: null, // Uint8Array over frames matching the search
+    query: '',
+    rects: { x: [], w: [], node: [], rows: [] },
+    avgChar: 6.5,
+    rendered: false
+  };
+
+  function nodeLabel(n) {
+    if (n === 0) return flame.view.label;
+    return frameLabel(nframe[n]);
+  }
+
+  function layoutFlame(width) {
+    var tot = flame.totals;
+    var z = flame.zoom;
+    var xs = [], ws = [], ns = [], rows = [];
+    var maxDepth = -1;
+    function put(n, x, w) {
+      var d = depth[n];
+      if (!rows[d]) rows[d] = [];
+      rows[d].push(xs.length);
+      xs.push(x); ws.push(w); ns.push(n);
+      if (d > maxDepth) maxDepth = d;
+    }
+    if (tot[z] > 0) {
+      var chain = [];
+      for (var a = parent[z]; a !== -1; a = parent[a]) chain.push(a);
+      for (var c = chain.length - 1; c >= 0; c--) put(chain[c], 0, width);
+      var scale = width / tot[z];
+      var stackN = [z], stackX = [0];
+      var kids = [];
+      while (stackN.length) {
+        var n = stackN.pop();
+        var x = stackX.pop();
+        put(n, x, tot[n] * scale);
+        kids.length = 0;
+        var cx = x;
+        for (var ch = firstChild[n]; ch !== -1; ch = nextSibling[ch]) {
+          var t = tot[ch];
+          if (t <= 0) continue;
+          var cw = t * scale;
+          if (cw >= MIN_WIDTH) kids.push(ch, cx);
+          cx += cw;
+        }
+        // Push right to left so frames of one row come out left to right (sorted rows).
+        for (var k = kids.length - 2; k >= 0; k -= 2) { stackN.push(kids[k]); stackX.push(kids[k + 1]); }
+      }
+    }
+    return { x: xs, w: ws, node: ns, rows: rows, maxDepth: maxDepth };
+  }
+
+  function fitText(ctx, text, room) {
+    if (room < 14) return '';
+    if (text.length * flame.avgChar <= room * 0.8) return text;
+    if (ctx.measureText(text).width <= room) return text;
+    var n = Math.floor(room / flame.avgChar);
+    while (n > 1) {
+      var s = text.slice(0, n) + '\u2026';
+      if (ctx.measureText(s).width <= room) return s;
+      n = Math.floor(n * 0.85);
+    }
+    return '';
+  }
+
+  function drawFlame() {
+    var width = flameWrap.clientWidth;
+    var L = layoutFlame(width);
+    flame.rects = L;
+    var empty = L.maxDepth < 0;
+    flameEmpty.hidden = !empty;
+    flameCanvas.hidden = empty;
+    flameWrap.dataset.view = flame.view.id;
+    flameWrap.dataset.zoom = String(flame.zoom);
+    flameWrap.dataset.drawn = String(L.node.length);
+    resetButton.disabled = flame.zoom === 0;
+    renderCrumbs();
+    if (empty) { markRendered(); return; }
+    var height = (L.maxDepth + 1) * ROW + 1;
+    var ctx = setupCanvas(flameCanvas, width, height);
+    ctx.clearRect(0, 0, width, height);
+    ctx.font = FONT;
+    ctx.textBaseline = 'middle';
+    flame.avgChar = ctx.measureText('abcdefghijklmnopqrstuvwxyz_()./0123456789').width / 41;
+    var zDepth = depth[flame.zoom];
+    var match = flame.match, focus = flame.focus;
+    for (var i = 0; i < L.node.length; i++) {
+      var n = L.node[i], x = L.x[i], w = L.w[i];
+      var y = depth[n] * ROW;
+      var fr = nframe[n];
+      var fill, ink;
+      if (n === 0) { fill = '#dde2ea'; ink = '#1d2330'; }
+      else { fill = frameColor[fr]; ink = frameTextColor[fr]; }
+      if (match) {
+        if (n !== 0 && match[fr]) { fill = '#b148d2'; ink = '#ffffff'; }
+        else ctx.globalAlpha = 0.35;
+      }
+      if (depth[n] < zDepth) ctx.globalAlpha = Math.min(ctx.globalAlpha, 0.55);
+      ctx.fillStyle = fill;
+      ctx.fillRect(x, y, w > 2 ? w - 1 : w, ROW - 1);
+      if (w > 20) {
+        var label = n === 0 ? flame.view.label + ' \u2014 ' + fmtMs(flame.totals[0]) : frameLabel(fr);
+        var t = fitText(ctx, label, w - 8);
+        if (t) { ctx.fillStyle = ink; ctx.fillText(t, x + 4, y + ROW / 2); }
+      }
+      ctx.globalAlpha = 1;
+      if (focus && n !== 0 && focus[fr]) {
+        ctx.strokeStyle = '#7a1010';
+        ctx.lineWidth = 2;
+        ctx.strokeRect(x + 1, y + 1, Math.max(w - 3, 1), ROW - 3);
+      }
+    }
+    markRendered();
+  }
+
+  function markRendered() {
+    if (flame.rendered) return;
+    flame.rendered = true;
+    window.__asgiprofRenderMs = performance.now();
+    window.__asgiprofRendered = true;
+  }
+
+  function hitFlame(clientX, clientY) {
+    var r = flameCanvas.getBoundingClientRect();
+    var x = clientX - r.left, y = clientY - r.top;
+    var d = Math.floor(y / ROW);
+    var row = flame.rects.rows[d];
+    if (!row) return -1;
+    var lo = 0, hi = row.length - 1;
+    while (lo <= hi) {
+      var mid = (lo + hi) >> 1;
+      var idx = row[mid];
+      if (x < flame.rects.x[idx]) hi = mid - 1;
+      else if (x >= flame.rects.x[idx] + Math.max(flame.rects.w[idx], 1)) lo = mid + 1;
+      else return idx;
+    }
+    return -1;
+  }
+
+  function nodeTip(n) {
+    var tot = flame.totals;
+    var ms = tot[n];
+    var out = [];
+    if (n === 0) {
+      out.push(el('div', 'tt-title', flame.view.label));
+    } else {
+      var fr = nframe[n];
+      out.push(el('div', 'tt-title', frameName(fr)));
+      out.push(el('div', 'tt-file', frameWhere(fr)));
+      var tags = el('div', 'tt-row');
+      tags.appendChild(el('span', 'tt-tag', KIND_LABEL[FR.kind[fr]]));
+      if (culpritFrame[fr]) tags.appendChild(el('span', 'tt-tag blocked', 'blocking culprit'));
+      out.push(tags);
+    }
+    var self = ms;
+    for (var c = firstChild[n]; c !== -1; c = nextSibling[c]) self -= tot[c];
+    var samples = RATE ? ' \u00b7 \u2248' + Math.round(ms * RATE / 1000).toLocaleString('en-US') + ' samples' : '';
+    out.push(el('div', 'tt-row', fmtMs(ms) + samples + (n !== 0 ? ' \u00b7 self ' + fmtMs(Math.max(0, self)) : '')));
+    var share = fmtPct(tot[0] > 0 ? ms / tot[0] : 0) + ' of ' + flame.view.label.toLowerCase();
+    if (n !== 0 && parent[n] > 0 && tot[parent[n]] > 0) share += ' \u00b7 ' + fmtPct(ms / tot[parent[n]]) + ' of caller';
+    out.push(el('div', 'tt-row', share));
+    return out;
+  }
+
+  var flameHover = $('flame-hover');
+
+  function hideFlameHover() { flameHover.hidden = true; hideTip(); }
+
+  flameCanvas.addEventListener('mousemove', function (ev) {
+    var idx = hitFlame(ev.clientX, ev.clientY);
+    if (idx < 0) { hideFlameHover(); flameCanvas.style.cursor = 'default'; return; }
+    flameCanvas.style.cursor = 'pointer';
+    var n = flame.rects.node[idx];
+    // Outline the hovered frame with a positioned element: no canvas redraw per move.
+    flameHover.style.left = flame.rects.x[idx] + 'px';
+    flameHover.style.top = depth[n] * ROW + 'px';
+    flameHover.style.width = Math.max(flame.rects.w[idx] - 1, 1) + 'px';
+    flameHover.style.height = (ROW - 1) + 'px';
+    flameHover.hidden = false;
+    showTip(nodeTip(n), ev.clientX, ev.clientY);
+  });
+  flameCanvas.addEventListener('mouseleave', hideFlameHover);
+  flameCanvas.addEventListener('click', function (ev) {
+    var idx = hitFlame(ev.clientX, ev.clientY);
+    if (idx < 0) return;
+    setZoom(flame.rects.node[idx]);
+  });
+
+  function setZoom(n) {
+    flame.zoom = flame.totals[n] > 0 ? n : 0;
+    hideFlameHover();
+    drawFlame();
+  }
+
+  function renderCrumbs() {
+    var chain = [];
+    for (var a = flame.zoom; a !== -1; a = parent[a]) chain.push(a);
+    chain.reverse();
+    var items = [];
+    // Deep zooms: keep the view, an ellipsis (titled with what it hides) and the last few.
+    var hidden = chain.length > 7 ? chain.splice(1, chain.length - 5) : [];
+    chain.forEach(function (n, k) {
+      if (k > 0) items.push(el('span', 'sep', '\u203a'));
+      if (k === 1 && hidden.length) {
+        var gap = el('span', 'gap', '\u2026');
+        gap.title = hidden.map(function (h) { return frameName(nframe[h]); }).join(' \u203a ');
+        items.push(gap, el('span', 'sep', '\u203a'));
+      }
+      var b = el('button', k === chain.length - 1 ? 'current' : '', n === 0 ? flame.view.label : frameName(nframe[n]));
+      b.type = 'button';
+      b.title = nodeLabel(n);
+      if (k < chain.length - 1) b.addEventListener('click', function () { setZoom(n); });
+      items.push(b);
+    });
+    crumbs.replaceChildren.apply(crumbs, items);
+  }
+
+  var resetButton = $('flame-reset');
+  resetButton.addEventListener('click', function () { setZoom(0); });
+
+  // Views: segmented buttons for the main views, a select for routes.
+  var buttonOf = {};
+  views.forEach(function (v) {
+    if (v.group === 'main') {
+      var b = el('button', '', v.label);
+      b.type = 'button';
+      b.dataset.view = v.id;
+      b.disabled = !(v.total_ms > 0);
+      b.title = v.total_ms > 0 ? fmtMs(v.total_ms) : 'no samples in this view';
+      b.setAttribute('aria-pressed', 'false');
+      b.addEventListener('click', function () { setView(v.id); });
+      viewButtons.appendChild(b);
+      buttonOf[v.id] = b;
+    } else {
+      var o = el('option', '', v.label + ' (' + fmtMs(v.total_ms) + ')');
+      o.value = v.id;
+      routeSelect.appendChild(o);
+    }
+  });
+  if (routeSelect.options.length <= 1) routeSelect.disabled = true;
+  routeSelect.addEventListener('change', function () {
+    if (routeSelect.value) setView(routeSelect.value);
+  });
+
+  function setView(id, zoom) {
+    var v = viewById[id];
+    if (!v) return;
+    flame.view = v;
+    flame.totals = totalsOf(id);
+    var z = zoom === undefined ? 0 : zoom;
+    flame.zoom = flame.totals[z] > 0 ? z : 0;
+    Object.keys(buttonOf).forEach(function (k) { buttonOf[k].setAttribute('aria-pressed', String(k === id)); });
+    routeSelect.value = v.group === 'route' ? id : '';
+    routeSelect.classList.toggle('active', v.group === 'route');
+    updateSearch();
+    hideFlameHover();
+    drawFlame();
+  }
+
+  // Search: highlight frames whose name or file:line contains the text.
+  function updateSearch() {
+    var q = flame.query;
+    if (!q) { flame.match = null; searchResult.textContent = ''; return; }
+    if (!searchText) {
+      searchText = new Array(NF);
+      for (var f = 0; f < NF; f++) searchText[f] = (frameName(f) + ' ' + frameWhere(f)).toLowerCase();
+    }
+    var match = new Uint8Array(NF);
+    var hits = 0;
+    for (var g = 0; g < NF; g++) if (searchText[g].indexOf(q) >= 0) { match[g] = 1; hits++; }
+    flame.match = match;
+    // Time under a matching frame, counting nested matches once.
+    var tot = flame.totals;
+    var inside = new Uint8Array(N);
+    var ms = 0;
+    for (var n = 1; n < N; n++) {
+      var m = match[nframe[n]];
+      if (m && !inside[parent[n]]) ms += tot[n];
+      inside[n] = inside[parent[n]] | m;
+    }
+    searchResult.textContent = hits
+      ? 'matches: ' + fmtMs(ms) + ' (' + fmtPct(tot[0] > 0 ? ms / tot[0] : 0) + ' of this view)'
+      : 'no frame matches';
+  }
+
+  var searchPending = false;
+  searchInput.addEventListener('input', function () {
+    if (searchPending) return;
+    searchPending = true;
+    requestAnimationFrame(function () {
+      searchPending = false;
+      flame.query = searchInput.value.trim().toLowerCase();
+      updateSearch();
+      drawFlame();
+    });
+  });
+
+  // ---- culprits -------------------------------------------------------------------------
+
+  var stackPanel = $('stack-panel');
+  var selected = -1;
+  var LIB_PATH = /[\/\\](?:site|dist)-packages[\/\\]|[\/\\]lib[\/\\](?:python|pypy)\d/i;
+
+  function selectCulprit(index) {
+    var rows = document.querySelectorAll('.culprit-row');
+    if (index === selected) index = -1;
+    selected = index;
+    rows.forEach(function (r) {
+      var on = Number(r.dataset.culprit) === index;
+      r.classList.toggle('selected', on);
+      r.setAttribute('aria-expanded', String(on));
+    });
+    if (index < 0) {
+      stackPanel.hidden = true;
+      flame.focus = null;
+      drawFlame();
+      return;
+    }
+    var table = $('culprits-table');
+    var chosen = document.querySelector('.culprit-row[data-culprit="' + index + '"]');
+    if (table && chosen && chosen.classList.contains('extra') && table.classList.contains('collapsed')) {
+      table.classList.remove('collapsed');
+      var moreButton = $('culprits-more');
+      if (moreButton) moreButton.remove();
+    }
+    var c = culprits[index];
+    $('stack-title').textContent = '#' + c.rank + ' ' + c.function + ' (' + c.file + ':' + c.line + ')';
+    var hit = c.function + ' (' + c.file + ':' + c.line + ')';
+    var last = c.stack.lastIndexOf(hit);
+    var items = c.stack.map(function (s, k) {
+      var li = el('li', k === last ? 'hit' : (LIB_PATH.test(s) ? 'lib' : ''), s);
+      return li;
+    });
+    $('stack-list').replaceChildren.apply($('stack-list'), items);
+    stackPanel.hidden = false;
+    // Focus the flamegraph: the narrowest view that has time at the culprit frame.
+    var focus = new Uint8Array(NF);
+    c.frames.forEach(function (f) { focus[f] = 1; });
+    flame.focus = focus;
+    var target = 'blocking';
+    if (c.node >= 0) {
+      var order = ['blocking', 'loop', 'all'];
+      for (var k = 0; k < order.length; k++) {
+        if (viewById[order[k]] && totalsOf(order[k])[c.node] > 0) { target = order[k]; break; }
+      }
+    }
+    setView(viewById[target] ? target : data.default_view, c.node >= 0 ? c.node : 0);
+  }
+
+  document.querySelectorAll('.culprit-row').forEach(function (row) {
+    var index = Number(row.dataset.culprit);
+    row.addEventListener('click', function () { selectCulprit(index); });
+    row.addEventListener('keydown', function (ev) {
+      if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); selectCulprit(index); }
+    });
+  });
+  document.querySelectorAll('.verdict').forEach(function (v) {
+    v.addEventListener('click', function () {
+      var index = Number(v.dataset.culprit);
+      if (index !== selected) selectCulprit(index);
+      var row = document.querySelector('.culprit-row[data-culprit="' + index + '"]');
+      if (row) row.scrollIntoView({ behavior: 'smooth', block: 'center' });
+    });
+  });
+  var more = $('culprits-more');
+  if (more) {
+    more.addEventListener('click', function () {
+      $('culprits-table').classList.remove('collapsed');
+      more.remove();
+    });
+  }
+  var toFlame = $('stack-to-flame');
+  if (toFlame) toFlame.addEventListener('click', function () { $('flamegraph').scrollIntoView({ behavior: 'smooth' }); });
+
+  // ---- routes table ---------------------------------------------------------------------
+
+  document.querySelectorAll('.share-bar').forEach(function (bar) {
+    var share = parseFloat(bar.dataset.share) || 0;
+    bar.style.width = Math.max(0, Math.min(100, share * 100)).toFixed(2) + '%';
+  });
+  document.querySelectorAll('.route-row[data-view]').forEach(function (row) {
+    function go() {
+      setView(row.dataset.view);
+      $('flamegraph').scrollIntoView({ behavior: 'smooth' });
+    }
+    row.addEventListener('click', go);
+    row.addEventListener('keydown', function (ev) {
+      if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); go(); }
+    });
+  });
+
+  // ---- timeline -------------------------------------------------------------------------
+
+  var TL = data.timeline;
+  var EP = data.episodes;
+  var tlWrap = $('timeline-wrap');
+  var tlCanvas = $('timeline-canvas');
+  var TL_H = 132, STRIP_TOP = 4, STRIP_H = 12, BAR_TOP = 22, AXIS_H = 20;
+  var nBins = TL.idle_ms.length;
+  var tlSpan = nBins * TL.width_s;
+
+  function niceStep(span, width) {
+    var steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+    for (var i = 0; i < steps.length; i++) if (width / (span / steps[i]) >= 80) return steps[i];
+    return steps[steps.length - 1];
+  }
+
+  function drawTimeline() {
+    var width = tlWrap.clientWidth;
+    var ctx = setupCanvas(tlCanvas, width, TL_H);
+    ctx.clearRect(0, 0, width, TL_H);
+    ctx.font = '11px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif';
+    var barH = TL_H - BAR_TOP - AXIS_H;
+    if (!nBins || tlSpan <= 0) {
+      ctx.fillStyle = '#647084';
+      ctx.fillText('No event-loop samples.', 8, BAR_TOP + barH / 2);
+      return;
+    }
+    ctx.fillStyle = '#f3f5f9';
+    ctx.fillRect(0, BAR_TOP, width, barH);
+    var bw = width / nBins;
+    for (var i = 0; i < nBins; i++) {
+      var idle = TL.idle_ms[i], busy = TL.busy_ms[i], blocked = TL.blocked_ms[i];
+      var total = idle + busy + blocked;
+      if (total <= 0) continue;
+      var x = i * bw, w = bw + 0.6; // overlap a hair: no seams between columns
+      var bottom = BAR_TOP + barH;
+      var hb = barH * blocked / total, hu = barH * busy / total;
+      ctx.fillStyle = '#e03e3e'; ctx.fillRect(x, bottom - hb, w, hb);
+      ctx.fillStyle = '#4c7be8'; ctx.fillRect(x, bottom - hb - hu, w, hu);
+      ctx.fillStyle = '#c9ced8'; ctx.fillRect(x, BAR_TOP, w, barH - hb - hu);
+    }
+    // Episodes: red marks in a strip above the bars, at least 2 px wide so short ones show.
+    ctx.fillStyle = '#e03e3e';
+    for (var k = 0; k < EP.start_s.length; k++) {
+      var ex = (EP.start_s[k] - TL.start_s) / tlSpan * width;
+      var ew = Math.max(2, EP.ms[k] / 1000 / tlSpan * width);
+      ctx.fillRect(ex, STRIP_TOP, ew, STRIP_H);
+    }
+    // Time axis.
+    var step = niceStep(tlSpan, width);
+    ctx.fillStyle = '#8a94a6';
+    ctx.strokeStyle = '#cfd6e1';
+    ctx.lineWidth = 1;
+    ctx.textBaseline = 'top';
+    var axisY = BAR_TOP + barH;
+    for (var t = 0; t <= tlSpan + 1e-9; t += step) {
+      var tx = Math.round(t / tlSpan * width) + 0.5;
+      ctx.beginPath(); ctx.moveTo(tx, axisY); ctx.lineTo(tx, axisY + 4); ctx.stroke();
+      var label = fmtSeconds(TL.start_s + t);
+      var lw = ctx.measureText(label).width;
+      var lx = Math.min(Math.max(tx - lw / 2, 0), width - lw);
+      ctx.fillText(label, lx, axisY + 6);
+    }
+  }
+
+  function episodeAt(t, tol) {
+    // Episodes are sorted by start: binary search, then look back over overlapping ones.
+    var lo = 0, hi = EP.start_s.length - 1, last = -1;
+    while (lo <= hi) {
+      var mid = (lo + hi) >> 1;
+      if (EP.start_s[mid] <= t + tol) { last = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    var best = -1, bestDist = Infinity;
+    for (var k = last; k >= 0 && k > last - 64; k--) {
+      var s = EP.start_s[k], e = s + EP.ms[k] / 1000;
+      var dist = t < s ? s - t : (t > e ? t - e : 0);
+      if (dist <= tol && dist < bestDist) { best = k; bestDist = dist; }
+    }
+    return best;
+  }
+
+  function timelineHit(ev) {
+    var r = tlCanvas.getBoundingClientRect();
+    var x = ev.clientX - r.left;
+    var t = TL.start_s + x / r.width * tlSpan;
+    var tol = 4 / r.width * tlSpan;
+    return { t: t, episode: nBins ? episodeAt(t, tol) : -1, bin: Math.min(nBins - 1, Math.max(0, Math.floor(x / r.width * nBins))) };
+  }
+
+  var tlCursor = $('timeline-cursor');
+
+  tlCanvas.addEventListener('mousemove', function (ev) {
+    if (!nBins) return;
+    var hit = timelineHit(ev);
+    tlCursor.style.left = Math.round(ev.clientX - tlCanvas.getBoundingClientRect().left) + 'px';
+    tlCursor.hidden = false;
+    var out = [];
+    if (hit.episode >= 0) {
+      var k = hit.episode;
+      out.push(el('div', 'tt-title', 'Blocked ' + fmtMs(EP.ms[k]) + ' at ' + fmtSeconds(EP.start_s[k])));
+      var ci = EP.culprit[k];
+      if (ci >= 0) {
+        var c = culprits[ci];
+        out.push(el('div', 'tt-row', '#' + c.rank + ' ' + c.function));
+        out.push(el('div', 'tt-file', c.file + ':' + c.line));
+        if (c.code) out.push(el('div', 'tt-file', c.code));
+      } else {
+        out.push(el('div', 'tt-row', 'no single line of your code (see the blocking flamegraph)'));
+      }
+      var ri = EP.route[k];
+      if (ri >= 0) out.push(el('div', 'tt-row', 'route ' + data.route_names[ri]));
+      tlCanvas.style.cursor = ci >= 0 ? 'pointer' : 'default';
+    } else {
+      var b = hit.bin;
+      var idle = TL.idle_ms[b], busy = TL.busy_ms[b], blocked = TL.blocked_ms[b];
+      var total = idle + busy + blocked;
+      var t0 = TL.start_s + b * TL.width_s;
+      out.push(el('div', 'tt-title', fmtSeconds(t0) + ' \u2013 ' + fmtSeconds(t0 + TL.width_s)));
+      if (total > 0) {
+        out.push(el('div', 'tt-row', 'idle ' + fmtPct(idle / total) + ' \u00b7 busy ' + fmtPct(busy / total) + ' \u00b7 blocked ' + fmtPct(blocked / total)));
+      } else {
+        out.push(el('div', 'tt-row', 'no event-loop samples'));
+      }
+      tlCanvas.style.cursor = 'default';
+    }
+    showTip(out, ev.clientX, ev.clientY);
+  });
+  tlCanvas.addEventListener('mouseleave', function () { tlCursor.hidden = true; hideTip(); });
+  tlCanvas.addEventListener('click', function (ev) {
+    if (!nBins) return;
+    var hit = timelineHit(ev);
+    if (hit.episode < 0) return;
+    var ci = EP.culprit[hit.episode];
+    if (ci >= 0 && ci !== selected) {
+      selectCulprit(ci);
+      var row = document.querySelector('.culprit-row[data-culprit="' + ci + '"]');
+      if (row) row.scrollIntoView({ behavior: 'smooth', block: 'center' });
+    }
+  });
+
+  // ---- start ----------------------------------------------------------------------------
+
+  var resizePending = false;
+  window.addEventListener('resize', function () {
+    if (resizePending) return;
+    resizePending = true;
+    requestAnimationFrame(function () {
+      resizePending = false;
+      drawTimeline();
+      drawFlame();
+    });
+  });
+
+  // A read-only hook for tests and the benchmark: where a frame is drawn, what is shown.
+  window.__asgiprof = {
+    state: function () {
+      return { view: flame.view.id, zoom: flame.zoom, drawn: flame.rects.node.length, query: flame.query, selected: selected };
+    },
+    locate: function (text) {
+      var r = flameCanvas.getBoundingClientRect();
+      var R = flame.rects;
+      for (var i = 0; i < R.node.length; i++) {
+        var n = R.node[i];
+        if (n !== 0 && R.w[i] >= 4 && nodeLabel(n).indexOf(text) >= 0) {
+          return { x: r.left + R.x[i], y: r.top + depth[n] * ROW, w: R.w[i], h: ROW - 1, node: n };
+        }
+      }
+      return null;
+    }
+  };
+
+  drawTimeline();
+  setView(data.default_view);
+})();
