@@ -57,7 +57,7 @@ def analyze(
     roles = thread_roles(profile, classifier)
     loop_threads = threads_with_role(profile, roles, "event-loop")
     resolver = RouteResolver.for_profile(profile)
-    user_frames = UserFrames(profile)
+    user_frames = UserFrames(profile, classifier)
 
     episodes, loop_runs = find_episodes(
         profile, loop_threads, classifier, user_frames, resolver.route_of, cpu_ratio, params

@@ -36,20 +36,32 @@ class LoopThreadRuns:
 
 
 class UserFrames:
-    """Deepest user-code frame id per stack (None when the stack has none), cached."""
+    """Deepest user-code frame id per stack (None when the stack has none), cached.
 
-    def __init__(self, profile: Profile) -> None:
+    On an event-loop stack only frames from the running callback up count: a server
+    started by the user's own `main()` or `<module>` has those frames below the loop on
+    every stack, and they are never what blocks it.
+    """
+
+    def __init__(self, profile: Profile, classifier: LoopClassifier | None = None) -> None:
         self.profile = profile
+        self.classifier = classifier
         self._user = [is_user(f) for f in profile.frames]
         self._cache: dict[int, int | None] = {}
 
     def deepest(self, stack_id: int) -> int | None:
         if stack_id in self._cache:
             return self._cache[stack_id]
+        stack = self.profile.stacks[stack_id]
+        lowest = 0
+        if self.classifier is not None:
+            callback = self.classifier.classify(stack_id).callback
+            if callback >= 0:
+                lowest = stack.index(callback)
         found: int | None = None
-        for fid in reversed(self.profile.stacks[stack_id]):
-            if self._user[fid]:
-                found = fid
+        for i in range(len(stack) - 1, lowest - 1, -1):
+            if self._user[stack[i]]:
+                found = stack[i]
                 break
         self._cache[stack_id] = found
         return found

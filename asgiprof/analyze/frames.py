@@ -13,7 +13,8 @@ from asgiprof.model import Frame
 
 FrameKind = Literal["user", "stdlib", "library"]
 
-_LIBRARY_DIRS = re.compile(r"[/\\](?:site|dist)-packages[/\\]")
+# site-packages, and console scripts (`.venv/bin/uvicorn`) that start the server.
+_LIBRARY_DIRS = re.compile(r"[/\\](?:(?:site|dist)-packages|bin|Scripts)[/\\]")
 # .../lib/python3.11/asyncio/..., ...\Lib\asyncio\..., frozen and builtin pseudo-files
 _STDLIB = re.compile(
     r"(?:[/\\]lib[/\\](?:pypy|python)\d\.\d+[/\\])|(?:^<[^>]*>$)|(?:[/\\]Lib[/\\])"

@@ -22,11 +22,11 @@ def loop_timeline(
                 continue
             # Spread the run over the bins it overlaps, in proportion to the overlap.
             t, end = max(start, 0.0), min(start + dur, duration_s)
+            b = min(int(t / width), bins - 1)
             while t < end:
-                b = min(int(t / width), bins - 1)
-                upto = min(end, (b + 1) * width)
-                if upto <= t:  # float edge at the last bin
-                    upto = end
+                while b < bins - 1 and (b + 1) * width <= t:  # t / width rounded down
+                    b += 1
+                upto = end if b == bins - 1 else min(end, (b + 1) * width)
                 acc[b][slot] += upto - t
                 t = upto
     return [

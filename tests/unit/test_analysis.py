@@ -169,3 +169,30 @@ def test_a_framework_sample_between_two_requests_splits_them() -> None:
     a = analyze(b.build())
     assert [c.episodes for c in a.culprits] == [2]
     assert a.culprits[0].max_ms == pytest.approx(110.0)
+
+
+def test_timeline_bins_take_exactly_their_share() -> None:
+    b = Builder(routes=ROUTES)
+    for _ in range(7):
+        b.add(1, IDLE, 3)  # 30 ms runs straddling 0.07 s bins
+    a = analyze(b.build(), AnalysisParams(timeline_bins=3))
+    assert [round(x.idle_ms, 6) for x in a.timeline] == [70.0, 70.0, 70.0]
+
+
+def test_console_scripts_are_not_user_code() -> None:
+    from asgiprof.analyze.frames import file_kind
+
+    assert file_kind("/srv/app/.venv/bin/uvicorn") == "library"
+    assert file_kind("/srv/app/main.py") == "user"
+    assert file_kind("/usr/lib/python3.11/asyncio/events.py") == "stdlib"
+    assert file_kind("/venv/lib/python3.11/site-packages/fastapi/routing.py") == "library"
+
+
+def test_the_users_main_below_the_loop_is_never_the_culprit() -> None:
+    main = Frame("main", APP, 99)
+    b = Builder(routes=ROUTES)
+    b.add(1, (main, *IDLE), 3)
+    b.add(1, (main, *busy(Frame("slow_lib", f"{SITE}/lib/x.py", 1))), 5)
+    b.add(1, (main, *IDLE), 3)
+    a = analyze(b.build())
+    assert a.loop.episodes == 1 and a.culprits == []
