@@ -224,12 +224,18 @@ def test_thread_cpu_tells_a_burning_thread_from_a_sleeping_one(
     main_ratio = cpu_ratio(res, target.pid, target.pid, start_s, end_s)
     assert nap_ratio is not None and nap_ratio < 0.2, nap_ratio
     assert main_ratio is not None and main_ratio < 0.2, main_ratio
-    # as the burner's own clock says, whatever else runs on this machine
     own_ratio = (end_cpu_s - start_cpu_s) / (end_s - start_s)
-    assert burn_ratio == pytest.approx(own_ratio, abs=0.1), (burn_ratio, own_ratio)
-    if own_ratio < 0.7:
-        pytest.skip(f"machine too busy: the burner got {own_ratio:.2f} of a CPU")
-    assert burn_ratio is not None and burn_ratio > 0.6, burn_ratio
+    if clock == "schedstat":
+        # run time + run-queue wait: a spinning thread is runnable all the time, however
+        # busy the machine is, which is what tells CPU-bound work from waiting
+        assert burn_ratio is not None and burn_ratio > 0.85, (burn_ratio, own_ratio)
+        assert burn_ratio >= own_ratio - 0.1, (burn_ratio, own_ratio)
+    else:
+        # as the burner's own clock says, whatever else runs on this machine
+        assert burn_ratio == pytest.approx(own_ratio, abs=0.1), (burn_ratio, own_ratio)
+        if own_ratio < 0.7:
+            pytest.skip(f"machine too busy: the burner got {own_ratio:.2f} of a CPU")
+        assert burn_ratio is not None and burn_ratio > 0.6, burn_ratio
     # and polls are ~50 ms apart, so a 20 ms episode falls between two of them
     times, _ = res.thread_cpu[(target.pid, burner)]
     gaps = sorted(b - a for a, b in zip(times[:-1], times[1:], strict=True))
