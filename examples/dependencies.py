@@ -1,4 +1,4 @@
-"""FastAPI dependencies cost time too: a blocking `async def` dependency blocks every route using it.
+"""FastAPI dependencies cost time too: a blocking `async def` dependency blocks all its routes.
 
 `get_current_user` is an `async def` dependency that checks the token with a sync call
 (`time.sleep(0.03)`, standing in for a sync JWT-key fetch or a sync session lookup): every

@@ -2,7 +2,7 @@
 
 FastAPI runs every `def` route and dependency in anyio's worker threads, at most 40 at a time
 per process (the default thread limiter's tokens). `GET /reports/slow` is a `def` route that
-waits 200 ms on a sync call (`time.sleep(0.2)`, standing in for a sync HTTP or DB call): with
+waits a second on a sync call (`time.sleep(1.0)`, standing in for a sync HTTP or DB call): with
 more than 40 concurrent requests every worker is busy, and even `GET /quick`, a `def` route
 that does nothing, waits in line for a worker. Nothing blocks the event loop, so no culprit is
 reported; asgiprof shows the busy worker threads over time, how long all 40 were busy, and
@@ -27,7 +27,7 @@ app = FastAPI(title="threadpool_saturation")
 
 @app.get("/reports/slow")
 def slow_report() -> dict[str, str]:
-    time.sleep(0.2)  # holds a worker thread for 200 ms
+    time.sleep(1.0)  # holds a worker thread for a second
     return {"report": "done"}
 
 

@@ -2,13 +2,24 @@
 
 Every step is a plain function of the Profile (and earlier steps' results): no printing,
 no files. Source lines come in through `read_line` so the caller decides where they live.
+
+    threads -> episodes -> request paths (middleware) + dependencies -> culprits
+    -> routes and views -> middleware, dependency, threadpool and resource summaries
+    -> findings -> notes
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
-from asgiprof.analyze.culprits import SourceReader, rank_culprits
+from asgiprof.analyze.culprits import CulpritContexts, SourceReader, rank_culprits
+from asgiprof.analyze.dependencies import (
+    DependencyFrames,
+    declared_dependencies,
+    dependency_findings,
+    dependency_summary,
+)
 from asgiprof.analyze.episodes import (
     LABEL_BLOCKED,
     LABEL_BUSY,
@@ -16,7 +27,14 @@ from asgiprof.analyze.episodes import (
     UserFrames,
     find_episodes,
 )
+from asgiprof.analyze.leaks import leak_findings, resource_summary
 from asgiprof.analyze.loop import LoopClassifier
+from asgiprof.analyze.middleware import (
+    RequestPaths,
+    loop_stack_ids,
+    middleware_findings,
+    middleware_summary,
+)
 from asgiprof.analyze.result import (
     ROUTE_VIEW_PREFIX,
     VIEW_ALL,
@@ -27,13 +45,21 @@ from asgiprof.analyze.result import (
     AnalysisParams,
     Culprit,
     Episode,
+    Finding,
     LoopSummary,
     RouteStats,
 )
 from asgiprof.analyze.roles import thread_roles, threads_with_role
 from asgiprof.analyze.routes import RouteResolver
+from asgiprof.analyze.threadpool import (
+    WorkerStacks,
+    threadpool_findings,
+    threadpool_summary,
+    worker_threads,
+)
 from asgiprof.analyze.timeline import loop_timeline
-from asgiprof.model import NO_STACK, Profile, ThreadTimeline
+from asgiprof.collect.resources import ConnectionSeries
+from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
 
 __all__ = ["analyze"]
 
@@ -46,7 +72,11 @@ def analyze(
     profile: Profile,
     params: AnalysisParams | None = None,
     read_line: SourceReader = _no_source,
+    *,
+    connections: Mapping[int, ConnectionSeries] | None = None,
 ) -> Analysis:
+    """Analyse `profile`; `connections` (from `load_resource_log`) adds connections per
+    remote port to the resource series."""
     params = params or AnalysisParams()
     from asgiprof.collect.resources import cpu_ratio as _cpu_ratio
 
@@ -62,7 +92,19 @@ def analyze(
     episodes, loop_runs = find_episodes(
         profile, loop_threads, classifier, user_frames, resolver.route_of, cpu_ratio, params
     )
-    culprits = rank_culprits(profile, episodes, read_line, params)
+    # Where on the request path each loop stack is: middleware layers, dependencies.
+    index = resolver.index
+
+    def is_endpoint(frame: Frame) -> bool:
+        return index.match(frame.file, frame.line) is not None
+
+    busy_stacks = loop_stack_ids(loop_runs, classifier)
+    paths = RequestPaths(profile, classifier, is_endpoint, busy_stacks)
+    deps = DependencyFrames(profile, declared_dependencies(profile.routes.routes, read_line))
+    deps.learn_loop_names(busy_stacks)
+    culprits = rank_culprits(
+        profile, episodes, read_line, params, CulpritContexts(paths=paths, deps=deps)
+    )
 
     # Views and per-route sums in one pass over the runs.
     views: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
@@ -124,6 +166,27 @@ def analyze(
         profile.sampling.duration_s,
         max((c.end_s for c in profile.sampling.chunks), default=0.0),
     )
+    middleware = middleware_summary(paths, loop_runs)
+    worker_stacks = WorkerStacks.for_profile(profile)
+    workers = worker_threads(profile, worker_stacks)
+    dependencies = dependency_summary(deps, loop_runs, workers, worker_stacks.busy_entries(workers))
+    threadpool = threadpool_summary(
+        profile,
+        workers,
+        worker_stacks,
+        resolver.route_of,
+        deps,
+        params.threadpool_limit,
+        duration_s,
+        params.timeline_bins,
+    )
+    resources = resource_summary(profile.resources, params, connections)
+    findings: list[Finding] = [
+        *leak_findings(resources),
+        *threadpool_findings(threadpool, params),
+        *middleware_findings(middleware, params),
+        *dependency_findings(dependencies, params.block_threshold_ms),
+    ]
     notes = _notes(profile, loop_threads, episodes, culprits)
     return Analysis(
         params=params,
@@ -136,6 +199,11 @@ def analyze(
         thread_roles=roles,
         views={k: dict(v) for k, v in views.items()},
         notes=notes,
+        middleware=middleware,
+        dependencies=dependencies,
+        threadpool=threadpool,
+        resources=resources,
+        findings=findings,
     )
 
 
@@ -162,7 +230,9 @@ def _notes(
             "code holding the loop (framework or library code, or many short callbacks): "
             "see the 'blocking' flamegraph"
         )
-    notes.extend(f"unreadable chunk skipped: {p}" for p in profile.problems)
-    if profile.target.exit_status is not None:
-        notes.append(f"the target exited while sampled, with status {profile.target.exit_status}")
+    notes.extend(profile.problems)  # store.load_profile's caveats, already sentences
+    status = profile.target.exit_status
+    if status is not None:
+        how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+        notes.append(f"the target {how} while sampled: the report covers the time until then")
     return notes

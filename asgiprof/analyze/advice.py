@@ -1,8 +1,13 @@
 """The catalogue of well-known blocking calls and their async fixes, kept as data.
 
-An entry matches a culprit by its source line (the call the user wrote) or by a library
-frame on the culprit's stack (py-spy sees Python frames only, so `time.sleep` itself is
-invisible but `requests/sessions.py` is not). The first matching entry wins.
+An entry matches a culprit by evidence, strongest first:
+1. `path`: a library file on the culprit's stack, at or above the culprit line (py-spy sees
+   Python frames only, so `time.sleep` itself is invisible but `requests/sessions.py` is not);
+   `unless_path` vetoes it (SQLAlchemy's AsyncSession runs the same ORM files under greenlets);
+2. `code`: the culprit's own source line (the call the user wrote);
+3. `near`: the lines of the culprit's function above it (where the client was made).
+Within one kind of evidence, the first matching entry wins; `GENERIC_DB` (any `.execute(`)
+comes last. Every entry has a unit test in tests/unit/test_advice.py.
 """
 
 from __future__ import annotations
@@ -22,75 +27,107 @@ class Advice:
     text: str
     code: re.Pattern[str] | None = None  # matched against the culprit's source line
     path: re.Pattern[str] | None = None  # matched against files on the culprit's stack
+    unless_path: re.Pattern[str] | None = None  # ... unless one of them matches this
+    near: re.Pattern[str] | None = None  # matched against the function's lines above it
 
 
 def _c(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+_SEP = r"[/\\]"
+
+SQLALCHEMY_SYNC = Advice(
+    "sync SQLAlchemy session",
+    "io",
+    "A sync SQLAlchemy Session waits for the database on the event loop: use `AsyncSession` "
+    "(sqlalchemy.ext.asyncio) with an async driver (postgresql+asyncpg, sqlite+aiosqlite, "
+    "mysql+aiomysql) and `await session.execute(...)`, or make the route a plain `def` so "
+    "it runs in the threadpool.",
+    path=_c(rf"{_SEP}sqlalchemy{_SEP}"),
+    unless_path=_c(rf"{_SEP}sqlalchemy{_SEP}(?:ext{_SEP}asyncio|util{_SEP}_concurrency_py3k)"),
+    code=_c(r"\.query\("),
+)
+
 CATALOGUE: tuple[Advice, ...] = (
     Advice(
         "time.sleep",
         "io",
         "time.sleep() blocks the event loop: use `await asyncio.sleep(...)`.",
-        code=_c(r"\b(?:time\.)?sleep\s*\("),
+        code=_c(r"(?<!asyncio\.)\b(?:time\.)?sleep\s*\("),
     ),
-    Advice(
-        "sync SQLAlchemy session",
-        "io",
-        "A sync SQLAlchemy Session blocks the event loop on every query: use "
-        "`AsyncSession` (sqlalchemy.ext.asyncio) with an async driver (asyncpg, aiosqlite, "
-        "psycopg async), or make the route a plain `def` so it runs in the threadpool.",
-        path=_c(r"[/\\]sqlalchemy[/\\](?!ext[/\\]asyncio)"),
-    ),
+    SQLALCHEMY_SYNC,
     Advice(
         "sqlite3",
         "io",
-        "sqlite3 calls block the event loop: use `aiosqlite` (or SQLAlchemy's AsyncSession "
-        "with sqlite+aiosqlite), or move the work to a `def` route.",
-        code=_c(r"\bsqlite3\b|\.execute\(|\.executemany\(|\.fetch(?:all|one|many)\("),
+        "sqlite3 calls block the event loop while sqlite reads and computes: use `aiosqlite` "
+        "(or SQLAlchemy's AsyncSession with sqlite+aiosqlite), or move the work to a `def` "
+        "route.",
+        path=_c(rf"{_SEP}sqlite3{_SEP}"),
+        code=_c(r"\bsqlite3\."),
+        near=_c(r"\bsqlite3\b"),
     ),
     Advice(
-        "psycopg2",
+        "psycopg2 / psycopg (sync)",
         "io",
-        "psycopg2 is synchronous and blocks the event loop: use `asyncpg` or psycopg 3's "
-        "`AsyncConnection`, or SQLAlchemy's AsyncSession with one of them.",
-        path=_c(r"[/\\]psycopg2[/\\]"),
-        code=_c(r"\bpsycopg2\b"),
+        "psycopg2 (and psycopg 3's sync Connection) wait for PostgreSQL on the event loop: use "
+        "`asyncpg` or psycopg 3's `AsyncConnection`, or SQLAlchemy's AsyncSession with "
+        "postgresql+asyncpg.",
+        path=_c(rf"{_SEP}psycopg2{_SEP}|{_SEP}psycopg{_SEP}(?!.*_async\.py$)"),
+        code=_c(r"\bpsycopg2?\."),
+        near=_c(r"\bpsycopg2?\b"),
+    ),
+    Advice(
+        "PyMySQL / mysqlclient",
+        "io",
+        "PyMySQL and mysqlclient are synchronous: use `aiomysql` or `asyncmy`, or SQLAlchemy's "
+        "AsyncSession with mysql+aiomysql.",
+        path=_c(rf"{_SEP}(?:pymysql|MySQLdb){_SEP}"),
+        near=_c(r"\b(?:pymysql|MySQLdb)\b"),
     ),
     Advice(
         "requests",
         "io",
         "requests is synchronous and blocks the event loop for the whole HTTP call: use "
         "`httpx.AsyncClient` (await client.get(...)) or aiohttp.",
-        path=_c(r"[/\\](?:requests|urllib3)[/\\]"),
+        path=_c(rf"{_SEP}(?:requests|urllib3){_SEP}"),
         code=_c(r"\brequests\.(?:get|post|put|patch|delete|head|request|Session)\b"),
+    ),
+    Advice(
+        "httpx (sync)",
+        "io",
+        "httpx's sync API (`httpx.get`, `httpx.Client`) blocks the event loop: use "
+        "`httpx.AsyncClient` and `await client.get(...)`.",
+        code=_c(r"\bhttpx\.(?:get|post|put|patch|delete|head|request|stream|Client)\b"),
     ),
     Advice(
         "urllib / http.client",
         "io",
         "urllib/http.client calls are synchronous: use `httpx.AsyncClient` or aiohttp.",
-        path=_c(r"[/\\](?:urllib[/\\]request|http[/\\]client)\.py$"),
+        path=_c(rf"{_SEP}(?:urllib{_SEP}request|http{_SEP}client)\.py$"),
         code=_c(r"\burlopen\s*\(|\bHTTPS?Connection\b"),
     ),
     Advice(
         "pymongo",
         "io",
-        "pymongo is synchronous: use `motor` (AsyncIOMotorClient) or pymongo's AsyncMongoClient.",
-        path=_c(r"[/\\]pymongo[/\\]"),
+        "pymongo's MongoClient is synchronous: use pymongo's `AsyncMongoClient` (or motor).",
+        path=_c(rf"{_SEP}pymongo{_SEP}(?!asynchronous{_SEP})"),
+        near=_c(r"\bMongoClient\b|\bpymongo\b"),
     ),
     Advice(
         "redis (sync)",
         "io",
-        "The sync redis client blocks the event loop: use `redis.asyncio.Redis`.",
-        path=_c(r"[/\\]redis[/\\](?!asyncio)"),
+        "The sync redis client blocks the event loop on every command: use "
+        "`redis.asyncio.Redis` and await it.",
+        path=_c(rf"{_SEP}redis{_SEP}(?!asyncio{_SEP})"),
+        near=_c(r"\bredis\.(?:Redis|StrictRedis|from_url)\b"),
     ),
     Advice(
         "subprocess",
         "io",
         "subprocess.run/check_output wait synchronously: use "
         "`await asyncio.create_subprocess_exec(...)`.",
-        path=_c(r"[/\\]subprocess\.py$"),
+        path=_c(rf"{_SEP}subprocess\.py$"),
         code=_c(r"\bsubprocess\.(?:run|call|check_call|check_output)\b|\bos\.system\("),
     ),
     Advice(
@@ -99,32 +136,51 @@ CATALOGUE: tuple[Advice, ...] = (
         "Password hashing is deliberately slow CPU work: run it off the loop with "
         "`await anyio.to_thread.run_sync(...)` (hashlib and bcrypt release the GIL) or "
         "`loop.run_in_executor`.",
-        path=_c(r"[/\\](?:bcrypt|passlib|argon2)[/\\]"),
+        path=_c(rf"{_SEP}(?:bcrypt|passlib|argon2){_SEP}"),
         code=_c(r"\bpbkdf2_hmac\b|\bscrypt\b|\bbcrypt\.|\bhashpw\b|\bcheckpw\b"),
-    ),
-    Advice(
-        "large JSON",
-        "cpu",
-        "Encoding/decoding large JSON on the loop is CPU work: use orjson, stream the "
-        "payload, or offload it with `anyio.to_thread.run_sync`.",
-        path=_c(r"[/\\]json[/\\](?:encoder|decoder)\.py$"),
-        code=_c(r"\bjson\.(?:dumps|loads|dump|load)\s*\("),
     ),
     Advice(
         "pandas",
         "cpu",
         "pandas work holds the loop: offload it with `anyio.to_thread.run_sync` or a "
         "process pool (`loop.run_in_executor(ProcessPoolExecutor(), ...)`).",
-        path=_c(r"[/\\](?:pandas|numpy)[/\\]"),
-        code=_c(r"\bpd\.|\bpandas\."),
+        path=_c(rf"{_SEP}(?:pandas|numpy){_SEP}"),
+        code=_c(r"\bpd\.|\bpandas\.|\.to_csv\(|\.read_csv\(|\.groupby\("),
+    ),
+    Advice(
+        "large JSON",
+        "cpu",
+        "Encoding/decoding large JSON on the loop is CPU work: use orjson, stream or paginate "
+        "the payload, or offload it with `anyio.to_thread.run_sync`.",
+        path=_c(rf"{_SEP}json{_SEP}(?:encoder|decoder|__init__)\.py$"),
+        code=_c(r"\bjson\.(?:dumps|loads|dump|load)\s*\("),
+    ),
+    Advice(
+        "response encoding",
+        "cpu",
+        "FastAPI's jsonable_encoder walks a big response object by object on the loop: "
+        "paginate, return a pre-serialized `Response` (orjson bytes), or declare a "
+        "`response_model` so pydantic serializes it in Rust.",
+        path=_c(rf"{_SEP}fastapi{_SEP}encoders\.py$"),
     ),
     Advice(
         "file I/O",
         "io",
         "Reading or writing files blocks the loop on slow disks and big files: use "
         "`anyio.Path` / aiofiles, or `anyio.to_thread.run_sync`.",
+        path=_c(rf"{_SEP}(?:pathlib|shutil)\.py$"),
         code=_c(r"\bopen\s*\(|\.read(?:_text|_bytes)?\s*\(|\.write(?:_text|_bytes)?\s*\("),
     ),
+)
+
+# Any `.execute(` or `.fetchall()` without stronger evidence: a database driver, but which?
+GENERIC_DB = Advice(
+    "sync database call",
+    "io",
+    "A synchronous database call waits on the event loop: use the driver's async API "
+    "(aiosqlite for sqlite3, asyncpg or psycopg's AsyncConnection for psycopg2, aiomysql for "
+    "PyMySQL, SQLAlchemy's AsyncSession with one of them), or make the route a plain `def`.",
+    code=_c(r"\.execute(?:many)?\(|\.fetch(?:all|one|many)\(|\.commit\(\)"),
 )
 
 GENERIC_CPU = (
@@ -137,17 +193,31 @@ GENERIC_IO = (
 )
 
 
-def find_advice(code: str | None, stack: Sequence[Frame]) -> Advice | None:
-    """The catalogue entry for this culprit: library frames on the stack are the stronger
-    evidence (a `.execute(` line may be any driver), so path matches are tried first."""
+def _path_matches(entry: Advice, files: Sequence[str]) -> bool:
+    if entry.path is None or not any(entry.path.search(f) for f in files):
+        return False
+    return entry.unless_path is None or not any(entry.unless_path.search(f) for f in files)
+
+
+def find_advice(
+    code: str | None, stack: Sequence[Frame], near: Sequence[str] = ()
+) -> Advice | None:
+    """The catalogue entry for a culprit: `stack` is the culprit frame and what it called,
+    `near` the source lines of its function above it."""
     files = [f.file for f in stack]
     for entry in CATALOGUE:
-        if entry.path is not None and any(entry.path.search(p) for p in files):
+        if _path_matches(entry, files):
             return entry
     if code:
         for entry in CATALOGUE:
             if entry.code is not None and entry.code.search(code):
                 return entry
+    for line in near:
+        for entry in CATALOGUE:
+            if entry.near is not None and entry.near.search(line):
+                return entry
+    if code and GENERIC_DB.code is not None and GENERIC_DB.code.search(code):
+        return GENERIC_DB
     return None
 
 

@@ -1,17 +1,57 @@
-"""Rank culprits: the user-code lines that blocking episodes were spent in."""
+"""Rank culprits: the user-code lines that blocking episodes were spent in.
+
+Each culprit says where on the request path its line runs (endpoint, middleware layer or
+dependency, see `CulpritContexts`), what library calls it made, and the fix from the advice
+catalogue (the line, the library frames it called, and its function's lines above it).
+"""
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Final
 
 from asgiprof.analyze.advice import advice_text, find_advice
+from asgiprof.analyze.dependencies import DependencyFrames, dependency_name
 from asgiprof.analyze.frames import short_name
-from asgiprof.analyze.result import AnalysisParams, Culprit, Episode, Kind
+from asgiprof.analyze.middleware import OWNER_ROUTE, OWNER_SERVER, RequestPaths
+from asgiprof.analyze.result import AnalysisParams, Culprit, CulpritContext, Episode, Kind
 from asgiprof.model import Frame, Profile
 
 SourceReader = Callable[[str, int], "str | None"]
+
+# Lines of the culprit's function read above it, for the advice catalogue's `near` evidence.
+NEAR_LINES: Final = 25
+_DEF: Final = re.compile(r"^\s*(?:async\s+)?def\b")
+
+
+@dataclass(frozen=True, slots=True)
+class CulpritContexts:
+    """Where a culprit line runs: in a dependency (and the routes declaring it), in a
+    middleware layer, in a route's endpoint, or elsewhere."""
+
+    paths: RequestPaths | None = None
+    deps: DependencyFrames | None = None
+
+    def of(self, sid: int, index: int) -> tuple[CulpritContext, str | None, tuple[str, ...]]:
+        """(context, layer or dependency name, routes using the dependency)."""
+        if self.deps is not None:
+            j = self.deps.on_loop(sid)
+            if j is not None and j <= index:
+                profile = self.deps.profile
+                function = profile.frames[profile.stacks[sid][j]].function
+                return "dependency", function, self.deps.known.get(dependency_name(function), ())
+        if self.paths is not None:
+            owner = self.paths.owner_at(sid, index)
+            if owner == OWNER_ROUTE:
+                return "endpoint", None, ()
+            if owner is not None and owner != OWNER_SERVER:
+                return "middleware", owner, ()
+            if owner is None:
+                return "other", None, ()
+        return "endpoint", None, ()
 
 
 def measured_kind(ratio: float | None, params: AnalysisParams) -> Kind:
@@ -29,6 +69,7 @@ def rank_culprits(
     episodes: list[Episode],
     read_line: SourceReader,
     params: AnalysisParams,
+    contexts: CulpritContexts | None = None,
 ) -> list[Culprit]:
     groups: dict[tuple[str, int], list[Episode]] = defaultdict(list)
     for ep in episodes:
@@ -49,7 +90,15 @@ def rank_culprits(
         weighted = [(e.cpu_ratio, e.duration_ms) for e in eps if e.cpu_ratio is not None]
         ratio = sum(r * d for r, d in weighted) / sum(d for _, d in weighted) if weighted else None
         code = read_line(file, line)
-        entry = find_advice(code, _above(stack, file, line))
+        index = _index(stack, file, line)
+        entry = find_advice(code, stack[index:], _near(read_line, file, line))
+        context: CulpritContext = "endpoint"
+        context_name: str | None = None
+        users: tuple[str, ...] = ()
+        if contexts is not None:
+            # A dependency's stack never shows its route (the endpoint runs after it): the
+            # routes declaring it are the evidence, not whatever else shared the episode.
+            context, context_name, users = contexts.of(longest.stack_id, index)
         kind = measured_kind(ratio, params)
         if kind == "unknown" and ratio is None and entry is not None:
             kind = entry.kind  # no CPU measurements: trust the catalogue
@@ -60,8 +109,8 @@ def rank_culprits(
                 line=line,
                 function=function,
                 code=code,
-                route=routes.most_common(1)[0][0] if routes else None,
-                routes=tuple(r for r, _ in routes.most_common()),
+                route=users[0] if users else (routes.most_common(1)[0][0] if routes else None),
+                routes=users or tuple(r for r, _ in routes.most_common()),
                 kind=kind,
                 blocked_ms=blocked_ms,
                 episodes=len(eps),
@@ -70,15 +119,33 @@ def rank_culprits(
                 stack_id=longest.stack_id,
                 advice=advice_text(entry, kind),
                 cpu_ratio=ratio,
+                context=context,
+                context_name=context_name,
+                calls=tuple(short_name(f) for f in stack[index + 1 :]),
             )
         )
     built.sort(key=lambda c: (-c.blocked_ms, c.file, c.line))
     return [replace(c, rank=i + 1) for i, c in enumerate(built)]
 
 
-def _above(stack: list[Frame], file: str, line: int) -> list[Frame]:
-    """The culprit frame and what it called: where a library call shows itself."""
+def _index(stack: list[Frame], file: str, line: int) -> int:
+    """Position of the culprit frame (the deepest frame at that line)."""
     for i in range(len(stack) - 1, -1, -1):
         if stack[i].file == file and stack[i].line == line:
-            return stack[i:]
-    return stack
+            return i
+    return 0
+
+
+def _near(read_line: SourceReader, file: str, line: int) -> list[str]:
+    """The culprit function's lines above the culprit line, nearest first, up to its `def`."""
+    lines: list[str] = []
+    for number in range(line - 1, max(0, line - NEAR_LINES) - 1, -1):
+        if number < 1:
+            break
+        text = read_line(file, number)
+        if text is None:
+            break
+        lines.append(text)
+        if _DEF.match(text):
+            break
+    return lines

@@ -12,6 +12,14 @@ from typing import Literal
 from asgiprof.model import Profile
 
 Kind = Literal["cpu", "io", "unknown"]
+# Where a culprit line runs on the request path: in the route's endpoint (or code it calls),
+# in a middleware layer, in a FastAPI dependency, or elsewhere (startup, background tasks).
+CulpritContext = Literal["endpoint", "middleware", "dependency", "other"]
+FindingKind = Literal[
+    "possible-leak", "threadpool-saturation", "middleware-cost", "blocking-dependency"
+]
+Severity = Literal["warning", "info"]
+ResourceMetric = Literal["rss_bytes", "fds", "threads", "connections"]
 LoopState = Literal["idle", "busy"]
 ThreadRole = Literal["event-loop", "threadpool", "other"]
 
@@ -39,6 +47,26 @@ class AnalysisParams:
     kind_margin_s: float = 0.1
     # Bins of the event-loop timeline (the report draws one column per bin).
     timeline_bins: int = 600
+    # Threadpool: FastAPI/Starlette run `def` routes and dependencies in anyio's worker
+    # threads, at most this many at once per process (anyio's default limiter: 40 tokens).
+    threadpool_limit: int = 40
+    # A saturation finding needs all workers busy for at least this share of the profile.
+    threadpool_saturation_share: float = 0.05
+    # Leaks: resource polls in the first `leak_warmup_s` of each process are left out (imports,
+    # pools and worker threads fill up at startup); the rest must grow steadily, a
+    # least-squares line with r^2 >= `leak_min_r2` over >= `leak_min_points` polls, by at
+    # least `leak_min_relative` of its start value and by an absolute minimum
+    # (`leak_min_rss_mb` MiB of RSS, `leak_min_count` fds, threads or connections).
+    leak_warmup_s: float = 5.0
+    leak_min_points: int = 5
+    leak_min_r2: float = 0.8
+    leak_min_relative: float = 0.1
+    leak_min_rss_mb: float = 8.0
+    leak_min_count: int = 10
+    # Middleware: a finding when one layer's own time is at least this share of request time
+    # on the event loop, or all middleware layers together at least `middleware_total_share`.
+    middleware_layer_share: float = 0.2
+    middleware_total_share: float = 0.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +101,10 @@ class Culprit:
     stack_id: int
     advice: str | None
     cpu_ratio: float | None
+    # Added for diagnostics; defaults keep older constructors valid.
+    context: CulpritContext = "endpoint"
+    context_name: str | None = None  # the middleware layer or dependency function
+    calls: tuple[str, ...] = ()  # what the culprit line called (library chain), outermost first
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +138,147 @@ class TimelineBin:
     blocked_ms: float
 
 
+@dataclass(frozen=True, slots=True)
+class MiddlewareLayer:
+    """One layer on the request path (pure ASGI or BaseHTTPMiddleware), outermost first.
+
+    `self_ms` is event-loop time whose deepest request-path layer was this one: its own code,
+    not the layers inside it, the router or the endpoint. py-spy sees running code only, so
+    time a request spends awaiting is in no layer: shares are of request time on the loop.
+    """
+
+    order: int  # 0 = outermost
+    name: str  # class (or dispatch function) name
+    function: str  # the frame that identifies it, e.g. "AuditMiddleware.dispatch"
+    file: str
+    line: int
+    origin: Literal["user", "library"]
+    role: Literal["middleware", "app"]  # "app": the FastAPI/Starlette application object
+    samples: int
+    self_ms: float
+    blocked_ms: float  # part of self_ms inside blocking episodes
+    share: float  # self_ms / MiddlewareSummary.request_ms
+
+
+@dataclass(frozen=True, slots=True)
+class MiddlewareSummary:
+    request_ms: float  # loop time of all request-path samples
+    layers_ms: float  # sum of the middleware layers' self time (role "middleware")
+    server_ms: float  # the server's own protocol code (uvicorn, ...)
+    route_ms: float  # router, dependencies and endpoints
+    layers: tuple[MiddlewareLayer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyStats:
+    """Time spent in one FastAPI dependency function (and what it calls)."""
+
+    name: str  # function qualname as py-spy shows it
+    file: str
+    line: int  # the line sampled most
+    runs_on: Literal["loop", "threadpool", "both"]  # async deps: loop; `def` deps: threadpool
+    loop_ms: float
+    blocked_ms: float  # loop time inside blocking episodes
+    threadpool_ms: float
+    samples: int
+    routes: tuple[str, ...]  # routes that declare it (Depends(...) in the endpoint signature)
+
+
+@dataclass(frozen=True, slots=True)
+class DependencySummary:
+    solving_ms: float  # FastAPI's own work solving dependencies and parameters, on the loop
+    dependencies: tuple[DependencyStats, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadpoolBin:
+    start_s: float
+    width_s: float
+    mean_busy: float  # busy worker threads, time-averaged over the bin
+    max_busy: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadpoolHolder:
+    """What the busy workers ran: a route, a dependency, or other sync work."""
+
+    name: str  # route name, "dependency <function>", or "other: <function>"
+    kind: Literal["route", "dependency", "other"]
+    busy_ms: float  # worker-thread time
+    share: float  # of all busy worker time
+    at_limit_ms: float  # worker time while every worker was busy
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadpoolProcess:
+    pid: int
+    workers_seen: int
+    max_busy: int
+    at_limit_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadpoolSummary:
+    limit: int
+    workers_seen: int  # most anyio worker threads seen in one process
+    max_busy: int  # most busy at one moment in one process
+    mean_busy: float  # over the profile, summed over processes
+    busy_ms: float  # worker-thread time running work
+    at_limit_ms: float  # wall time some process had every worker busy
+    at_limit_share: float  # at_limit_ms / profile duration
+    timeline: tuple[ThreadpoolBin, ...] = ()
+    holders: tuple[ThreadpoolHolder, ...] = ()
+    processes: tuple[ThreadpoolProcess, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricGrowth:
+    """A least-squares line through one resource metric after the warm-up window."""
+
+    metric: str  # ResourceMetric, or "port:<n>" for connections to one remote port
+    points: int
+    duration_s: float
+    start_value: float
+    end_value: float
+    slope_per_min: float
+    relative: float
+    r2: float
+    leak: bool  # grows steadily enough to report a possible leak
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSeries:
+    """One process's polls (all of them, warm-up included) and the growth after warm-up."""
+
+    pid: int
+    t_s: tuple[float, ...]
+    rss_bytes: tuple[int, ...]
+    fds: tuple[int, ...]  # -1 where unreadable
+    threads: tuple[int, ...]
+    connections: tuple[int, ...]  # -1 where unreadable
+    growth: tuple[MetricGrowth, ...] = ()
+    remote_ports: tuple[tuple[int, tuple[int, ...]], ...] = ()  # (port, count at each poll)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSummary:
+    warmup_s: float
+    processes: tuple[ResourceSeries, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A diagnosis beyond single culprit lines, with its evidence and the fix."""
+
+    kind: FindingKind
+    severity: Severity
+    title: str
+    detail: str  # the evidence, in numbers
+    advice: str
+    pid: int | None = None
+    subject: str | None = None  # metric, layer, dependency or route the finding is about
+
+
 @dataclass(slots=True)
 class Analysis:
     params: AnalysisParams
@@ -120,3 +293,10 @@ class Analysis:
     # ROUTE_VIEW_PREFIX + route name.
     views: dict[str, dict[int, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # caveats shown to the user
+    middleware: MiddlewareSummary = field(default_factory=lambda: MiddlewareSummary(0, 0, 0, 0))
+    dependencies: DependencySummary = field(default_factory=lambda: DependencySummary(0.0))
+    threadpool: ThreadpoolSummary = field(
+        default_factory=lambda: ThreadpoolSummary(40, 0, 0, 0.0, 0.0, 0.0, 0.0)
+    )
+    resources: ResourceSummary = field(default_factory=lambda: ResourceSummary(0.0))
+    findings: list[Finding] = field(default_factory=list)

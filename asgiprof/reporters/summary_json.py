@@ -36,6 +36,12 @@ def summary(analysis: Analysis) -> dict[str, Any]:
             "errors": p.sampling.errors,
             "chunks": len(p.sampling.chunks),
             "stopped_by": p.sampling.stopped_by,
+            # How honest the times are: instants py-spy sampled, their share of what the
+            # rate asks for, how far it fell behind (summed, and the most it reported).
+            "intervals": p.sampling.intervals,
+            "coverage": round(p.sampling.coverage, 4),
+            "behind_s": round(p.sampling.behind_s, 3),
+            "max_lag_s": round(p.sampling.max_lag_s, 3),
         },
         "event_loop": {
             "busy_ms": _ms(loop.busy_ms),
@@ -63,6 +69,9 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "stack": list(c.stack),
                 "advice": c.advice,
                 "cpu_ratio": None if c.cpu_ratio is None else round(c.cpu_ratio, 3),
+                "context": c.context,
+                "context_name": c.context_name,
+                "calls": list(c.calls),
             }
             for c in analysis.culprits
         ],
@@ -77,6 +86,143 @@ def summary(analysis: Analysis) -> dict[str, Any]:
             for r in analysis.routes
         ],
         "notes": list(analysis.notes),
+        "middleware": _middleware(analysis),
+        "dependencies": _dependencies(analysis),
+        "threadpool": _threadpool(analysis),
+        "resources": _resources(analysis),
+        "findings": [
+            {
+                "kind": f.kind,
+                "severity": f.severity,
+                "title": f.title,
+                "detail": f.detail,
+                "advice": f.advice,
+                "pid": f.pid,
+                "subject": f.subject,
+            }
+            for f in analysis.findings
+        ],
+    }
+
+
+def _middleware(analysis: Analysis) -> dict[str, Any]:
+    m = analysis.middleware
+    return {
+        "request_ms": _ms(m.request_ms),
+        "layers_ms": _ms(m.layers_ms),
+        "server_ms": _ms(m.server_ms),
+        "route_ms": _ms(m.route_ms),
+        "layers": [
+            {
+                "order": layer.order,
+                "name": layer.name,
+                "function": layer.function,
+                "file": layer.file,
+                "line": layer.line,
+                "origin": layer.origin,
+                "role": layer.role,
+                "samples": layer.samples,
+                "self_ms": _ms(layer.self_ms),
+                "blocked_ms": _ms(layer.blocked_ms),
+                "share": round(layer.share, 4),
+            }
+            for layer in m.layers
+        ],
+    }
+
+
+def _dependencies(analysis: Analysis) -> dict[str, Any]:
+    d = analysis.dependencies
+    return {
+        "solving_ms": _ms(d.solving_ms),
+        "items": [
+            {
+                "name": dep.name,
+                "file": dep.file,
+                "line": dep.line,
+                "runs_on": dep.runs_on,
+                "loop_ms": _ms(dep.loop_ms),
+                "blocked_ms": _ms(dep.blocked_ms),
+                "threadpool_ms": _ms(dep.threadpool_ms),
+                "samples": dep.samples,
+                "routes": list(dep.routes),
+            }
+            for dep in d.dependencies
+        ],
+    }
+
+
+def _threadpool(analysis: Analysis) -> dict[str, Any]:
+    t = analysis.threadpool
+    return {
+        "limit": t.limit,
+        "workers_seen": t.workers_seen,
+        "max_busy": t.max_busy,
+        "mean_busy": round(t.mean_busy, 3),
+        "busy_ms": _ms(t.busy_ms),
+        "at_limit_ms": _ms(t.at_limit_ms),
+        "at_limit_share": round(t.at_limit_share, 4),
+        "holders": [
+            {
+                "name": h.name,
+                "kind": h.kind,
+                "busy_ms": _ms(h.busy_ms),
+                "share": round(h.share, 4),
+                "at_limit_ms": _ms(h.at_limit_ms),
+            }
+            for h in t.holders
+        ],
+        "processes": [
+            {
+                "pid": p.pid,
+                "workers_seen": p.workers_seen,
+                "max_busy": p.max_busy,
+                "at_limit_ms": _ms(p.at_limit_ms),
+            }
+            for p in t.processes
+        ],
+        # Columns: start_s, width_s, mean busy workers, most busy at once (one per bin).
+        "timeline": {
+            "start_s": [round(b.start_s, 4) for b in t.timeline],
+            "width_s": round(t.timeline[0].width_s, 6) if t.timeline else 0.0,
+            "mean_busy": [round(b.mean_busy, 3) for b in t.timeline],
+            "max_busy": [b.max_busy for b in t.timeline],
+        },
+    }
+
+
+def _resources(analysis: Analysis) -> dict[str, Any]:
+    r = analysis.resources
+    return {
+        "warmup_s": r.warmup_s,
+        "processes": [
+            {
+                "pid": proc.pid,
+                "series": {
+                    "t_s": [round(t, 3) for t in proc.t_s],
+                    "rss_bytes": list(proc.rss_bytes),
+                    "fds": list(proc.fds),
+                    "threads": list(proc.threads),
+                    "connections": list(proc.connections),
+                },
+                "remote_ports": {str(port): list(counts) for port, counts in proc.remote_ports},
+                "growth": [
+                    {
+                        "metric": g.metric,
+                        "points": g.points,
+                        "duration_s": round(g.duration_s, 3),
+                        "start_value": round(g.start_value, 3),
+                        "end_value": round(g.end_value, 3),
+                        "slope_per_min": round(g.slope_per_min, 3),
+                        "relative": round(g.relative, 4),
+                        "r2": round(g.r2, 4),
+                        "leak": g.leak,
+                    }
+                    for g in proc.growth
+                ],
+            }
+            for proc in r.processes
+        ],
     }
 
 

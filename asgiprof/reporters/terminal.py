@@ -8,9 +8,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from asgiprof.analyze.result import Analysis
+from asgiprof.analyze.result import Analysis, Culprit
+from asgiprof.text import Printable
 
 KIND_STYLE = {"cpu": "magenta", "io": "cyan", "unknown": "dim"}
+SEVERITY_STYLE = {"warning": "bold yellow", "info": "cyan"}
+METRIC_LABEL = {"rss_bytes": "RSS", "fds": "fds", "threads": "threads", "connections": "conns"}
+MIB = 1024 * 1024
+CHAIN_CALLS = 4  # library calls shown under a culprit's advice
 
 
 def _fmt_ms(ms: float) -> str:
@@ -62,7 +67,7 @@ def culprits_table(analysis: Analysis, limit: int = 10) -> Table | Text:
     for c in analysis.culprits[:limit]:
         table.add_row(
             str(c.rank),
-            Text(c.route or "-"),
+            _where(c),
             Text(f"{c.file}:{c.line}"),
             Text((c.code or "").strip()),
             Text(c.kind, style=KIND_STYLE[c.kind]),
@@ -73,6 +78,16 @@ def culprits_table(analysis: Analysis, limit: int = 10) -> Table | Text:
     return table
 
 
+def _where(c: Culprit) -> Text:
+    """The route column: the route(s), and the middleware or dependency the line is in."""
+    text = Text(c.route or "-")
+    if len(c.routes) > 1:
+        text.append(f" +{len(c.routes) - 1}", style="dim")
+    if c.context in ("middleware", "dependency") and c.context_name:
+        text.append(f"\n{c.context} {c.context_name}", style="yellow")
+    return text
+
+
 def advice_lines(analysis: Analysis, limit: int = 5) -> Text:
     text = Text()
     for c in analysis.culprits[:limit]:
@@ -80,7 +95,142 @@ def advice_lines(analysis: Analysis, limit: int = 5) -> Text:
             text.append(f"#{c.rank} ", style="bold")
             text.append(f"{c.function}: ")
             text.append(c.advice + "\n")
+            if c.calls:
+                chain = " -> ".join(call.split(" (", 1)[0] for call in c.calls[:CHAIN_CALLS])
+                more = " -> ..." if len(c.calls) > CHAIN_CALLS else ""
+                text.append(f"   calls: {chain}{more}\n", style="dim")
+            if c.context == "dependency" and len(c.routes) > 1:
+                text.append(f"   used by: {', '.join(c.routes)}\n", style="dim")
     return text
+
+
+def findings_lines(analysis: Analysis) -> Text | None:
+    if not analysis.findings:
+        return None
+    text = Text()
+    text.append("Findings\n", style="bold")
+    for f in analysis.findings:
+        text.append("! " if f.severity == "warning" else "- ", style=SEVERITY_STYLE[f.severity])
+        text.append(f.title + "\n", style=SEVERITY_STYLE[f.severity])
+        text.append(f"  {f.detail}\n")
+        text.append(f"  fix: {f.advice}\n", style="dim")
+    return text
+
+
+def middleware_table(analysis: Analysis, limit: int = 20) -> Table | None:
+    m = analysis.middleware
+    # Every layer, at 0 ms too: the count of layers a request passes is part of the story.
+    layers = [layer for layer in m.layers if layer.role == "middleware"]
+    if not any(layer.self_ms > 0 for layer in layers) or m.request_ms <= 0:
+        return None
+    table = Table(
+        title=f"Middleware: own time per layer (of {_fmt_ms(m.request_ms)} request time "
+        "on the event loop)",
+        title_justify="left",
+    )
+    for col in ("#", "layer", "where", "self", "share", "blocked"):
+        table.add_column(col, justify="left" if col in ("layer", "where") else "right")
+    for layer in sorted(layers, key=lambda x: x.order)[:limit]:
+        table.add_row(
+            str(layer.order),
+            Text(layer.name),
+            Text(layer.origin, style="bold" if layer.origin == "user" else "dim"),
+            _fmt_ms(layer.self_ms),
+            f"{layer.share:.0%}",
+            _fmt_ms(layer.blocked_ms) if layer.blocked_ms else "-",
+        )
+    table.add_row(
+        "",
+        Text("router + endpoints", style="dim"),
+        "",
+        _fmt_ms(m.route_ms),
+        f"{m.route_ms / m.request_ms:.0%}",
+        "",
+    )
+    table.add_row(
+        "",
+        Text("server", style="dim"),
+        "",
+        _fmt_ms(m.server_ms),
+        f"{m.server_ms / m.request_ms:.0%}",
+        "",
+    )
+    return table
+
+
+def dependencies_table(analysis: Analysis, limit: int = 10) -> Table | None:
+    deps = analysis.dependencies.dependencies
+    if not deps:
+        return None
+    table = Table(title="Dependencies (FastAPI Depends)", title_justify="left")
+    for col in ("dependency", "runs on", "loop", "blocked", "threadpool", "routes"):
+        justify = "right" if col in ("loop", "blocked", "threadpool") else "left"
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for d in deps[:limit]:
+        table.add_row(
+            Text(d.name),
+            d.runs_on,
+            _fmt_ms(d.loop_ms),
+            _fmt_ms(d.blocked_ms) if d.blocked_ms else "-",
+            _fmt_ms(d.threadpool_ms),
+            Text(", ".join(d.routes) or "-"),
+        )
+    return table
+
+
+def threadpool_line(analysis: Analysis) -> Text | None:
+    t = analysis.threadpool
+    if not t.workers_seen:
+        return None
+    text = Text("threadpool: ")
+    text.append(f"{t.max_busy}/{t.limit} workers busy at most", style="bold")
+    text.append(f", {t.mean_busy:.1f} on average, {t.workers_seen} worker threads seen")
+    if t.at_limit_ms > 0:
+        text.append(
+            f"; all busy {_fmt_ms(t.at_limit_ms)} ({t.at_limit_share:.0%})", style="bold red"
+        )
+    holders = [h for h in t.holders if h.kind != "other"][:3]
+    if holders:
+        text.append("; held by " + ", ".join(f"{h.name} {h.share:.0%}" for h in holders))
+    return text
+
+
+def resources_lines(analysis: Analysis) -> Text | None:
+    """Per process: each metric's first and last poll after the warm-up, leaks marked."""
+    warmup_s = analysis.resources.warmup_s
+    text = Text()
+    for proc in analysis.resources.processes:
+        keep = [i for i, t in enumerate(proc.t_s) if t >= proc.t_s[0] + warmup_s]
+        if len(keep) < 2:
+            continue
+        first, last = keep[0], keep[-1]
+        leaks = {g.metric for g in proc.growth if g.leak}
+        text.append(f"resources PID {proc.pid}: ")
+        for k, (metric, values) in enumerate(
+            (
+                ("rss_bytes", proc.rss_bytes),
+                ("fds", proc.fds),
+                ("threads", proc.threads),
+                ("connections", proc.connections),
+            )
+        ):
+            a, b = values[first], values[last]
+            if a < 0 or b < 0:
+                continue
+            if metric == "rss_bytes":
+                shown = f"{a / MIB:.0f}->{b / MIB:.0f} MiB"
+            else:
+                shown = f"{a}->{b}"
+            text.append(", " if k else "")
+            text.append(
+                f"{METRIC_LABEL[metric]} {shown}",
+                style="bold red" if metric in leaks else "",
+            )
+        text.append(
+            f" (after {warmup_s:.0f} s warm-up, over {proc.t_s[last] - proc.t_s[first]:.0f} s)\n",
+            style="dim",
+        )
+    return text if text.plain else None
 
 
 def routes_table(analysis: Analysis, limit: int = 15) -> Table | None:
@@ -108,8 +258,17 @@ def print_summary(analysis: Analysis, console: Console) -> None:
     rt = routes_table(analysis)
     if rt is not None:
         parts.append(rt)
+    sections = (
+        middleware_table(analysis),
+        dependencies_table(analysis),
+        threadpool_line(analysis),
+        resources_lines(analysis),
+        findings_lines(analysis),
+    )
+    parts.extend(section for section in sections if section is not None)
     parts.extend(Text(f"note: {note}", style="yellow") for note in analysis.notes)
-    console.print(Group(*parts))  # type: ignore[arg-type]
+    # Names, paths and code come from the target: never let them drive the terminal.
+    console.print(Printable(Group(*parts)))  # type: ignore[arg-type]
 
 
 __all__ = ["print_summary", "escape"]

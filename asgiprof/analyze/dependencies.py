@@ -1,0 +1,269 @@
+"""Time spent in FastAPI dependencies (`Depends`), per dependency function.
+
+On the event loop an `async def` dependency runs right above FastAPI's `solve_dependencies`
+(through `_solve_generator` and contextlib for `yield` dependencies); whatever else runs in
+`fastapi/dependencies/utils.py` is FastAPI's own solving (parameter parsing, validation).
+A `def` dependency runs in an anyio worker thread, whose stack starts at the worker: there it
+is recognised by name (one the routes declare, or one seen on the loop) or as the generator a
+`contextmanager_in_threadpool` entered. Which routes use a dependency is read from the route
+endpoints' source (`Depends(name)` / `Security(name)` in the decorator or signature), since
+no stack shows the route while its dependencies are solved.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns
+from asgiprof.analyze.frames import bare_function, file_kind
+from asgiprof.analyze.middleware import class_of
+from asgiprof.analyze.result import DependencyStats, DependencySummary, Finding
+from asgiprof.model import NO_STACK, Frame, Profile, Route, ThreadTimeline
+
+SourceReader = Callable[[str, int], "str | None"]
+
+_UTILS: Final = "fastapi/dependencies/utils.py"
+_SOLVE: Final = frozenset({"solve_dependencies", "_solve_generator"})
+# Between `solve_dependencies` and the dependency function: context managers of `yield`
+# dependencies, the hop to the threadpool, anyio and asyncio plumbing.
+_PLUMBING: Final = re.compile(
+    r"[/\\](?:contextlib\.py|asyncio[/\\][^/\\]+\.py|anyio[/\\].*"
+    r"|starlette[/\\]concurrency\.py|fastapi[/\\]concurrency\.py|functools\.py)$"
+)
+_CONTEXTLIB: Final = re.compile(r"[/\\]contextlib\.py$")
+_DEPENDS: Final = re.compile(r"\b(?:Depends|Security)\(\s*(?:dependency\s*=\s*)?([A-Za-z_][\w.]*)")
+_DEF: Final = re.compile(r"^\s*(?:async\s+)?def\b")
+_MAX_SIGNATURE_LINES: Final = 80
+
+SOLVING: Final = "<solving>"
+
+
+def _norm(file: str) -> str:
+    return file.replace("\\", "/")
+
+
+def dependency_name(function: str) -> str:
+    """`get_user` -> `get_user`; `Checker.__call__` -> `Checker` (a class-based dependency)."""
+    if bare_function(function) == "__call__":
+        return class_of(function) or function
+    return bare_function(function)
+
+
+def declared_dependencies(
+    routes: Iterable[Route], read_line: SourceReader
+) -> dict[str, tuple[str, ...]]:
+    """Dependency name -> routes naming it in `Depends(...)`, read from each endpoint's
+    decorator and signature (aliases like `CurrentUser = Annotated[..., Depends(f)]` and
+    router-level dependencies are not followed)."""
+    users: dict[str, set[str]] = defaultdict(set)
+    for route in routes:
+        if not route.file or route.first_line <= 0:
+            continue
+        seen_def = False
+        last = min(route.last_line or route.first_line, route.first_line + _MAX_SIGNATURE_LINES)
+        for number in range(route.first_line, last + 1):
+            text = read_line(route.file, number)
+            if text is None:
+                break
+            for match in _DEPENDS.finditer(text):
+                users[match.group(1).rsplit(".", 1)[-1]].add(route.name)
+            if _DEF.match(text):
+                seen_def = True
+            if seen_def and text.split("#", 1)[0].rstrip().endswith(":"):
+                break  # the end of the signature
+    return {name: tuple(sorted(r)) for name, r in users.items()}
+
+
+def _may_be_dependency(frame: Frame) -> bool:
+    """Dependencies are the app's functions, or a library's callable classes (FastAPI's
+    security schemes: `OAuth2PasswordBearer.__call__`); FastAPI also calls library code
+    while solving (`Request.query_params`), which is solving, not a dependency."""
+    kind = file_kind(frame.file)
+    if kind == "user":
+        return True
+    return kind == "library" and bare_function(frame.function) == "__call__"
+
+
+def loop_dependency_index(stack: list[Frame], known: Mapping[str, object]) -> int | None:
+    """Position of the dependency function FastAPI is running on this loop stack; None when
+    no dependency runs (also when FastAPI itself is solving: see `is_solving`)."""
+    solve = -1
+    for i, frame in enumerate(stack):
+        if bare_function(frame.function) in _SOLVE and _norm(frame.file).endswith(_UTILS):
+            solve = i
+    if solve < 0:
+        return None
+    for j in range(solve + 1, len(stack)):
+        frame = stack[j]
+        if _CONTEXTLIB.search(frame.file):
+            continue  # entering a `yield` dependency
+        if _norm(frame.file).endswith(_UTILS):
+            return None
+        # FastAPI's own parsing and validation, or the hop to the threadpool (anyio,
+        # run_in_threadpool): no dependency runs on this thread.
+        return j if _may_be_dependency(frame) or dependency_name(frame.function) in known else None
+    return None
+
+
+def is_solving(stack: list[Frame]) -> bool:
+    return any(
+        bare_function(f.function) in _SOLVE and _norm(f.file).endswith(_UTILS) for f in stack
+    )
+
+
+def worker_dependency_index(
+    stack: list[Frame], entry: int, known: Mapping[str, object]
+) -> int | None:
+    """Position of a `def` dependency on a worker-thread stack (the worker entry frame at
+    `entry`), or None when the worker runs something else."""
+    via_contextlib = False
+    for j in range(entry + 1, len(stack)):
+        frame = stack[j]
+        if _PLUMBING.search(frame.file):
+            via_contextlib = via_contextlib or bool(_CONTEXTLIB.search(frame.file))
+            continue
+        if (via_contextlib or dependency_name(frame.function) in known) and (
+            file_kind(frame.file) != "stdlib"
+        ):
+            return j
+        return None
+    return None
+
+
+@dataclass(slots=True)
+class _Acc:
+    file: str
+    lines: Counter[int] = field(default_factory=Counter)
+    loop_ms: float = 0.0
+    blocked_ms: float = 0.0
+    threadpool_ms: float = 0.0
+    samples: int = 0
+
+
+@dataclass(slots=True)
+class DependencyFrames:
+    """Dependency classification per stack id, cached."""
+
+    profile: Profile
+    known: dict[str, tuple[str, ...]]  # declared dependency names -> routes
+    _loop: dict[int, int | None] = field(default_factory=dict)
+    _solving: dict[int, bool] = field(default_factory=dict)
+    _worker: dict[int, int | None] = field(default_factory=dict)
+
+    def on_loop(self, sid: int) -> int | None:
+        if sid not in self._loop:
+            self._loop[sid] = loop_dependency_index(self.profile.stack_frames(sid), self.known)
+        return self._loop[sid]
+
+    def solving(self, sid: int) -> bool:
+        if sid not in self._solving:
+            self._solving[sid] = is_solving(self.profile.stack_frames(sid))
+        return self._solving[sid]
+
+    def in_worker(self, sid: int, entry: int) -> int | None:
+        if sid not in self._worker:
+            stack = self.profile.stack_frames(sid)
+            self._worker[sid] = worker_dependency_index(stack, entry, self.known)
+        return self._worker[sid]
+
+    def learn_loop_names(self, stack_ids: Iterable[int]) -> None:
+        """Async dependencies seen on the loop are known by name in worker threads too."""
+        for sid in stack_ids:
+            j = self.on_loop(sid)
+            if j is not None:
+                name = dependency_name(self.profile.frames[self.profile.stacks[sid][j]].function)
+                self.known.setdefault(name, ())
+
+
+def dependency_summary(
+    deps: DependencyFrames,
+    loop_runs: list[LoopThreadRuns],
+    workers: list[ThreadTimeline],
+    entries: Mapping[int, int],
+) -> DependencySummary:
+    """Loop and worker time per dependency function. `entries` gives the worker entry
+    position of every busy worker stack (idle ones are absent)."""
+    profile = deps.profile
+    acc: dict[tuple[str, str], _Acc] = {}
+    solving_ms = 0.0
+
+    def add(sid: int, j: int, ms: float, n: int) -> _Acc:
+        frame = profile.frames[profile.stacks[sid][j]]
+        a = acc.get((frame.function, frame.file))
+        if a is None:
+            a = acc[(frame.function, frame.file)] = _Acc(frame.file)
+        a.lines[frame.line] += n
+        a.samples += n
+        return a
+
+    for lr in loop_runs:
+        for (_s, dur, sid, n), label in zip(lr.timeline.runs(), lr.labels, strict=True):
+            if sid == NO_STACK or label not in (LABEL_BUSY, LABEL_BLOCKED):
+                continue
+            ms = dur * 1000.0
+            j = deps.on_loop(sid)
+            if j is None:
+                if deps.solving(sid):
+                    solving_ms += ms
+                continue
+            a = add(sid, j, ms, n)
+            a.loop_ms += ms
+            if label == LABEL_BLOCKED:
+                a.blocked_ms += ms
+    in_worker = {sid: j for sid, e in entries.items() if (j := deps.in_worker(sid, e)) is not None}
+    if in_worker:
+        for tl in workers:
+            for sid, dur, n in zip(tl.stack, tl.duration_s, tl.samples, strict=True):
+                j = in_worker.get(sid)
+                if j is not None:
+                    add(sid, j, dur * 1000.0, n).threadpool_ms += dur * 1000.0
+    stats = [
+        DependencyStats(
+            name=function,
+            file=a.file,
+            line=a.lines.most_common(1)[0][0] if a.lines else 0,
+            runs_on="both"
+            if a.loop_ms and a.threadpool_ms
+            else ("threadpool" if a.threadpool_ms else "loop"),
+            loop_ms=a.loop_ms,
+            blocked_ms=a.blocked_ms,
+            threadpool_ms=a.threadpool_ms,
+            samples=a.samples,
+            routes=deps.known.get(dependency_name(function), ()),
+        )
+        for (function, _file), a in acc.items()
+    ]
+    stats.sort(key=lambda d: (-(d.loop_ms + d.threadpool_ms), d.name, d.file))
+    return DependencySummary(solving_ms=solving_ms, dependencies=tuple(stats))
+
+
+def dependency_findings(summary: DependencySummary, min_blocked_ms: float) -> list[Finding]:
+    """A finding per dependency that blocked the event loop at least `min_blocked_ms`."""
+    findings: list[Finding] = []
+    for dep in summary.dependencies:
+        if dep.blocked_ms < min_blocked_ms or dep.blocked_ms <= 0:
+            continue
+        used_by = ", ".join(dep.routes) if dep.routes else "the routes that depend on it"
+        findings.append(
+            Finding(
+                kind="blocking-dependency",
+                severity="warning",
+                title=f"dependency {dep.name} blocks the event loop",
+                detail=(
+                    f"the async dependency {dep.name} ({dep.file}:{dep.line}) held the event "
+                    f"loop {dep.blocked_ms:.0f} ms in blocking episodes ({dep.loop_ms:.0f} ms on "
+                    f"the loop in all), in every request of {used_by}"
+                ),
+                advice=(
+                    "FastAPI awaits `async def` dependencies on the event loop: make its "
+                    "blocking call async (an async client or driver), or declare the "
+                    "dependency with plain `def` so FastAPI runs it in the threadpool."
+                ),
+                subject=dep.name,
+            )
+        )
+    return findings

@@ -1,0 +1,304 @@
+"""Threadpool saturation: busy anyio worker threads over time, time at the limit, and what
+held the workers.
+
+FastAPI and Starlette run `def` routes and dependencies in anyio's worker threads, at most
+`AnalysisParams.threadpool_limit` (anyio's default: 40) at once per process; requests beyond
+that wait for a token, invisibly (a waiting coroutine has no stack). A worker is busy when its
+stack goes beyond the worker loop's queue wait. py-spy samples every thread at (about) the
+same instants, so summing busy runs over a process's workers counts busy workers over time.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from asgiprof.analyze.dependencies import DependencyFrames
+from asgiprof.analyze.frames import bare_function
+from asgiprof.analyze.result import (
+    AnalysisParams,
+    Finding,
+    ThreadpoolBin,
+    ThreadpoolHolder,
+    ThreadpoolProcess,
+    ThreadpoolSummary,
+)
+from asgiprof.analyze.roles import WORKER_FRAMES
+from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
+
+ANYIO_WORKER: Final = ("anyio/_backends/_asyncio.py", "run")
+# What an idle worker waits in, right above its run loop (and the asyncio call with which
+# an anyio worker hands a result back: a few microseconds of plumbing, not work).
+_IDLE_FILES: Final = ("/queue.py", "/threading.py", "/asyncio/base_events.py")
+
+HolderKind = Literal["route", "dependency", "other"]
+
+
+def _norm(file: str) -> str:
+    return file.replace("\\", "/")
+
+
+def _is_worker_frame(frame: Frame) -> tuple[str, str] | None:
+    file = _norm(frame.file)
+    for suffix, func in WORKER_FRAMES:
+        if file.endswith(suffix) and bare_function(frame.function) == func:
+            return suffix, func
+    return None
+
+
+@dataclass(slots=True)
+class WorkerStacks:
+    """Per stack id: the worker entry position, and whether the worker is busy; cached."""
+
+    profile: Profile
+    _cache: dict[int, tuple[int, bool, bool] | None]
+
+    @classmethod
+    def for_profile(cls, profile: Profile) -> WorkerStacks:
+        return cls(profile, {})
+
+    def _get(self, sid: int) -> tuple[int, bool, bool] | None:
+        """(entry position, busy, anyio) or None when no worker loop is on the stack."""
+        if sid in self._cache:
+            return self._cache[sid]
+        stack = self.profile.stack_frames(sid)
+        found: tuple[int, bool, bool] | None = None
+        for i in range(len(stack) - 1, -1, -1):
+            kind = _is_worker_frame(stack[i])
+            if kind is not None:
+                nxt = stack[i + 1] if i + 1 < len(stack) else None
+                idle = nxt is None or _norm(nxt.file).endswith(_IDLE_FILES)
+                found = (i, not idle, kind == ANYIO_WORKER)
+                break
+        self._cache[sid] = found
+        return found
+
+    def busy_entry(self, sid: int) -> int | None:
+        """Worker entry position when the worker runs something, else None."""
+        hit = self._get(sid)
+        return hit[0] if hit is not None and hit[1] else None
+
+    def busy_entries(self, threads: list[ThreadTimeline]) -> dict[int, int]:
+        """Stack id -> worker entry position, for the busy stacks of `threads` (a plain dict:
+        the per-run loops look stacks up millions of times)."""
+        found: dict[int, int] = {}
+        for tl in threads:
+            for sid in set(tl.stack):
+                if sid != NO_STACK and sid not in found:
+                    entry = self.busy_entry(sid)
+                    if entry is not None:
+                        found[sid] = entry
+        return found
+
+    def is_anyio_worker(self, tl: ThreadTimeline) -> bool:
+        return any(
+            (hit := self._get(sid)) is not None and hit[2]
+            for sid in set(tl.stack)
+            if sid != NO_STACK
+        )
+
+
+def worker_threads(profile: Profile, stacks: WorkerStacks) -> list[ThreadTimeline]:
+    """Threads of anyio's worker pool (the asyncio executor's workers have another limit)."""
+    return [tl for tl in profile.threads if stacks.is_anyio_worker(tl)]
+
+
+def _holder(
+    sid: int,
+    entry: int,
+    profile: Profile,
+    route_of: Callable[[int], str | None],
+    deps: DependencyFrames,
+) -> tuple[str, HolderKind]:
+    route = route_of(sid)
+    if route is not None:
+        return route, "route"
+    stack = profile.stack_frames(sid)
+    j = deps.in_worker(sid, entry)
+    if j is not None:
+        return f"dependency {stack[j].function}", "dependency"
+    nxt = stack[entry + 1] if entry + 1 < len(stack) else None
+    return (f"other: {nxt.function}" if nxt is not None else "other"), "other"
+
+
+def threadpool_summary(
+    profile: Profile,
+    workers: list[ThreadTimeline],
+    stacks: WorkerStacks,
+    route_of: Callable[[int], str | None],
+    deps: DependencyFrames,
+    limit: int,
+    duration_s: float,
+    bins: int,
+) -> ThreadpoolSummary:
+    kinds: dict[str, HolderKind] = {}
+    busy_ms: dict[str, float] = defaultdict(float)
+    holder_cache: dict[int, str] = {}
+    # Per process: busy stretches of each worker (back-to-back busy runs merged) as sweep
+    # events, and each busy run with what it ran, to share out the time at the limit.
+    events: dict[int, list[tuple[float, int]]] = defaultdict(list)
+    runs: dict[int, list[tuple[float, float, str]]] = defaultdict(list)
+    entries = stacks.busy_entries(workers)
+    for tl in workers:
+        pid = tl.thread.pid
+        pid_events, pid_runs = events[pid], runs[pid]
+        open_start = open_end = -1.0
+        for start, dur, sid, _n in tl.runs():
+            entry = entries.get(sid)
+            if entry is None or dur <= 0:
+                continue
+            name = holder_cache.get(sid)
+            if name is None:
+                name, kind = _holder(sid, entry, profile, route_of, deps)
+                holder_cache[sid] = name
+                kinds[name] = kind
+            end = start + dur
+            busy_ms[name] += dur * 1000.0
+            pid_runs.append((start, end, name))
+            if open_start >= 0 and start - open_end <= 1e-9:
+                open_end = end
+                continue
+            if open_start >= 0:
+                pid_events.extend(((open_start, 1), (open_end, -1)))
+            open_start, open_end = start, end
+        if open_start >= 0:
+            pid_events.extend(((open_start, 1), (open_end, -1)))
+
+    width = duration_s / bins if duration_s > 0 and bins > 0 else 0.0
+    bin_busy = [0.0] * bins if width else []
+    bin_max = [0] * bins if width else []
+    at_limit_by_holder: dict[str, float] = defaultdict(float)
+    processes: list[ThreadpoolProcess] = []
+    at_limit_s = 0.0
+    for pid in sorted({tl.thread.pid for tl in workers}):
+        pid_events = events.get(pid, [])
+        pid_events.sort()  # (t, -1) before (t, +1): a worker ending as another starts
+        count = max_busy = 0
+        at_limit: list[tuple[float, float]] = []
+        prev_t = pid_events[0][0] if pid_events else 0.0
+        for t, delta in pid_events:
+            if t > prev_t and count > 0:
+                if count >= limit:
+                    if at_limit and at_limit[-1][1] == prev_t:
+                        at_limit[-1] = (at_limit[-1][0], t)
+                    else:
+                        at_limit.append((prev_t, t))
+                if width:
+                    b = int(prev_t / width)
+                    if 0 <= b < bins and t <= (b + 1) * width:  # within one bin: most spans
+                        bin_busy[b] += count * (t - prev_t)
+                        if count > bin_max[b]:
+                            bin_max[b] = count
+                    else:
+                        _spread(bin_busy, bin_max, width, prev_t, t, count)
+            prev_t = t
+            count += delta
+            if count > max_busy:
+                max_busy = count
+        pid_at_limit = sum(b - a for a, b in at_limit)
+        if at_limit:
+            _share_at_limit(runs[pid], at_limit, at_limit_by_holder)
+        at_limit_s += pid_at_limit
+        seen = sum(1 for tl in workers if tl.thread.pid == pid)
+        processes.append(ThreadpoolProcess(pid, seen, max_busy, pid_at_limit * 1000.0))
+
+    total_busy = sum(busy_ms.values())
+    holders = sorted(
+        (
+            ThreadpoolHolder(
+                name=name,
+                kind=kinds[name],
+                busy_ms=ms,
+                share=ms / total_busy if total_busy else 0.0,
+                at_limit_ms=at_limit_by_holder.get(name, 0.0),
+            )
+            for name, ms in busy_ms.items()
+        ),
+        key=lambda h: (-h.busy_ms, h.name),
+    )
+    timeline = tuple(
+        ThreadpoolBin(b * width, width, busy / width, peak)
+        for b, (busy, peak) in enumerate(zip(bin_busy, bin_max, strict=True))
+    )
+    return ThreadpoolSummary(
+        limit=limit,
+        workers_seen=max((p.workers_seen for p in processes), default=0),
+        max_busy=max((p.max_busy for p in processes), default=0),
+        mean_busy=total_busy / 1000.0 / duration_s if duration_s > 0 else 0.0,
+        busy_ms=total_busy,
+        at_limit_ms=at_limit_s * 1000.0,
+        at_limit_share=at_limit_s / duration_s if duration_s > 0 else 0.0,
+        timeline=timeline,
+        holders=tuple(holders),
+        processes=tuple(processes),
+    )
+
+
+def _share_at_limit(
+    runs: list[tuple[float, float, str]],
+    at_limit: list[tuple[float, float]],
+    out: dict[str, float],
+) -> None:
+    """Worker time each holder had inside the (sorted, disjoint) at-limit stretches."""
+    starts = [a for a, _ in at_limit]
+    for start, end, name in runs:
+        k = max(0, bisect_right(starts, start) - 1)
+        while k < len(at_limit) and at_limit[k][0] < end:
+            a, b = at_limit[k]
+            overlap = min(b, end) - max(a, start)
+            if overlap > 0:
+                out[name] += overlap * 1000.0
+            k += 1
+
+
+def _spread(
+    busy: list[float], peak: list[int], width: float, start: float, end: float, count: int
+) -> None:
+    """Add `count` busy workers over [start, end) to the bins it overlaps."""
+    bins = len(busy)
+    t, end = max(start, 0.0), min(end, bins * width)
+    while t < end:
+        b = min(int(t / width), bins - 1)
+        upto = min(end, (b + 1) * width)
+        if upto <= t:
+            upto = end
+        busy[b] += count * (upto - t)
+        peak[b] = max(peak[b], count)
+        t = upto
+
+
+def threadpool_findings(summary: ThreadpoolSummary, params: AnalysisParams) -> list[Finding]:
+    """A saturation finding when every worker was busy for a noticeable share of the time."""
+    if summary.at_limit_share < params.threadpool_saturation_share or summary.at_limit_ms <= 0:
+        return []
+    holders = [h for h in summary.holders if h.at_limit_ms > 0] or list(summary.holders)
+    at_limit_total = sum(h.at_limit_ms for h in holders) or 1.0
+    parts = [
+        f"{h.name} {h.at_limit_ms / at_limit_total:.0%}"
+        for h in sorted(holders, key=lambda h: -h.at_limit_ms)[:4]
+    ]
+    return [
+        Finding(
+            kind="threadpool-saturation",
+            severity="warning",
+            title=f"threadpool saturated: all {summary.limit} worker threads busy "
+            f"{summary.at_limit_share:.0%} of the time",
+            detail=(
+                f"every one of the {summary.limit} worker threads was busy for "
+                f"{summary.at_limit_ms / 1000:.1f} s ({summary.at_limit_share:.0%} of the "
+                f"profile; {summary.mean_busy:.1f} busy on average, {summary.workers_seen} "
+                "workers seen); meanwhile `def` routes and dependencies waited for a free "
+                "worker. Held by: " + ", ".join(parts)
+            ),
+            advice=(
+                "Make the routes that hold workers longest `async def` with async clients, so "
+                "they hold no thread while they wait; or, if the work must stay sync, raise "
+                "the limit at startup (`anyio.to_thread.current_default_thread_limiter()"
+                ".total_tokens = 100`) and watch the database's connection limit."
+            ),
+            subject=holders[0].name if holders else None,
+        )
+    ]

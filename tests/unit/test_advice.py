@@ -1,0 +1,216 @@
+"""The advice catalogue: every entry is found by its evidence and names the async fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from asgiprof.analyze.advice import (
+    CATALOGUE,
+    GENERIC_CPU,
+    GENERIC_DB,
+    GENERIC_IO,
+    Advice,
+    advice_text,
+    find_advice,
+)
+from asgiprof.model import Frame
+
+SITE = "/venv/lib/python3.11/site-packages"
+LIB = "/usr/lib/python3.11"
+USER = Frame("handler", "/srv/app/main.py", 10)
+
+
+def lib(path: str, function: str = "f", line: int = 1) -> Frame:
+    return Frame(function, path, line)
+
+
+def entry(name: str) -> Advice:
+    return next(e for e in (*CATALOGUE, GENERIC_DB) if e.name == name)
+
+
+# (entry name, culprit source line, frames the line called, lines above it, words in the fix)
+CASES: list[tuple[str, str | None, list[Frame], list[str], tuple[str, ...]]] = [
+    ("time.sleep", "time.sleep(0.1)", [], [], ("asyncio.sleep",)),
+    ("time.sleep", "sleep(0.25)  # from time import sleep", [], [], ("asyncio.sleep",)),
+    (
+        "sync SQLAlchemy session",
+        "rows = db.execute(stmt).all()",
+        [
+            lib(f"{SITE}/sqlalchemy/orm/session.py", "Session.execute"),
+            lib(f"{SITE}/sqlalchemy/engine/default.py", "DefaultDialect.do_execute"),
+        ],
+        [],
+        ("AsyncSession", "asyncpg", "aiosqlite"),
+    ),
+    ("sync SQLAlchemy session", "users = db.query(User).all()", [], [], ("AsyncSession",)),
+    (
+        "sqlite3",
+        "rows = conn.execute(query).fetchall()",
+        [],
+        ["conn = sqlite3.connect(DB_PATH)"],
+        ("aiosqlite",),
+    ),
+    ("sqlite3", "sqlite3.connect(path).execute(q)", [], [], ("aiosqlite",)),
+    (
+        "psycopg2 / psycopg (sync)",
+        "cur.execute(SQL, (user_id,))",
+        [lib(f"{SITE}/psycopg2/extras.py", "RealDictCursor.execute")],
+        [],
+        ("asyncpg", "AsyncConnection"),
+    ),
+    (
+        "psycopg2 / psycopg (sync)",
+        "cur.execute(SQL)",
+        [lib(f"{SITE}/psycopg/cursor.py", "Cursor.execute")],
+        [],
+        ("asyncpg",),
+    ),
+    (
+        "psycopg2 / psycopg (sync)",
+        "cur.execute(SQL)",
+        [],
+        ["with psycopg2.connect(DSN) as conn, conn.cursor() as cur:"],
+        ("asyncpg",),
+    ),
+    (
+        "PyMySQL / mysqlclient",
+        "cursor.execute(SQL)",
+        [lib(f"{SITE}/pymysql/cursors.py", "Cursor.execute")],
+        [],
+        ("aiomysql",),
+    ),
+    (
+        "requests",
+        "r = requests.get(url, timeout=5)",
+        [lib(f"{SITE}/requests/api.py", "get"), lib(f"{SITE}/urllib3/connectionpool.py")],
+        [],
+        ("httpx.AsyncClient",),
+    ),
+    ("requests", "resp = requests.post(URL, json=body)", [], [], ("httpx.AsyncClient",)),
+    ("httpx (sync)", "r = httpx.get(url)", [], [], ("httpx.AsyncClient",)),
+    (
+        "urllib / http.client",
+        "data = urlopen(url).read()",
+        [lib(f"{LIB}/urllib/request.py", "urlopen"), lib(f"{LIB}/http/client.py")],
+        [],
+        ("httpx.AsyncClient",),
+    ),
+    (
+        "pymongo",
+        "doc = users.find_one({'_id': uid})",
+        [lib(f"{SITE}/pymongo/synchronous/collection.py", "Collection.find_one")],
+        [],
+        ("AsyncMongoClient",),
+    ),
+    (
+        "redis (sync)",
+        "value = cache.get(key)",
+        [lib(f"{SITE}/redis/commands/core.py", "BasicKeyCommands.get")],
+        [],
+        ("redis.asyncio",),
+    ),
+    ("redis (sync)", "value = r.get(key)", [], ["r = redis.Redis(host=HOST)"], ("redis.asyncio",)),
+    (
+        "subprocess",
+        "out = subprocess.run(cmd, capture_output=True)",
+        [lib(f"{LIB}/subprocess.py", "run")],
+        [],
+        ("create_subprocess_exec",),
+    ),
+    ("subprocess", "os.system('convert a.png b.jpg')", [], [], ("create_subprocess_exec",)),
+    (
+        "password hashing",
+        "key = hashlib.pbkdf2_hmac('sha256', pw, salt, 200_000)",
+        [],
+        [],
+        ("to_thread",),
+    ),
+    (
+        "password hashing",
+        "ok = pwd_context.verify(password, hashed)",
+        [lib(f"{SITE}/passlib/context.py", "CryptContext.verify")],
+        [],
+        ("to_thread",),
+    ),
+    ("password hashing", "bcrypt.checkpw(pw, hashed)", [], [], ("to_thread",)),
+    (
+        "pandas",
+        "frame = df.groupby('user').sum()",
+        [lib(f"{SITE}/pandas/core/groupby/groupby.py", "GroupBy.sum")],
+        [],
+        ("process pool",),
+    ),
+    ("pandas", "df = pd.read_csv(path)", [], [], ("process pool",)),
+    (
+        "large JSON",
+        "body = json.dumps(report)",
+        [lib(f"{LIB}/json/__init__.py", "dumps"), lib(f"{LIB}/json/encoder.py", "iterencode")],
+        [],
+        ("orjson",),
+    ),
+    (
+        "response encoding",
+        "return jsonable_encoder(items)",
+        [lib(f"{SITE}/fastapi/encoders.py", "jsonable_encoder")],
+        [],
+        ("paginate",),
+    ),
+    (
+        "file I/O",
+        "data = Path(path).read_bytes()",
+        [lib(f"{LIB}/pathlib.py", "Path.read_bytes")],
+        [],
+        ("aiofiles",),
+    ),
+    ("file I/O", "with open(path, 'rb') as f:", [], [], ("aiofiles",)),
+    ("sync database call", "cur.execute(QUERY)", [], [], ("asyncpg", "aiosqlite")),
+]
+
+
+@pytest.mark.parametrize(("name", "code", "called", "near", "fix"), CASES)
+def test_each_entry_is_found_by_its_evidence(
+    name: str, code: str | None, called: list[Frame], near: list[str], fix: tuple[str, ...]
+) -> None:
+    found = find_advice(code, [USER, *called], near)
+    assert found is not None and found.name == name
+    assert all(word in found.text for word in fix)
+
+
+def test_every_catalogue_entry_has_a_case() -> None:
+    assert {e.name for e in CATALOGUE} | {GENERIC_DB.name} == {c[0] for c in CASES}
+
+
+def test_awaited_calls_get_no_advice() -> None:
+    assert find_advice("await asyncio.sleep(0.1)", [USER]) is None
+    assert find_advice("data = await client.get(url)", [USER]) is None
+
+
+def test_async_session_is_not_the_sync_session() -> None:
+    # AsyncSession runs the ORM's files under greenlets: the sync advice must not apply.
+    called = [
+        lib(f"{SITE}/sqlalchemy/ext/asyncio/session.py", "AsyncSession.execute"),
+        lib(f"{SITE}/sqlalchemy/util/_concurrency_py3k.py", "greenlet_spawn"),
+        lib(f"{SITE}/sqlalchemy/orm/session.py", "Session.execute"),
+    ]
+    found = find_advice("rows = (await session.execute(q)).all()", [USER, *called])
+    assert found is None or found.name != "sync SQLAlchemy session"
+
+
+def test_async_clients_of_the_same_packages_are_not_matched() -> None:
+    assert find_advice("x", [USER, lib(f"{SITE}/redis/asyncio/client.py")]) is None
+    assert find_advice("x", [USER, lib(f"{SITE}/pymongo/asynchronous/collection.py")]) is None
+    assert find_advice("x", [USER, lib(f"{SITE}/psycopg/cursor_async.py")]) is None
+
+
+def test_library_frames_beat_the_source_line() -> None:
+    # `.execute(` alone could be any driver: the SQLAlchemy frames say which.
+    called = [lib(f"{SITE}/sqlalchemy/engine/base.py", "Connection.execute")]
+    found = find_advice("conn.execute(q)", [USER, *called], ["conn = sqlite3.connect(p)"])
+    assert found is not None and found.name == "sync SQLAlchemy session"
+
+
+def test_generic_text_by_kind_when_nothing_matches() -> None:
+    assert advice_text(None, "cpu") == GENERIC_CPU
+    assert advice_text(None, "io") == GENERIC_IO
+    assert advice_text(None, "unknown") is None
+    assert advice_text(entry("time.sleep"), "cpu") == entry("time.sleep").text
