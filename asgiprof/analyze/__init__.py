@@ -222,6 +222,14 @@ def _notes(
     if profile.routes.source == "none":
         why = profile.routes.error or "unknown reason"
         notes.append(f"route table not read ({why}): routes are endpoint function names")
+    ranked = {(c.file, c.line) for c in culprits}
+    one_offs = [e for e in episodes if e.culprit is not None and e.culprit not in ranked]
+    if one_offs:
+        ms = sum(e.duration_ms for e in one_offs)
+        notes.append(
+            f"{len(one_offs)} one-off short episode(s), {ms:.0f} ms, were not ranked as "
+            "culprits: a single short stall is as likely the OS scheduling the loop out"
+        )
     orphans = [e for e in episodes if e.culprit is None]
     if orphans:
         ms = sum(e.duration_ms for e in orphans)

@@ -54,6 +54,12 @@ class CulpritContexts:
         return "endpoint", None, ()
 
 
+def is_one_off(episodes: list[Episode], params: AnalysisParams) -> bool:
+    """A single short episode: too little evidence to rank its line as a culprit."""
+    one_off_ms = params.one_off_factor * params.block_threshold_ms
+    return len(episodes) == 1 and episodes[0].duration_ms < one_off_ms
+
+
 def measured_kind(ratio: float | None, params: AnalysisParams) -> Kind:
     if ratio is None:
         return "unknown"
@@ -77,6 +83,8 @@ def rank_culprits(
             groups[ep.culprit].append(ep)
     built: list[Culprit] = []
     for (file, line), eps in groups.items():
+        if is_one_off(eps, params):
+            continue
         blocked_ms = sum(e.duration_ms for e in eps)
         longest = max(eps, key=lambda e: e.duration_ms)
         stack = profile.stack_frames(longest.stack_id)

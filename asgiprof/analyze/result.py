@@ -38,6 +38,10 @@ class AnalysisParams:
     # A synchronous stretch on the event-loop thread at least this long is a blocking
     # episode. 30 ms planted blocks must be found: at 100 Hz a 30 ms block holds ~3 samples.
     block_threshold_ms: float = 20.0
+    # A line blocking the loop only once, and for less than this many thresholds, is not
+    # ranked: one short stall is as likely the OS scheduling the loop thread out (a busy
+    # machine) as the line itself. Real culprits repeat, request after request.
+    one_off_factor: float = 3.0
     # Culprit kind from measured CPU: cpu when the loop thread ran at least this share of
     # the blocked time, io when at most `io_max_cpu_ratio`, unknown in between.
     cpu_min_ratio: float = 0.7

@@ -28,6 +28,10 @@ ROUTES = (
 )
 
 
+# Profiles here block once per line: rank even a single short episode.
+ONE_EPISODE_IS_ENOUGH = AnalysisParams(one_off_factor=0)
+
+
 def source(file: str, line: int) -> str | None:
     return {12: "time.sleep(0.1)", 20: "await asyncio.sleep(0.1)"}.get(line)
 
@@ -73,7 +77,7 @@ def test_threshold_is_a_parameter() -> None:
     b.add(1, IDLE, 3)
     b.add(1, busy(HEALTHY), 1)
     b.add(1, IDLE, 3)
-    a = analyze(b.build(), AnalysisParams(block_threshold_ms=5))
+    a = analyze(b.build(), AnalysisParams(block_threshold_ms=5, one_off_factor=0))
     assert [c.line for c in a.culprits] == [20]
 
 
@@ -113,7 +117,7 @@ def test_uvloop_idle_shows_no_frame_above_the_entry() -> None:
     b.add(1, uv_idle, 10)
     b.add(1, uv_busy, 5)
     b.add(1, uv_idle, 10)
-    a = analyze(b.build())
+    a = analyze(b.build(), ONE_EPISODE_IS_ENOUGH)
     assert a.loop.idle_ms == pytest.approx(200.0)
     assert [c.line for c in a.culprits] == [12]
     assert a.culprits[0].blocked_ms == pytest.approx(50.0)
@@ -136,7 +140,7 @@ def test_without_route_table_routes_fall_back_to_function_names() -> None:
     b = Builder()
     b.add(1, IDLE, 3)
     b.add(1, busy(BLOCK), 5)
-    a = analyze(b.build())
+    a = analyze(b.build(), ONE_EPISODE_IS_ENOUGH)
     assert a.culprits[0].route == "get_user"
     assert any("route table not read" in n for n in a.notes)
 
@@ -150,7 +154,7 @@ def test_back_to_back_requests_of_different_routes_are_separate_episodes() -> No
     b.add(1, busy(BLOCK), 10)
     b.add(1, busy(other), 5)
     b.add(1, IDLE, 3)
-    a = analyze(b.build())
+    a = analyze(b.build(), ONE_EPISODE_IS_ENOUGH)
     # THEN two episodes, each with its own culprit and route
     assert [(e.route, e.duration_ms) for e in a.episodes] == [
         ("GET /users/{user_id}", pytest.approx(100.0)),
@@ -196,3 +200,16 @@ def test_the_users_main_below_the_loop_is_never_the_culprit() -> None:
     b.add(1, (main, *IDLE), 3)
     a = analyze(b.build())
     assert a.loop.episodes == 1 and a.culprits == []
+
+
+def test_a_single_short_stall_is_a_note_not_a_culprit() -> None:
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 10)
+    b.add(1, busy(HEALTHY), 3)  # 30 ms once: below 3 x 20 ms
+    b.add(1, IDLE, 10)
+    b.add(1, busy(BLOCK), 7)  # 70 ms once: long enough to rank
+    b.add(1, IDLE, 10)
+    a = analyze(b.build())
+    assert [c.line for c in a.culprits] == [12]
+    assert any("one-off short episode" in n for n in a.notes)
+    assert a.loop.episodes == 2

@@ -92,6 +92,9 @@ SOURCE = {
     (MW, 61): "time.sleep(0.03)",
 }
 
+# These hand-built profiles block once per line: rank even a single short episode.
+ONE_EPISODE_IS_ENOUGH = AnalysisParams(one_off_factor=0)
+
 
 def read_line(file: str, line: int) -> str | None:
     return SOURCE.get((file, line))
@@ -219,7 +222,7 @@ def dependency_profile() -> Builder:
 
 
 def test_blocking_async_dependency_is_a_culprit_of_every_route_using_it() -> None:
-    a = analyze(dependency_profile().build(), read_line=read_line)
+    a = analyze(dependency_profile().build(), ONE_EPISODE_IS_ENOUGH, read_line=read_line)
     (culprit,) = a.culprits
     assert (culprit.file, culprit.line) == (DEPS, 12)
     assert (culprit.context, culprit.context_name) == ("dependency", "current_user")
@@ -232,7 +235,7 @@ def test_blocking_async_dependency_is_a_culprit_of_every_route_using_it() -> Non
 
 
 def test_dependency_time_on_the_loop_and_in_the_threadpool() -> None:
-    a = analyze(dependency_profile().build(), read_line=read_line)
+    a = analyze(dependency_profile().build(), ONE_EPISODE_IS_ENOUGH, read_line=read_line)
     d = a.dependencies
     assert d.solving_ms == pytest.approx(10.0)
     assert [(x.name, x.runs_on, x.file, x.line) for x in d.dependencies] == [
@@ -370,7 +373,11 @@ def test_culprit_lists_the_library_calls_it_made() -> None:
     b = Builder(routes=ROUTES)
     b.add(1, IDLE, 10)
     b.add(1, request(FASTAPI, *ENDPOINT, ITEM, execute, do_execute), 5)
-    a = analyze(b.build(), read_line=lambda f, n: "rows = session.execute(query).all()")
+    a = analyze(
+        b.build(),
+        AnalysisParams(one_off_factor=0),  # one short episode is enough here
+        read_line=lambda f, n: "rows = session.execute(query).all()",
+    )
     (c,) = a.culprits
     assert c.context == "endpoint" and c.route == "GET /items/{item_id}"
     assert c.calls == (
