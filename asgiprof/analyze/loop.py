@@ -2,8 +2,10 @@
 
 Found by stacks, never thread names: a loop thread is one whose stacks pass through a
 loop entry frame. Above the deepest entry frame, the loop's own frames are skipped; what
-remains is either the selector wait (idle), nothing at all (uvloop waits in C, so an idle
-uvloop shows no Python frame above its entry), or the callback being run (busy).
+remains is either the selector wait (idle), nothing at all (uvloop and granian's loops run
+in C, so an idle C loop shows no Python frame above its entry), or the callback being run
+(busy). Each stack shape below was recorded with `py-spy record --idle --threads` on the
+server, loop and CPython version named beside it (tests/unit/test_loop.py replays them).
 """
 
 from __future__ import annotations
@@ -14,16 +16,36 @@ from typing import Final
 from asgiprof.analyze.frames import bare_function
 from asgiprof.model import Frame, Profile
 
-# (path suffix, bare function name) of frames that start running a loop.
+# (path suffix, bare function name) of the frames that run a loop. For a loop written in C
+# (uvloop, rloop) the entry is the last Python frame: the one that called into the loop.
 LOOP_ENTRY_FRAMES: Final = frozenset(
     {
+        # asyncio.run: function `run` (3.9, 3.10), `Runner.run` (3.11+). Both call
+        # loop.run_until_complete, which for uvloop is C: idle uvloop = this frame on top.
         ("asyncio/runners.py", "run"),
         ("asyncio/base_events.py", "run_until_complete"),
         ("asyncio/base_events.py", "run_forever"),
+        # uvloop.run() on 3.9/3.10 calls loop.run_until_complete itself.
         ("uvloop/__init__.py", "run"),
+        # uvicorn (and gunicorn's UvicornWorker) on 3.9/3.10: its own copy of asyncio.run
+        # with a loop_factory calls loop.run_until_complete directly.
+        ("uvicorn/_compat.py", "asyncio_run"),
+        # hypercorn on 3.9/3.10: the `taskgroup` backport's Runner.run / run.
+        ("taskgroup/runners.py", "run"),
+        # granian's worker functions call loop.run_until_complete / run_forever themselves
+        # (processes: mp.py; threads on free-threaded builds: mt.py).
+        *(
+            (f"granian/server/{module}.py", function)
+            for module in ("mp", "mt")
+            for function in (
+                "_spawn_asgi_worker",
+                "_spawn_asgi_lifespan_worker",
+                "_spawn_rsgi_worker",
+            )
+        ),
     }
 )
-# The loop's own machinery between the entry frame and the callback it runs.
+# The asyncio loop's own machinery between the entry frame and the callback it runs.
 LOOP_INTERNAL_FRAMES: Final = frozenset(
     {
         ("asyncio/base_events.py", "run_forever"),
@@ -31,6 +53,8 @@ LOOP_INTERNAL_FRAMES: Final = frozenset(
         ("asyncio/events.py", "_run"),
     }
 )
+# The asyncio loop waits for I/O in its selector (`selectors.py`, directly above
+# `_run_once`); a sample there is idle.
 SELECTOR_FILES: Final = ("selectors.py",)
 
 STATE_OFF: Final = 0  # this sample is not inside a running loop
@@ -38,12 +62,10 @@ STATE_IDLE: Final = 1
 STATE_BUSY: Final = 2
 
 
-def _key(frame: Frame) -> tuple[str, str]:
+def _matches(frame: Frame, table: frozenset[tuple[str, str]]) -> bool:
     file = frame.file.replace("\\", "/")
-    for suffix, func in LOOP_ENTRY_FRAMES | LOOP_INTERNAL_FRAMES:
-        if file.endswith(suffix) and bare_function(frame.function) == func:
-            return suffix, func
-    return "", ""
+    function = bare_function(frame.function)
+    return any(file.endswith(suffix) and function == name for suffix, name in table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +79,8 @@ class LoopClassifier:
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
-        keys = [_key(f) for f in profile.frames]
-        self._entry = [k in LOOP_ENTRY_FRAMES for k in keys]
-        self._internal = [k in LOOP_INTERNAL_FRAMES for k in keys]
+        self._entry = [_matches(f, LOOP_ENTRY_FRAMES) for f in profile.frames]
+        self._internal = [_matches(f, LOOP_INTERNAL_FRAMES) for f in profile.frames]
         self._selector = [
             f.file.replace("\\", "/").endswith(SELECTOR_FILES) for f in profile.frames
         ]
@@ -72,6 +93,8 @@ class LoopClassifier:
         return hit
 
     def _classify(self, stack: tuple[int, ...]) -> LoopSample:
+        # The deepest entry: `Runner.run` above `asyncio_run` above `Server.run`, or
+        # `run_forever` above `run_until_complete`, is the one that runs the callbacks.
         entry = -1
         for i, fid in enumerate(stack):
             if self._entry[fid]:

@@ -193,6 +193,40 @@ def is_python_program(program: str) -> bool:
     return bool(_PYTHON_NAME.match(os.path.basename(program)))
 
 
+# The command lines of processes that multiprocessing starts with `spawn` or `forkserver`
+# (uvicorn's --workers and --reload children, hypercorn's workers): they name no server,
+# the process that started them does.
+_MULTIPROCESSING_CHILD = re.compile(
+    r"\bfrom multiprocessing\.(?:spawn|forkserver) import"
+    r"|^--multiprocessing-fork$"
+)
+# Process titles servers set for themselves (gunicorn does when setproctitle is installed):
+# /proc/PID/cmdline then holds only the title. gunicorn's default name is the app spec.
+_PROCESS_TITLES: tuple[tuple[re.Pattern[str], ServerKind], ...] = (
+    (re.compile(r"^gunicorn: (?:master|worker) \[(?P<name>[^\]]*)\]"), "gunicorn"),
+)
+
+
+def is_multiprocessing_child(argv: Sequence[str]) -> bool:
+    """True for `python -c "from multiprocessing.spawn import spawn_main; ..."` and the like."""
+    return any(_MULTIPROCESSING_CHILD.search(arg) for arg in argv)
+
+
+def server_argv(cmdline: Sequence[str], ancestors: Sequence[Sequence[str]]) -> Sequence[str]:
+    """The command line that names the server of a process: its own, or for a child that
+    multiprocessing started (a worker or reload child), its nearest ancestor's that names
+    one. `ancestors` are the parents' command lines, nearest first."""
+    if not is_multiprocessing_child(cmdline):
+        return cmdline
+    for argv in ancestors:
+        if is_multiprocessing_child(argv):
+            continue  # a worker of a worker (e.g. spawned by a reload child)
+        if parse_server_command(argv).server != "unknown":
+            return argv
+        break
+    return cmdline
+
+
 def parse_server_command(argv: Sequence[str]) -> ServerCommand:
     """Recognise the ASGI server and its settings in a command line (launch or /proc cmdline).
 
@@ -200,6 +234,15 @@ def parse_server_command(argv: Sequence[str]) -> ServerCommand:
     looked through; anything unrecognised gives `server="unknown"`.
     """
     args = list(argv)
+    title = " ".join(args).strip()
+    for pattern, kind in _PROCESS_TITLES:
+        match = pattern.match(title)
+        if match is not None:
+            name = match["name"].strip()
+            if not _APP_SPEC.match(name):
+                return ServerCommand(kind)  # a --name of the user's choosing
+            factory = name.endswith("()")
+            return ServerCommand(kind, app_spec=name.removesuffix("()"), factory=factory)
     if len(args) >= 3 and os.path.basename(args[0]) in _SHELLS and "-c" in args[1:-1]:
         # `sh -c "uvicorn app:app"`: the real command line is the -c string.
         try:

@@ -31,6 +31,10 @@ _HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TR
 _METHOD_ORDER = {m: i for i, m in enumerate(_HTTP_METHODS)}
 # `{user_id:int}` -> `{user_id}`: the template as routes print it (Starlette's path_format).
 _CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]*\}")
+# Handlers a framework adds to every route by itself: not the app's routes.
+_GENERATED_HANDLERS = ("HTTPRoute.create_options_handler.<locals>.options_handler",)
+# werkzeug (Quart): `<int:user_id>`, `<name>`, `<path:rest>` -> `{user_id}`, `{name}`, `{rest}`.
+_WERKZEUG_CONVERTOR = re.compile(r"<(?:[^<>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
 _MAX_DEPTH = 32  # mounts within mounts; guards against cycles too
 _MAX_MESSAGE = 500
 
@@ -132,6 +136,31 @@ def find_routes(app: object) -> list[object] | None:
     return None
 
 
+def find_werkzeug_rules(app: object) -> tuple[object, dict[str, object]] | None:
+    """(url_map, view_functions) of a Quart app (or one wrapped in middleware)."""
+    seen: set[int] = set()
+    obj: object = app
+    for _ in range(64):
+        if obj is None or id(obj) in seen:
+            return None
+        seen.add(id(obj))
+        url_map = _attr(obj, "url_map")
+        views = _attr(obj, "view_functions")
+        if callable(_attr(url_map, "iter_rules")) and isinstance(views, dict):
+            return url_map, views
+        obj = _attr(obj, "app")
+    return None
+
+
+def _route_handlers(route: object) -> list[object] | None:
+    """Litestar's handlers of a route: `route_handlers` (HTTP) or `route_handler` (WS, ASGI)."""
+    handlers = _attr(route, "route_handlers")
+    if isinstance(handlers, (list, tuple)):
+        return list(handlers)
+    handler = _attr(route, "route_handler")
+    return [handler] if handler is not None and _attr(handler, "fn") is not None else None
+
+
 def _expand(routes: list[object]) -> list[object]:
     """Flatten FastAPI's included routers through its public `iter_route_contexts`.
 
@@ -182,8 +211,11 @@ class _Walker:
         for route in _expand(routes):
             endpoint = _attr(route, "endpoint")
             path = _attr(route, "path_format") or _attr(route, "path")
+            handlers = _route_handlers(route)
             if endpoint is not None and isinstance(path, str):
                 self._add_endpoint(route, prefix + _template(path), endpoint)
+            elif handlers and isinstance(path, str):
+                self._add_handlers(route, prefix + _template(path), handlers)
             elif isinstance(_attr(route, "path"), str) or _attr(route, "host") is not None:
                 self._add_mount(route, prefix, depth)
             else:
@@ -233,6 +265,34 @@ class _Walker:
                 found = True
         if not found:
             self._record("*", path, cls)
+
+    def _add_handlers(self, route: object, path: str, handlers: list[object]) -> None:
+        """Litestar: a route holds one handler per method set, each wrapping its function."""
+        websocket = _is_websocket(route)
+        for handler in handlers:
+            function = _attr(handler, "fn")
+            function = _attr(function, "value") or function  # Litestar < 2.0: AsyncCallable
+            if function is None:
+                self.skipped.append(type(handler).__name__)
+                continue
+            if str(_attr(function, "__qualname__")).endswith(_GENERATED_HANDLERS):
+                continue
+            method = "WS" if websocket else _method_label(_attr(handler, "http_methods"))
+            self._record(method, path, function)
+
+    def walk_werkzeug(self, url_map: object, view_functions: dict[str, object]) -> None:
+        """Quart (werkzeug rules): `/users/<int:user_id>` -> `/users/{user_id}`."""
+        for rule in url_map.iter_rules():  # type: ignore[attr-defined]
+            path = _attr(rule, "rule")
+            function = view_functions.get(_attr(rule, "endpoint"))
+            if not isinstance(path, str) or function is None:
+                self.skipped.append(type(rule).__name__)
+                continue
+            methods = _attr(rule, "methods")
+            if isinstance(methods, (set, frozenset)) and len(methods) > 1:
+                methods = set(methods) - {"OPTIONS"}  # werkzeug adds it to every rule
+            method = "WS" if _attr(rule, "websocket") is True else _method_label(methods)
+            self._record(method, _WERKZEUG_CONVERTOR.sub(r"{\1}", path), function)
 
     def _record(self, method: str, path: str, endpoint: object) -> None:
         name, file, first, last, is_async = describe(endpoint)
@@ -324,6 +384,20 @@ def probe(spec: str, factory: bool, app_dirs: list[str]) -> tuple[ProbeResult, i
     framework = (_attr(type(app), "__module__") or "").split(".")[0]
     try:
         routes = find_routes(app)
+        rules = find_werkzeug_rules(app) if routes is None else None
+        if rules is not None:
+            walker = _Walker()
+            walker.walk_werkzeug(*rules)
+            return (
+                ProbeResult(
+                    protocol=PROTOCOL,
+                    status="ok",
+                    framework=framework,
+                    routes=walker.routes,
+                    skipped=walker.skipped,
+                ),
+                EXIT_OK,
+            )
         if routes is None:
             reason = f"the app ({type(app).__name__}) has no route table (.routes or .router)"
             return (

@@ -184,8 +184,9 @@ PARSE_CASES: list[tuple[str, ServerCommand]] = [
     ("python -c 'import app'", ServerCommand("unknown", python="python")),
     ("python -m http.server", ServerCommand("unknown", python="python")),
     ("node server.js", ServerCommand("unknown")),
-    ("gunicorn: master [main:app]", ServerCommand("unknown")),
     ("", ServerCommand("unknown")),
+    # gunicorn's process title (setproctitle installed): psutil splits it at spaces
+    ("gunicorn: master [main:app]", ServerCommand("gunicorn", "main:app")),
 ]
 
 
