@@ -183,13 +183,17 @@ def _episode(
         if route is not None:
             per_route[route] += n
     culprit: tuple[str, int] | None = None
+    dominant = stretch.stacks.most_common(1)[0][0]
+    route = per_route.most_common(1)[0][0] if per_route else None
+    if route is None and _is_importing(user_frames.profile, dominant):
+        # A worker importing the app inside its running loop (uvicorn 0.30+ with --workers
+        # or --reload) before it serves: startup, not a request blocking the loop.
+        per_frame.clear()
     if per_frame:
         fid, n = per_frame.most_common(1)[0]
         if n * 2 > stretch.samples:
             frame = user_frames.profile.frames[fid]
             culprit = (frame.file, frame.line)
-    dominant = stretch.stacks.most_common(1)[0][0]
-    route = per_route.most_common(1)[0][0] if per_route else None
     return Episode(
         pid=tl.thread.pid,
         tid=tl.thread.tid,
@@ -200,6 +204,12 @@ def _episode(
         culprit=culprit,
         route=route,
         cpu_ratio=ratio,
+    )
+
+
+def _is_importing(profile: Profile, stack_id: int) -> bool:
+    return any(
+        profile.frames[fid].file.startswith("<frozen importlib") for fid in profile.stacks[stack_id]
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from asgiprof.analyze.processes import process_summaries
 from asgiprof.analyze.result import Analysis
 
 SCHEMA = 1
@@ -102,7 +103,39 @@ def summary(analysis: Analysis) -> dict[str, Any]:
             }
             for f in analysis.findings
         ],
+        "processes": _processes(analysis),
     }
+
+
+def _processes(analysis: Analysis) -> list[dict[str, Any]]:
+    """Per server process (workers): the same figures as the top level, for that pid."""
+    return [
+        {
+            "pid": s.pid,
+            "event_loop_tids": list(s.event_loop_tids),
+            "event_loop": {
+                "busy_ms": _ms(s.busy_ms),
+                "blocked_ms": _ms(s.blocked_ms),
+                "idle_ms": _ms(s.idle_ms),
+                "utilization": round(s.utilization, 4),
+                "longest_block_ms": _ms(s.longest_block_ms),
+                "episodes": s.episodes,
+            },
+            "culprits": [
+                {
+                    "rank": c.rank,
+                    "file": c.file,
+                    "line": c.line,
+                    "route": c.route,
+                    "blocked_ms": _ms(c.blocked_ms),
+                    "episodes": c.episodes,
+                    "max_ms": _ms(c.max_ms),
+                }
+                for c in s.culprits
+            ],
+        }
+        for s in process_summaries(analysis)
+    ]
 
 
 def _middleware(analysis: Analysis) -> dict[str, Any]:

@@ -213,3 +213,14 @@ def test_a_single_short_stall_is_a_note_not_a_culprit() -> None:
     assert [c.line for c in a.culprits] == [12]
     assert any("one-off short episode" in n for n in a.notes)
     assert a.loop.episodes == 2
+
+
+def test_a_worker_importing_the_app_in_its_loop_is_startup_not_a_culprit() -> None:
+    bootstrap = Frame("_call_with_frames_removed", "<frozen importlib._bootstrap>", 241)
+    module = Frame("<module>", APP, 3)
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 3)
+    b.add(1, busy(bootstrap, module), 30)
+    b.add(1, IDLE, 3)
+    a = analyze(b.build())
+    assert a.loop.episodes == 1 and a.culprits == []
