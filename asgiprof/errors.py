@@ -56,7 +56,12 @@ class CorruptProfileError(UsageError):
 
 
 class SamplerError(AsgiprofError):
-    """py-spy is missing, crashed, or produced nothing usable."""
+    """py-spy crashed or produced nothing usable."""
+
+
+class PyspyMissingError(UsageError, SamplerError):
+    """py-spy cannot be found, or the one found does not run (exit code 2: the fix is an
+    install, not a retry)."""
 
 
 PTRACE_HELP = (

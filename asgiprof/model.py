@@ -71,8 +71,10 @@ class Chunk:
     file: str  # relative to the output directory
     start_s: float  # seconds since the profile started
     end_s: float
-    samples: int
-    errors: int
+    samples: int  # thread stacks py-spy recorded
+    errors: int  # samples py-spy failed to read
+    intervals: int = 0  # sampling instants (the longest thread's sample count)
+    lag_s: float = 0.0  # the furthest py-spy said it fell behind its rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,31 @@ class SamplingInfo:
     samples: int
     errors: int
     chunks: tuple[Chunk, ...] = ()
-    stopped_by: str = "duration"  # "duration", "interrupt", "target-exit", "error"
+    # "duration", "interrupt", "target-exit", "error", or "unfinished" (asgiprof was killed)
+    stopped_by: str = "duration"
+
+    @property
+    def intervals(self) -> int:
+        """Sampling instants py-spy took."""
+        return sum(c.intervals for c in self.chunks)
+
+    @property
+    def coverage(self) -> float:
+        """Sampling instants taken / instants the rate asks for over `duration_s`, 0..1:
+        below 1 when py-spy fell behind or between chunks (py-spy restarting)."""
+        expected = self.rate_hz * self.duration_s
+        return min(1.0, self.intervals / expected) if expected > 0 else 0.0
+
+    @property
+    def behind_s(self) -> float:
+        """Wall time inside chunks beyond what their instants take at the rate: how far
+        py-spy fell behind (exponential spacing makes this noisy by ~0.1 s per chunk)."""
+        span = sum(max(0.0, c.end_s - c.start_s) for c in self.chunks if c.intervals)
+        return max(0.0, span - self.intervals / self.rate_hz) if self.rate_hz > 0 else 0.0
+
+    @property
+    def max_lag_s(self) -> float:
+        return max((c.lag_s for c in self.chunks), default=0.0)
 
 
 @dataclass(frozen=True, slots=True)

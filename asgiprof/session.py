@@ -2,10 +2,16 @@
 
 collect: target + sampler + resource monitor + route table -> OUT (raw files as they come)
 render:  OUT -> Profile -> Analysis -> summary.json, folded, speedscope, report.html
+
+Signals while collecting: the first Ctrl-C (or SIGTERM, SIGHUP) stops sampling, stops a
+launched server gracefully or detaches, then analyses and writes everything; a second
+Ctrl-C kills py-spy and a launched server at once. Whatever happens, a launched server,
+its workers and py-spy end with asgiprof, and an attached target runs on.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -22,17 +28,35 @@ from rich.text import Text
 
 from asgiprof import store
 from asgiprof.analyze import analyze
+from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.result import Analysis, AnalysisParams
 from asgiprof.collect.command import find_target_python, parse_server_command, redact
+from asgiprof.collect.pyspy_format import parse_chunk
 from asgiprof.collect.resources import ResourceMonitor
 from asgiprof.collect.routes import read_route_table
-from asgiprof.collect.sampler import Sampler, SamplerConfig
-from asgiprof.collect.target import Target, attach, launch, stop_launched
-from asgiprof.errors import AppImportError, AsgiprofError
-from asgiprof.model import RouteTable, SamplingInfo, TargetInfo
+from asgiprof.collect.sampler import Sampler, SamplerConfig, check_pyspy, find_pyspy
+from asgiprof.collect.target import (
+    Target,
+    attach,
+    kill_launched,
+    launch,
+    resume_if_stopped,
+    startup_failure,
+    stop_launched,
+    stopped_pids,
+)
+from asgiprof.errors import (
+    AppImportError,
+    AsgiprofError,
+    CorruptProfileError,
+    NotAsgiServerError,
+    UsageError,
+)
+from asgiprof.model import Frame, Interner, Profile, RouteTable, SamplingInfo, TargetInfo
 from asgiprof.reporters import write_all
 from asgiprof.reporters.terminal import print_summary
 from asgiprof.sources import SourceCache
+from asgiprof.text import terminal_safe
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +69,13 @@ class ProfileOptions:
     chunk_s: int = 2  # short chunks: less lost on a crash, sample times good to ~0.1 s
     nonblocking: bool = False
     ready_timeout_s: float = 30.0
+    # Stop with NotAsgiServerError when the first chunk shows no event-loop thread.
+    require_event_loop: bool = True
 
 
 class _Stop:
-    """First Ctrl-C / SIGTERM: stop gracefully. Second Ctrl-C: abort at once."""
+    """First Ctrl-C / SIGTERM / SIGHUP: stop gracefully. A second one, or one once sampling
+    has ended (while stopping the server, analysing, writing): abort at once."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -67,21 +94,30 @@ class _Stop:
             return
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            if self.event.is_set() and signum == signal.SIGINT:
+            if self.event.is_set():  # a second signal, or one after sampling ended
                 self.abort()
                 raise KeyboardInterrupt
             self.request("interrupt")
 
-        old_int = signal.signal(signal.SIGINT, on_signal)
-        old_term = signal.signal(signal.SIGTERM, on_signal)
+        caught = [signal.SIGINT, signal.SIGTERM]
+        if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+            caught.append(signal.SIGHUP)  # the terminal closed: still write the report
+        old = {sig: signal.signal(sig, on_signal) for sig in caught}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
 
 OnReady = Callable[[Target], Callable[[], None]]
+
+
+def _usable_pyspy() -> str:
+    """Find py-spy and check that it runs, before anything is started or written."""
+    pyspy = find_pyspy()
+    check_pyspy(pyspy)
+    return pyspy
 
 
 def run_server(
@@ -94,8 +130,11 @@ def run_server(
 ) -> Analysis:
     """Launch `argv`, profile it, stop it. `on_ready(target)` runs once the server listens
     (the demo starts its load there) and returns what to call when sampling stops."""
+    if not argv:
+        raise UsageError("no server command given: asgiprof run -- uvicorn app:app")
+    pyspy = _usable_pyspy()
     out = store.prepare_out_dir(options.out or store.default_out_dir())
-    console.print(Text(f"starting: {' '.join(redact(argv))}"), style="dim")
+    console.print(Text(terminal_safe(f"starting: {' '.join(redact(argv))}")), style="dim")
     try:
         target = launch(
             argv,
@@ -108,17 +147,21 @@ def run_server(
         raise
     try:
         on_stop = on_ready(target) if on_ready is not None else None
-        return _profile(target, out, options, console, on_stop=on_stop)
+        return _profile(target, out, options, console, pyspy, on_stop=on_stop)
+    except AsgiprofError:
+        store.discard_if_empty(out)
+        raise
     finally:
         if target.alive():
             stop_launched(target)
 
 
 def attach_server(pid: int, options: ProfileOptions, console: Console) -> Analysis:
+    pyspy = _usable_pyspy()
     target = attach(pid)
     out = store.prepare_out_dir(options.out or store.default_out_dir())
     try:
-        return _profile(target, out, options, console)
+        return _profile(target, out, options, console, pyspy)
     except AsgiprofError:
         store.discard_if_empty(out)
         raise
@@ -142,7 +185,7 @@ def render(out: Path, params: AnalysisParams, console: Console, open_browser: bo
 
 
 def _target_info(target: Target, mode: str, exit_status: int | None = None) -> TargetInfo:
-    cmd = parse_server_command(target.cmdline)
+    cmd = parse_server_command(target.server_argv)
     return TargetInfo(
         pids=tuple(target.pids() or [target.pid]),
         command=redact(target.cmdline),
@@ -157,7 +200,7 @@ def _target_info(target: Target, mode: str, exit_status: int | None = None) -> T
 
 def _read_routes(target: Target, info: TargetInfo, out: Path) -> None:
     """Runs in a thread while sampling: imports the app in the target's interpreter."""
-    cmd = parse_server_command(target.cmdline)
+    cmd = parse_server_command(target.server_argv)
     if not cmd.app_spec:
         table = RouteTable((), "none", "no app spec found in the server command line")
     else:
@@ -177,11 +220,65 @@ def _read_routes(target: Target, info: TargetInfo, out: Path) -> None:
     store.write_routes(out, table)
 
 
+class _LoopCheck:
+    """on_chunk: decides from the first chunk with samples whether the target runs an
+    event loop at all, and calls `on_missing` when it does not (not an ASGI server)."""
+
+    def __init__(self, out: Path, pid: int, on_missing: Callable[[], None]) -> None:
+        self.out = out
+        self.pid = pid
+        self.on_missing = on_missing
+        self.found: bool | None = None
+        self.threads = 0
+
+    def __call__(self, index: int) -> None:
+        if self.found is not None:
+            return
+        path = self.out / store.RAW_DIR / f"{store.chunk_name(index)}.speedscope.json"
+        try:
+            found, threads = event_loop_in_chunk(path.read_bytes(), self.pid)
+        except (OSError, CorruptProfileError):
+            return
+        if threads == 0:
+            return  # nothing sampled yet: decide on the next chunk
+        self.found, self.threads = found, threads
+        if not found:
+            self.on_missing()
+
+
+def event_loop_in_chunk(data: bytes, pid: int) -> tuple[bool, int]:
+    """(whether any sampled thread runs an asyncio/uvloop loop, threads with samples)."""
+    frames: list[Frame] = []
+    stacks: list[tuple[int, ...]] = []
+    threads = parse_chunk(data, Interner(frames, stacks), default_pid=pid)
+    probe = Profile(
+        TargetInfo(pids=(pid,), command=(), server="unknown"),
+        SamplingInfo(rate_hz=1, started_at=0.0, duration_s=0.0, samples=0, errors=0),
+        frames=frames,
+        stacks=stacks,
+    )
+    classifier = LoopClassifier(probe)
+    sampled = [t for t in threads if t.n_samples]
+    return any(classifier.is_loop_thread(set(t.stacks)) for t in sampled), len(sampled)
+
+
+def _not_asgi(target: Target, threads: int) -> NotAsgiServerError:
+    command = terminal_safe(" ".join(redact(target.cmdline)))[:160] or "?"
+    what = "the launched command" if target.launched else f"process {target.pid}"
+    return NotAsgiServerError(
+        f"{what} ({command}) runs no asyncio or uvloop event loop: py-spy sampled "
+        f"{threads} thread(s) and none was inside one. asgiprof profiles ASGI servers "
+        "(uvicorn, gunicorn with uvicorn workers, hypercorn, granian): give the PID of one "
+        "(its master or a worker), or start it with `asgiprof run -- uvicorn app:app`"
+    )
+
+
 def _profile(
     target: Target,
     out: Path,
     options: ProfileOptions,
     console: Console,
+    pyspy: str,
     on_stop: Callable[[], None] | None = None,
 ) -> Analysis:
     t0 = time.time()
@@ -191,25 +288,40 @@ def _profile(
     store.write_meta(out, info, sampling)
 
     stop = _Stop()
+
+    def not_asgi() -> None:  # in the sampler thread, after the first chunk
+        stop.request("not-asgi")
+        sampler.stop()
+
+    loop_check = _LoopCheck(out, target.pid, not_asgi)
     sampler = Sampler(
         target.pid,
         out,
         t0,
         SamplerConfig(
-            rate_hz=options.rate_hz, chunk_s=options.chunk_s, nonblocking=options.nonblocking
+            rate_hz=options.rate_hz,
+            chunk_s=options.chunk_s,
+            nonblocking=options.nonblocking,
+            pyspy=pyspy,
         ),
+        on_chunk=loop_check if options.require_event_loop else None,
     )
     monitor = ResourceMonitor(out / store.RESOURCES, info.pids, t0=t0)
     routes = threading.Thread(
         target=_read_routes, args=(target, info, out), name="asgiprof-routes", daemon=True
     )
+    stopped_before = set() if target.launched else stopped_pids(target.pids())
 
     def abort() -> None:
+        # In a signal handler, while the main thread may be waiting on these very
+        # processes: send signals and write one line, never wait for anything.
         sampler.kill()
-        if target.launched:
-            stop_launched(target, timeout_s=0.5)
+        kill_launched(target)
+        saved = f"; the samples saved so far are in {out} (asgiprof report {out})"
+        os.write(2, f"\naborted{saved if sampler.chunks else ''}\n".encode(errors="replace"))
 
     stop.abort = abort
+    exit_status: int | None = None
     with stop.handlers():
         monitor.start()
         routes.start()
@@ -217,47 +329,55 @@ def _profile(
         try:
             _wait(target, sampler, monitor, stop, options, console, t0)
         finally:
+            stop.request("duration")  # a no-op after a stop: from now on Ctrl-C aborts
             if on_stop is not None:
                 on_stop()
             sampler.stop()
             sampler.join(options.chunk_s + 30)
-            exit_status: int | None = None
             if target.launched:
                 exit_status = target.exit_status()
                 stop_launched(target)
-            elif not target.alive():
-                exit_status = -1
             monitor.stop()
             routes.join(25)
-    if sampler.error is not None and sampler.chunks == 0:
-        raise sampler.error
-    if sampler.target_exited or (exit_status is not None and stop.reason == "target-exit"):
-        stop.reason = "target-exit"
-    final = SamplingInfo(
-        options.rate_hz,
-        t0,
-        round(time.time() - t0, 3),
-        sampler.samples,
-        sampler.errors,
-        stopped_by=stop.reason,
-    )
-    store.write_meta(
-        out,
-        TargetInfo(
-            pids=info.pids,
-            command=info.command,
-            server=info.server,
-            cwd=info.cwd,
-            python=info.python,
-            app_spec=info.app_spec,
-            mode=info.mode,
-            exit_status=exit_status if stop.reason == "target-exit" else None,
-        ),
-        final,
-    )
-    if sampler.chunks == 0:
-        raise AsgiprofError(f"no samples were taken before sampling stopped; see {out}")
-    return render(out, options.params, console, options.open_browser)
+        if not target.launched:
+            for pid in resume_if_stopped(target.pids(), stopped_before):
+                console.print(Text(f"warning: process {pid} was left stopped; resumed it"))
+        if stop.reason == "not-asgi":
+            store.discard(out)
+            raise _not_asgi(target, loop_check.threads)
+        if sampler.chunks == 0:
+            if sampler.error is not None:
+                raise sampler.error
+            if target.launched and exit_status is not None:
+                raise startup_failure(target.cmdline, exit_status, target.log_path)
+            raise AsgiprofError(f"no samples were taken before sampling stopped; see {out}")
+        if sampler.target_exited or (exit_status is not None and stop.reason != "interrupt"):
+            stop.reason = "target-exit"
+        if sampler.error is not None:
+            console.print(Text(terminal_safe(f"warning: sampling stopped early: {sampler.error}")))
+        final = SamplingInfo(
+            options.rate_hz,
+            t0,
+            round(time.time() - t0, 3),
+            sampler.samples,
+            sampler.errors,
+            stopped_by=stop.reason,
+        )
+        store.write_meta(
+            out,
+            TargetInfo(
+                pids=info.pids,
+                command=info.command,
+                server=info.server,
+                cwd=info.cwd,
+                python=info.python,
+                app_spec=info.app_spec,
+                mode=info.mode,
+                exit_status=exit_status if stop.reason == "target-exit" else None,
+            ),
+            final,
+        )
+        return render(out, options.params, console, options.open_browser)
 
 
 def _wait(

@@ -13,16 +13,20 @@ can regenerate every artifact.
 
 from __future__ import annotations
 
+import gc
+import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from asgiprof.collect.pyspy_format import parse_chunk, place_samples
+from asgiprof.collect.pyspy_format import parse_chunk, place_samples, seal
 from asgiprof.errors import CorruptProfileError, OutputDirError
 from asgiprof.model import (
     NO_STACK,
@@ -38,12 +42,14 @@ from asgiprof.model import (
     ThreadInfo,
     ThreadTimeline,
 )
+from asgiprof.text import json_safe
 
 META = "meta.json"
 RAW_DIR = "raw"
 ROUTES = "routes.json"
 RESOURCES = "resources.jsonl"
 SERVER_LOG = "server.log"
+PYSPY_LOG = "pyspy.log"  # in RAW_DIR: the output of every py-spy run
 FORMAT = 1
 
 
@@ -64,7 +70,13 @@ def prepare_out_dir(out: Path) -> Path:
         raise OutputDirError(
             f"output path {out} exists and is not a directory: choose another --out"
         )
-    if out.is_dir() and any(out.iterdir()):
+    try:
+        taken = out.is_dir() and any(out.iterdir())
+    except OSError as exc:
+        raise OutputDirError(
+            f"cannot read output directory {out}: {exc.strerror}: choose a writable --out"
+        ) from exc
+    if taken:
         what = "a profile" if (out / META).exists() else "other files"
         raise OutputDirError(
             f"output directory {out} already holds {what}: choose a new --out "
@@ -82,13 +94,33 @@ def prepare_out_dir(out: Path) -> Path:
     return out
 
 
+def _chunk_files(out: Path) -> list[Path]:
+    raw = out / RAW_DIR
+    try:
+        return sorted(raw.glob("chunk-*.speedscope.json")) if raw.is_dir() else []
+    except OSError:
+        return []
+
+
 def discard_if_empty(out: Path) -> None:
     """Remove an output directory that holds no samples (a failed start), keeping others."""
+    if not _chunk_files(out):
+        discard(out)
+
+
+def discard(out: Path) -> None:
+    """Remove the files asgiprof writes into OUT, then OUT if that left it empty: the
+    output of a start that failed (no server, not an ASGI server), never a user's file."""
     raw = out / RAW_DIR
-    if raw.is_dir() and any(raw.iterdir()):
+    try:
+        ours = [*raw.glob("chunk-*.json"), *raw.glob("*.tmp")] if raw.is_dir() else []
+        for path in ours:
+            path.unlink(missing_ok=True)
+        (raw / PYSPY_LOG).unlink(missing_ok=True)
+        for name in (META, ROUTES, RESOURCES, SERVER_LOG, f"{META}.tmp", f"{ROUTES}.tmp"):
+            (out / name).unlink(missing_ok=True)
+    except OSError:
         return
-    for name in (META, ROUTES, RESOURCES, SERVER_LOG):
-        (out / name).unlink(missing_ok=True)
     for path in (raw, out):
         try:
             path.rmdir()
@@ -96,10 +128,25 @@ def discard_if_empty(out: Path) -> None:
             return
 
 
+def _json_safe(data: Any) -> Any:
+    if isinstance(data, str):
+        return json_safe(data)
+    if isinstance(data, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_json_safe(v) for v in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write atomically (temp file + rename): a crash never leaves half a file."""
+    option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+    try:
+        encoded = orjson.dumps(data, option=option)
+    except orjson.JSONEncodeError:  # text from the target that is not valid UTF-8
+        encoded = orjson.dumps(_json_safe(data), option=option)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    tmp.write_bytes(encoded)
     os.replace(tmp, path)
 
 
@@ -126,12 +173,47 @@ def write_routes(out: Path, table: RouteTable) -> None:
 
 
 def write_chunk_meta(
-    out: Path, index: int, *, start_s: float, end_s: float, samples: int, errors: int, rc: int
+    out: Path,
+    index: int,
+    *,
+    start_s: float,
+    end_s: float,
+    samples: int,
+    errors: int,
+    rc: int,
+    intervals: int = 0,
+    lag_s: float = 0.0,
 ) -> None:
+    """The chunk's span (sampling start to py-spy's exit) and py-spy's counts: `samples`
+    thread stacks and `errors` failed reads as py-spy printed them, `intervals` sampling
+    instants, `lag_s` the furthest py-spy said it fell behind."""
     write_json(
         out / RAW_DIR / f"{chunk_name(index)}.json",
-        {"start_s": start_s, "end_s": end_s, "samples": samples, "errors": errors, "rc": rc},
+        {
+            "start_s": start_s,
+            "end_s": end_s,
+            "samples": samples,
+            "errors": errors,
+            "rc": rc,
+            "intervals": intervals,
+            "lag_s": lag_s,
+        },
     )
+
+
+def seal_chunk(path: Path) -> int:
+    """Mask secrets in a chunk py-spy wrote (see `pyspy_format.seal`), rewriting it in
+    place; returns its number of sampling instants. Raises CorruptProfileError."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CorruptProfileError(f"{path.name} is unreadable: {exc.strerror}") from exc
+    sealed, intervals = seal(data)
+    if sealed is not None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(sealed)
+        os.replace(tmp, path)
+    return intervals
 
 
 def _read_json(path: Path) -> Any:
@@ -144,42 +226,140 @@ def _read_json(path: Path) -> Any:
 
 
 def _as_target(data: Mapping[str, Any]) -> TargetInfo:
+    exit_status = data.get("exit_status")
+    app_spec = data.get("app_spec")
     return TargetInfo(
-        pids=tuple(int(p) for p in data.get("pids", ())),
-        command=tuple(str(c) for c in data.get("command", ())),
+        pids=tuple(_int(p) for p in _list(data.get("pids", ()))),
+        command=tuple(str(c) for c in _list(data.get("command", ()))),
         server=str(data.get("server", "unknown")),
         cwd=str(data.get("cwd", "")),
         python=str(data.get("python", "")),
-        app_spec=data.get("app_spec"),
+        app_spec=app_spec if isinstance(app_spec, str) else None,
         mode="attach" if data.get("mode") == "attach" else "run",
-        exit_status=data.get("exit_status"),
+        exit_status=_int(exit_status) if exit_status is not None else None,
     )
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r:.40}")
+    return value
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r:.40}")
+    if not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CorruptProfileError(f"{what} is not a JSON object")
+    return value
+
+
+_ROUTE_FIELDS: dict[str, type] = {
+    "method": str,
+    "path": str,
+    "endpoint": str,
+    "file": str,
+    "first_line": int,
+    "last_line": int,
+    "is_async": bool,
+}
+
+
+def _route(data: Any) -> Route:
+    if not isinstance(data, dict) or set(data) != set(_ROUTE_FIELDS):
+        raise TypeError("a route entry needs exactly the fields " + ", ".join(_ROUTE_FIELDS))
+    for name, kind in _ROUTE_FIELDS.items():
+        value = data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise TypeError(f"route field {name} is not {kind.__name__}")
+    return Route(**data)
 
 
 def load_routes(out: Path) -> RouteTable:
     path = out / ROUTES
     if not path.exists():
         return RouteTable((), "none", "route table was not read")
-    data = _read_json(path)
+    data = _dict(_read_json(path), str(path))
     try:
-        routes = tuple(Route(**r) for r in data.get("routes", ()))
+        routes = tuple(_route(r) for r in _list(data.get("routes", [])))
     except TypeError as exc:
         raise CorruptProfileError(f"{path} holds an unexpected route entry: {exc}") from exc
+    error = data.get("error")
+    error = error if isinstance(error, str) else None
     if data.get("source") == "app":
-        return RouteTable(routes, "app", data.get("error"))
-    return RouteTable(routes, "none", data.get("error"))
+        return RouteTable(routes, "app", error)
+    return RouteTable(routes, "none", error)
+
+
+def _chunk_meta(path: Path) -> dict[str, Any] | None:
+    """A chunk's span and counts, or None when absent or unreadable (then py-spy's file
+    time places the chunk)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+        start_s, end_s = _float(data["start_s"]), _float(data["end_s"])
+        return {
+            "start_s": start_s,
+            "end_s": max(end_s, start_s),
+            "samples": max(0, _int(data.get("samples", 0))),
+            "errors": max(0, _int(data.get("errors", 0))),
+            "intervals": max(0, _int(data.get("intervals", 0))),
+            "lag_s": max(0.0, _float(data.get("lag_s", 0.0))),
+        }
+    except (OSError, orjson.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Loading allocates many small tuples that all stay alive: pause the cyclic collector,
+    whose passes over them would be wasted work."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load_profile(out: Path) -> Profile:
-    """Rebuild the Profile from an output directory (raises CorruptProfileError)."""
+    """Rebuild the Profile from an output directory (raises CorruptProfileError).
+
+    A damaged chunk is skipped and named in `problems`; so is a chunk py-spy finished after
+    asgiprof died (it has no span file: its file time places it, and its secrets are masked
+    here). Anything else unreadable is a CorruptProfileError naming the file.
+    """
     if not out.is_dir():
         raise CorruptProfileError(f"{out} is not a directory: give the --out folder of a profile")
     meta = _read_json(out / META)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CorruptProfileError(f"{out / META} is not an asgiprof {FORMAT} profile")
-    target = _as_target(meta.get("target", {}))
-    s = meta.get("sampling", {})
-    rate_hz = int(s.get("rate_hz", 100)) or 100
+    try:
+        target = _as_target(_dict(meta.get("target", {}), "its target"))
+        s = _dict(meta.get("sampling", {}), "its sampling")
+        rate_hz = _int(s.get("rate_hz", 100))
+        started_at = _float(s.get("started_at", 0.0))
+        saved_duration_s = _float(s.get("duration_s", 0.0))
+        stopped_by = str(s.get("stopped_by", "unknown"))
+    except (TypeError, ValueError) as exc:
+        raise CorruptProfileError(
+            f"{out / META} is damaged ({exc}): it cannot be reported; py-spy's own files are "
+            f"in {out / RAW_DIR}"
+        ) from exc
+    if not 0 < rate_hz <= 100_000:
+        raise CorruptProfileError(f"{out / META} is damaged (sampling rate {rate_hz} Hz)")
     default_pid = target.pids[0] if target.pids else 0
 
     frames: list[Frame] = []
@@ -188,44 +368,71 @@ def load_profile(out: Path) -> Profile:
     timelines: dict[tuple[int, int], ThreadTimeline] = {}
     chunks: list[Chunk] = []
     problems: list[str] = []
+    unsealed = 0
 
     raw_dir = out / RAW_DIR
-    chunk_files = sorted(raw_dir.glob("chunk-*.speedscope.json")) if raw_dir.is_dir() else []
-    for path in chunk_files:
-        stem = path.name.removesuffix(".speedscope.json")
-        cmeta_path = raw_dir / f"{stem}.json"
-        try:
-            data = path.read_bytes()
-            threads = parse_chunk(data, interner, default_pid=default_pid)
-        except CorruptProfileError as exc:
-            # A truncated last chunk (py-spy killed mid-write) must not cost the others.
-            problems.append(f"{path.name}: {exc.message}")
-            continue
-        longest = max((len(t.stack_ids) for t in threads), default=0)
-        if cmeta_path.exists():
-            cm = _read_json(cmeta_path)
-            start_s, end_s = float(cm["start_s"]), float(cm["end_s"])
-            n_samples, n_errors = int(cm.get("samples", longest)), int(cm.get("errors", 0))
-        else:
-            # asgiprof died before writing the chunk's span: py-spy's file time ends it.
-            started_at = float(s.get("started_at", 0.0))
-            end_s = path.stat().st_mtime - started_at
-            start_s = end_s - longest / rate_hz
-            n_samples, n_errors = longest, 0
-        chunks.append(Chunk(f"{RAW_DIR}/{path.name}", start_s, end_s, n_samples, n_errors))
-        for ts in threads:
-            key = (ts.thread.pid, ts.thread.tid)
-            tl = timelines.get(key)
-            if tl is None:
-                tl = timelines[key] = ThreadTimeline(ts.thread)
-            elif not tl.thread.name and ts.thread.name:
-                tl.thread = ThreadInfo(ts.thread.pid, ts.thread.tid, ts.thread.name)
-            first, period = place_samples(len(ts.stack_ids), longest, start_s, end_s, rate_hz)
-            if len(tl) and tl.stack[-1] != NO_STACK:
-                last_end = tl.start_s[-1] + tl.duration_s[-1]
-                if first > last_end:
-                    tl.append(last_end, first - last_end, NO_STACK, 0)
-            _append_runs(tl, ts.stack_ids, first, period)
+    chunk_files = _chunk_files(out)
+    prev_end_s = 0.0
+    with _gc_paused():  # every chunk: many small objects, all kept
+        for path in chunk_files:
+            stem = path.name.removesuffix(".speedscope.json")
+            cmeta = _chunk_meta(raw_dir / f"{stem}.json")
+            try:
+                data = path.read_bytes()
+                if cmeta is None:
+                    unsealed += 1
+                    data = _seal_late(path, data)
+                threads = parse_chunk(data, interner, default_pid=default_pid)
+            except CorruptProfileError as exc:
+                # A truncated last chunk (py-spy killed mid-write) must not cost the others.
+                problems.append(f"unreadable chunk skipped: {path.name}: {exc.message}")
+                continue
+            except OSError as exc:
+                problems.append(f"unreadable chunk skipped: {path.name}: {exc.strerror}")
+                continue
+            longest = max((t.n_samples for t in threads), default=0)
+            if cmeta is None:
+                # asgiprof died before writing the chunk's span: py-spy's file time ends it.
+                try:
+                    end_s = path.stat().st_mtime - started_at
+                except OSError:
+                    end_s = prev_end_s + longest / rate_hz
+                cmeta = {
+                    "start_s": end_s - longest / rate_hz,
+                    "end_s": end_s,
+                    "samples": sum(t.n_samples for t in threads),
+                    "errors": 0,
+                    "intervals": longest,
+                    "lag_s": 0.0,
+                }
+            # Chunks follow each other: a span before the previous chunk's end is damage.
+            start_s = max(cmeta["start_s"], prev_end_s)
+            end_s = max(cmeta["end_s"], start_s)
+            prev_end_s = end_s
+            chunks.append(
+                Chunk(
+                    f"{RAW_DIR}/{path.name}",
+                    start_s,
+                    end_s,
+                    cmeta["samples"],
+                    cmeta["errors"],
+                    cmeta["intervals"] or longest,
+                    cmeta["lag_s"],
+                )
+            )
+            for ts in threads:
+                key = (ts.thread.pid, ts.thread.tid)
+                tl = timelines.get(key)
+                if tl is None:
+                    tl = timelines[key] = ThreadTimeline(ts.thread)
+                elif not tl.thread.name and ts.thread.name:
+                    tl.thread = ThreadInfo(ts.thread.pid, ts.thread.tid, ts.thread.name)
+                first, period = place_samples(ts.n_samples, longest, start_s, end_s, rate_hz)
+                if len(tl) and tl.stack[-1] != NO_STACK:
+                    last_end = tl.start_s[-1] + tl.duration_s[-1]
+                    if first > last_end:
+                        tl.append(last_end, first - last_end, NO_STACK, 0)
+                _append_runs(tl, ts.stacks, ts.counts, first, period)
 
     if chunk_files and not chunks:
         raise CorruptProfileError(
@@ -237,16 +444,37 @@ def load_profile(out: Path) -> Profile:
     res_path = out / RESOURCES
     resources = load_resources(res_path) if res_path.exists() else Resources()
 
-    total_samples = sum(c.samples for c in chunks)
+    last_end_s = chunks[-1].end_s if chunks else 0.0
+    duration_s = saved_duration_s
+    if stopped_by == "running":
+        # meta.json is rewritten when sampling ends: asgiprof was killed before that.
+        stopped_by = "unfinished"
+        duration_s = last_end_s
+        problems.append(
+            f"asgiprof stopped before it finished (killed?): this report covers the "
+            f"{last_end_s:.1f} s saved until then"
+            + (
+                f", {unsealed} chunk(s) of which py-spy wrote after asgiprof died"
+                if unsealed
+                else ""
+            )
+        )
+    duration_s = max(duration_s, last_end_s)
     sampling = SamplingInfo(
         rate_hz=rate_hz,
-        started_at=float(s.get("started_at", 0.0)),
-        duration_s=float(s.get("duration_s", chunks[-1].end_s if chunks else 0.0)),
-        samples=total_samples,
+        started_at=started_at,
+        duration_s=duration_s,
+        samples=sum(c.samples for c in chunks),
         errors=sum(c.errors for c in chunks),
         chunks=tuple(chunks),
-        stopped_by=str(s.get("stopped_by", "unknown")),
+        stopped_by=stopped_by,
     )
+    problems.extend(sampling_problems(sampling))
+    if stopped_by == "target-exit" and target.exit_status is None:
+        problems.append(
+            "the target exited while sampled (its exit status is known only to its parent "
+            "process): the report covers the time until then"
+        )
     profile = Profile(
         target=target,
         sampling=sampling,
@@ -260,16 +488,60 @@ def load_profile(out: Path) -> Profile:
     return profile
 
 
-def _append_runs(tl: ThreadTimeline, stack_ids: list[int], first: float, period: float) -> None:
-    """Run-length encode one chunk's samples onto the timeline."""
-    i, n = 0, len(stack_ids)
-    t = first
-    while i < n:
-        sid = stack_ids[i]
-        j = i + 1
-        while j < n and stack_ids[j] == sid:
-            j += 1
-        count = j - i
-        tl.append(t, count * period, sid, count)
-        t += count * period
-        i = j
+# Below these, the report says how much py-spy missed (see `sampling_problems`).
+MIN_COVERAGE = 0.9
+MAX_ERROR_SHARE = 0.01
+
+
+def sampling_problems(sampling: SamplingInfo) -> list[str]:
+    """Sentences for the report when py-spy fell behind or failed to read samples."""
+    problems: list[str] = []
+    expected = round(sampling.rate_hz * sampling.duration_s)
+    intervals = sampling.intervals
+    if expected >= sampling.rate_hz and intervals and sampling.coverage < MIN_COVERAGE:
+        lag = (
+            f"; it reported falling up to {sampling.max_lag_s:.1f} s behind"
+            if sampling.max_lag_s
+            else ""
+        )
+        problems.append(
+            f"py-spy sampled {intervals} of the {expected} instants asked for "
+            f"({sampling.coverage:.0%}): it fell {sampling.behind_s:.1f} s behind its rate"
+            f"{lag}, and restarts between chunks; times are estimates, lower --rate or load "
+            "the machine less"
+        )
+    if intervals and sampling.errors > MAX_ERROR_SHARE * intervals:
+        problems.append(
+            f"py-spy failed to read {sampling.errors} samples ({sampling.errors / intervals:.1%}"
+            " of instants): those moments are missing from the report"
+        )
+    return problems
+
+
+def _seal_late(path: Path, data: bytes) -> bytes:
+    """A chunk py-spy finished after asgiprof died was never sealed: mask its secrets now
+    (in place when the directory is writable)."""
+    sealed, _ = seal(data)
+    if sealed is None:
+        return data
+    try:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(sealed)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return sealed
+
+
+def _append_runs(
+    tl: ThreadTimeline, stacks: list[int], counts: list[int], first: float, period: float
+) -> None:
+    """Append one chunk's runs to the timeline, in bulk (runs never merge across chunks)."""
+    if not counts:
+        return
+    durations = [n * period for n in counts]
+    starts = accumulate(durations[:-1], initial=first)  # the same sums, in the same order
+    tl.start_s.extend(starts)
+    tl.duration_s.extend(durations)
+    tl.stack.extend(stacks)
+    tl.samples.extend(counts)

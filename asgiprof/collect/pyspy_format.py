@@ -13,6 +13,7 @@ from typing import TypedDict
 
 import orjson
 
+from asgiprof.collect.command import redact_text
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import Frame, Interner, ThreadInfo
 
@@ -31,17 +32,30 @@ class SpeedscopeProfile(TypedDict, total=False):
 
 
 # Root frames added by py-spy's --threads and --subprocesses: not code, but identity.
-_THREAD_FRAME = re.compile(r"^thread \((\d+|0x[0-9a-fA-F]+)\): ?(.*)$", re.DOTALL)
+# Native threads (granian's Rust workers) come without a name: `thread (27135)`.
+_THREAD_FRAME = re.compile(r"^thread \((\d+|0x[0-9a-fA-F]+)\)(?:: ?(.*))?$", re.DOTALL)
 _PROCESS_FRAME = re.compile(r'^process (\d+):"', re.DOTALL)
 _PROFILE_NAME = re.compile(r'^(?:Process (\d+) )?Thread (\d+) "(.*)"$', re.DOTALL)
+_NO_SAMPLE = object()  # equal to no sample, not even to a malformed one
 
 
 @dataclass(slots=True)
 class ThreadSamples:
-    """One thread's samples in one chunk, as interned stack ids in sample order."""
+    """One thread's samples in one chunk, run-length encoded: `counts[i]` consecutive
+    samples of interned stack `stacks[i]`, in sample order."""
 
     thread: ThreadInfo
-    stack_ids: list[int] = field(default_factory=list)
+    stacks: list[int] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def stack_ids(self) -> list[int]:
+        """One stack id per sample (expanded runs)."""
+        return [sid for sid, n in zip(self.stacks, self.counts, strict=True) for _ in range(n)]
 
 
 def _frame_of(raw: object) -> SpeedscopeFrame:
@@ -86,7 +100,7 @@ def parse_chunk(data: bytes, interner: Interner, *, default_pid: int) -> list[Th
             if m:
                 tid_text = m.group(1)
                 tid = int(tid_text, 16) if tid_text.startswith("0x") else int(tid_text)
-                kinds.append(("thread", tid, m.group(2)))
+                kinds.append(("thread", tid, m.group(2) or ""))
                 continue
             m = _PROCESS_FRAME.match(name)
             if m:
@@ -97,6 +111,11 @@ def parse_chunk(data: bytes, interner: Interner, *, default_pid: int) -> list[Th
 
     result: list[ThreadSamples] = []
     n_raw = len(kinds)
+    # Stacks already seen in this chunk, shared by its threads: code-frame raw indexes (the
+    # sample without its leading process/thread root frames) -> interned stack id. Most
+    # samples repeat the sample before them (an idle thread, a long block) or a stack seen
+    # before, so they cost one list comparison or one slice and one dict lookup.
+    seen: dict[tuple[int, ...], int] = {}
     for prof in profiles:
         if not isinstance(prof, dict) or not isinstance(prof.get("samples"), list):
             raise CorruptProfileError("speedscope profile without samples")
@@ -105,29 +124,74 @@ def parse_chunk(data: bytes, interner: Interner, *, default_pid: int) -> list[Th
         if m:
             pid = int(m.group(1)) if m.group(1) else default_pid
             tid, tname = int(m.group(2)), m.group(3)
-        stack_cache: dict[tuple[int, ...], int] = {}
-        ids: list[int] = []
+        stacks: list[int] = []
+        counts: list[int] = []
+        prev: object = _NO_SAMPLE
+        roots: list[int] | None = None  # this thread's leading root frames, once known
+        n_roots = 0
         for sample in prof["samples"]:
+            if sample == prev:
+                counts[-1] += 1
+                continue
             if not isinstance(sample, list):
                 raise CorruptProfileError("speedscope sample is not a list of frame indexes")
-            key = tuple(sample)
-            sid = stack_cache.get(key)
-            if sid is None:
+            sid = -1
+            if roots is not None and sample[:n_roots] == roots:
+                key = tuple(sample[n_roots:])
+                try:
+                    sid = seen.get(key, -1)
+                except TypeError:  # a list or object where a frame index belongs
+                    raise CorruptProfileError(
+                        "speedscope sample refers to a missing frame"
+                    ) from None
+                if sid < 0:
+                    sid = _code_stack(key, kinds, n_raw, interner)
+                    if sid >= 0:
+                        seen[key] = sid
+            if sid < 0:
+                # The general path: any frame may be a root frame, and updates the identity.
                 code: list[int] = []
-                for idx in key:
+                leading = 0
+                for pos, idx in enumerate(sample):
                     if not isinstance(idx, int) or not 0 <= idx < n_raw:
                         raise CorruptProfileError("speedscope sample refers to a missing frame")
                     kind, value, text = kinds[idx]
                     if kind == "code":
                         code.append(value)
-                    elif kind == "thread":
+                        continue
+                    if leading == pos:
+                        leading += 1
+                    if kind == "thread":
                         tid, tname = value, text or tname
                     else:
                         pid = value
-                sid = stack_cache[key] = interner.stack(tuple(code))
-            ids.append(sid)
-        result.append(ThreadSamples(ThreadInfo(pid, tid, tname), ids))
+                sid = interner.stack(tuple(code))
+                if leading + len(code) == len(sample):  # roots first, then code only
+                    roots, n_roots = sample[:leading], leading
+                    seen[tuple(sample[leading:])] = sid
+            if stacks and stacks[-1] == sid:  # another list for the same stack
+                counts[-1] += 1
+            else:
+                stacks.append(sid)
+                counts.append(1)
+            prev = sample
+        result.append(ThreadSamples(ThreadInfo(pid, tid, tname), stacks, counts))
     return result
+
+
+def _code_stack(
+    key: tuple[int, ...], kinds: list[tuple[str, int, str]], n_raw: int, interner: Interner
+) -> int:
+    """Interned stack id of raw frame indexes that are all code frames, else -1."""
+    code: list[int] = []
+    for idx in key:
+        if not isinstance(idx, int) or not 0 <= idx < n_raw:
+            raise CorruptProfileError("speedscope sample refers to a missing frame")
+        kind, value, _ = kinds[idx]
+        if kind != "code":
+            return -1
+        code.append(value)
+    return interner.stack(tuple(code))
 
 
 def place_samples(
@@ -146,3 +210,42 @@ def place_samples(
         period = span / longest  # py-spy fell behind or the clock disagrees: fit the span
     first = end_s - n_samples * period
     return max(first, start_s), period
+
+
+_PROCESS_COMMAND = re.compile(r'^(process \d+:")(.*)("\s*)$', re.DOTALL)
+
+
+def seal(data: bytes) -> tuple[bytes | None, int]:
+    """Check a chunk py-spy just wrote and mask the secrets its `--subprocesses` root frames
+    copy from command lines (`process PID:"uvicorn app --token=..."`).
+
+    Returns (the document to write back, or None when nothing was masked; the number of
+    sampling instants, i.e. the longest thread's sample count). Raises CorruptProfileError.
+    """
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptProfileError(f"not valid JSON ({exc})") from exc
+    shared = doc.get("shared") if isinstance(doc, dict) else None
+    frames = shared.get("frames") if isinstance(shared, dict) else None
+    profiles = doc.get("profiles") if isinstance(doc, dict) else None
+    if not isinstance(frames, list) or not isinstance(profiles, list):
+        raise CorruptProfileError("not a speedscope document")
+    masked = False
+    for frame in frames:
+        name = frame.get("name") if isinstance(frame, dict) else None
+        m = _PROCESS_COMMAND.match(name) if isinstance(name, str) else None
+        if m is not None:
+            safe = m[1] + redact_text(m[2]) + m[3]
+            if safe != name:
+                frame["name"] = safe
+                masked = True
+    intervals = max(
+        (
+            len(p["samples"])
+            for p in profiles
+            if isinstance(p, dict) and isinstance(p.get("samples"), list)
+        ),
+        default=0,
+    )
+    return (orjson.dumps(doc) if masked else None), intervals

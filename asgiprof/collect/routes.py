@@ -17,6 +17,7 @@ from importlib import resources
 
 from asgiprof.collect.command import ServerCommand, redact_text
 from asgiprof.collect.route_probe import MARKER, PROTOCOL
+from asgiprof.collect.sampler import pdeathsig
 from asgiprof.errors import AppImportError
 from asgiprof.model import Route, RouteTable
 
@@ -127,6 +128,7 @@ def _run_bounded(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=pdeathsig(signal.SIGKILL),  # asgiprof killed: the probe goes too
         )
     except OSError as exc:
         raise AppImportError(

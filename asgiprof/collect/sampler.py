@@ -2,12 +2,15 @@
 
 py-spy writes its output only when it stops, and a killed py-spy writes nothing: short
 chunks bound what a crash can lose. Every py-spy gets SIGINT (which makes it write its
-file) when the thread that started it dies, so even a killed asgiprof keeps its samples.
+file) when the thread that started it dies, so even a killed asgiprof keeps its samples;
+py-spy prints to OUT/raw/pyspy.log, never to a pipe of ours, because a py-spy whose
+stdout pipe lost its reader dies on the broken pipe before it writes its file.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import shutil
 import signal
@@ -15,50 +18,133 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from asgiprof import store
+from asgiprof.collect.command import is_python_program
 from asgiprof.errors import (
     PTRACE_HELP,
     AsgiprofError,
+    CorruptProfileError,
     NotPythonError,
     PtraceDeniedError,
+    PyspyMissingError,
     SamplerError,
     TargetNotFoundError,
 )
 
+# Set to a py-spy executable to use that one instead of searching.
+PYSPY_ENV = "ASGIPROF_PYSPY"
+PYSPY_INSTALL = "pip install 'py-spy>=0.4,<0.5'"
+MIN_PYSPY = (0, 4)
+
 _PR_SET_PDEATHSIG = 1
 _SUMMARY = re.compile(r"Samples: (\d+) Errors: (\d+)")
+# py-spy prints this line once it has attached and starts sampling.
+_STARTED = b"Sampling process"
+# ... and this one (at most once a second) when it falls more than 1 s behind its rate.
+_BEHIND = re.compile(r"([\d.]+)(ns|µs|us|ms|s) behind in sampling")
+_UNIT_S = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+_VERSION = re.compile(r"py-spy (\d+)\.(\d+)\.(\d+)")
+_CAP_SYS_PTRACE = 19
+# How often py-spy's log and output are looked at while it starts and stops sampling.
+_POLL_S = 0.005
+
+
+def _find_prctl() -> Callable[..., int] | None:
+    # Resolved once, here: after fork, the child may only call the function, since looking
+    # a symbol up there could wait forever on a loader lock another thread held at fork.
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _find_prctl()
 
 
 def pdeathsig(sig: int) -> Callable[[], None]:
-    """preexec_fn: have the kernel send `sig` to the child when its parent thread dies."""
+    """preexec_fn: have the kernel send `sig` to the child when its parent thread dies.
+
+    A parent that died between fork and prctl would never send it: the child then sends
+    it to itself. Best effort where prctl does not exist (not Linux).
+    """
+    parent = os.getpid()
 
     def set_it() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        except (OSError, AttributeError):  # not Linux: best effort only
-            pass
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
 
     return set_it
 
 
-def find_pyspy() -> str:
-    """py-spy installed beside this interpreter (pipx/venv), else on PATH."""
-    beside = Path(sys.executable).parent / "py-spy"
-    if beside.is_file():
+def find_pyspy(environ: Mapping[str, str] | None = None, python: str | None = None) -> str:
+    """$ASGIPROF_PYSPY, else py-spy beside `python` (default: this interpreter, as in a
+    venv or pipx), else on `environ`'s PATH; PyspyMissingError naming the fix otherwise."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(PYSPY_ENV, "")
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit
+        raise PyspyMissingError(
+            f"{PYSPY_ENV}={explicit} is not an executable file: point it at py-spy, or unset "
+            "it to use the py-spy installed with asgiprof"
+        )
+    bin_dir = Path(python or sys.executable).parent
+    beside = bin_dir / "py-spy"
+    if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
-    found = shutil.which("py-spy")
+    found = shutil.which("py-spy", path=env.get("PATH", os.defpath))
     if found:
         return found
-    raise SamplerError(
-        "py-spy was not found: install it into asgiprof's environment (pip install py-spy)"
+    raise PyspyMissingError(
+        f"py-spy was not found (neither in {bin_dir} nor on PATH): install it into "
+        f"asgiprof's environment ({PYSPY_INSTALL}) or set {PYSPY_ENV}=/path/to/py-spy"
     )
+
+
+def check_pyspy(pyspy: str, timeout_s: float = 20.0) -> tuple[int, int, int]:
+    """Run `py-spy --version`: the version, or PyspyMissingError saying why it is unusable."""
+    fix = f"reinstall it ({PYSPY_INSTALL}) or set {PYSPY_ENV} to a working py-spy"
+    try:
+        done = subprocess.run(
+            [pyspy, "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout_s,
+        )
+    except OSError as exc:
+        raise PyspyMissingError(
+            f"py-spy at {pyspy} does not run ({exc.strerror or exc}): {fix}"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise PyspyMissingError(
+            f"py-spy at {pyspy} did not answer `--version` within {timeout_s:g} s: {fix}"
+        ) from None
+    said = (done.stdout + done.stderr).decode("utf-8", "replace").strip()
+    match = _VERSION.search(said)
+    if done.returncode != 0 or match is None:
+        first = said.splitlines()[0][:120] if said else f"nothing, exit status {done.returncode}"
+        raise PyspyMissingError(
+            f"{pyspy} is not a usable py-spy (`--version` said: {first}): {fix}"
+        )
+    version = (int(match[1]), int(match[2]), int(match[3]))
+    if version[:2] < MIN_PYSPY:
+        raise PyspyMissingError(
+            f"py-spy {'.'.join(map(str, version))} at {pyspy} is too old: asgiprof needs "
+            f"{'.'.join(map(str, MIN_PYSPY))} or newer: upgrade it ({PYSPY_INSTALL}) or set "
+            f"{PYSPY_ENV} to a newer py-spy"
+        )
+    return version
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,29 +156,112 @@ class SamplerConfig:
     pyspy: str = ""  # resolved by find_pyspy() when empty
 
 
-def classify_failure(pid: int, stderr: str) -> AsgiprofError:
+# --- why py-spy failed ----------------------------------------------------------------------
+
+
+def _cap_bits(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _ptrace_scope() -> int | None:
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope", encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def explain_ptrace_denied(pid: int) -> str:
+    """The user's message when the kernel refuses py-spy the memory of `pid`: what in this
+    machine's setup refuses it (another user, Yama, a container), the fix, then the options."""
+    cause = ""
+    has_cap = bool((_cap_bits("CapEff") or 0) >> _CAP_SYS_PTRACE & 1)
+    try:
+        owner = psutil.Process(pid).uids().real
+    except (psutil.Error, AttributeError):
+        owner = None
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    scope = _ptrace_scope()
+    if owner is not None and me is not None and owner != me and not has_cap:
+        cause = (
+            f"process {pid} runs as {_user_name(owner)} and asgiprof as {_user_name(me)}: "
+            f"run asgiprof as root (sudo) or as that user"
+        )
+    elif scope is not None and scope >= 1 and not has_cap:
+        cause = (
+            f"kernel.yama.ptrace_scope is {scope}, so only root may read another process: "
+            "run asgiprof as root (sudo), or allow it with `sudo sysctl kernel.yama.ptrace_scope=0`"
+        )
+    elif not has_cap and not bool((_cap_bits("CapBnd") or 0) >> _CAP_SYS_PTRACE & 1):
+        cause = (
+            "this container or sandbox withholds CAP_SYS_PTRACE: start it with "
+            "`--cap-add SYS_PTRACE` (docker/podman) or add SYS_PTRACE to the pod's "
+            "securityContext capabilities"
+        )
+    head = f"cannot read the memory of process {pid}: permission denied"
+    return f"{head}; {cause}. {PTRACE_HELP}" if cause else f"{head}. {PTRACE_HELP}"
+
+
+def classify_failure(pid: int, said: str) -> AsgiprofError:
     """Turn py-spy's error output into the user's problem and its fix."""
-    text = stderr.strip()
+    text = said.strip()
+    lowered = text.lower()
     if not psutil.pid_exists(pid):
         return TargetNotFoundError(f"no process with PID {pid} (it may have exited)")
-    if "Permission denied" in text or "Operation not permitted" in text:
-        return PtraceDeniedError(f"cannot read process {pid}: permission denied. {PTRACE_HELP}")
-    lowered = text.lower()
+    if "permission denied" in lowered or "operation not permitted" in lowered:
+        return PtraceDeniedError(explain_ptrace_denied(pid))
     if "python version" in lowered or "python interpreter" in lowered or "no python" in lowered:
         try:
-            name = psutil.Process(pid).name()
+            proc = psutil.Process(pid)
+            name, argv0 = proc.name(), (proc.cmdline() or [""])[0]
         except psutil.Error:
-            name = "?"
+            name, argv0 = "?", ""
+        if is_python_program(name) or is_python_program(argv0):
+            return SamplerError(
+                f"py-spy could not read the Python interpreter of process {pid} ({name}): it "
+                f"may be a Python release newer than this py-spy knows; upgrade py-spy "
+                f"(pip install -U py-spy)"
+            )
         return NotPythonError(
-            f"process {pid} ({name}) is not a Python process py-spy can read: "
-            "give the PID of the Python server (e.g. the uvicorn or gunicorn process)"
+            f"process {pid} ({name}) is not a Python process py-spy can read: give the PID "
+            "of the Python server (e.g. the uvicorn or gunicorn process)"
         )
     first = next((ln for ln in text.splitlines() if ln.startswith("Error")), text[:200])
     return SamplerError(f"py-spy failed on process {pid}: {first or 'no output'}")
 
 
+def _lag_s(log: str) -> float:
+    """The largest delay py-spy reported falling behind by in `log` (0 when it never did)."""
+    return max(
+        (float(m[1]) * _UNIT_S[m[2]] for m in _BEHIND.finditer(log) if m[1].count(".") <= 1),
+        default=0.0,
+    )
+
+
+# --- the sampler ----------------------------------------------------------------------------
+
+
 class Sampler:
-    """Runs py-spy chunk after chunk on `pid` in a background thread until stopped."""
+    """Runs py-spy chunk after chunk on `pid` in a background thread until stopped.
+
+    `on_chunk(index)` runs in the sampler thread after each chunk reached OUT/raw.
+    """
 
     def __init__(
         self,
@@ -111,11 +280,13 @@ class Sampler:
         self.chunks = 0
         self.samples = 0
         self.errors = 0
+        self.intervals = 0  # sampling instants: the chunks' longest thread sample counts
         self.error: AsgiprofError | None = None
         self.target_exited = False
         self._stop = threading.Event()
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._chunk_started: float | None = None
         self._thread = threading.Thread(target=self._run, name="asgiprof-sampler", daemon=True)
 
     # -- control ---------------------------------------------------------------------------
@@ -125,21 +296,22 @@ class Sampler:
     def stop(self) -> None:
         """Ask the current py-spy to stop and write its chunk; returns at once."""
         self._stop.set()
-        with self._lock:
-            proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                proc.send_signal(signal.SIGINT)
-            except ProcessLookupError:
-                pass
+        self._signal(signal.SIGINT)
 
     def kill(self) -> None:
-        """Abort: kill py-spy by PID without waiting for its output."""
+        """Abort: SIGKILL py-spy by PID, without waiting (py-spy seizes threads with
+        PTRACE_SEIZE, so the kernel lets the target run on when py-spy dies)."""
         self._stop.set()
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
         with self._lock:
             proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+            if proc is not None and proc.returncode is None:
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    pass
 
     def join(self, timeout_s: float) -> bool:
         self._thread.join(timeout_s)
@@ -152,8 +324,6 @@ class Sampler:
     @property
     def current_chunk_started(self) -> float | None:
         return self._chunk_started
-
-    _chunk_started: float | None = None
 
     # -- work ------------------------------------------------------------------------------
     def _command(self, path: Path) -> list[str]:
@@ -169,76 +339,144 @@ class Sampler:
         failures = 0
         index = 0
         while not self._stop.is_set():
-            if not psutil.pid_exists(self.pid) or _is_zombie(self.pid):
+            if _is_gone(self.pid):
                 self.target_exited = True
                 break
             index += 1
-            ok, stderr = self._one_chunk(index)
+            try:
+                ok, said = self._one_chunk(index)
+            except OSError as exc:  # OUT vanished or filled up: nothing more can be kept
+                self.error = SamplerError(f"cannot write py-spy's output to {self.out}: {exc}")
+                break
             if ok:
                 failures = 0
                 continue
-            if not psutil.pid_exists(self.pid) or _is_zombie(self.pid):
+            if _is_gone(self.pid):
                 self.target_exited = self.chunks > 0 or self.target_exited
                 if self.chunks == 0:
-                    self.error = classify_failure(self.pid, stderr)
+                    self.error = classify_failure(self.pid, said)
+                break
+            if self._stop.is_set():
                 break
             failures += 1
             if self.chunks == 0 or failures >= 3:
-                self.error = classify_failure(self.pid, stderr)
+                self.error = classify_failure(self.pid, said)
                 break
             index -= 1  # reuse the number: chunk files stay contiguous
 
     def _one_chunk(self, index: int) -> tuple[bool, str]:
-        path = self.out / store.RAW_DIR / f"{store.chunk_name(index)}.speedscope.json"
-        start_s = time.time() - self.t0
-        self._chunk_started = start_s
-        proc = subprocess.Popen(
-            self._command(path),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            preexec_fn=pdeathsig(signal.SIGINT),
-            start_new_session=True,  # the terminal's Ctrl-C is ours to forward, not py-spy's
-        )
-        with self._lock:
-            self._proc = proc
-        if self._stop.is_set():
-            proc.send_signal(signal.SIGINT)
+        raw = self.out / store.RAW_DIR
+        path = raw / f"{store.chunk_name(index)}.speedscope.json"
+        path.unlink(missing_ok=True)  # left by a py-spy killed while writing it
+        with open(raw / store.PYSPY_LOG, "ab") as log:
+            offset = log.tell()
+            spawned_s = time.time() - self.t0
+            self._chunk_started = spawned_s
+            with self._lock:
+                if self._stop.is_set():
+                    return False, ""
+                proc = self._proc = subprocess.Popen(
+                    self._command(path),
+                    stdout=log,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=pdeathsig(signal.SIGINT),
+                    start_new_session=True,  # the terminal's Ctrl-C is ours to forward
+                )
         try:
-            stdout, stderr = proc.communicate(timeout=self.config.chunk_s + 60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, stderr = proc.communicate(timeout=10)
+            start_s, sampled_until = self._wait(proc, raw / store.PYSPY_LOG, offset, path)
         finally:
             with self._lock:
                 self._proc = None
-        end_s = time.time() - self.t0
-        m = _SUMMARY.search(stdout or "") or _SUMMARY.search(stderr or "")
+        end_s = sampled_until if sampled_until is not None else time.time() - self.t0
+        said = _read_from(raw / store.PYSPY_LOG, offset)
         if not path.exists() or path.stat().st_size == 0:
-            return False, (stderr or "") + (stdout or "")
+            return False, said
+        m = _SUMMARY.search(said)
+        try:
+            intervals = store.seal_chunk(path)
+        except CorruptProfileError as exc:  # kept for `report` to skip and name
+            said += f"\nunreadable output: {exc.message}"
+            intervals = 0
         samples = int(m.group(1)) if m else 0
         errors = int(m.group(2)) if m else 0
         store.write_chunk_meta(
             self.out,
             index,
-            start_s=start_s,
+            start_s=start_s if start_s is not None else spawned_s,
             end_s=end_s,
             samples=samples,
             errors=errors,
-            rc=proc.returncode,
+            rc=proc.returncode if proc.returncode is not None else -1,
+            intervals=intervals,
+            lag_s=_lag_s(said),
         )
         self.chunks += 1
         self.samples += samples
         self.errors += errors
+        self.intervals += intervals
         if self.on_chunk is not None:
             self.on_chunk(index)
-        return True, stderr or ""
+        return True, said
+
+    def _wait(
+        self, proc: subprocess.Popen[bytes], log: Path, offset: int, output: Path
+    ) -> tuple[float | None, float | None]:
+        """Wait for py-spy to end (bounded). Returns when it started sampling (it says so in
+        its log) and when it stopped (it creates its output file then, and takes a while to
+        write it), as seconds since t0, each None when not seen."""
+        deadline = time.monotonic() + self.config.chunk_s + 60
+        started: float | None = None
+        stopped: float | None = None
+        try:
+            while started is None and time.monotonic() < deadline:
+                if _exited(proc, _POLL_S):
+                    break
+                if _STARTED in _read_bytes_from(log, offset, 4096):
+                    started = time.time() - self.t0
+            if started is not None:  # sleep through most of the chunk
+                nap_s = started + 0.9 * self.config.chunk_s - (time.time() - self.t0)
+                _exited(proc, max(0.0, min(nap_s, deadline - time.monotonic())))
+            while proc.returncode is None and time.monotonic() < deadline:
+                if stopped is None and output.exists():
+                    stopped = time.time() - self.t0
+                _exited(proc, _POLL_S)
+            if proc.returncode is None:
+                proc.kill()
+                proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        if stopped is None and output.exists():
+            stopped = time.time() - self.t0
+        return started, stopped
 
 
-def _is_zombie(pid: int) -> bool:
+def _exited(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def _read_bytes_from(path: Path, offset: int, limit: int = -1) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except OSError:
+        return b""
+
+
+def _read_from(path: Path, offset: int) -> str:
+    return _read_bytes_from(path, offset, 1 << 20).decode("utf-8", "replace")
+
+
+def _is_gone(pid: int) -> bool:
+    """True once `pid` exited (a zombie included); a process we may not inspect is not gone."""
     try:
         return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.Error:
+    except psutil.NoSuchProcess:
         return True
+    except psutil.Error:
+        return False

@@ -17,14 +17,16 @@ from pathlib import Path
 
 import psutil
 
-from asgiprof.collect.sampler import pdeathsig
+from asgiprof.collect.command import parse_server_command, redact_text, server_argv
+from asgiprof.collect.sampler import explain_ptrace_denied, pdeathsig
 from asgiprof.errors import (
-    PTRACE_HELP,
+    AppImportError,
     PtraceDeniedError,
     TargetExitedError,
     TargetNotFoundError,
     UsageError,
 )
+from asgiprof.text import terminal_safe
 
 
 @dataclass(slots=True)
@@ -36,6 +38,13 @@ class Target:
     environ: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None  # set when we launched it
     log_path: Path | None = None
+    # The command line that names the server: `cmdline`, or for a worker or reload child
+    # started by multiprocessing, its parent's (see command.server_argv). Empty: `cmdline`.
+    server_cmdline: tuple[str, ...] = ()
+
+    @property
+    def server_argv(self) -> tuple[str, ...]:
+        return self.server_cmdline or self.cmdline
 
     @property
     def launched(self) -> bool:
@@ -77,11 +86,14 @@ def _listening(pid: int) -> bool:
 
 
 def _tail(path: Path | None, lines: int = 6) -> str:
-    if path is None or not path.exists():
+    """The server's last output lines, secrets masked and control characters made visible
+    (they are shown in an error message)."""
+    try:
+        text = path.read_bytes()[-8192:].decode("utf-8", "replace") if path else ""
+    except OSError:
         return ""
-    text = path.read_bytes()[-8192:].decode("utf-8", "replace")
     kept = [ln for ln in text.splitlines() if ln.strip()][-lines:]
-    return "\n".join("    " + ln for ln in kept)
+    return "\n".join("    " + terminal_safe(redact_text(ln)) for ln in kept)
 
 
 def launch(
@@ -116,26 +128,66 @@ def launch(
         log.close()
     workdir = str(Path(cwd).resolve()) if cwd is not None else os.getcwd()
     target = Target(proc.pid, tuple(argv), workdir, "", env, proc, log_path)
+    try:
+        _wait_listening(target, argv, log_path, ready_timeout_s)
+    except BaseException:  # Ctrl-C while it starts included: never leave it running
+        stop_launched(target, timeout_s=5.0)
+        raise
+    return target
+
+
+def _wait_listening(
+    target: Target, argv: Sequence[str], log_path: Path, ready_timeout_s: float
+) -> None:
+    proc = target.proc
+    assert proc is not None
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         rc = proc.poll()
         if rc is not None:
-            tail = _tail(log_path) or "    (it printed nothing)"
-            raise TargetExitedError(
-                f"the server command exited during startup with status {rc}:\n"
-                f"{tail}\nfix the command: it must start a server that runs until stopped"
-            )
+            raise startup_failure(argv, rc, log_path)
         if _listening(proc.pid):
             try:
                 target.exe = psutil.Process(proc.pid).exe()
             except psutil.Error:
                 pass
-            return target
+            return
         time.sleep(0.05)
-    stop_launched(target)
     raise TargetExitedError(
-        f"the server did not start listening within {ready_timeout_s:.0f} s:\n"
-        f"{_tail(log_path)}\n(raise --ready-timeout if it is slow to start)"
+        f"the server did not listen on a TCP port within {ready_timeout_s:.0f} s; its last "
+        f"output:\n{_tail(log_path) or '    (nothing)'}\ncheck that the command starts a "
+        "server (with --host/--port) and that it does not hang while starting"
+    )
+
+
+# What servers print when the app spec does not import (uvicorn, gunicorn, hypercorn,
+# granian, fastapi-cli all end up in one of these).
+_IMPORT_FAILURES = (
+    "Error loading ASGI app",
+    "ModuleNotFoundError",
+    "ImportError",
+    "Could not import",
+    "Failed to find attribute",
+    "not found in module",
+    "App failed to load",
+    "No module named",
+)
+
+
+def startup_failure(argv: Sequence[str], status: int, log_path: Path | None) -> UsageError:
+    """The error for a server command that exited before it served: an AppImportError when
+    its output says the app did not import, with the server's last lines either way."""
+    tail = _tail(log_path) or "    (it printed nothing)"
+    if any(marker in tail for marker in _IMPORT_FAILURES):
+        spec = parse_server_command(argv).app_spec
+        return AppImportError(
+            f"the server could not import the app{f' {spec}' if spec else ''} (exit status "
+            f"{status}):\n{tail}\nrun asgiprof from the directory the app is imported from "
+            "(or give the server --app-dir), and check the module:attribute name"
+        )
+    return TargetExitedError(
+        f"the server command exited during startup with status {status}:\n"
+        f"{tail}\nfix the command: it must start a server that runs until stopped"
     )
 
 
@@ -152,24 +204,46 @@ def attach(pid: int) -> Target:
     except psutil.NoSuchProcess as exc:
         raise TargetNotFoundError(f"no process with PID {pid}: check the PID (ps aux)") from exc
     except psutil.AccessDenied as exc:
-        raise PtraceDeniedError(
-            f"cannot inspect process {pid}: permission denied. {PTRACE_HELP}"
-        ) from exc
+        raise PtraceDeniedError(explain_ptrace_denied(pid)) from exc
     try:
         environ = dict(proc.environ())
     except psutil.Error:
         environ = {}
-    return Target(pid, cmdline, cwd, exe, environ)
+    server = tuple(server_argv(cmdline, _ancestor_cmdlines(proc)))
+    return Target(pid, cmdline, cwd, exe, environ, server_cmdline=server)
+
+
+def _ancestor_cmdlines(proc: psutil.Process, depth: int = 4) -> list[list[str]]:
+    """Command lines of the nearest `depth` parents, nearest first (unreadable ones empty)."""
+    cmdlines: list[list[str]] = []
+    try:
+        parents = proc.parents()[:depth]
+    except psutil.Error:
+        return cmdlines
+    for parent in parents:
+        try:
+            cmdlines.append(parent.cmdline())
+        except psutil.Error:
+            cmdlines.append([])
+    return cmdlines
+
+
+# The signal that stops a server gracefully, when it is not SIGINT. gunicorn (27, with
+# uvicorn's worker) hangs on SIGINT until its graceful timeout; SIGTERM stops it at once.
+_GRACEFUL_STOP: dict[str, signal.Signals] = {"gunicorn": signal.SIGTERM}
 
 
 def stop_launched(target: Target, timeout_s: float = 10.0) -> int | None:
-    """SIGINT the launched server (graceful for uvicorn/gunicorn/hypercorn), then SIGTERM,
-    then SIGKILL the whole process group; returns the exit status."""
+    """SIGINT the launched server (graceful for uvicorn/hypercorn/granian; gunicorn gets
+    SIGTERM), then SIGTERM, then SIGKILL its process group and any descendant that left it;
+    returns the exit status. Each step waits at most `timeout_s` (SIGTERM: at most 5 s)."""
     proc = target.proc
     if proc is None:
         return None
+    descendants = _descendants(proc.pid)  # listed now: orphans no longer descend from it
+    graceful = _GRACEFUL_STOP.get(parse_server_command(target.server_argv).server, signal.SIGINT)
     if proc.poll() is None:
-        for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 5.0)):
+        for sig, wait_s in ((graceful, timeout_s), (signal.SIGTERM, min(timeout_s, 5.0))):
             try:
                 proc.send_signal(sig)
             except ProcessLookupError:
@@ -183,7 +257,33 @@ def stop_launched(target: Target, timeout_s: float = 10.0) -> int | None:
         _kill_group(proc.pid)
         proc.wait(5.0)
     _kill_group(proc.pid)  # workers that outlived their master
+    _kill_all(descendants)
     return proc.returncode
+
+
+def kill_launched(target: Target) -> None:
+    """Abort: SIGKILL the launched server's process group and descendants, without waiting
+    (safe in a signal handler; `stop_launched` afterwards reaps it)."""
+    if target.proc is not None and target.proc.returncode is None:
+        descendants = _descendants(target.proc.pid)
+        _kill_group(target.proc.pid)
+        _kill_all(descendants)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def _kill_all(procs: list[psutil.Process]) -> None:
+    for child in procs:
+        try:
+            if child.is_running():  # psutil checks the PID was not reused since
+                child.kill()
+        except psutil.Error:
+            pass
 
 
 def _kill_group(pgid: int) -> None:
@@ -191,3 +291,34 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def stopped_pids(pids: list[int]) -> set[int]:
+    """The processes among `pids` in job-control stop (state T), e.g. by a SIGSTOP."""
+    return {pid for pid in pids if _state(pid) == "T"}
+
+
+def resume_if_stopped(pids: list[int], stopped_before: set[int]) -> list[int]:
+    """After sampling: SIGCONT any of `pids` left stopped that was not stopped before it
+    (a safety net: py-spy seizes threads with PTRACE_SEIZE, so it never stops them
+    itself); returns the PIDs resumed."""
+    resumed: list[int] = []
+    for pid in stopped_pids(pids) - stopped_before:
+        try:
+            os.kill(pid, signal.SIGCONT)
+            resumed.append(pid)
+        except OSError:
+            pass
+    return resumed
+
+
+def _state(pid: int) -> str:
+    """The State letter of /proc/PID/status ("R", "S", "t" tracing stop, "T" stopped...)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return line.split()[1]
+    except (OSError, IndexError):
+        return ""
+    return ""

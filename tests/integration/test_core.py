@@ -10,7 +10,6 @@ import pytest
 
 from asgiprof.load import drive_load, start_load_thread
 from tests.profiling import (
-    asgiprof,
     culprit_at,
     finish,
     start_asgiprof,
