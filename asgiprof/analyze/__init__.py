@@ -188,6 +188,15 @@ def analyze(
         *dependency_findings(dependencies, params.block_threshold_ms),
     ]
     notes = _notes(profile, loop_threads, episodes, culprits)
+    saturated_ms = sum(lr.saturated_ms for lr in loop_runs)
+    if saturated_ms > 0:
+        stretches = sum(lr.saturated_stretches for lr in loop_runs)
+        notes.append(
+            f"the loop was saturated: {saturated_ms:.0f} ms in {stretches} long busy "
+            "stretch(es) were many short callbacks back to back (no one line or stack held "
+            "them), counted as busy, not blocked: the server needs more workers or less "
+            "work per request"
+        )
     return Analysis(
         params=params,
         profile=profile,

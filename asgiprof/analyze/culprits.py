@@ -79,8 +79,11 @@ def rank_culprits(
 ) -> list[Culprit]:
     groups: dict[tuple[str, int], list[Episode]] = defaultdict(list)
     for ep in episodes:
-        if ep.culprit is not None:
-            groups[ep.culprit].append(ep)
+        # Each line is credited with its own part of the episode (see Episode.parts).
+        for part in ep.parts:
+            groups[(part.file, part.line)].append(
+                replace(ep, duration_ms=part.ms, stack_id=part.stack_id)
+            )
     built: list[Culprit] = []
     for (file, line), eps in groups.items():
         if is_one_off(eps, params):

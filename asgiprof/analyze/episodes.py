@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from asgiprof.analyze.frames import is_user
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
-from asgiprof.analyze.result import AnalysisParams, Episode
+from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
 from asgiprof.model import NO_STACK, Profile, ThreadTimeline
 
 LABEL_OFF = 0
@@ -33,6 +33,10 @@ class LoopThreadRuns:
 
     timeline: ThreadTimeline
     labels: array[int] = field(default_factory=lambda: array("b"))
+    # Long busy stretches that were many short callbacks merged (no line, no one stack
+    # held them): a saturated loop, counted busy rather than blocked.
+    saturated_ms: float = 0.0
+    saturated_stretches: int = 0
 
 
 class UserFrames:
@@ -159,7 +163,15 @@ def find_episodes(
                     ratio = min(
                         1.0, runnable * (stretch.duration_s + 2 * margin) / stretch.duration_s
                     )
-            episodes.append(_episode(tl, stretch, user_frames, route_of, ratio))
+            episode = _episode(tl, stretch, user_frames, route_of, ratio, params.block_threshold_ms)
+            if episode.culprit is None and not _one_place(stretch):
+                runs = labelled[-1]
+                for k in range(stretch.first_run, stretch.end_run):
+                    labels[k] = LABEL_BUSY
+                runs.saturated_ms += episode.duration_ms
+                runs.saturated_stretches += 1
+                continue
+            episodes.append(episode)
     episodes.sort(key=lambda e: (e.start_s, e.pid, e.tid))
     return episodes, labelled
 
@@ -170,15 +182,18 @@ def _episode(
     user_frames: UserFrames,
     route_of: Callable[[int], str | None],
     ratio: float | None,
+    threshold_ms: float = 0.0,
 ) -> Episode:
     # The culprit must hold more than half of the episode's samples: one stray sample in
     # user code during a long framework stretch is not evidence against that line.
     per_frame: Counter[int] = Counter()
     per_route: Counter[str] = Counter()
+    frame_stacks: dict[int, Counter[int]] = {}
     for sid, n in stretch.stacks.items():
         fid = user_frames.deepest(sid)
         if fid is not None:
             per_frame[fid] += n
+            frame_stacks.setdefault(fid, Counter())[sid] += n
         route = route_of(sid)
         if route is not None:
             per_route[route] += n
@@ -189,11 +204,31 @@ def _episode(
         # A worker importing the app inside its running loop (uvicorn 0.30+ with --workers
         # or --reload) before it serves: startup, not a request blocking the loop.
         per_frame.clear()
+    frames = user_frames.profile.frames
+    ms_per_sample = stretch.duration_s * 1000.0 / stretch.samples
+    # Lines that held the loop for a threshold's worth of samples of their own (two at
+    # least) each get their own share; the line holding most of the episode gets the rest.
+    shares = {
+        fid: n * ms_per_sample
+        for fid, n in per_frame.items()
+        if n >= 2 and n * ms_per_sample >= threshold_ms
+    }
+    main: int | None = None
     if per_frame:
         fid, n = per_frame.most_common(1)[0]
         if n * 2 > stretch.samples:
-            frame = user_frames.profile.frames[fid]
-            culprit = (frame.file, frame.line)
+            main = fid
+            shares[fid] = stretch.duration_s * 1000.0 - sum(
+                ms for other, ms in shares.items() if other != fid
+            )
+        elif shares:
+            main = max(shares, key=lambda f: (shares[f], -f))
+    if main is not None:
+        culprit = (frames[main].file, frames[main].line)
+    parts = tuple(
+        EpisodePart(frames[fid].file, frames[fid].line, ms, frame_stacks[fid].most_common(1)[0][0])
+        for fid, ms in sorted(shares.items(), key=lambda kv: -kv[1])
+    )
     return Episode(
         pid=tl.thread.pid,
         tid=tl.thread.tid,
@@ -204,7 +239,14 @@ def _episode(
         culprit=culprit,
         route=route,
         cpu_ratio=ratio,
+        parts=parts,
     )
+
+
+def _one_place(stretch: _Stretch) -> bool:
+    """Did one stack hold most of the stretch? A synchronous call that blocks sits in one
+    place; back-to-back short callbacks of a saturated loop are sampled all over."""
+    return stretch.stacks.most_common(1)[0][1] * 2 > stretch.samples
 
 
 def _is_importing(profile: Profile, stack_id: int) -> bool:

@@ -86,6 +86,17 @@ class Episode:
     culprit: tuple[str, int] | None  # (file, line) of the culprit frame
     route: str | None
     cpu_ratio: float | None  # loop-thread CPU time / wall time over the episode
+    # Every line credited with part of the episode: a request whose dependency blocks
+    # 30 ms and whose endpoint then blocks 50 ms is one synchronous stretch, two culprits.
+    parts: tuple[EpisodePart, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodePart:
+    file: str
+    line: int
+    ms: float
+    stack_id: int  # the stack seen most while this line held the loop
 
 
 @dataclass(frozen=True, slots=True)

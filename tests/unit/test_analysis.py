@@ -222,3 +222,43 @@ def test_a_worker_importing_the_app_in_its_loop_is_startup_not_a_culprit() -> No
     b.add(1, IDLE, 3)
     a = analyze(b.build())
     assert a.loop.episodes == 1 and a.culprits == []
+
+
+def test_a_saturated_loop_of_short_framework_callbacks_is_busy_not_blocked() -> None:
+    # GIVEN back-to-back requests: every sample in another framework frame, no idle
+    frames = [Frame(f"step{i}", f"{SITE}/starlette/x.py", i) for i in range(6)]
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 3)
+    for f in frames:
+        b.add(1, busy(f), 1)
+    b.add(1, IDLE, 3)
+    a = analyze(b.build())
+    assert a.loop.episodes == 0 and a.loop.blocked_ms == 0
+    assert a.loop.busy_ms == pytest.approx(60.0)
+    assert any("saturated" in n for n in a.notes)
+
+
+def test_a_blocking_library_call_without_user_code_is_still_an_episode() -> None:
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 3)
+    b.add(1, busy(Frame("slow_auth", f"{SITE}/authlib/x.py", 9)), 6)
+    b.add(1, IDLE, 3)
+    a = analyze(b.build())
+    assert a.loop.episodes == 1 and a.loop.blocked_ms == pytest.approx(60.0)
+
+
+def test_two_blocking_lines_in_one_request_are_two_culprits_with_their_own_time() -> None:
+    # GIVEN one synchronous stretch: a 30 ms call in a helper, then a 50 ms call
+    helper = Frame("check_token", APP, 5)
+    b = Builder(routes=ROUTES)
+    for _ in range(2):
+        b.add(1, IDLE, 5)
+        b.add(1, busy(BLOCK, helper), 3)
+        b.add(1, busy(BLOCK), 5)
+    b.add(1, IDLE, 5)
+    a = analyze(b.build())
+    # THEN each line is a culprit credited with its own share of the 80 ms episodes
+    assert a.loop.episodes == 2
+    assert [(c.line, c.episodes) for c in a.culprits] == [(12, 2), (5, 2)]
+    assert [c.blocked_ms for c in a.culprits] == [pytest.approx(100.0), pytest.approx(60.0)]
+    assert [c.route for c in a.culprits] == ["GET /users/{user_id}"] * 2
