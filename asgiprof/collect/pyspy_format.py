@@ -199,15 +199,19 @@ def place_samples(
 ) -> tuple[float, float]:
     """(time of the first sample, seconds per sample) for a thread with `n_samples`.
 
-    py-spy spaces samples by an exponential distribution around 1/rate, so a sample stands
-    for 1/rate seconds on average; the thread with the most samples spans the chunk. A
-    thread with fewer samples started (or ended) inside the chunk: we align it to the end,
-    since servers start threads lazily (worker threads) far more often than they end them.
+    The thread with the most samples spans the chunk, whose start and end the sampler
+    measured (py-spy's "sampling" line, its output file appearing): a sample stands for
+    span / samples seconds. That is 1/rate on average when py-spy keeps up (its spacing is
+    exponential around 1/rate, so per chunk it varies by about 1/sqrt(samples)), and more
+    when it falls behind a busy target: then 1/rate would undercount the time. A thread
+    with fewer samples started (or ended) inside the chunk: we align it to the end, since
+    servers start threads lazily (worker threads) far more often than they end them.
     """
     span = max(end_s - start_s, 0.0)
-    period = 1.0 / rate_hz
-    if longest > 0 and longest * period > span:
-        period = span / longest  # py-spy fell behind or the clock disagrees: fit the span
+    nominal = 1.0 / rate_hz
+    period = span / longest if longest > 0 and span > 0 else nominal
+    # A span far from the nominal one means a clock went wrong, not py-spy: stay close.
+    period = min(max(period, nominal / 4), nominal * 4)
     first = end_s - n_samples * period
     return max(first, start_s), period
 
