@@ -103,6 +103,19 @@ def wait_for(path: Path, timeout_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def _a_pyspy_of(pid: int, timeout_s: float = 10.0) -> psutil.Process:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for p in tree(pid):
+            try:
+                if "py-spy" in p.name():
+                    return p
+            except psutil.Error:
+                continue
+        assert time.monotonic() < deadline, "asgiprof ran no py-spy"
+        time.sleep(0.02)
+
+
 def tree(pid: int) -> list[psutil.Process]:
     try:
         children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
@@ -287,7 +300,7 @@ def _end_attach(proc: subprocess.Popen[str], how: str) -> Finished | None:
     if how == "pyspy-killed":
         # py-spy itself killed mid-chunk, twice: asgiprof starts the next chunk each time
         for _ in range(2):
-            spy = next(p for p in tree(proc.pid) if "py-spy" in p.name())
+            spy = _a_pyspy_of(proc.pid)  # between two chunks there is briefly none
             time.sleep(0.5)
             spy.kill()
             deadline = time.monotonic() + 10
@@ -313,7 +326,7 @@ def test_the_attached_server_runs_on_however_asgiprof_ends(
         for how in ("duration", "sigint", "sigterm", "double-sigint", "kill", "pyspy-killed"):
             out = tmp_path / how
             args = ["attach", str(server.pid), "--out", str(out)]
-            duration = {"duration": "3", "pyspy-killed": "5"}.get(how)
+            duration = {"duration": "3", "pyspy-killed": "8"}.get(how)
             proc = start_asgiprof(
                 *args, *(["--duration", duration] if duration else []), cwd=tmp_path
             )
