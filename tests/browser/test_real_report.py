@@ -4,7 +4,6 @@ load, then `report.html` opened from disk. A second app has hostile names everyw
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from asgiprof.load import drive_load
 from tests.browser.conftest import ARTIFACTS, Page
 from tests.browser.test_report_browser import FLAME_PIXELS, INKED_PIXELS, center_of, click_frame
-from tests.profiling import finish, start_asgiprof, summary, wait_until_serving
+from tests.profiling import finish, start_asgiprof, summary, uvicorn_argv, wait_until_serving
 from tests.servers import HOST, free_port, planted_lines
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
@@ -44,20 +43,7 @@ async def endpoint(name: str):
 
 def profile(cwd: Path, module: str, out: Path, paths: list[str]) -> dict[str, object]:
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        f"{module}:app",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--loop",
-        "asyncio",
-        "--log-level",
-        "warning",
-    ]
+    argv = uvicorn_argv(module, port)
     proc = start_asgiprof("run", "--duration", "6", "--out", str(out), "--", *argv, cwd=cwd)
     try:
         wait_until_serving(port, path="/openapi.json")

@@ -14,6 +14,7 @@ from tests.profiling import (
     finish,
     start_asgiprof,
     summary,
+    uvicorn_argv,
     wait_until_serving,
 )
 from tests.servers import HOST, ServerFactory, free_port, planted_lines
@@ -22,25 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
 SLEEP_MS = 100.0  # what examples/blocking_sleep.py sleeps per request
 BLOCKING_PATH = "/users/1"
-
-
-def uvicorn(module: str, port: int) -> list[str]:
-    import sys
-
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        f"{module}:app",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--loop",
-        "asyncio",
-        "--log-level",
-        "warning",
-    ]
 
 
 @pytest.mark.timeout(120)
@@ -56,7 +38,7 @@ def test_run_finds_the_sleeping_line_its_route_and_its_blocked_time(
         "--out",
         str(out),
         "--",
-        *uvicorn("blocking_sleep", port),
+        *uvicorn_argv("blocking_sleep", port),
         cwd=examples_dir,
     )
     try:

@@ -21,7 +21,15 @@ import psutil
 import pytest
 
 from asgiprof.load import drive_load, start_load_thread
-from tests.profiling import Finished, asgiprof, finish, start_asgiprof, summary, wait_until_serving
+from tests.profiling import (
+    Finished,
+    asgiprof,
+    finish,
+    start_asgiprof,
+    summary,
+    uvicorn_argv,
+    wait_until_serving,
+)
 from tests.servers import HOST, ServerFactory, free_port, planted_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
@@ -76,24 +84,6 @@ def app_dir(tmp_path: Path) -> Path:
     path.mkdir()
     (path / "lifecycle.py").write_text(LIFECYCLE_APP)
     return path
-
-
-def uvicorn(module: str, port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        f"{module}:app",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--loop",
-        "asyncio",
-        "--log-level",
-        "warning",
-        *extra,
-    ]
 
 
 def wait_for(path: Path, timeout_s: float = 30.0) -> None:
@@ -188,7 +178,7 @@ def test_asgiprof_killed_keeps_its_samples_and_its_server_and_workers_end(
     argv = [
         "env",
         f"PAYMENTS_API_KEY={SECRETS['assignment']}",
-        *uvicorn("lifecycle", port, "--workers", "2"),
+        *uvicorn_argv("lifecycle", port, "--workers", "2"),
         "--ssl-keyfile-password",
         SECRETS["flag"],
         "--root-path",
@@ -243,7 +233,9 @@ def test_a_launched_server_that_exits_is_reported_with_its_status(
     tmp_path: Path, app_dir: Path
 ) -> None:
     port, out = free_port(), tmp_path / "out"
-    proc = start_asgiprof("run", "--out", str(out), "--", *uvicorn("lifecycle", port), cwd=app_dir)
+    proc = start_asgiprof(
+        "run", "--out", str(out), "--", *uvicorn_argv("lifecycle", port), cwd=app_dir
+    )
     try:
         wait_until_serving(port, path="/block")
         drive_load(f"http://{HOST}:{port}", ["/block"], duration_s=1.0, concurrency=1)
@@ -364,7 +356,7 @@ def test_run_stops_the_server_and_its_workers_and_leaves_no_process(
     # GIVEN `asgiprof run` of a two-worker server, sampling
     port, out = free_port(), tmp_path / "out"
     mark = tmp_path / "shutdown"
-    argv = uvicorn("lifecycle", port, "--workers", "2")
+    argv = uvicorn_argv("lifecycle", port, "--workers", "2")
     proc = start_asgiprof("run", "--out", str(out), "--", *argv, cwd=app_dir, env=secret_env(mark))
     try:
         wait_until_serving(port, path="/block")
@@ -411,7 +403,7 @@ def test_memory_stays_flat_under_sustained_load_and_sampling_is_reported_honestl
         "--out",
         str(out),
         "--",
-        *uvicorn("healthy", port, "--no-access-log"),
+        *uvicorn_argv("healthy", port, "--no-access-log"),
         cwd=examples_dir,
     )
     url = f"http://{HOST}:{port}"
@@ -492,7 +484,7 @@ HTML_PAYLOADS = (
 
 def _profile_hostile_app(app_dir: Path, out: Path, *argv_extra: bytes) -> Finished:
     port = free_port()
-    argv = [os.fsencode(a) for a in uvicorn("hostile_app", port)] + list(argv_extra)
+    argv = [os.fsencode(a) for a in uvicorn_argv("hostile_app", port)] + list(argv_extra)
     proc = subprocess.Popen(
         [
             os.fsencode(sys.executable),
