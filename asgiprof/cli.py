@@ -147,6 +147,9 @@ def demo(
     run_demo(options, Console())
 
 
+ABORTED = 1  # an abort (second Ctrl-C) is "anything else" in the exit-code contract
+
+
 def main() -> None:
     """Entry point: typer handles usage errors (exit 2); ours print one line, no traceback."""
     err = Console(stderr=True)
@@ -157,7 +160,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("aborted", style="red")
-        sys.exit(130)
+        sys.exit(ABORTED)
+    except SystemExit as exc:
+        # typer turns an interrupt into 130; DESIGN.md's contract is 0 / 2 / 1.
+        sys.exit(ABORTED if exc.code == 130 else exc.code)
     except Exception as exc:
         if os.environ.get("ASGIPROF_DEBUG"):
             raise
