@@ -4,18 +4,26 @@
 with hostile text in every string a target controls; `big_analysis()` is a seeded,
 benchmark-sized one (10 minutes at 100 Hz, 40 threads, tens of thousands of stacks). Both
 are synthesised from per-thread segments by `synthesize`, so every figure (views, loop
-summary, episodes, culprits, routes, timeline) is consistent with the runs.
+summary, episodes, culprits, routes, timeline) is consistent with the runs. `diagnose` then
+adds the diagnostics: culprit contexts and calls, middleware layers, dependencies, the
+threadpool (computed from the worker runs), resource series (through the analysis's own
+growth fit) and the findings the analysis would draw from them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from asgiprof.analyze.dependencies import dependency_findings
 from asgiprof.analyze.frames import is_user, short_name
+from asgiprof.analyze.leaks import leak_findings, resource_summary
+from asgiprof.analyze.middleware import middleware_findings
 from asgiprof.analyze.result import (
     ROUTE_VIEW_PREFIX,
     VIEW_ALL,
@@ -25,17 +33,32 @@ from asgiprof.analyze.result import (
     Analysis,
     AnalysisParams,
     Culprit,
+    CulpritContext,
+    DependencyStats,
+    DependencySummary,
     Episode,
+    Finding,
     Kind,
     LoopSummary,
+    MiddlewareLayer,
+    MiddlewareSummary,
     RouteStats,
+    ThreadpoolBin,
+    ThreadpoolHolder,
+    ThreadpoolProcess,
+    ThreadpoolSummary,
     ThreadRole,
     TimelineBin,
 )
+from asgiprof.analyze.threadpool import threadpool_findings
+from asgiprof.collect.resources import ConnectionSeries
 from asgiprof.model import (
+    NO_STACK,
     Frame,
     Interner,
     Profile,
+    ResourcePoint,
+    Resources,
     Route,
     RouteTable,
     SamplingInfo,
@@ -91,6 +114,14 @@ EXECUTE = Frame("Session.execute", f"{SITE}/sqlalchemy/orm/session.py", 2245)
 SOCK_RECV = Frame("socket.recv_into", f"{STDLIB}/socket.py", 720)
 HASH = Frame("hash_password", "/srv/app/auth.py", 31)
 REPORT = Frame("build_report", "/srv/app/reports.py", 88)
+
+# Diagnostics: a middleware layer and a dependency with hostile names.
+MW_NAME = f"Audit{SCRIPT}Middleware"
+MW_FILE = f"/srv/app/{IMG}/middleware.py"
+SIGN_MW_NAME = f"Sign<{IMG}>Middleware"
+DEP_NAME = f"current_user_{IMG}"
+HOSTILE_FINDING_TITLE = f"hostile {SCRIPT} title {TEMPLATE}"
+LEAK_PORT = 5432
 
 ROUTE_USER = "GET /users/{user_id}"
 ROUTE_ITEMS = f"POST /items/{IMG}"
@@ -285,7 +316,8 @@ def _culprits(
     for rank, ((file, line), eps) in enumerate(ranked, start=1):
         longest = max(eps, key=lambda e: e.duration_ms)
         stack = profile.stack_frames(longest.stack_id)
-        function = next(f.function for f in reversed(stack) if (f.file, f.line) == (file, line))
+        index = max(i for i, f in enumerate(stack) if (f.file, f.line) == (file, line))
+        function = stack[index].function
         by_route: dict[str, float] = defaultdict(float)
         for e in eps:
             if e.route is not None:
@@ -312,6 +344,7 @@ def _culprits(
                 stack_id=longest.stack_id,
                 advice=text,
                 cpu_ratio=None,
+                calls=tuple(short_name(f) for f in stack[index + 1 :]),
             )
         )
     return out
@@ -340,6 +373,224 @@ def _timeline(
     ]
 
 
+# ---- diagnostics: what `analyze` adds beyond culprits ---------------------------------------
+
+
+def threadpool_from_runs(analysis: Analysis, limit: int) -> ThreadpoolSummary:
+    """Busy workers over time from the threadpool threads' runs (a worker is busy unless its
+    stack ends in the queue wait), binned like the event-loop timeline; holders by route."""
+    profile = analysis.profile
+    route_of: dict[int, str] = {}
+    for vid, weights in analysis.views.items():
+        if vid.startswith(ROUTE_VIEW_PREFIX):
+            for sid in weights:
+                route_of[sid] = vid[len(ROUTE_VIEW_PREFIX) :]
+    idle = {
+        sid
+        for sid, stack in enumerate(profile.stacks)
+        if stack and profile.frames[stack[-1]] == QUEUE_GET
+    }
+    events: dict[int, list[tuple[float, int]]] = defaultdict(list)
+    runs: dict[int, list[tuple[float, float, str]]] = defaultdict(list)
+    busy_ms: dict[str, float] = defaultdict(float)
+    workers: dict[int, int] = defaultdict(int)
+    for tl in profile.threads:
+        if analysis.thread_roles.get((tl.thread.pid, tl.thread.tid)) != "threadpool":
+            continue
+        pid = tl.thread.pid
+        workers[pid] += 1
+        for start, dur, sid, _n in tl.runs():
+            if sid == NO_STACK or sid in idle or dur <= 0:
+                continue
+            name = route_of.get(sid, "other: worker")
+            busy_ms[name] += dur * 1000.0
+            events[pid].extend(((start, 1), (start + dur, -1)))
+            runs[pid].append((start, start + dur, name))
+    bins = analysis.timeline
+    width = bins[0].width_s if bins else 0.0
+    mean = [0.0] * len(bins)
+    peak = [0] * len(bins)
+    at_limit_by: dict[str, float] = defaultdict(float)
+    processes: list[ThreadpoolProcess] = []
+    at_limit_total = 0.0
+    for pid in sorted(workers):
+        ev = sorted(events[pid])
+        count = most = 0
+        prev = ev[0][0] if ev else 0.0
+        stretches: list[tuple[float, float]] = []
+        for t, delta in ev:
+            if t > prev and count > 0:
+                if count >= limit:
+                    stretches.append((prev, t))
+                b = prev
+                while width and b < t - 1e-12:
+                    k = min(int(b / width + 1e-9), len(bins) - 1)
+                    upto = t if k == len(bins) - 1 else min(t, (k + 1) * width)
+                    mean[k] += count * (upto - b) / width
+                    peak[k] = max(peak[k], count)
+                    b = upto
+            prev = t
+            count += delta
+            most = max(most, count)
+        # Worker time of each holder inside the (sorted, disjoint) stretches at the limit.
+        starts = [a for a, _ in stretches]
+        for start, end, name in runs[pid]:
+            k = max(0, bisect_right(starts, start) - 1)
+            while k < len(stretches) and stretches[k][0] < end:
+                overlap = min(stretches[k][1], end) - max(stretches[k][0], start)
+                if overlap > 0:
+                    at_limit_by[name] += overlap * 1000.0
+                k += 1
+        pid_at_limit = sum(z - a for a, z in stretches)
+        at_limit_total += pid_at_limit
+        processes.append(ThreadpoolProcess(pid, workers[pid], most, pid_at_limit * 1000.0))
+    duration = profile.sampling.duration_s
+    total = sum(busy_ms.values())
+    return ThreadpoolSummary(
+        limit=limit,
+        workers_seen=max(workers.values(), default=0),
+        max_busy=max((p.max_busy for p in processes), default=0),
+        mean_busy=total / 1000.0 / duration if duration else 0.0,
+        busy_ms=total,
+        at_limit_ms=at_limit_total * 1000.0,
+        at_limit_share=at_limit_total / duration if duration else 0.0,
+        timeline=tuple(
+            ThreadpoolBin(b.start_s, b.width_s, m, p)
+            for b, m, p in zip(bins, mean, peak, strict=True)
+        ),
+        holders=tuple(
+            sorted(
+                (
+                    ThreadpoolHolder(
+                        name=name,
+                        kind="route" if not name.startswith("other:") else "other",
+                        busy_ms=ms,
+                        share=ms / total if total else 0.0,
+                        at_limit_ms=at_limit_by.get(name, 0.0),
+                    )
+                    for name, ms in busy_ms.items()
+                ),
+                key=lambda h: (-h.busy_ms, h.name),
+            )
+        ),
+        processes=tuple(processes),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedLayer:
+    name: str
+    function: str
+    file: str
+    line: int
+    self_ms: float
+    blocked_ms: float = 0.0
+    role: Literal["middleware", "app"] = "middleware"
+
+
+def middleware_from_layers(
+    layers: Sequence[PlannedLayer], server_ms: float, route_ms: float, rate_hz: int
+) -> MiddlewareSummary:
+    request_ms = server_ms + route_ms + sum(layer.self_ms for layer in layers)
+    return MiddlewareSummary(
+        request_ms=request_ms,
+        layers_ms=sum(layer.self_ms for layer in layers if layer.role == "middleware"),
+        server_ms=server_ms,
+        route_ms=route_ms,
+        layers=tuple(
+            MiddlewareLayer(
+                order=order,
+                name=layer.name,
+                function=layer.function,
+                file=layer.file,
+                line=layer.line,
+                origin="user" if is_user(Frame("", layer.file, 0)) else "library",
+                role=layer.role,
+                samples=round(layer.self_ms * rate_hz / 1000),
+                self_ms=layer.self_ms,
+                blocked_ms=layer.blocked_ms,
+                share=layer.self_ms / request_ms if request_ms else 0.0,
+            )
+            for order, layer in enumerate(layers)
+        ),
+    )
+
+
+def resources_from_polls(
+    pid: int,
+    t_s: Sequence[float],
+    rss_mib: Sequence[float],
+    fds: Sequence[int],
+    threads: Sequence[int],
+    ports: Mapping[int, Sequence[int]],
+    unreadable: frozenset[int] = frozenset(),
+) -> tuple[Resources, ConnectionSeries]:
+    """Polls of one process; connections are the sum over `ports`, unreadable (-1) at the
+    poll indexes in `unreadable`, which the connection log leaves out (as the monitor does)."""
+    points: list[ResourcePoint] = []
+    readable: list[int] = []
+    for i, t in enumerate(t_s):
+        conns = -1 if i in unreadable else sum(counts[i] for counts in ports.values())
+        points.append(
+            ResourcePoint(t, pid, int(rss_mib[i] * 1024 * 1024), fds[i], threads[i], conns)
+        )
+        if i not in unreadable:
+            readable.append(i)
+    series = ConnectionSeries(
+        pid,
+        tuple(t_s[i] for i in readable),
+        tuple(points[i].connections for i in readable),
+        tuple({port: counts[i] for port, counts in ports.items()} for i in readable),
+        tuple({} for _ in readable),
+    )
+    return Resources(points=points), series
+
+
+def with_context(
+    culprit: Culprit, context: CulpritContext, name: str | None, routes: Sequence[str] = ()
+) -> Culprit:
+    routes = tuple(routes) or culprit.routes
+    return dataclasses.replace(
+        culprit,
+        context=context,
+        context_name=name,
+        routes=routes,
+        route=routes[0] if routes else culprit.route,
+    )
+
+
+def diagnose(
+    analysis: Analysis,
+    params: AnalysisParams,
+    *,
+    culprits: list[Culprit],
+    middleware: MiddlewareSummary,
+    dependencies: DependencySummary,
+    resources: Sequence[tuple[Resources, ConnectionSeries]],
+    extra_findings: Sequence[Finding] = (),
+) -> Analysis:
+    """The analysis with its diagnostics, and the findings the analysis draws from them."""
+    analysis = dataclasses.replace(analysis, params=params, culprits=culprits)
+    threadpool = threadpool_from_runs(analysis, params.threadpool_limit)
+    points = Resources(points=[p for res, _ in resources for p in res.points])
+    summary = resource_summary(points, params, {conns.pid: conns for _, conns in resources})
+    findings = [
+        *leak_findings(summary),
+        *threadpool_findings(threadpool, params),
+        *middleware_findings(middleware, params),
+        *dependency_findings(dependencies, params.block_threshold_ms),
+        *extra_findings,
+    ]
+    return dataclasses.replace(
+        analysis,
+        middleware=middleware,
+        dependencies=dependencies,
+        threadpool=threadpool,
+        resources=summary,
+        findings=findings,
+    )
+
+
 # ---- the small, hostile, realistic analysis ----------------------------------------------
 
 
@@ -352,6 +603,7 @@ def sample_analysis() -> Analysis:
     odd = (*REQUEST_BASE, SEMI_FN)
     healthy = (*REQUEST_BASE, Frame("list_items", "/srv/app/items.py", 17), EXECUTE)
     report = (*WORKER_BASE, Frame("run_sync_in_worker", f"{SITE}/anyio/to_thread.py", 56), REPORT)
+    export = (*report[:-1], Frame(f"export_{IMG}", "/srv/app/export.py", 12))
 
     loop: list[Segment] = []
     for i in range(12):
@@ -372,8 +624,9 @@ def sample_analysis() -> Analysis:
     for i in range(10):
         pool_a.append(Segment(WORKER_IDLE, 40, "idle"))
         pool_a.append(Segment(report, 12 + i, "work", ROUTE_REPORT))
-        pool_b.append(Segment(WORKER_IDLE, 55, "idle"))
-        pool_b.append(Segment(report, 3, "work", ROUTE_REPORT))
+        # Offset from pool_a's rhythm: both workers are busy at once now and then.
+        pool_b.append(Segment(WORKER_IDLE, 44, "idle"))
+        pool_b.append(Segment(export, 8, "work", ROUTE_ITEMS))
     plans = [
         ThreadPlan(ThreadInfo(4242, 4242, "MainThread"), "event-loop", loop),
         ThreadPlan(ThreadInfo(4242, 4250, f"AnyIO worker {UNICODE}"), "threadpool", pool_a),
@@ -385,7 +638,7 @@ def sample_analysis() -> Analysis:
         server="uvicorn",
         cwd="/srv/app",
     )
-    return synthesize(
+    base = synthesize(
         target,
         plans,
         RouteTable(ROUTES, "app"),
@@ -393,6 +646,125 @@ def sample_analysis() -> Analysis:
         advice=ADVICE,
         timeline_bins=120,
         notes=[f"note with {SCRIPT} and {IMG} {TEMPLATE}"],
+    )
+    return _sample_diagnostics(base)
+
+
+def _sample_diagnostics(base: Analysis) -> Analysis:
+    """Contexts, middleware, dependencies, threadpool (limit 2), resources with two leaks."""
+    params = dataclasses.replace(
+        base.params,
+        threadpool_limit=2,
+        threadpool_saturation_share=0.01,
+        leak_warmup_s=2.0,
+    )
+    dep_routes = (ROUTE_LOGIN, ROUTE_TMPL, ROUTE_USER, ROUTE_ITEMS)
+    culprits = []
+    for c in base.culprits:
+        if (c.file, c.line) == (QUOTED_FN.file, QUOTED_FN.line):
+            c = with_context(c, "middleware", MW_NAME)
+        elif (c.file, c.line) == (HASH.file, HASH.line):
+            c = with_context(c, "dependency", DEP_NAME, dep_routes)
+        culprits.append(c)
+    middleware = middleware_from_layers(
+        [
+            PlannedLayer(
+                "ProxyHeadersMiddleware",
+                "ProxyHeadersMiddleware.__call__",
+                f"{SITE}/uvicorn/middleware/proxy_headers.py",
+                63,
+                0.0,
+            ),
+            PlannedLayer(
+                "FastAPI",
+                "FastAPI.__call__",
+                f"{SITE}/fastapi/applications.py",
+                1054,
+                2.0,
+                0,
+                "app",
+            ),
+            PlannedLayer(
+                "ServerErrorMiddleware",
+                "ServerErrorMiddleware.__call__",
+                f"{SITE}/starlette/middleware/errors.py",
+                164,
+                0.0,
+            ),
+            PlannedLayer(
+                "GZipMiddleware",
+                "GZipMiddleware.__call__",
+                f"{SITE}/starlette/middleware/gzip.py",
+                79,
+                30.0,
+            ),
+            PlannedLayer(MW_NAME, f"{MW_NAME}.dispatch", MW_FILE, 61, 260.0, 240.0),
+            PlannedLayer(
+                SIGN_MW_NAME, f"{SIGN_MW_NAME}.__call__", f"/srv/app/{MARKUP}.py", 9, 60.0
+            ),
+            PlannedLayer(
+                "ExceptionMiddleware",
+                "ExceptionMiddleware.__call__",
+                f"{SITE}/starlette/middleware/exceptions.py",
+                63,
+                0.0,
+            ),
+        ],
+        server_ms=40.0,
+        route_ms=400.0,
+        rate_hz=base.profile.sampling.rate_hz,
+    )
+    dependencies = DependencySummary(
+        solving_ms=14.0,
+        dependencies=(
+            DependencyStats(
+                DEP_NAME, HASH.file, HASH.line, "loop", 190.0, 180.0, 0.0, 19, dep_routes
+            ),
+            DependencyStats(
+                "get_settings",
+                "/srv/app/config.py",
+                12,
+                "threadpool",
+                0.0,
+                0.0,
+                85.0,
+                9,
+                (ROUTE_REPORT,),
+            ),
+            DependencyStats(f"db_{QUOTES}", "/srv/app/db.py", 40, "both", 12.0, 0.0, 30.0, 4, ()),
+        ),
+    )
+    # Polls every 0.25 s: RSS and connections to one port grow after the warm-up; one poll
+    # could not read the connections.
+    n = 32
+    t_s = [0.02 + 0.25 * i for i in range(n)]
+    warm = [min(i, 8) for i in range(n)]
+    rss = [
+        40.0 + 2.5 * w + (1.1 * (i - 8) if i > 8 else 0.0) + 0.3 * (i % 3)
+        for i, w in enumerate(warm)
+    ]
+    fds = [12 + 2 * w + (i % 2) for i, w in enumerate(warm)]
+    threads = [4 + (1 if i > 2 else 0) for i in range(n)]
+    ports = {LEAK_PORT: [1 + max(0, i - 6) for i in range(n)], 6379: [2] * n}
+    resources = resources_from_polls(
+        4242, t_s, rss, fds, threads, ports, unreadable=frozenset({20})
+    )
+    hostile = Finding(
+        kind="middleware-cost",
+        severity="info",
+        title=HOSTILE_FINDING_TITLE,
+        detail=f"detail `{IMG}` {TEMPLATE} {MARKUP} {UNICODE}",
+        advice=f"advice `{SCRIPT}` and {IMG}",
+        subject=MW_NAME,
+    )
+    return diagnose(
+        base,
+        params,
+        culprits=culprits,
+        middleware=middleware,
+        dependencies=dependencies,
+        resources=[resources],
+        extra_findings=[hostile],
     )
 
 
@@ -493,4 +865,76 @@ def big_analysis(n_stacks: int = 30_000, seed: int = 1, minutes: float = 10.0) -
         ),
         "app",
     )
-    return synthesize(target, plans, routes, rate_hz=rate, timeline_bins=600)
+    base = synthesize(target, plans, routes, rate_hz=rate, timeline_bins=600)
+    return _big_diagnostics(base, rng, minutes)
+
+
+def _big_diagnostics(base: Analysis, rng: random.Random, minutes: float) -> Analysis:
+    """Thirteen layers, twenty dependencies, a threadpool limit of 12, a poll per second."""
+    params = dataclasses.replace(base.params, threadpool_limit=12)
+    route_names = [r.route for r in base.routes] or ["GET /"]
+    contexts: list[tuple[CulpritContext, str | None]] = [
+        ("endpoint", None),
+        ("middleware", "AuthMiddleware"),
+        ("dependency", "get_db"),
+        ("other", None),
+    ]
+    culprits = [
+        with_context(c, *contexts[i % len(contexts)], route_names[i % 3 : i % 3 + 4])
+        if i % len(contexts)
+        else c
+        for i, c in enumerate(base.culprits)
+    ]
+    layer_names = [f"Layer{i}Middleware" for i in range(13)]
+    middleware = middleware_from_layers(
+        [
+            PlannedLayer(
+                name,
+                f"{name}.__call__",
+                f"/srv/app/middleware/m{i}.py" if i % 3 == 0 else f"{SITE}/lib_{i}/mw.py",
+                10 + i,
+                rng.uniform(0, 400) if i % 2 else 0.0,
+                rng.uniform(0, 50) if i % 4 == 1 else 0.0,
+            )
+            for i, name in enumerate(layer_names)
+        ],
+        server_ms=900.0,
+        route_ms=base.loop.busy_ms * 0.6,
+        rate_hz=base.profile.sampling.rate_hz,
+    )
+    dependencies = DependencySummary(
+        solving_ms=120.0,
+        dependencies=tuple(
+            DependencyStats(
+                f"dep_{i}",
+                f"/srv/app/deps/d{i}.py",
+                5 + i,
+                ("loop", "threadpool", "both")[i % 3],
+                rng.uniform(0, 900),
+                rng.uniform(0, 100) if i % 5 == 0 else 0.0,
+                rng.uniform(0, 2000),
+                rng.randint(1, 500),
+                tuple(route_names[i % 5 : i % 5 + 1 + i % 6]),
+            )
+            for i in range(20)
+        ),
+    )
+    n = int(minutes * 60)
+    t_s = [0.05 + i for i in range(n)]
+    rss = [200.0 + 0.05 * i + rng.uniform(0, 3) for i in range(n)]
+    fds = [40 + rng.randint(0, 3) for _ in range(n)]
+    threads = [44] * n
+    ports = {
+        5432: [10 + i // 30 for i in range(n)],
+        6379: [4] * n,
+        443: [rng.randint(0, 6) for _ in range(n)],
+    }
+    resources = resources_from_polls(7000, t_s, rss, fds, threads, ports)
+    return diagnose(
+        base,
+        params,
+        culprits=culprits,
+        middleware=middleware,
+        dependencies=dependencies,
+        resources=[resources],
+    )

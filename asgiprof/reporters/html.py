@@ -8,6 +8,12 @@ Content-Security-Policy, and every piece of target-derived text reaches the page
 through autoescaped template text or through the `tojson` filter (which escapes `<`, `>`,
 `&`, `'`, U+2028 and U+2029), never through string formatting.
 
+Beyond the flamegraph, the page shows the diagnostics of the Analysis: findings (one card
+each), where each culprit runs (middleware, dependency) and what it called, middleware self
+time per layer, dependencies, busy threadpool workers over time and resource series per
+process. Tables and text come from the templates; only the charts (threadpool, resources)
+read numbers from the payload. A section without data is left out of the page.
+
 The flamegraph payload is a call tree shared by every view: the prefix tree of all stacks
 with weight in some view, numbered in pre-order (children sorted by function, file, line,
 so a parent always precedes its children and siblings keep their order across views), plus
@@ -32,7 +38,7 @@ import orjson
 from markupsafe import Markup, escape
 
 from asgiprof import __version__
-from asgiprof.analyze.frames import file_kind
+from asgiprof.analyze.frames import file_kind, short_name
 from asgiprof.analyze.result import (
     ROUTE_VIEW_PREFIX,
     VIEW_ALL,
@@ -41,10 +47,12 @@ from asgiprof.analyze.result import (
     VIEW_THREADPOOL,
     Analysis,
     Culprit,
+    MetricGrowth,
+    ResourceSeries,
 )
 from asgiprof.model import Frame
 
-PAYLOAD_VERSION: Final = 1
+PAYLOAD_VERSION: Final = 2
 PAYLOAD_ELEMENT_ID: Final = "asgiprof-data"
 
 # Frame kinds as the page's JS numbers them (frames are colored by kind).
@@ -317,6 +325,9 @@ class CulpritPayload(TypedDict):
     stack: list[str]
     node: int  # tree node of the culprit frame on its representative stack, -1 if none
     frames: list[int]  # compact frame indexes at this file:line, highlighted in the graph
+    context: str  # "endpoint", "middleware", "dependency" or "other"
+    context_name: str | None  # the middleware layer or dependency function
+    calls: list[str]  # what the culprit line called, outermost first
 
 
 class EpisodesPayload(TypedDict):
@@ -334,6 +345,37 @@ class TimelinePayload(TypedDict):
     blocked_ms: list[float]
 
 
+class ThreadpoolPayload(TypedDict):
+    limit: int  # worker threads per process
+    start_s: float
+    width_s: float
+    mean_busy: list[float]  # busy workers per bin, time-averaged (summed over processes)
+    max_busy: list[int]  # most busy at once in one process
+
+
+class ResourceMetricPayload(TypedDict):
+    id: str  # "rss_bytes", "fds", "threads", "connections" or "port:<n>"
+    label: str
+    unit: str  # "MiB" for RSS (values converted), "" for counts
+    values: list[float | None]  # one per poll, null where unreadable
+    leak: bool
+    fit: list[float]  # [t0, v0, t1, v1]: the growth line after the warm-up; [] without one
+    slope_per_min: float  # in `unit`
+    r2: float
+
+
+class ResourceProcessPayload(TypedDict):
+    pid: int
+    t_s: list[float]
+    metrics: list[ResourceMetricPayload]
+
+
+class ResourcesPayload(TypedDict):
+    warmup_s: float
+    end_s: float  # the charts' common time axis runs from 0 to here
+    processes: list[ResourceProcessPayload]
+
+
 class Payload(TypedDict):
     version: int
     strings: list[str]
@@ -346,6 +388,8 @@ class Payload(TypedDict):
     timeline: TimelinePayload
     route_names: list[str]
     rate_hz: int
+    threadpool: ThreadpoolPayload
+    resources: ResourcesPayload
 
 
 def _r(x: float, digits: int = 3) -> float:
@@ -447,6 +491,9 @@ def report_payload(analysis: Analysis) -> Payload:
                 "stack": list(c.stack),
                 "node": -1 if culprit_node is None else culprit_node,
                 "frames": at_line.get((c.file, c.line), []),
+                "context": c.context,
+                "context_name": c.context_name,
+                "calls": list(c.calls),
             }
         )
 
@@ -489,7 +536,134 @@ def report_payload(analysis: Analysis) -> Payload:
         "timeline": timeline,
         "route_names": route_names,
         "rate_hz": profile.sampling.rate_hz,
+        "threadpool": threadpool_payload(analysis),
+        "resources": resources_payload(analysis),
     }
+
+
+def threadpool_payload(analysis: Analysis) -> ThreadpoolPayload:
+    """Busy workers per bin of the event-loop timeline; no bins without worker threads (the
+    page then has no threadpool section)."""
+    t = analysis.threadpool
+    bins = t.timeline if t.workers_seen else ()
+    return {
+        "limit": t.limit,
+        "start_s": _r(bins[0].start_s, 4) if bins else 0.0,
+        "width_s": _r(bins[0].width_s, 6) if bins else 0.0,
+        # A bin's average cannot exceed its peak: clamp, so that one overfilled bin (a
+        # float edge when busy time is spread over bins) cannot flatten the whole chart.
+        "mean_busy": [_r(min(b.mean_busy, float(b.max_busy)), 2) for b in bins],
+        "max_busy": [b.max_busy for b in bins],
+    }
+
+
+MIB: Final = 1024 * 1024
+
+# Resource metrics in chart order: (id in the series, label, unit).
+RESOURCE_METRICS: Final = (
+    ("rss_bytes", "RSS", "MiB"),
+    ("fds", "open files", ""),
+    ("threads", "threads", ""),
+    ("connections", "connections", ""),
+)
+
+
+def _fit(
+    times: Sequence[float], values: Sequence[float | None], warmup_s: float, g: MetricGrowth
+) -> list[float]:
+    """The growth line's ends: from the first readable poll after the warm-up, over
+    `g.duration_s` (how the analysis fitted it)."""
+    if g.points < 2 or g.duration_s <= 0 or not times:
+        return []
+    after = times[0] + warmup_s
+    t0 = next((t for t, v in zip(times, values, strict=True) if t >= after and v is not None), None)
+    if t0 is None:
+        return []
+    return [_r(t0), g.start_value, _r(t0 + g.duration_s), g.end_value]
+
+
+def _metric_payload(
+    metric_id: str,
+    label: str,
+    unit: str,
+    times: Sequence[float],
+    raw: Sequence[int],
+    growth: MetricGrowth | None,
+    warmup_s: float,
+) -> ResourceMetricPayload:
+    scale = MIB if unit == "MiB" else 1
+    digits = 2 if unit == "MiB" else 3
+    values: list[float | None] = [None if v < 0 else _r(v / scale, digits) for v in raw]
+    fit: list[float] = []
+    slope = r2 = 0.0
+    if growth is not None:
+        fit = _fit(times, values, warmup_s, growth)
+        if fit:
+            fit[1], fit[3] = _r(fit[1] / scale, digits), _r(fit[3] / scale, digits)
+        slope, r2 = _r(growth.slope_per_min / scale, digits), _r(growth.r2, 3)
+    return {
+        "id": metric_id,
+        "label": label,
+        "unit": unit,
+        "values": values,
+        "leak": bool(growth is not None and growth.leak),
+        "fit": fit,
+        "slope_per_min": slope,
+        "r2": r2,
+    }
+
+
+def _port_series(proc: ResourceSeries, counts: Sequence[int]) -> list[int] | None:
+    """A remote port's counts on the process's poll times: one per poll, or one per poll
+    whose connections could be read (how the connection log records them)."""
+    if len(counts) == len(proc.t_s):
+        return list(counts)
+    readable = [i for i, n in enumerate(proc.connections) if n >= 0]
+    if len(counts) != len(readable):
+        return None  # cannot place them on the time axis
+    out = [-1] * len(proc.t_s)
+    for i, n in zip(readable, counts, strict=True):
+        out[i] = n
+    return out
+
+
+def resources_payload(analysis: Analysis) -> ResourcesPayload:
+    """Per process with at least two polls: every metric with a readable poll."""
+    r = analysis.resources
+    processes: list[ResourceProcessPayload] = []
+    end_s = analysis.profile.sampling.duration_s
+    for proc in r.processes:
+        if len(proc.t_s) < 2:
+            continue
+        times = [_r(t) for t in proc.t_s]
+        end_s = max(end_s, times[-1])
+        growth = {g.metric: g for g in proc.growth}
+        metrics: list[ResourceMetricPayload] = []
+        for metric_id, label, unit in RESOURCE_METRICS:
+            raw: Sequence[int] = getattr(proc, metric_id)
+            if len(raw) == len(times) and any(v >= 0 for v in raw):
+                metrics.append(
+                    _metric_payload(
+                        metric_id, label, unit, times, raw, growth.get(metric_id), r.warmup_s
+                    )
+                )
+        for port, counts in proc.remote_ports:
+            series = _port_series(proc, counts)
+            if series is not None:
+                metric_id = f"port:{port}"
+                metrics.append(
+                    _metric_payload(
+                        metric_id,
+                        f"connections to port {port}",
+                        "",
+                        times,
+                        series,
+                        growth.get(metric_id),
+                        r.warmup_s,
+                    )
+                )
+        processes.append({"pid": proc.pid, "t_s": times, "metrics": metrics})
+    return {"warmup_s": r.warmup_s, "end_s": _r(end_s), "processes": processes}
 
 
 # ---------------------------------------------------------------------------------------
@@ -545,6 +719,232 @@ def header_cards(analysis: Analysis) -> list[Card]:
     ]
 
 
+# Sections a finding points to, by finding kind (the link under its card).
+FINDING_SECTIONS: Final = {
+    "possible-leak": ("resources", "Resources"),
+    "threadpool-saturation": ("threadpool", "Threadpool"),
+    "middleware-cost": ("middleware", "Middleware"),
+    "blocking-dependency": ("dependencies", "Dependencies"),
+}
+
+# Calls listed under a culprit before its "calls" summary says "…".
+CALLS_IN_SUMMARY: Final = 3
+# Routes named in a dependency badge or table cell before "+N more".
+ROUTES_SHOWN: Final = 3
+
+
+def _split_call(call: str) -> Frame:
+    """`function (file:line)` back into a Frame (the text `short_name` writes). Split at the
+    first " (": qualified names hold no spaces, paths may."""
+    head, sep, tail = call.partition(" (")
+    if not sep or not tail.endswith(")"):
+        return Frame(call, "", 0)
+    file, _, line = tail[:-1].rpartition(":")
+    return Frame(head, file, int(line) if line.isdigit() else 0)
+
+
+def call_rows(analysis: Analysis, culprit: Culprit) -> list[dict[str, Any]]:
+    """The culprit's calls with their kind (user, library, stdlib) for the call chain."""
+    profile = analysis.profile
+    known: dict[str, Frame] = {}
+    if 0 <= culprit.stack_id < len(profile.stacks):
+        for f in profile.stack_frames(culprit.stack_id):
+            known.setdefault(short_name(f), f)
+    rows = []
+    for call in culprit.calls:
+        f = known.get(call) or _split_call(call)
+        rows.append(
+            {
+                "function": f.function,
+                "where": f"{f.file}:{f.line}" if f.file else "",
+                "short": f"{short_path(f.file, 2)}:{f.line}" if f.file else "",
+                "kind": file_kind(f.file) if f.file else "library",
+            }
+        )
+    return rows
+
+
+def _routes_cell(routes: Sequence[str]) -> dict[str, Any]:
+    return {
+        "shown": list(routes[:ROUTES_SHOWN]),
+        "more": max(0, len(routes) - ROUTES_SHOWN),
+        "all": ", ".join(routes),
+    }
+
+
+def culprit_rows(analysis: Analysis) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": i,
+            "rank": c.rank,
+            "route": c.route,
+            "more_routes": max(0, len(c.routes) - 1),
+            "file": c.file,
+            "short_file": short_path(c.file),
+            "line": c.line,
+            "function": c.function,
+            "code": c.code,
+            "kind": c.kind,
+            "blocked_ms": c.blocked_ms,
+            "episodes": c.episodes,
+            "max_ms": c.max_ms,
+            "advice": c.advice,
+            "context": c.context,
+            "context_name": c.context_name,
+            "used_by": _routes_cell(c.routes) if c.context == "dependency" else None,
+            "calls": call_rows(analysis, c),
+            "calls_summary": " \u2192 ".join(
+                _split_call(call).function for call in c.calls[:CALLS_IN_SUMMARY]
+            )
+            + (" \u2192 \u2026" if len(c.calls) > CALLS_IN_SUMMARY else ""),
+        }
+        for i, c in enumerate(analysis.culprits)
+    ]
+
+
+def finding_cards(analysis: Analysis, sections: set[str]) -> list[dict[str, Any]]:
+    """Warnings first, then the analysis's order; each links to its section when shown."""
+    order = {"warning": 0, "info": 1}
+    cards = []
+    for f in sorted(analysis.findings, key=lambda f: order.get(f.severity, 2)):
+        section = FINDING_SECTIONS.get(f.kind)
+        cards.append(
+            {
+                "kind": f.kind,
+                "severity": f.severity,
+                "title": f.title,
+                "detail": f.detail,
+                "advice": f.advice,
+                "pid": f.pid,
+                "section": section if section is not None and section[0] in sections else None,
+            }
+        )
+    return cards
+
+
+def middleware_rows(analysis: Analysis) -> dict[str, Any] | None:
+    """Request time on the loop in request order: the server's own code, every layer
+    outermost first, then router and endpoints (and what is left, if anything), so the
+    shares add up to 100%. None when no middleware layer had time."""
+    m = analysis.middleware
+    layers = [layer for layer in m.layers if layer.role == "middleware"]
+    if m.request_ms <= 0 or not any(layer.self_ms > 0 for layer in layers):
+        return None
+    total = m.request_ms
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        label: str,
+        ms: float,
+        *,
+        role: str,
+        origin: str = "library",
+        blocked: float = 0.0,
+        order: int | None = None,
+        where: str = "",
+        short: str = "",
+    ) -> None:
+        # Bars: your middleware, library middleware, and plain for everything else.
+        tone = origin if role == "middleware" else "plain"
+        rows.append(
+            {
+                "label": label,
+                "role": role,
+                "origin": origin,
+                "tone": tone,
+                "order": order,
+                "where": where,
+                "short": short,
+                "self_ms": ms,
+                "blocked_ms": blocked,
+                "share": ms / total,
+                "blocked_share": blocked / ms if ms > 0 else 0.0,
+            }
+        )
+
+    add(f"server ({analysis.profile.target.server})", m.server_ms, role="server")
+    for layer in sorted(m.layers, key=lambda x: x.order):
+        add(
+            layer.name,
+            layer.self_ms,
+            role=layer.role,
+            origin=layer.origin,
+            blocked=layer.blocked_ms,
+            order=layer.order,
+            where=f"{layer.function} ({layer.file}:{layer.line})",
+            short=f"{short_path(layer.file, 2)}:{layer.line}",
+        )
+    add("router + endpoints", m.route_ms, role="route")
+    rest = total - sum(r["self_ms"] for r in rows)
+    if rest > total * 0.001:
+        add("other request-path code", rest, role="other")
+    return {
+        "request_ms": total,
+        "layers_ms": m.layers_ms,
+        "layers_share": m.layers_ms / total,
+        "layer_count": len(layers),
+        "user_count": sum(1 for layer in layers if layer.origin == "user"),
+        "rows": rows,
+        "sum_share": sum(r["share"] for r in rows),
+    }
+
+
+def dependency_rows(analysis: Analysis) -> dict[str, Any] | None:
+    d = analysis.dependencies
+    if not d.dependencies:
+        return None
+    return {
+        "solving_ms": d.solving_ms,
+        "rows": [
+            {
+                "name": dep.name,
+                "where": f"{dep.file}:{dep.line}",
+                "short": f"{short_path(dep.file, 2)}:{dep.line}",
+                "runs_on": dep.runs_on,
+                "loop_ms": dep.loop_ms,
+                "blocked_ms": dep.blocked_ms,
+                "threadpool_ms": dep.threadpool_ms,
+                "routes": _routes_cell(dep.routes),
+            }
+            for dep in d.dependencies
+        ],
+    }
+
+
+def threadpool_facts(analysis: Analysis) -> dict[str, Any] | None:
+    t = analysis.threadpool
+    if not t.workers_seen:
+        return None
+    return {
+        "limit": t.limit,
+        "workers_seen": t.workers_seen,
+        "max_busy": t.max_busy,
+        "mean_busy": t.mean_busy,
+        "busy_ms": t.busy_ms,
+        "at_limit_ms": t.at_limit_ms,
+        "at_limit_share": t.at_limit_share,
+        "processes": [
+            {
+                "pid": p.pid,
+                "workers_seen": p.workers_seen,
+                "max_busy": p.max_busy,
+                "at_limit_ms": p.at_limit_ms,
+            }
+            for p in t.processes
+        ],
+        "holders": [
+            {
+                "name": h.name,
+                "kind": h.kind,
+                "busy_ms": h.busy_ms,
+                "share": h.share,
+                "at_limit_ms": h.at_limit_ms,
+            }
+            for h in t.holders
+        ],
+    }
+
+
 def report_context(analysis: Analysis) -> dict[str, Any]:
     """Template variables: header facts, table rows, payload, inlined assets and CSP."""
     profile = analysis.profile
@@ -565,6 +965,22 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
     )
     route_total = sum(r.loop_ms + r.threadpool_ms for r in analysis.routes)
     view_ids = {vid for vid, ms in analysis.views.items() if any(v > 0 for v in ms.values())}
+    payload = report_payload(analysis)
+    middleware = middleware_rows(analysis)
+    dependencies = dependency_rows(analysis)
+    threadpool = threadpool_facts(analysis)
+    resources = payload["resources"]["processes"]
+    shown = {
+        name
+        for name, present in (
+            ("middleware", middleware),
+            ("dependencies", dependencies),
+            ("threadpool", threadpool),
+            ("resources", resources),
+        )
+        if present
+    }
+    findings = finding_cards(analysis, shown)
     return {
         "version": __version__,
         "title": f"asgiprof report: {target.server}",
@@ -577,25 +993,12 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "threads": role_counts,
         "cards": header_cards(analysis),
         "notes": list(analysis.notes),
-        "culprits": [
-            {
-                "index": i,
-                "rank": c.rank,
-                "route": c.route,
-                "more_routes": max(0, len(c.routes) - 1),
-                "file": c.file,
-                "short_file": short_path(c.file),
-                "line": c.line,
-                "function": c.function,
-                "code": c.code,
-                "kind": c.kind,
-                "blocked_ms": c.blocked_ms,
-                "episodes": c.episodes,
-                "max_ms": c.max_ms,
-                "advice": c.advice,
-            }
-            for i, c in enumerate(analysis.culprits)
-        ],
+        "findings": findings,
+        "culprits": culprit_rows(analysis),
+        "middleware": middleware,
+        "dependencies": dependencies,
+        "threadpool": threadpool,
+        "resources": {"warmup_s": analysis.resources.warmup_s} if resources else None,
         "routes": [
             {
                 "route": r.route,
@@ -612,7 +1015,7 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         ],
         "block_threshold_ms": analysis.params.block_threshold_ms,
         "culprit_rows": CULPRIT_ROWS,
-        "payload": report_payload(analysis),
+        "payload": payload,
         "payload_id": PAYLOAD_ELEMENT_ID,
         "script": Markup(script.text),
         "style": Markup(style.text),

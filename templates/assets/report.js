@@ -502,7 +502,9 @@
       if (moreButton) moreButton.remove();
     }
     var c = culprits[index];
-    $('stack-title').textContent = '#' + c.rank + ' ' + c.function + ' (' + c.file + ':' + c.line + ')';
+    var where = c.context === 'middleware' || c.context === 'dependency'
+      ? ' \u2014 in ' + c.context + ' ' + (c.context_name || '') : '';
+    $('stack-title').textContent = '#' + c.rank + ' ' + c.function + ' (' + c.file + ':' + c.line + ')' + where;
     var hit = c.function + ' (' + c.file + ':' + c.line + ')';
     var last = c.stack.lastIndexOf(hit);
     var items = c.stack.map(function (s, k) {
@@ -532,6 +534,11 @@
       if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); selectCulprit(index); }
     });
   });
+  // The call chain opens and closes by itself: its clicks and keys must not (de)select the row.
+  document.querySelectorAll('.culprit-row .calls').forEach(function (d) {
+    d.addEventListener('click', function (ev) { ev.stopPropagation(); });
+    d.addEventListener('keydown', function (ev) { ev.stopPropagation(); });
+  });
   document.querySelectorAll('.verdict').forEach(function (v) {
     v.addEventListener('click', function () {
       var index = Number(v.dataset.culprit);
@@ -552,9 +559,12 @@
 
   // ---- routes table ---------------------------------------------------------------------
 
-  document.querySelectorAll('.share-bar').forEach(function (bar) {
+  // Bars (route shares, middleware layers, threadpool holders): widths from data-share,
+  // set through the CSSOM (the CSP forbids style attributes); a non-zero share stays visible.
+  document.querySelectorAll('[data-share]').forEach(function (bar) {
     var share = parseFloat(bar.dataset.share) || 0;
     bar.style.width = Math.max(0, Math.min(100, share * 100)).toFixed(2) + '%';
+    if (share > 0 && !bar.classList.contains('bar-blocked')) bar.style.minWidth = '2px';
   });
   document.querySelectorAll('.route-row[data-view]').forEach(function (row) {
     function go() {
@@ -661,8 +671,10 @@
   tlCanvas.addEventListener('mousemove', function (ev) {
     if (!nBins) return;
     var hit = timelineHit(ev);
-    tlCursor.style.left = Math.round(ev.clientX - tlCanvas.getBoundingClientRect().left) + 'px';
+    var tlRect = tlCanvas.getBoundingClientRect();
+    tlCursor.style.left = Math.round(ev.clientX - tlRect.left) + 'px';
     tlCursor.hidden = false;
+    showCursor(tpCursor, (ev.clientX - tlRect.left) / tlRect.width);
     var out = [];
     if (hit.episode >= 0) {
       var k = hit.episode;
@@ -694,7 +706,11 @@
     }
     showTip(out, ev.clientX, ev.clientY);
   });
-  tlCanvas.addEventListener('mouseleave', function () { tlCursor.hidden = true; hideTip(); });
+  tlCanvas.addEventListener('mouseleave', function () {
+    tlCursor.hidden = true;
+    if (tpCursor) tpCursor.hidden = true;
+    hideTip();
+  });
   tlCanvas.addEventListener('click', function (ev) {
     if (!nBins) return;
     var hit = timelineHit(ev);
@@ -707,6 +723,387 @@
     }
   });
 
+  // ---- shared time axis -------------------------------------------------------------------
+
+  // The threadpool chart shares the event-loop timeline's time axis, so the two line up.
+  var TP = data.threadpool;
+  var tpBins = TP.mean_busy.length;
+  var axisStart = nBins ? TL.start_s : TP.start_s;
+  var axisSpan = nBins ? tlSpan : tpBins * TP.width_s;
+
+  function drawTimeAxis(ctx, width, y, start, span) {
+    var step = niceStep(span, width);
+    ctx.fillStyle = '#8a94a6';
+    ctx.strokeStyle = '#cfd6e1';
+    ctx.lineWidth = 1;
+    ctx.textBaseline = 'top';
+    for (var t = 0; t <= span + 1e-9; t += step) {
+      var tx = Math.round(t / span * width) + 0.5;
+      ctx.beginPath(); ctx.moveTo(tx, y); ctx.lineTo(tx, y + 4); ctx.stroke();
+      var label = fmtSeconds(start + t);
+      var lw = ctx.measureText(label).width;
+      ctx.fillText(label, Math.min(Math.max(tx - lw / 2, 0), width - lw), y + 6);
+    }
+  }
+
+  function showCursor(cursor, fraction) {
+    if (!cursor) return;
+    if (!(fraction >= 0 && fraction <= 1)) { cursor.hidden = true; return; }
+    cursor.style.left = Math.round(fraction * cursor.parentNode.clientWidth) + 'px';
+    cursor.hidden = false;
+  }
+
+  // ---- threadpool -------------------------------------------------------------------------
+
+  var tpWrap = $('threadpool-wrap');
+  var tpCanvas = $('threadpool-canvas');
+  var tpCursor = $('threadpool-cursor');
+  var TP_H = 150, TP_TOP = 14, TP_AXIS = 20; // the top 12 px mark stretches at the limit
+  var CHART_FONT = '11px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif';
+  var tpDrawn = false;
+
+  // Gridline step for counts and sizes: 1, 2, 5, 10, 20, 50, ... giving at most `lines`.
+  function niceCount(max, lines) {
+    var step = 1;
+    while (max / step > lines) {
+      var k = String(step).charAt(0);
+      step = k === '2' ? step * 2.5 : step * 2;
+    }
+    return step;
+  }
+
+  function tpScale() {
+    var peak = 0;
+    for (var i = 0; i < tpBins; i++) peak = Math.max(peak, TP.max_busy[i], TP.mean_busy[i]);
+    // Far below the limit, scale to what was busy (a flat line at the bottom says nothing)
+    // and name the limit instead of drawing it.
+    if (peak < TP.limit * 0.5) return { max: Math.max(peak * 1.25, 2), showsLimit: false, peak: peak };
+    return { max: Math.max(TP.limit, peak) * 1.06, showsLimit: true, peak: peak };
+  }
+
+  function drawThreadpool() {
+    if (!tpCanvas) return;
+    var width = tpWrap.clientWidth;
+    var ctx = setupCanvas(tpCanvas, width, TP_H);
+    ctx.clearRect(0, 0, width, TP_H);
+    ctx.font = CHART_FONT;
+    var plotH = TP_H - TP_TOP - TP_AXIS;
+    var bottom = TP_TOP + plotH;
+    tpCursor.style.top = TP_TOP + 'px';
+    tpCursor.style.height = plotH + 'px';
+    if (!tpBins || axisSpan <= 0) {
+      ctx.fillStyle = '#647084';
+      ctx.fillText('No worker-thread samples.', 8, TP_TOP + plotH / 2);
+      return;
+    }
+    var sc = tpScale();
+    var yMax = sc.max;
+    function y(v) { return bottom - Math.min(v, yMax) / yMax * plotH; }
+    function x(t) { return (t - axisStart) / axisSpan * width; }
+    ctx.fillStyle = '#f8f9fb';
+    ctx.fillRect(0, TP_TOP, width, plotH);
+    // Gridlines (labelled once the data is drawn, so the labels stay on top).
+    var step = niceCount(yMax, 4);
+    var grid = [];
+    for (var g = step; g < yMax; g += step) {
+      if (!(sc.showsLimit && Math.abs(g - TP.limit) < step * 0.4)) grid.push(g);
+    }
+    ctx.strokeStyle = '#e6e9ef';
+    ctx.lineWidth = 1;
+    grid.forEach(function (v) {
+      var gy = Math.round(y(v)) + 0.5;
+      ctx.beginPath(); ctx.moveTo(0, gy); ctx.lineTo(width, gy); ctx.stroke();
+    });
+    // Stretches with every worker busy: a faint shade and a red mark above the plot.
+    for (var i = 0; i < tpBins; i++) {
+      if (TP.max_busy[i] >= TP.limit) {
+        var x0 = x(TP.start_s + i * TP.width_s);
+        var w = x(TP.start_s + (i + 1) * TP.width_s) - x0 + 0.6;
+        ctx.fillStyle = '#fbe3e3';
+        ctx.fillRect(x0, TP_TOP, w, plotH);
+        ctx.fillStyle = '#e03e3e';
+        ctx.fillRect(x0, 2, w, 8);
+      }
+    }
+    // Average busy workers per slice: a filled step area.
+    ctx.beginPath();
+    ctx.moveTo(x(TP.start_s), bottom);
+    for (var k = 0; k < tpBins; k++) {
+      var t0 = TP.start_s + k * TP.width_s;
+      ctx.lineTo(x(t0), y(TP.mean_busy[k]));
+      ctx.lineTo(x(t0 + TP.width_s), y(TP.mean_busy[k]));
+    }
+    ctx.lineTo(x(TP.start_s + tpBins * TP.width_s), bottom);
+    ctx.closePath();
+    ctx.fillStyle = '#a9bdf0';
+    ctx.fill();
+    // Most busy at once: a step line above it.
+    ctx.beginPath();
+    for (var m = 0; m < tpBins; m++) {
+      var s0 = TP.start_s + m * TP.width_s;
+      if (m === 0) ctx.moveTo(x(s0), y(TP.max_busy[m]));
+      else ctx.lineTo(x(s0), y(TP.max_busy[m]));
+      ctx.lineTo(x(s0 + TP.width_s), y(TP.max_busy[m]));
+    }
+    ctx.strokeStyle = '#23408e';
+    ctx.lineWidth = 1.25;
+    ctx.stroke();
+    // The limit: a dashed line with its label, or a note when it is far off the scale.
+    var label = sc.showsLimit ? 'limit ' + TP.limit : 'limit ' + TP.limit + ' (off scale: at most ' + Math.round(sc.peak) + ' busy)';
+    var lw = ctx.measureText(label).width;
+    var ly = sc.showsLimit ? Math.round(y(TP.limit)) + 0.5 : TP_TOP + 14;
+    if (sc.showsLimit) {
+      ctx.setLineDash([5, 4]);
+      ctx.strokeStyle = '#e03e3e';
+      ctx.lineWidth = 1.25;
+      ctx.beginPath(); ctx.moveTo(0, ly); ctx.lineTo(width, ly); ctx.stroke();
+      ctx.setLineDash([]);
+    }
+    ctx.textBaseline = 'bottom';
+    ctx.fillStyle = 'rgba(255, 255, 255, 0.85)';
+    ctx.fillRect(width - lw - 8, ly - 14, lw + 6, 13);
+    ctx.fillStyle = '#c22f2f';
+    ctx.fillText(label, width - lw - 5, ly - 2);
+    ctx.textBaseline = 'top';
+    grid.forEach(function (v) {
+      var text = String(v);
+      var gy = Math.round(y(v)) + 2;
+      ctx.fillStyle = 'rgba(248, 249, 251, 0.85)';
+      ctx.fillRect(1, gy - 1, ctx.measureText(text).width + 4, 13);
+      ctx.fillStyle = '#647084';
+      ctx.fillText(text, 3, gy);
+    });
+    drawTimeAxis(ctx, width, bottom, axisStart, axisSpan);
+    tpDrawn = true;
+  }
+
+  function tpBinAt(clientX) {
+    var r = tpCanvas.getBoundingClientRect();
+    var t = axisStart + (clientX - r.left) / r.width * axisSpan;
+    var b = Math.floor((t - TP.start_s) / TP.width_s);
+    return b >= 0 && b < tpBins ? b : -1;
+  }
+
+  if (tpCanvas) {
+    tpCanvas.addEventListener('mousemove', function (ev) {
+      var r = tpCanvas.getBoundingClientRect();
+      var fraction = (ev.clientX - r.left) / r.width;
+      showCursor(tpCursor, fraction);
+      showCursor(tlCursor, fraction);
+      var b = tpBinAt(ev.clientX);
+      if (b < 0) { hideTip(); return; }
+      var t0 = TP.start_s + b * TP.width_s;
+      var out = [el('div', 'tt-title', fmtSeconds(t0) + ' \u2013 ' + fmtSeconds(t0 + TP.width_s))];
+      out.push(el('div', 'tt-row', TP.mean_busy[b].toFixed(1) + ' workers busy on average, ' + TP.max_busy[b] + ' at most'));
+      if (TP.max_busy[b] >= TP.limit) {
+        var tag = el('div', 'tt-row');
+        tag.appendChild(el('span', 'tt-tag blocked', 'all ' + TP.limit + ' busy'));
+        tag.appendChild(document.createTextNode('further def work waited'));
+        out.push(tag);
+      }
+      showTip(out, ev.clientX, ev.clientY);
+    });
+    tpCanvas.addEventListener('mouseleave', function () {
+      tpCursor.hidden = true;
+      tlCursor.hidden = true;
+      hideTip();
+    });
+  }
+
+  // ---- resources --------------------------------------------------------------------------
+
+  var RES = data.resources;
+  var resHost = $('resources-charts');
+  var resCharts = []; // {canvas, metric, times}
+  var RES_H = 84, RES_PAD = 4, RES_AXIS = 14;
+
+  function fmtValue(v, unit) {
+    if (v === null || v === undefined) return '\u2013';
+    if (unit === 'MiB') {
+      if (Math.abs(v) >= 1024) return (v / 1024).toFixed(2) + ' GiB';
+      return (Math.abs(v) < 10 ? v.toFixed(1) : Math.round(v).toLocaleString('en-US')) + ' MiB';
+    }
+    return Math.round(v).toLocaleString('en-US');
+  }
+
+  function fmtAxis(v, unit) {
+    if (unit !== 'MiB') return Math.round(v).toLocaleString('en-US');
+    return v >= 10240 ? Math.round(v / 1024) + ' GiB' : (v < 10 && v % 1 ? v.toFixed(1) : Math.round(v)) + ' MiB';
+  }
+
+  function fmtRate(v, unit) {
+    var flat = Math.abs(v) < (unit === 'MiB' ? 0.05 : 0.5); // shows as zero: no sign
+    var sign = flat ? '\u00b1' : (v > 0 ? '+' : '\u2212');
+    return sign + fmtValue(Math.abs(v), unit) + '/min';
+  }
+
+  function lastValue(values) {
+    for (var i = values.length - 1; i >= 0; i--) if (values[i] !== null) return values[i];
+    return null;
+  }
+
+  function buildResources() {
+    if (!resHost) return;
+    RES.processes.forEach(function (proc) {
+      var box = el('div', 'res-proc');
+      var head = el('div', 'res-proc-head', 'PID ' + proc.pid);
+      var span = proc.t_s[proc.t_s.length - 1] - proc.t_s[0];
+      head.appendChild(el('span', 'muted', ' \u00b7 ' + proc.t_s.length + ' polls over ' + fmtSeconds(span)));
+      box.appendChild(head);
+      var grid = el('div', 'res-grid');
+      proc.metrics.forEach(function (m) {
+        var card = el('div', 'res-chart' + (m.leak ? ' leak' : ''));
+        card.dataset.metric = m.id;
+        card.dataset.pid = String(proc.pid);
+        var top = el('div', 'res-head');
+        top.appendChild(el('span', 'res-title', m.label));
+        top.appendChild(el('span', 'res-value', fmtValue(lastValue(m.values), m.unit)));
+        card.appendChild(top);
+        var sub;
+        if (m.leak) sub = 'possible leak: ' + fmtRate(m.slope_per_min, m.unit) + ', r\u00b2 ' + m.r2.toFixed(2);
+        else if (m.fit.length) sub = 'after warm-up ' + fmtRate(m.slope_per_min, m.unit) + (m.r2 > 0 ? ', r\u00b2 ' + m.r2.toFixed(2) : '');
+        else sub = 'too few polls after the warm-up to fit a line';
+        card.appendChild(el('div', 'res-sub', sub));
+        var canvas = el('canvas', 'res-canvas');
+        canvas.setAttribute('aria-label', m.label + ' of PID ' + proc.pid + ' over time');
+        card.appendChild(canvas);
+        grid.appendChild(card);
+        var chart = { canvas: canvas, metric: m, times: proc.t_s };
+        resCharts.push(chart);
+        canvas.addEventListener('mousemove', function (ev) { resourceTip(chart, ev); });
+        canvas.addEventListener('mouseleave', hideTip);
+      });
+      box.appendChild(grid);
+      resHost.appendChild(box);
+    });
+  }
+
+  function resScale(chart) {
+    var m = chart.metric;
+    var lo = Infinity, hi = -Infinity;
+    m.values.forEach(function (v) { if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } });
+    if (m.fit.length) { lo = Math.min(lo, m.fit[1], m.fit[3]); hi = Math.max(hi, m.fit[1], m.fit[3]); }
+    if (lo === Infinity) { lo = 0; hi = 1; }
+    if (m.unit === 'MiB') {
+      // Memory from near its floor; a flat series sits mid-height in a 10% band.
+      var band = Math.max(1, hi * 0.1);
+      if (hi - lo < band) { var mid = (hi + lo) / 2; lo = Math.max(0, mid - band / 2); hi = mid + band / 2; }
+    } else {
+      lo = 0; // counts from zero: growth reads at its true size
+      hi = Math.max(hi, 1);
+    }
+    // Round the ends to a step that gives a few gridlines: the labels read as round numbers.
+    var step = niceCount(hi - lo, 3);
+    return { lo: Math.floor(lo / step) * step, hi: Math.max(Math.ceil(hi / step) * step, lo + step), step: step };
+  }
+
+  var RES_GUTTER = 56; // px right of the plot for the value labels
+
+  function drawResource(chart) {
+    var canvas = chart.canvas, m = chart.metric, times = chart.times;
+    var full = canvas.parentNode.clientWidth - 20;
+    if (full <= RES_GUTTER + 20) return;
+    var ctx = setupCanvas(canvas, full, RES_H);
+    ctx.clearRect(0, 0, full, RES_H);
+    ctx.font = '10.5px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif';
+    var width = full - RES_GUTTER;
+    var plotTop = RES_PAD, plotH = RES_H - RES_PAD - RES_AXIS, bottom = plotTop + plotH;
+    var end = Math.max(RES.end_s, times[times.length - 1]) || 1;
+    var sc = resScale(chart);
+    function x(t) { return t / end * width; }
+    function y(v) { return bottom - (v - sc.lo) / (sc.hi - sc.lo) * plotH; }
+    chart.x = x;
+    ctx.fillStyle = '#fafbfc';
+    ctx.fillRect(0, plotTop, width, plotH);
+    // Warm-up: left out of the fit.
+    var w0 = x(times[0]), w1 = x(Math.min(times[0] + RES.warmup_s, end));
+    ctx.fillStyle = '#eceff4';
+    ctx.fillRect(w0, plotTop, Math.max(0, w1 - w0), plotH);
+    // Gridlines and their values in the gutter.
+    ctx.strokeStyle = '#e6e9ef';
+    ctx.lineWidth = 1;
+    ctx.fillStyle = '#8a94a6';
+    ctx.textBaseline = 'middle';
+    for (var g = sc.lo; g <= sc.hi + sc.step * 1e-6; g += sc.step) {
+      var gy = Math.round(y(g)) + 0.5;
+      ctx.beginPath(); ctx.moveTo(0, gy); ctx.lineTo(width, gy); ctx.stroke();
+      ctx.fillText(fmtAxis(g, m.unit), width + 5, Math.min(Math.max(gy, plotTop + 5), bottom - 4));
+    }
+    if (w1 - w0 > 44) {
+      // Label the warm-up where its own data is not: at the bottom if that sits high.
+      var warmLow = Infinity;
+      for (var k = 0; k < times.length && times[k] < times[0] + RES.warmup_s; k++) {
+        if (m.values[k] !== null) warmLow = Math.min(warmLow, m.values[k]);
+      }
+      var labelLow = warmLow === Infinity || y(warmLow) < plotTop + plotH * 0.6;
+      ctx.textBaseline = labelLow ? 'bottom' : 'top';
+      ctx.fillText('warm-up', w0 + 4, labelLow ? bottom - 2 : plotTop + 2);
+    }
+    // The series; unreadable polls break the line.
+    var color = m.leak ? '#e03e3e' : '#4c7be8';
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 1.6;
+    ctx.lineJoin = 'round';
+    ctx.beginPath();
+    var pen = false;
+    for (var i = 0; i < times.length; i++) {
+      var v = m.values[i];
+      if (v === null) { pen = false; continue; }
+      if (pen) ctx.lineTo(x(times[i]), y(v)); else ctx.moveTo(x(times[i]), y(v));
+      pen = true;
+    }
+    ctx.stroke();
+    if (times.length <= 60) {
+      ctx.fillStyle = color;
+      for (var j = 0; j < times.length; j++) {
+        if (m.values[j] === null) continue;
+        ctx.beginPath(); ctx.arc(x(times[j]), y(m.values[j]), 1.7, 0, 2 * Math.PI); ctx.fill();
+      }
+    }
+    // The fitted line after the warm-up.
+    if (m.fit.length) {
+      ctx.setLineDash([4, 3]);
+      ctx.strokeStyle = m.leak ? '#7a1010' : '#1d2330';
+      ctx.globalAlpha = 0.75;
+      ctx.lineWidth = 1.25;
+      ctx.beginPath(); ctx.moveTo(x(m.fit[0]), y(m.fit[1])); ctx.lineTo(x(m.fit[2]), y(m.fit[3])); ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.globalAlpha = 1;
+    }
+    // Time at both ends.
+    ctx.fillStyle = '#8a94a6';
+    ctx.textBaseline = 'top';
+    ctx.fillText('0 s', 0, bottom + 2);
+    var endText = fmtSeconds(end);
+    ctx.fillText(endText, width - ctx.measureText(endText).width, bottom + 2);
+    chart.drawn = true;
+  }
+
+  function resourceTip(chart, ev) {
+    if (!chart.x) return;
+    var r = chart.canvas.getBoundingClientRect();
+    var px = ev.clientX - r.left;
+    var best = -1, bestDist = Infinity;
+    for (var i = 0; i < chart.times.length; i++) {
+      var d = Math.abs(chart.x(chart.times[i]) - px);
+      if (d < bestDist) { bestDist = d; best = i; }
+    }
+    if (best < 0) return;
+    var m = chart.metric;
+    var t = chart.times[best];
+    var out = [el('div', 'tt-title', m.label + ': ' + fmtValue(m.values[best], m.unit))];
+    out.push(el('div', 'tt-row', 'at ' + fmtSeconds(t) + (t < chart.times[0] + RES.warmup_s ? ' (warm-up)' : '')));
+    if (m.leak) {
+      var row = el('div', 'tt-row');
+      row.appendChild(el('span', 'tt-tag blocked', 'possible leak'));
+      row.appendChild(document.createTextNode(fmtRate(m.slope_per_min, m.unit)));
+      out.push(row);
+    }
+    showTip(out, ev.clientX, ev.clientY);
+  }
+
+  function drawResources() { resCharts.forEach(drawResource); }
+
   // ---- start ----------------------------------------------------------------------------
 
   var resizePending = false;
@@ -716,6 +1113,8 @@
     requestAnimationFrame(function () {
       resizePending = false;
       drawTimeline();
+      drawThreadpool();
+      drawResources();
       drawFlame();
     });
   });
@@ -724,6 +1123,12 @@
   window.__asgiprof = {
     state: function () {
       return { view: flame.view.id, zoom: flame.zoom, drawn: flame.rects.node.length, query: flame.query, selected: selected };
+    },
+    charts: function () {
+      return {
+        threadpool: tpDrawn,
+        resources: resCharts.filter(function (c) { return c.drawn; }).length
+      };
     },
     locate: function (text) {
       var r = flameCanvas.getBoundingClientRect();
@@ -739,5 +1144,8 @@
   };
 
   drawTimeline();
+  drawThreadpool();
+  buildResources();
+  drawResources();
   setView(data.default_view);
 })();

@@ -43,7 +43,19 @@ def open_report(page: Page, out_dir: Path) -> str:
     return url
 
 
+# Resolves once the page has not scrolled for ~100 ms: a smooth scroll the page started (a
+# click on a route row scrolls to the flamegraph) would move elements under the mouse.
+SCROLL_SETTLED = """new Promise(done => {
+  let y = scrollY, still = 0;
+  const timer = setInterval(() => {
+    if (scrollY !== y) { y = scrollY; still = 0; return; }
+    if (++still >= 4) { clearInterval(timer); done(true); }
+  }, 25);
+})"""
+
+
 def center_of(page: Page, selector: str) -> tuple[float, float]:
+    page.evaluate(SCROLL_SETTLED, timeout=10)
     rect = page.evaluate(
         f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
         " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"

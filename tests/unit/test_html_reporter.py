@@ -15,30 +15,54 @@ from typing import Any
 import orjson
 import pytest
 
-from asgiprof.analyze.result import VIEW_ALL, VIEW_BLOCKING, VIEW_LOOP, Analysis
+from asgiprof.analyze.result import (
+    VIEW_ALL,
+    VIEW_BLOCKING,
+    VIEW_LOOP,
+    Analysis,
+    MiddlewareSummary,
+    ResourceSeries,
+    ResourceSummary,
+    ThreadpoolBin,
+)
 from asgiprof.model import RouteTable, TargetInfo
 from asgiprof.reporters.html import (
+    MIB,
     PAYLOAD_ELEMENT_ID,
     REPORTER,
     build_call_tree,
+    call_rows,
     code_spans,
     format_count,
     format_ms,
     format_pct,
     inline_asset,
+    middleware_rows,
     render_html,
+    report_context,
     report_payload,
+    resources_payload,
     short_path,
+    threadpool_payload,
     tojson,
 )
 from tests.reporter_fixtures import (
+    DEP_NAME,
+    EXECUTE,
+    HASH,
     HOSTILE,
+    HOSTILE_FINDING_TITLE,
     HOSTILE_FN,
     IMG,
+    LEAK_PORT,
+    MW_NAME,
     PLANTED,
     PLANTED_CODE,
     QUOTED_FN,
+    QUOTES,
     SCRIPT,
+    SIGN_MW_NAME,
+    SOCK_RECV,
     TEMPLATE,
     UNICODE,
     URL,
@@ -54,9 +78,9 @@ PAYLOAD_RE = re.compile(
 
 # Every element the templates use: data must never add one.
 PAGE_TAGS = frozenset(
-    "html head meta title link style body div span main header footer section h1 h2 p code"
-    " pre strong ul li ol table thead tbody tr th td button label select option input nav"
-    " canvas script".split()
+    "html head meta title link style body div span main header footer section h1 h2 h3 p code"
+    " pre strong ul li ol table thead tbody tfoot tr th td button label select option input nav"
+    " canvas script a article details summary br svg path circle".split()
 )
 
 
@@ -267,9 +291,13 @@ def test_csp_allows_exactly_the_inline_script_and_style(parts: PageParts) -> Non
 
 def test_nothing_references_a_remote_url(page: str, parts: PageParts) -> None:
     # A URL in target text (here the command) is fine as text; nowhere else.
+    ids = {value for _, name, value in parts.attrs if name == "id"}
     for tag, name, value in parts.attrs:
         assert not re.search(r"(?i)(https?:)?//", value or ""), (tag, name, value)
-        if name in ("src", "href", "action", "srcset", "poster"):
+        if name == "href" and tag == "a":
+            href = value or ""
+            assert href.startswith("#") and href[1:] in ids, href  # in-page links
+        elif name in ("src", "href", "action", "srcset", "poster"):
             assert (value or "").startswith("data:"), (tag, name, value)
     for asset in ("report.js", "report.css"):
         body = inline_asset(asset).text
@@ -356,3 +384,262 @@ def test_format_pct_and_count_and_short_path() -> None:
     assert format_count(2_400_677) == "2\u2009400\u2009677"
     assert short_path("/srv/app/main.py") == "/srv/app/main.py"
     assert short_path("/a/b/c/d/e.py") == "\u2026/c/d/e.py"
+
+
+# ---- diagnostics: findings, contexts, middleware, dependencies, threadpool, resources ----
+
+
+def section(page: str, section_id: str) -> str:
+    """The HTML of one <section>, by id."""
+    found = re.search(rf'<section class="[^"]*" id="{section_id}".*?</section>', page, re.S)
+    assert found is not None, section_id
+    return found.group(0)
+
+
+def text_of(html: str) -> str:
+    parser = PageParts()
+    parser.feed(html)
+    return "".join(parser.text)
+
+
+def test_findings_are_cards_warnings_first_with_links_to_shown_sections(
+    analysis: Analysis, page: str
+) -> None:
+    html = section(page, "findings")
+    cards = re.findall(r'<article class="finding finding-(\w+)" data-kind="([\w-]+)">', html)
+    assert len(cards) == len(analysis.findings) == 7
+    assert [sev for sev, _ in cards] == ["warning"] * 6 + ["info"]
+    text = text_of(html)
+    for f in analysis.findings:
+        assert f.title in text and f.advice.replace("`", "") in text
+    assert HOSTILE_FINDING_TITLE in text
+    # Advice and detail show their `code` as <code>, everything else escaped.
+    assert "<code>&lt;img src=x onerror=alert(1)&gt;</code>" in html
+    links = re.findall(r'<a class="finding-link" href="#(\w+)">', html)
+    assert sorted(set(links)) == ["dependencies", "middleware", "resources", "threadpool"]
+    # The findings come right after the header, before the culprits.
+    assert page.index('id="findings"') < page.index('id="culprits"')
+
+
+def test_culprit_context_badges_and_call_chain(analysis: Analysis, page: str) -> None:
+    html = section(page, "culprits")
+    rows = re.findall(r'<tr class="culprit-row.*?</tr>', html, re.S)
+    by_fn = {c.function: text_of(row) for c, row in zip(analysis.culprits, rows, strict=True)}
+    assert f"in middleware {MW_NAME}" in by_fn[QUOTED_FN.function]
+    dep = by_fn[HASH.function]
+    assert f"in dependency {DEP_NAME}" in dep
+    # Used by: the first three routes, then how many more.
+    hashing = next(c for c in analysis.culprits if c.function == HASH.function)
+    assert all(r in dep for r in hashing.routes[:3]) and "+1 more" in dep
+    assert "in middleware" not in by_fn[PLANTED.function]
+    assert "in dependency" not in by_fn[PLANTED.function]
+    # The call chain: a <details> per culprit with calls, library frames marked as such.
+    hostile_row = rows[[c.function for c in analysis.culprits].index(HOSTILE_FN.function)]
+    assert hostile_row.count("<details") == 1 and html.count("<details") == 1
+    assert re.findall(r'<li class="call call-(\w+)">', hostile_row) == ["library", "stdlib"]
+    assert "Session.execute \u2192 socket.recv_into" in text_of(hostile_row)
+
+
+def test_call_rows_find_their_frames_or_parse_the_text(analysis: Analysis) -> None:
+    hostile = next(c for c in analysis.culprits if c.function == HOSTILE_FN.function)
+    rows = call_rows(analysis, hostile)
+    assert [(r["function"], r["kind"]) for r in rows] == [
+        (EXECUTE.function, "library"),
+        (SOCK_RECV.function, "stdlib"),
+    ]
+    assert rows[0]["where"] == f"{EXECUTE.file}:{EXECUTE.line}"
+    # Calls that are not on the culprit's stack are parsed from their text.
+    odd = dataclasses.replace(
+        hostile,
+        stack_id=-1,
+        calls=(f"f{SCRIPT} (/srv/app/a (b).py:9)", "no location", "g (/x/site-packages/y.py:x)"),
+    )
+    assert [(r["function"], r["where"], r["kind"]) for r in call_rows(analysis, odd)] == [
+        (f"f{SCRIPT}", "/srv/app/a (b).py:9", "user"),
+        ("no location", "", "library"),
+        ("g", "/x/site-packages/y.py:0", "library"),
+    ]
+
+
+def test_payload_carries_culprit_contexts_and_calls(analysis: Analysis, page: str) -> None:
+    data = embedded_payload(page)
+    for c, p in zip(analysis.culprits, data["culprits"], strict=True):
+        assert (p["context"], p["context_name"], p["calls"]) == (
+            c.context,
+            c.context_name,
+            list(c.calls),
+        )
+    assert MW_NAME in [p["context_name"] for p in data["culprits"]]
+
+
+def test_middleware_rows_in_request_order_add_up(analysis: Analysis, page: str) -> None:
+    mw = middleware_rows(analysis)
+    assert mw is not None
+    labels = [r["label"] for r in mw["rows"]]
+    layers = sorted(analysis.middleware.layers, key=lambda x: x.order)
+    assert labels == ["server (uvicorn)", *[x.name for x in layers], "router + endpoints"]
+    assert sum(r["self_ms"] for r in mw["rows"]) == pytest.approx(analysis.middleware.request_ms)
+    assert mw["sum_share"] == pytest.approx(1.0)
+    audit = mw["rows"][labels.index(MW_NAME)]
+    assert (audit["origin"], audit["blocked_share"]) == ("user", pytest.approx(240 / 260))
+    html = section(page, "middleware")
+    assert len(re.findall(r'<tr class="mw-row', html)) == len(labels)
+    text = text_of(html)
+    assert MW_NAME in text and SIGN_MW_NAME in text and "100.0%" in text
+    # Bars get their widths from data attributes (the CSP blocks style attributes).
+    assert 'style="' not in page
+
+
+def test_middleware_rows_show_what_the_layers_leave_unexplained(analysis: Analysis) -> None:
+    m = analysis.middleware
+    short = dataclasses.replace(
+        analysis, middleware=dataclasses.replace(m, request_ms=m.request_ms + 100.0)
+    )
+    mw = middleware_rows(short)
+    assert mw is not None
+    assert mw["rows"][-1]["label"] == "other request-path code"
+    assert mw["rows"][-1]["self_ms"] == pytest.approx(100.0)
+    assert mw["sum_share"] == pytest.approx(1.0)
+    # No layer with time: no section.
+    idle = MiddlewareSummary(
+        100.0, 0.0, 20.0, 80.0, tuple(dataclasses.replace(x, self_ms=0.0) for x in m.layers)
+    )
+    assert middleware_rows(dataclasses.replace(analysis, middleware=idle)) is None
+
+
+def test_dependencies_table(analysis: Analysis, page: str) -> None:
+    html = section(page, "dependencies")
+    rows = re.findall(r"<tr>\s*<td class=\"dep\">.*?</tr>", html, re.S)
+    assert len(rows) == len(analysis.dependencies.dependencies) == 3
+    first = text_of(rows[0])
+    assert DEP_NAME in first and "event loop" in first and "180 ms" in first and "+1 more" in first
+    assert "threadpool" in text_of(rows[1]) and "loop + threadpool" in text_of(rows[2])
+    assert "not declared by a route" in text_of(rows[2])
+    assert "14 ms on the loop" in text_of(html)
+
+
+def test_threadpool_payload_and_holders(analysis: Analysis, page: str) -> None:
+    tp = embedded_payload(page)["threadpool"]
+    t = analysis.threadpool
+    assert tp["limit"] == t.limit == 2
+    assert len(tp["mean_busy"]) == len(tp["max_busy"]) == len(t.timeline) == len(analysis.timeline)
+    assert tp["max_busy"] == [b.max_busy for b in t.timeline]
+    assert max(tp["max_busy"]) == 2 and all(
+        m <= p for m, p in zip(tp["mean_busy"], tp["max_busy"], strict=True)
+    )
+    # The chart shares the event-loop timeline's axis.
+    assert (tp["start_s"], tp["width_s"]) == (
+        embedded_payload(page)["timeline"]["start_s"],
+        embedded_payload(page)["timeline"]["width_s"],
+    )
+    text = text_of(section(page, "threadpool"))
+    assert "2 / 2 busy at most" in " ".join(text.split())
+    for h in t.holders:
+        assert h.name in text
+    assert f"POST /items/{IMG}" in text
+
+
+def test_threadpool_payload_clamps_an_average_above_its_peak(analysis: Analysis) -> None:
+    bad = dataclasses.replace(
+        analysis.threadpool,
+        timeline=(ThreadpoolBin(0.0, 0.1, 1098.7, 40), ThreadpoolBin(0.1, 0.1, 3.5, 4)),
+    )
+    tp = threadpool_payload(dataclasses.replace(analysis, threadpool=bad))
+    assert tp["mean_busy"] == [40.0, 3.5] and tp["max_busy"] == [40, 4]
+
+
+def test_resources_payload_series_fits_and_leaks(analysis: Analysis) -> None:
+    res = resources_payload(analysis)
+    assert res["warmup_s"] == 2.0
+    (proc,) = res["processes"]
+    series = analysis.resources.processes[0]
+    assert proc["pid"] == 4242 and len(proc["t_s"]) == len(series.t_s) == 32
+    metrics = {m["id"]: m for m in proc["metrics"]}
+    assert list(metrics) == [
+        "rss_bytes",
+        "fds",
+        "threads",
+        "connections",
+        f"port:{LEAK_PORT}",
+        "port:6379",
+    ]
+    rss = metrics["rss_bytes"]
+    assert rss["unit"] == "MiB" and rss["label"] == "RSS"
+    assert rss["values"][5] == pytest.approx(series.rss_bytes[5] / MIB, abs=0.01)
+    leaks = {g.metric for g in series.growth if g.leak}
+    assert {m["id"] for m in proc["metrics"] if m["leak"]} == leaks
+    assert leaks == {"rss_bytes", "connections", f"port:{LEAK_PORT}"}
+    # The fitted line: from the first readable poll after the warm-up, over the fit's span.
+    growth = {g.metric: g for g in series.growth}
+    t0 = next(t for t in proc["t_s"] if t >= proc["t_s"][0] + 2.0)
+    g = growth["rss_bytes"]
+    assert rss["fit"] == pytest.approx(
+        [t0, g.start_value / MIB, t0 + g.duration_s, g.end_value / MIB], abs=0.01
+    )
+    assert rss["slope_per_min"] == pytest.approx(g.slope_per_min / MIB, abs=0.01)
+    # Unreadable polls are null, in the total and in the per-port series (placed on the
+    # polls that could be read, as the connection log records them).
+    assert metrics["connections"]["values"][20] is None
+    assert metrics[f"port:{LEAK_PORT}"]["values"][20] is None
+    assert metrics[f"port:{LEAK_PORT}"]["values"][21] == 16
+
+
+def test_resources_payload_skips_what_it_cannot_place(analysis: Analysis) -> None:
+    one_poll = ResourceSeries(1, (0.0,), (1,), (1,), (1,), (1,))
+    unplaceable = ResourceSeries(
+        2,
+        (0.0, 1.0, 2.0),
+        (MIB,) * 3,
+        (-1, -1, -1),
+        (3, 3, 3),
+        (1, 1, 1),
+        remote_ports=((80, (1, 2)),),
+    )
+    res = resources_payload(
+        dataclasses.replace(analysis, resources=ResourceSummary(5.0, (one_poll, unplaceable)))
+    )
+    (proc,) = res["processes"]
+    assert proc["pid"] == 2
+    assert [m["id"] for m in proc["metrics"]] == ["rss_bytes", "threads", "connections"]
+    assert all(m["fit"] == [] and not m["leak"] for m in proc["metrics"])
+
+
+def test_diagnostic_sections_in_order_and_in_the_toc(page: str) -> None:
+    order = [
+        "findings",
+        "culprits",
+        "timeline",
+        "threadpool",
+        "flamegraph",
+        "routes",
+        "middleware",
+        "dependencies",
+        "resources",
+    ]
+    positions = [page.index(f'id="{name}"') for name in order]
+    assert positions == sorted(positions)
+    toc = re.search(r'<nav class="toc".*?</nav>', page, re.S)
+    assert toc is not None
+    assert re.findall(r'href="#(\w+)"', toc.group(0)) == order
+    assert 'id="resources-charts"' in page and 'id="threadpool-canvas"' in page
+
+
+def test_sections_without_data_are_left_out() -> None:
+    target = TargetInfo((1,), ("uvicorn", "app:app"), "uvicorn")
+    page = render_html(synthesize(target, [], RouteTable(FIXTURE_ROUTES, "app")))
+    for name in ("findings", "middleware", "dependencies", "threadpool", "resources"):
+        assert f'id="{name}"' not in page and f'href="#{name}"' not in page
+    data = embedded_payload(page)
+    assert data["threadpool"]["mean_busy"] == [] and data["resources"]["processes"] == []
+
+
+def test_new_hostile_text_is_text(analysis: Analysis, page: str, parts: PageParts) -> None:
+    # Names of layers, dependencies, holders and findings decode back to the exact strings.
+    text = "".join(parts.text)
+    titles = " ".join(v or "" for _, name, v in parts.attrs if name == "title")
+    for hostile in (MW_NAME, SIGN_MW_NAME, DEP_NAME, HOSTILE_FINDING_TITLE, f"db_{QUOTES}"):
+        assert hostile in text
+    assert f"{MW_NAME}.dispatch (" in titles  # the layer's frame, on hover
+    # Escaped exactly once: no double escaping of what autoescape already handled.
+    assert "&amp;lt;" not in page
+    assert report_context(analysis)["findings"][-1]["title"] == HOSTILE_FINDING_TITLE
