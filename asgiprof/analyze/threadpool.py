@@ -27,6 +27,7 @@ from asgiprof.analyze.result import (
     ThreadpoolSummary,
 )
 from asgiprof.analyze.roles import WORKER_FRAMES
+from asgiprof.analyze.timeline import overlaps
 from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
 
 ANYIO_WORKER: Final = ("anyio/_backends/_asyncio.py", "run")
@@ -259,15 +260,9 @@ def _spread(
 ) -> None:
     """Add `count` busy workers over [start, end) to the bins it overlaps."""
     bins = len(busy)
-    t, end = max(start, 0.0), min(end, bins * width)
-    while t < end:
-        b = min(int(t / width), bins - 1)
-        upto = min(end, (b + 1) * width)
-        if upto <= t:
-            upto = end
-        busy[b] += count * (upto - t)
+    for b, seconds in overlaps(start, min(end, bins * width), width, bins):
+        busy[b] += count * seconds
         peak[b] = max(peak[b], count)
-        t = upto
 
 
 def threadpool_findings(summary: ThreadpoolSummary, params: AnalysisParams) -> list[Finding]:

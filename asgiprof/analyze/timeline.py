@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LABEL_IDLE, LoopThreadRuns
 from asgiprof.analyze.result import TimelineBin
+
+
+def overlaps(start: float, end: float, width: float, bins: int) -> Iterator[tuple[int, float]]:
+    """(bin, seconds of [start, end) inside it) for bins of `width` from 0; time past the
+    last bin goes into it. Steps past a bin edge that `t / width` rounds down to."""
+    t = max(start, 0.0)
+    b = min(int(t / width), bins - 1)
+    while t < end:
+        while b < bins - 1 and (b + 1) * width <= t:
+            b += 1
+        upto = end if b == bins - 1 else min(end, (b + 1) * width)
+        yield b, upto - t
+        t = upto
 
 
 def loop_timeline(
@@ -21,14 +36,8 @@ def loop_timeline(
             if slot is None or dur <= 0:
                 continue
             # Spread the run over the bins it overlaps, in proportion to the overlap.
-            t, end = max(start, 0.0), min(start + dur, duration_s)
-            b = min(int(t / width), bins - 1)
-            while t < end:
-                while b < bins - 1 and (b + 1) * width <= t:  # t / width rounded down
-                    b += 1
-                upto = end if b == bins - 1 else min(end, (b + 1) * width)
-                acc[b][slot] += upto - t
-                t = upto
+            for b, seconds in overlaps(start, min(start + dur, duration_s), width, bins):
+                acc[b][slot] += seconds
     return [
         TimelineBin(b * width, width, a[0] * 1000.0, a[1] * 1000.0, a[2] * 1000.0)
         for b, a in enumerate(acc)

@@ -209,9 +209,10 @@ def place_samples(
     """
     span = max(end_s - start_s, 0.0)
     nominal = 1.0 / rate_hz
-    period = span / longest if longest > 0 and span > 0 else nominal
-    # A span far from the nominal one means a clock went wrong, not py-spy: stay close.
-    period = min(max(period, nominal / 4), nominal * 4)
+    period = span / longest if longest > 0 else nominal
+    # A span far longer than the samples explain means a clock went wrong, not py-spy
+    # (samples must still fit inside the span, so no lower bound).
+    period = min(period, nominal * 4)
     first = end_s - n_samples * period
     return max(first, start_s), period
 

@@ -262,3 +262,13 @@ def test_two_blocking_lines_in_one_request_are_two_culprits_with_their_own_time(
     assert [(c.line, c.episodes) for c in a.culprits] == [(12, 2), (5, 2)]
     assert [c.blocked_ms for c in a.culprits] == [pytest.approx(100.0), pytest.approx(60.0)]
     assert [c.route for c in a.culprits] == ["GET /users/{user_id}"] * 2
+
+
+def test_bin_overlaps_never_overfill_a_bin_at_float_edges() -> None:
+    from asgiprof.analyze.timeline import overlaps
+
+    width, bins = 0.07, 100
+    got = [(b, s) for b, s in overlaps(0.21, 6.93, width, bins) if s > 1e-9]
+    assert all(seconds <= width + 1e-12 for _, seconds in got)
+    assert sum(seconds for _, seconds in got) == pytest.approx(6.72)
+    assert [b for b, _ in got] == list(range(3, 99))
