@@ -82,7 +82,7 @@ def rank_culprits(
         # Each line is credited with its own part of the episode (see Episode.parts).
         for part in ep.parts:
             groups[(part.file, part.line)].append(
-                replace(ep, duration_ms=part.ms, stack_id=part.stack_id)
+                replace(ep, duration_ms=part.ms, stack_id=part.stack_id, route=part.route)
             )
     built: list[Culprit] = []
     for (file, line), eps in groups.items():

@@ -226,7 +226,13 @@ def _episode(
     if main is not None:
         culprit = (frames[main].file, frames[main].line)
     parts = tuple(
-        EpisodePart(frames[fid].file, frames[fid].line, ms, frame_stacks[fid].most_common(1)[0][0])
+        EpisodePart(
+            frames[fid].file,
+            frames[fid].line,
+            ms,
+            frame_stacks[fid].most_common(1)[0][0],
+            _route_of_stacks(frame_stacks[fid], route_of),
+        )
         for fid, ms in sorted(shares.items(), key=lambda kv: -kv[1])
     )
     return Episode(
@@ -241,6 +247,15 @@ def _episode(
         cpu_ratio=ratio,
         parts=parts,
     )
+
+
+def _route_of_stacks(stacks: Counter[int], route_of: Callable[[int], str | None]) -> str | None:
+    routes: Counter[str] = Counter()
+    for sid, n in stacks.items():
+        route = route_of(sid)
+        if route is not None:
+            routes[route] += n
+    return routes.most_common(1)[0][0] if routes else None
 
 
 def _one_place(stretch: _Stretch) -> bool:

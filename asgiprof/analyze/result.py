@@ -97,6 +97,9 @@ class EpisodePart:
     line: int
     ms: float
     stack_id: int  # the stack seen most while this line held the loop
+    # The route on this line's own stacks: a middleware that blocks before routing has
+    # none, whatever request the rest of the stretch served.
+    route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

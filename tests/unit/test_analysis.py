@@ -272,3 +272,17 @@ def test_bin_overlaps_never_overfill_a_bin_at_float_edges() -> None:
     assert all(seconds <= width + 1e-12 for _, seconds in got)
     assert sum(seconds for _, seconds in got) == pytest.approx(6.72)
     assert [b for b, _ in got] == list(range(3, 99))
+
+
+def test_a_line_blocking_before_routing_does_not_borrow_the_next_requests_route() -> None:
+    # GIVEN a middleware (no endpoint frame yet) blocking, merged with the request it runs
+    mw = Frame("AuditMiddleware.__call__", f"{APP[:-7]}mw.py", 20)
+    b = Builder(routes=ROUTES)
+    for _ in range(2):
+        b.add(1, IDLE, 5)
+        b.add(1, (*busy()[:-1], mw), 6)  # same callback as the request, before its endpoint
+        b.add(1, busy(BLOCK), 3)
+    b.add(1, IDLE, 5)
+    a = analyze(b.build())
+    by_line = {c.line: c.route for c in a.culprits}
+    assert by_line[20] is None and by_line[12] == "GET /users/{user_id}"
