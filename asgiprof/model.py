@@ -9,7 +9,7 @@ thread costs one run per chunk and memory stays flat as profiles grow.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -170,6 +170,29 @@ class ResourcePoint:
     connections: int
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionSeries:
+    """Connections of one process over time (one entry per `res` poll that could read them)."""
+
+    pid: int
+    t_s: tuple[float, ...]
+    total: tuple[int, ...]
+    by_remote_port: tuple[Mapping[int, int], ...]
+    by_listen_port: tuple[Mapping[int, int], ...]
+
+    def remote_ports(self) -> list[int]:
+        """Remote ports seen, busiest (highest peak count) first."""
+        peak: dict[int, int] = {}
+        for counts in self.by_remote_port:
+            for port, n in counts.items():
+                peak[port] = max(peak.get(port, 0), n)
+        return sorted(peak, key=lambda p: (-peak[p], p))
+
+    def remote_port_series(self, port: int) -> tuple[int, ...]:
+        """Connections to `port` at each poll (0 where none)."""
+        return tuple(counts.get(port, 0) for counts in self.by_remote_port)
+
+
 @dataclass(slots=True)
 class Resources:
     points: list[ResourcePoint] = field(default_factory=list)
@@ -177,6 +200,7 @@ class Resources:
     thread_cpu: dict[tuple[int, int], tuple[array[float], array[float]]] = field(
         default_factory=dict
     )
+    connections: dict[int, ConnectionSeries] = field(default_factory=dict)  # by pid
 
     def add_cpu(self, sample: ThreadCpu) -> None:
         times, cpu = self.thread_cpu.setdefault((sample.pid, sample.tid), (array("d"), array("d")))

@@ -32,7 +32,7 @@ from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.result import Analysis, AnalysisParams
 from asgiprof.collect.command import find_target_python, parse_server_command, redact
 from asgiprof.collect.pyspy_format import parse_chunk
-from asgiprof.collect.resources import ResourceMonitor, load_resource_log
+from asgiprof.collect.resources import ResourceMonitor
 from asgiprof.collect.routes import read_route_table
 from asgiprof.collect.sampler import Sampler, SamplerConfig, check_pyspy, find_pyspy
 from asgiprof.collect.target import (
@@ -171,10 +171,7 @@ def render(out: Path, params: AnalysisParams, console: Console, open_browser: bo
     """Analyse a saved output directory and (re)write every artifact."""
     profile = store.load_profile(out)
     sources = SourceCache.load(out)
-    res_path = out / store.RESOURCES
-    # Connections per remote port (a DB pool that keeps growing) live beside Resources.
-    connections = load_resource_log(res_path).connections if res_path.exists() else None
-    analysis = analyze(profile, params, sources.read_line, connections=connections)
+    analysis = analyze(profile, params, sources.read_line)
     sources.save(out)
     write_all(analysis, out)
     print_summary(analysis, console)

@@ -51,9 +51,9 @@ from asgiprof.analyze.result import (
     TimelineBin,
 )
 from asgiprof.analyze.threadpool import threadpool_findings
-from asgiprof.collect.resources import ConnectionSeries
 from asgiprof.model import (
     NO_STACK,
+    ConnectionSeries,
     Frame,
     Interner,
     Profile,

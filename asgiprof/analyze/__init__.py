@@ -58,8 +58,7 @@ from asgiprof.analyze.threadpool import (
     worker_threads,
 )
 from asgiprof.analyze.timeline import loop_timeline
-from asgiprof.collect.resources import ConnectionSeries
-from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
+from asgiprof.model import NO_STACK, ConnectionSeries, Frame, Profile, ThreadTimeline
 
 __all__ = ["analyze"]
 
@@ -75,8 +74,8 @@ def analyze(
     *,
     connections: Mapping[int, ConnectionSeries] | None = None,
 ) -> Analysis:
-    """Analyse `profile`; `connections` (from `load_resource_log`) adds connections per
-    remote port to the resource series."""
+    """Analyse `profile`. Connections per remote port come with the profile's resources
+    (store.load_profile); `connections` replaces them (hand-built profiles in tests)."""
     params = params or AnalysisParams()
     from asgiprof.collect.resources import cpu_ratio as _cpu_ratio
 
@@ -180,6 +179,8 @@ def analyze(
         duration_s,
         params.timeline_bins,
     )
+    if connections is None:  # loaded with the profile (store.load_profile)
+        connections = profile.resources.connections or None
     resources = resource_summary(profile.resources, params, connections)
     findings: list[Finding] = [
         *leak_findings(resources),

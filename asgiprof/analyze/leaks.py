@@ -19,8 +19,8 @@ from asgiprof.analyze.result import (
     ResourceSeries,
     ResourceSummary,
 )
-from asgiprof.collect.resources import UNKNOWN, ConnectionSeries, growth
-from asgiprof.model import ResourcePoint, Resources
+from asgiprof.collect.resources import UNKNOWN, growth
+from asgiprof.model import ConnectionSeries, ResourcePoint, Resources
 
 METRICS: Final[tuple[ResourceMetric, ...]] = ("rss_bytes", "fds", "threads", "connections")
 _MIB: Final = 1024 * 1024

@@ -46,7 +46,7 @@ import orjson
 import psutil
 
 from asgiprof.errors import CorruptProfileError
-from asgiprof.model import ResourcePoint, Resources
+from asgiprof.model import ConnectionSeries, ResourcePoint, Resources
 
 CpuClock = Literal["schedstat", "stat", "psutil"]
 Metric = Literal["rss_bytes", "fds", "threads", "connections"]
@@ -494,29 +494,6 @@ def _ends_with_newline(path: Path) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionSeries:
-    """Connections of one process over time (one entry per `res` poll that could read them)."""
-
-    pid: int
-    t_s: tuple[float, ...]
-    total: tuple[int, ...]
-    by_remote_port: tuple[Mapping[int, int], ...]
-    by_listen_port: tuple[Mapping[int, int], ...]
-
-    def remote_ports(self) -> list[int]:
-        """Remote ports seen, busiest (highest peak count) first."""
-        peak: dict[int, int] = {}
-        for counts in self.by_remote_port:
-            for port, n in counts.items():
-                peak[port] = max(peak.get(port, 0), n)
-        return sorted(peak, key=lambda p: (-peak[p], p))
-
-    def remote_port_series(self, port: int) -> tuple[int, ...]:
-        """Connections to `port` at each poll (0 where none)."""
-        return tuple(counts.get(port, 0) for counts in self.by_remote_port)
-
-
-@dataclass(frozen=True, slots=True)
 class ResourceLog:
     """Everything in a resources.jsonl; `resources` is what goes into the Profile."""
 
@@ -622,6 +599,7 @@ class _Loader:
             )
             for pid, b in self.conns.items()
         }
+        self.resources.connections = connections
         return ResourceLog(
             resources=self.resources,
             connections=connections,

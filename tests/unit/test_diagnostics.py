@@ -350,7 +350,7 @@ def test_small_steady_growth_is_below_the_absolute_minimum() -> None:
 
 
 def test_connections_per_remote_port() -> None:
-    from asgiprof.collect.resources import ConnectionSeries
+    from asgiprof.model import ConnectionSeries
 
     b = resource_profile([10] * 16)
     t = tuple(float(i) for i in range(16))

@@ -10,14 +10,13 @@ import pytest
 
 from asgiprof.collect.resources import (
     UNKNOWN,
-    ConnectionSeries,
     cpu_ratio,
     growth,
     load_resource_log,
     load_resources,
 )
 from asgiprof.errors import CorruptProfileError
-from asgiprof.model import ResourcePoint, Resources, ThreadCpu
+from asgiprof.model import ConnectionSeries, ResourcePoint, Resources, ThreadCpu
 
 START = (
     b'{"k":"start","t0":1000.0,"cpu_clock":"schedstat","cpu_interval_s":0.05,'
@@ -108,6 +107,7 @@ def test_load_reads_every_kind(tmp_path: Path) -> None:
     assert log.connections == {
         10: ConnectionSeries(10, (1.0,), (4,), ({5432: 3},), ({8000: 1},)),
     }
+    assert res.connections == log.connections  # the Profile carries them: one read
     assert log.watched_s == {10: 0.0, 20: 0.0}
     assert log.exits == {20: (1.5, "zombie")}
     assert log.cpu_clock == "schedstat"
