@@ -17,7 +17,7 @@ from importlib import resources
 
 from asgiprof.collect.command import ServerCommand, redact_text
 from asgiprof.collect.route_probe import MARKER, PROTOCOL
-from asgiprof.collect.sampler import pdeathsig
+from asgiprof.collect.sampler import kill_group, pdeathsig
 from asgiprof.errors import AppImportError
 from asgiprof.model import Route, RouteTable
 
@@ -141,7 +141,7 @@ def _run_bounded(
             out, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             # The result may already be out while a child the app forked held the pipes.
             try:
                 out, err = proc.communicate(timeout=_KILL_WAIT_S)
@@ -149,7 +149,7 @@ def _run_bounded(
                 out, err = b"", b""
     finally:
         if proc.poll() is None:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
             proc.wait(timeout=_KILL_WAIT_S)
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
@@ -160,13 +160,6 @@ def _run_bounded(
         err.decode("utf-8", "replace"),
         timed_out,
     )
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _find_result(stdout: str) -> dict[str, object] | None:

@@ -87,6 +87,14 @@ def pdeathsig(sig: int) -> Callable[[], None]:
     return set_it
 
 
+def kill_group(pgid: int) -> None:
+    """SIGKILL a process group we started (its own session), if anything is left in it."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def find_pyspy(environ: Mapping[str, str] | None = None, python: str | None = None) -> str:
     """$ASGIPROF_PYSPY, else py-spy beside `python` (default: this interpreter, as in a
     venv or pipx), else on `environ`'s PATH; PyspyMissingError naming the fix otherwise."""

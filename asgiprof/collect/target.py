@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 
 from asgiprof.collect.command import parse_server_command, redact_text, server_argv
-from asgiprof.collect.sampler import explain_ptrace_denied, pdeathsig
+from asgiprof.collect.sampler import explain_ptrace_denied, kill_group, pdeathsig
 from asgiprof.errors import (
     AppImportError,
     PtraceDeniedError,
@@ -254,9 +254,9 @@ def stop_launched(target: Target, timeout_s: float = 10.0) -> int | None:
             except subprocess.TimeoutExpired:
                 continue
     if proc.poll() is None:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         proc.wait(5.0)
-    _kill_group(proc.pid)  # workers that outlived their master
+    kill_group(proc.pid)  # workers that outlived their master
     _kill_all(descendants)
     return proc.returncode
 
@@ -266,7 +266,7 @@ def kill_launched(target: Target) -> None:
     (safe in a signal handler; `stop_launched` afterwards reaps it)."""
     if target.proc is not None and target.proc.returncode is None:
         descendants = _descendants(target.proc.pid)
-        _kill_group(target.proc.pid)
+        kill_group(target.proc.pid)
         _kill_all(descendants)
 
 
@@ -284,13 +284,6 @@ def _kill_all(procs: list[psutil.Process]) -> None:
                 child.kill()
         except psutil.Error:
             pass
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stopped_pids(pids: list[int]) -> set[int]:
