@@ -7,7 +7,6 @@ It launches `examples/demo_app.py` with uvicorn on 127.0.0.1 (a free port) exact
 from __future__ import annotations
 
 import importlib.util
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from rich.text import Text
 from asgiprof.analyze.result import Analysis
 from asgiprof.collect.target import Target
 from asgiprof.errors import UsageError
-from asgiprof.load import LoadThread, start_load_thread
+from asgiprof.load import LoadThread, free_port, start_load_thread
 from asgiprof.session import ProfileOptions, run_server
 
 DEMO_MODULE = "demo_app"
@@ -48,10 +47,24 @@ def examples_dir() -> Path:
     raise UsageError("the bundled examples are missing from this installation: reinstall asgiprof")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def uvicorn_command(module: str, port: int, *extra: str) -> list[str]:
+    """uvicorn serving `module:app` on 127.0.0.1 with the asyncio loop, quietly, in this
+    interpreter (the demo's command; the tests launch their apps the same way)."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        f"{module}:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "asyncio",
+        "--log-level",
+        "warning",
+        *extra,
+    ]
 
 
 def _check_requirements() -> None:
@@ -64,21 +77,8 @@ def _check_requirements() -> None:
 
 def run_demo(options: ProfileOptions, console: Console) -> Analysis:
     _check_requirements()
-    port = _free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        f"{DEMO_MODULE}:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--loop",
-        "asyncio",
-        "--log-level",
-        "warning",
-    ]
+    port = free_port()
+    argv = uvicorn_command(DEMO_MODULE, port)
     load: list[LoadThread] = []
     duration_s = options.duration_s or 8.0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,15 @@ from dataclasses import dataclass, field
 import httpx
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listened on a moment ago (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 DEFAULT_MAX_REQUESTS = 50_000
 # Requests still in flight when the duration ends get this long (beyond their own timeout)
 # before they are cancelled, so a server that trickles bytes cannot hold the driver.

@@ -10,7 +10,6 @@ import datetime
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from asgiprof.load import free_port
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -86,12 +87,6 @@ def least_squares(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, floa
 
 
 # ------------------------------------------------------------------------------ processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 # Niceness of every benchmarked process (server, load, profilers), from the bench's

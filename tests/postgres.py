@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.servers import HOST, free_port
+from asgiprof.load import free_port
+from tests.servers import HOST
 
 INSTALL_HINT = "PostgreSQL server binaries not found: apt-get install -y postgresql"
 _USERS_FOR_ROOT = ("postgres", "nobody")

@@ -57,25 +57,6 @@ def finish(proc: subprocess.Popen[str], timeout_s: float) -> Finished:
     return Finished(proc.returncode, out, err)
 
 
-def uvicorn_argv(module: str, port: int, *extra: str) -> list[str]:
-    """The uvicorn command tests hand to `asgiprof run`: 127.0.0.1, asyncio loop, quiet."""
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        f"{module}:app",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--loop",
-        "asyncio",
-        "--log-level",
-        "warning",
-        *extra,
-    ]
-
-
 def wait_until_serving(port: int, timeout_s: float = 30.0, path: str = "/docs") -> None:
     """Poll the server asgiprof launched until it answers (never a fixed sleep)."""
     deadline = time.monotonic() + timeout_s

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,12 @@ import httpx
 import psutil
 
 from asgiprof.collect.sampler import pdeathsig
+from asgiprof.load import free_port
 
 HOST = "127.0.0.1"
 # Marks the lines in examples/ that block the event loop: tests look them up by this text.
 PLANTED_MARK = "# planted:"
 _PORT_ATTEMPTS = 3
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listened on a moment ago (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def planted_lines(path: Path) -> list[int]:

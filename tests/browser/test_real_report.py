@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from asgiprof.load import drive_load
+from asgiprof.demo import uvicorn_command
+from asgiprof.load import drive_load, free_port
 from tests.browser.conftest import ARTIFACTS, Page
 from tests.browser.test_report_browser import FLAME_PIXELS, INKED_PIXELS, center_of, click_frame
-from tests.profiling import finish, start_asgiprof, summary, uvicorn_argv, wait_until_serving
-from tests.servers import HOST, free_port, planted_lines
+from tests.profiling import finish, start_asgiprof, summary, wait_until_serving
+from tests.servers import HOST, planted_lines
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
@@ -43,7 +44,7 @@ async def endpoint(name: str):
 
 def profile(cwd: Path, module: str, out: Path, paths: list[str]) -> dict[str, object]:
     port = free_port()
-    argv = uvicorn_argv(module, port)
+    argv = uvicorn_command(module, port)
     proc = start_asgiprof("run", "--duration", "6", "--out", str(out), "--", *argv, cwd=cwd)
     try:
         wait_until_serving(port, path="/openapi.json")

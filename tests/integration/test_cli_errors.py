@@ -20,8 +20,9 @@ import psutil
 import pytest
 
 from asgiprof import store
+from asgiprof.load import free_port
 from tests.profiling import Finished, asgiprof
-from tests.servers import HOST, ServerFactory, free_port
+from tests.servers import HOST, ServerFactory
 
 pytestmark = pytest.mark.integration
 

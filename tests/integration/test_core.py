@@ -8,16 +8,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from asgiprof.load import drive_load, start_load_thread
+from asgiprof.demo import uvicorn_command
+from asgiprof.load import drive_load, free_port, start_load_thread
 from tests.profiling import (
     culprit_at,
     finish,
     start_asgiprof,
     summary,
-    uvicorn_argv,
     wait_until_serving,
 )
-from tests.servers import HOST, ServerFactory, free_port, planted_lines
+from tests.servers import HOST, ServerFactory, planted_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
@@ -38,7 +38,7 @@ def test_run_finds_the_sleeping_line_its_route_and_its_blocked_time(
         "--out",
         str(out),
         "--",
-        *uvicorn_argv("blocking_sleep", port),
+        *uvicorn_command("blocking_sleep", port),
         cwd=examples_dir,
     )
     try:

@@ -20,17 +20,17 @@ import orjson
 import psutil
 import pytest
 
-from asgiprof.load import drive_load, start_load_thread
+from asgiprof.demo import uvicorn_command
+from asgiprof.load import drive_load, free_port, start_load_thread
 from tests.profiling import (
     Finished,
     asgiprof,
     finish,
     start_asgiprof,
     summary,
-    uvicorn_argv,
     wait_until_serving,
 )
-from tests.servers import HOST, ServerFactory, free_port, planted_lines
+from tests.servers import HOST, ServerFactory, planted_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
@@ -178,7 +178,7 @@ def test_asgiprof_killed_keeps_its_samples_and_its_server_and_workers_end(
     argv = [
         "env",
         f"PAYMENTS_API_KEY={SECRETS['assignment']}",
-        *uvicorn_argv("lifecycle", port, "--workers", "2"),
+        *uvicorn_command("lifecycle", port, "--workers", "2"),
         "--ssl-keyfile-password",
         SECRETS["flag"],
         "--root-path",
@@ -234,7 +234,7 @@ def test_a_launched_server_that_exits_is_reported_with_its_status(
 ) -> None:
     port, out = free_port(), tmp_path / "out"
     proc = start_asgiprof(
-        "run", "--out", str(out), "--", *uvicorn_argv("lifecycle", port), cwd=app_dir
+        "run", "--out", str(out), "--", *uvicorn_command("lifecycle", port), cwd=app_dir
     )
     try:
         wait_until_serving(port, path="/block")
@@ -356,7 +356,7 @@ def test_run_stops_the_server_and_its_workers_and_leaves_no_process(
     # GIVEN `asgiprof run` of a two-worker server, sampling
     port, out = free_port(), tmp_path / "out"
     mark = tmp_path / "shutdown"
-    argv = uvicorn_argv("lifecycle", port, "--workers", "2")
+    argv = uvicorn_command("lifecycle", port, "--workers", "2")
     proc = start_asgiprof("run", "--out", str(out), "--", *argv, cwd=app_dir, env=secret_env(mark))
     try:
         wait_until_serving(port, path="/block")
@@ -403,7 +403,7 @@ def test_memory_stays_flat_under_sustained_load_and_sampling_is_reported_honestl
         "--out",
         str(out),
         "--",
-        *uvicorn_argv("healthy", port, "--no-access-log"),
+        *uvicorn_command("healthy", port, "--no-access-log"),
         cwd=examples_dir,
     )
     url = f"http://{HOST}:{port}"
@@ -484,7 +484,7 @@ HTML_PAYLOADS = (
 
 def _profile_hostile_app(app_dir: Path, out: Path, *argv_extra: bytes) -> Finished:
     port = free_port()
-    argv = [os.fsencode(a) for a in uvicorn_argv("hostile_app", port)] + list(argv_extra)
+    argv = [os.fsencode(a) for a in uvicorn_command("hostile_app", port)] + list(argv_extra)
     proc = subprocess.Popen(
         [
             os.fsencode(sys.executable),

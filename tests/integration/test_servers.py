@@ -29,8 +29,9 @@ from asgiprof.analyze.processes import process_summaries
 from asgiprof.analyze.result import Analysis
 from asgiprof.collect.command import parse_server_command
 from asgiprof.collect.routes import read_route_table
+from asgiprof.load import free_port
 from tests.profiling import culprit_at
-from tests.servers import HOST, free_port, planted_lines
+from tests.servers import HOST, planted_lines
 from tests.targets import (
     LITESTAR,
     QUART,

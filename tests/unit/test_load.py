@@ -14,11 +14,11 @@ from asgiprof.load import (
     PathStats,
     check_loopback,
     drive_load,
+    free_port,
     percentile,
     start_load_thread,
     summarize,
 )
-from tests.servers import free_port
 
 # --- loopback guard -----------------------------------------------------------------------
 
