@@ -572,8 +572,11 @@ def diagnose(
     """The analysis with its diagnostics, and the findings the analysis draws from them."""
     analysis = dataclasses.replace(analysis, params=params, culprits=culprits)
     threadpool = threadpool_from_runs(analysis, params.threadpool_limit)
-    points = Resources(points=[p for res, _ in resources for p in res.points])
-    summary = resource_summary(points, params, {conns.pid: conns for _, conns in resources})
+    points = Resources(
+        points=[p for res, _ in resources for p in res.points],
+        connections={conns.pid: conns for _, conns in resources},
+    )
+    summary = resource_summary(points, params)
     findings = [
         *leak_findings(summary),
         *threadpool_findings(threadpool, params),

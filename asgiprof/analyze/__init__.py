@@ -11,7 +11,6 @@ no files. Source lines come in through `read_line` so the caller decides where t
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 
 from asgiprof.analyze.culprits import CulpritContexts, SourceReader, rank_culprits
 from asgiprof.analyze.dependencies import (
@@ -58,7 +57,7 @@ from asgiprof.analyze.threadpool import (
     worker_threads,
 )
 from asgiprof.analyze.timeline import loop_timeline
-from asgiprof.model import NO_STACK, ConnectionSeries, Frame, Profile, ThreadTimeline
+from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
 
 __all__ = ["analyze"]
 
@@ -71,11 +70,8 @@ def analyze(
     profile: Profile,
     params: AnalysisParams | None = None,
     read_line: SourceReader = _no_source,
-    *,
-    connections: Mapping[int, ConnectionSeries] | None = None,
 ) -> Analysis:
-    """Analyse `profile`. Connections per remote port come with the profile's resources
-    (store.load_profile); `connections` replaces them (hand-built profiles in tests)."""
+    """Analyse `profile` (see the module docstring for the order of the steps)."""
     params = params or AnalysisParams()
     from asgiprof.collect.resources import cpu_ratio as _cpu_ratio
 
@@ -179,9 +175,7 @@ def analyze(
         duration_s,
         params.timeline_bins,
     )
-    if connections is None:  # loaded with the profile (store.load_profile)
-        connections = profile.resources.connections or None
-    resources = resource_summary(profile.resources, params, connections)
+    resources = resource_summary(profile.resources, params)
     findings: list[Finding] = [
         *leak_findings(resources),
         *threadpool_findings(threadpool, params),

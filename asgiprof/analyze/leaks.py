@@ -8,7 +8,7 @@ rise along a least-squares line (r^2, relative and absolute minimums in `Analysi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 from asgiprof.analyze.result import (
@@ -20,7 +20,7 @@ from asgiprof.analyze.result import (
     ResourceSummary,
 )
 from asgiprof.collect.resources import UNKNOWN, growth
-from asgiprof.model import ConnectionSeries, ResourcePoint, Resources
+from asgiprof.model import ResourcePoint, Resources
 
 METRICS: Final[tuple[ResourceMetric, ...]] = ("rss_bytes", "fds", "threads", "connections")
 _MIB: Final = 1024 * 1024
@@ -96,13 +96,9 @@ def _as_growth(
     )
 
 
-def resource_summary(
-    resources: Resources,
-    params: AnalysisParams,
-    connections: Mapping[int, ConnectionSeries] | None = None,
-) -> ResourceSummary:
-    """Series and growth per process; `connections` (from `load_resource_log`) adds the
-    connections per remote port, when the caller has them."""
+def resource_summary(resources: Resources, params: AnalysisParams) -> ResourceSummary:
+    """Series and growth per process, connections per remote port included when the
+    resource log had them."""
     by_pid: dict[int, list[ResourcePoint]] = {}
     for p in resources.points:
         by_pid.setdefault(p.pid, []).append(p)
@@ -112,7 +108,7 @@ def resource_summary(
         kept, first = _after_warmup(points, params.leak_warmup_s)
         growths = [_as_growth(m, kept, m, pid, params) for m in METRICS]
         ports: list[tuple[int, tuple[int, ...]]] = []
-        series = (connections or {}).get(pid)
+        series = resources.connections.get(pid)
         if series is not None:
             for port in series.remote_ports():
                 counts = series.remote_port_series(port)

@@ -358,7 +358,9 @@ def test_connections_per_remote_port() -> None:
     series = ConnectionSeries(
         1, t, tuple(pg), tuple({5432: n, 6379: 1} for n in pg), tuple({} for _ in t)
     )
-    a = analyze(b.build(), connections={1: series})
+    profile = b.build()
+    profile.resources.connections = {1: series}
+    a = analyze(profile)
     (proc,) = a.resources.processes
     assert proc.remote_ports == ((5432, tuple(pg)), (6379, (1,) * 16))
     growth = {g.metric: g for g in proc.growth}
