@@ -178,6 +178,7 @@ class Config:
     nonblocking: bool = False
     loop: str = "asyncio"
     debug_mode: bool = False  # PYTHONASYNCIODEBUG instead of asgiprof
+    load_s: float | None = None  # this run's load, instead of --load-seconds
 
     @property
     def name(self) -> str:
@@ -381,6 +382,23 @@ def score_debug(
     return s
 
 
+def load_for_samples(samples_per_line: int, rate_hz: int, utilization: float) -> float:
+    """Seconds of load that give each planted line `samples_per_line` samples on average:
+    py-spy samples at exponential intervals, so a line's blocked-time estimate has a
+    relative error of 1/sqrt(samples); 700 samples make 2.6 sigma = 10%."""
+    per_line_share = utilization / 8
+    return samples_per_line / rate_hz / per_line_share
+
+
+def precision_configs(samples_per_line: int) -> list[Config]:
+    """Blocked time at default settings, with runs long enough for the +-10% target to
+    be measurable at all, and the healthy twins of the same lengths."""
+    load_s = load_for_samples(samples_per_line, 100, 0.3)
+    out = [Config(d, load_s=load_s) for d in (30, 100, 300)]
+    out += [Config(d, healthy=True, load_s=load_s) for d in (30, 100, 300)]
+    return out
+
+
 def configs(quick: bool) -> list[Config]:
     durations = (10, 30, 100, 300)
     if quick:
@@ -407,16 +425,25 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, help="load per run (12 quick, 40 full)")
     parser.add_argument("--lines", action="store_true", help="print every planted line's numbers")
     parser.add_argument("--only", help="comma-separated substrings of run names to keep")
+    parser.add_argument(
+        "--precision",
+        type=int,
+        metavar="SAMPLES",
+        help="instead: 100 Hz, 30/100/300 ms and healthy twins, each run long enough for "
+        "SAMPLES samples per planted line (700: about 3 min per run)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", type=Path, help="keep every run's output directory here")
     args = parser.parse_args()
     load_s = args.load_seconds or (12.0 if args.quick else 40.0)
     planted = planted_lines()
-    cfgs = configs(args.quick)
+    cfgs = precision_configs(args.precision) if args.precision else configs(args.quick)
     if args.only:
         keep = [k.strip() for k in args.only.split(",")]
         cfgs = [c for c in cfgs if any(k in f"{c.name} {c.block_ms} ms" for k in keep)]
     header("Detection accuracy (planted blocking calls)")
+    if args.precision:
+        load_s = cfgs[0].load_s or load_s
     print(
         f"{load_s:g} s of paced load per run, 8 planted lines "
         f"(route, dependency, helper module, middleware x io, cpu), threshold "
@@ -430,7 +457,7 @@ def main() -> None:
     try:
         for i, cfg in enumerate(cfgs):
             t0 = time.monotonic()
-            s = run(cfg, planted, load_s, work, args.seed + i)
+            s = run(cfg, planted, cfg.load_s or load_s, work, args.seed + i)
             errs = [abs(e) for e in s.errors.values()]
             sampled_errs = [abs(e) for e in s.sampled_errors.values()]
             signed = list(s.errors.values())

@@ -45,12 +45,19 @@ class UserFrames:
     On an event-loop stack only frames from the running callback up count: a server
     started by the user's own `main()` or `<module>` has those frames below the loop on
     every stack, and they are never what blocks it.
+
+    A user line that hands over to framework code which leads back into user code on
+    other stacks (a middleware's `await self.app(...)`, `await call_next(request)`) is a
+    pass-through: when it is the deepest user frame the framework is working between two
+    pieces of user code (routing, writing a response, waiting for the GIL), and that
+    line did not block anything. Such stacks count as having no user frame.
     """
 
     def __init__(self, profile: Profile, classifier: LoopClassifier | None = None) -> None:
         self.profile = profile
         self.classifier = classifier
         self._user = [is_user(f) for f in profile.frames]
+        self._pass_through = _pass_through_edges(profile, self._user)
         self._cache: dict[int, int | None] = {}
 
     def deepest(self, stack_id: int) -> int | None:
@@ -65,10 +72,37 @@ class UserFrames:
         found: int | None = None
         for i in range(len(stack) - 1, lowest - 1, -1):
             if self._user[stack[i]]:
-                found = stack[i]
+                if i + 1 == len(stack) or (stack[i], stack[i + 1]) not in self._pass_through:
+                    found = stack[i]
                 break
         self._cache[stack_id] = found
         return found
+
+
+def _pass_through_edges(profile: Profile, user: list[bool]) -> frozenset[tuple[int, int]]:
+    """(user frame, framework callee) pairs seen with more user code above the callee.
+
+    The callee is matched by function, not line, so every line of e.g. starlette's
+    `ExceptionMiddleware.__call__` counts once one of them was seen leading to user code.
+    """
+    frames = profile.frames
+    function_of: dict[int, tuple[str, str]] = {}
+    first_line: dict[tuple[str, str], list[int]] = {}
+    for fid, frame in enumerate(frames):
+        key = (frame.file, frame.function)
+        function_of[fid] = key
+        first_line.setdefault(key, []).append(fid)
+    seen: set[tuple[int, tuple[str, str]]] = set()
+    for stack in profile.stacks:
+        user_above = False
+        for i in range(len(stack) - 1, -1, -1):
+            fid = stack[i]
+            if not user[fid]:
+                continue
+            if user_above and i + 1 < len(stack) and not user[stack[i + 1]]:
+                seen.add((fid, function_of[stack[i + 1]]))
+            user_above = True
+    return frozenset((fid, callee) for fid, key in seen for callee in first_line[key])
 
 
 @dataclass(slots=True)

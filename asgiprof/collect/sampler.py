@@ -265,6 +265,18 @@ def _lag_s(log: str) -> float:
 # --- the sampler ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """A py-spy run that ended: where and when it sampled, what it said."""
+
+    index: int
+    ok: bool  # it left a non-empty output file
+    said: str
+    start_s: float
+    end_s: float
+    rc: int
+
+
 class Sampler:
     """Runs py-spy chunk after chunk on `pid` in a background thread until stopped.
 
@@ -295,6 +307,8 @@ class Sampler:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._chunk_started: float | None = None
+        self._log_offset = 0
+        self._spawned_s = 0.0
         self._thread = threading.Thread(target=self._run, name="asgiprof-sampler", daemon=True)
 
     # -- control ---------------------------------------------------------------------------
@@ -346,43 +360,58 @@ class Sampler:
     def _run(self) -> None:
         failures = 0
         index = 0
-        while not self._stop.is_set():
-            if _is_gone(self.pid):
-                self.target_exited = True
-                break
-            index += 1
-            try:
-                ok, said = self._one_chunk(index)
-            except OSError as exc:  # OUT vanished or filled up: nothing more can be kept
-                self.error = SamplerError(f"cannot write py-spy's output to {self.out}: {exc}")
-                break
-            if ok:
-                failures = 0
-                continue
-            if _is_gone(self.pid):
-                self.target_exited = self.chunks > 0 or self.target_exited
-                if self.chunks == 0:
-                    self.error = classify_failure(self.pid, said)
-                break
-            if self._stop.is_set():
-                break
-            failures += 1
-            if self.chunks == 0 or failures >= 3:
-                self.error = classify_failure(self.pid, said)
-                break
-            index -= 1  # reuse the number: chunk files stay contiguous
+        # The chunk that just ended is sealed while the next one samples: the time
+        # between two chunks is not sampled, so it holds nothing but starting py-spy.
+        unsealed: _Ended | None = None
+        try:
+            while not self._stop.is_set():
+                if _is_gone(self.pid):
+                    self.target_exited = True
+                    break
+                index += 1
+                proc = self._spawn(index)
+                if unsealed is not None:
+                    self._seal(unsealed)
+                    unsealed = None
+                if proc is None:
+                    break
+                ended = self._collect(index, proc)
+                if ended.ok:
+                    failures = 0
+                    self.chunks += 1
+                    unsealed = ended
+                    continue
+                if _is_gone(self.pid):
+                    self.target_exited = self.chunks > 0 or self.target_exited
+                    if self.chunks == 0:
+                        self.error = classify_failure(self.pid, ended.said)
+                    break
+                if self._stop.is_set():
+                    break
+                failures += 1
+                if self.chunks == 0 or failures >= 3:
+                    self.error = classify_failure(self.pid, ended.said)
+                    break
+                index -= 1  # reuse the number: chunk files stay contiguous
+            if unsealed is not None:
+                self._seal(unsealed)
+        except OSError as exc:  # OUT vanished or filled up: nothing more can be kept
+            self.error = SamplerError(f"cannot write py-spy's output to {self.out}: {exc}")
+            self._signal(signal.SIGKILL)
 
-    def _one_chunk(self, index: int) -> tuple[bool, str]:
-        raw = self.out / store.RAW_DIR
-        path = raw / f"{store.chunk_name(index)}.speedscope.json"
+    def _chunk_path(self, index: int) -> Path:
+        return self.out / store.RAW_DIR / f"{store.chunk_name(index)}.speedscope.json"
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes] | None:
+        path = self._chunk_path(index)
         path.unlink(missing_ok=True)  # left by a py-spy killed while writing it
-        with open(raw / store.PYSPY_LOG, "ab") as log:
-            offset = log.tell()
-            spawned_s = time.time() - self.t0
-            self._chunk_started = spawned_s
+        with open(self.out / store.RAW_DIR / store.PYSPY_LOG, "ab") as log:
+            self._log_offset = log.tell()
+            self._spawned_s = time.time() - self.t0
+            self._chunk_started = self._spawned_s
             with self._lock:
                 if self._stop.is_set():
-                    return False, ""
+                    return None
                 proc = self._proc = subprocess.Popen(
                     self._command(path),
                     stdout=log,
@@ -391,18 +420,33 @@ class Sampler:
                     preexec_fn=pdeathsig(signal.SIGINT),
                     start_new_session=True,  # the terminal's Ctrl-C is ours to forward
                 )
+        return proc
+
+    def _collect(self, index: int, proc: subprocess.Popen[bytes]) -> _Ended:
+        """Wait for the py-spy of chunk `index` to end; what it left, not yet sealed."""
+        log = self.out / store.RAW_DIR / store.PYSPY_LOG
+        path = self._chunk_path(index)
+        offset, spawned_s = self._log_offset, self._spawned_s
         try:
-            start_s, sampled_until = self._wait(proc, raw / store.PYSPY_LOG, offset, path)
+            start_s, sampled_until = self._wait(proc, log, offset, path)
         finally:
             with self._lock:
                 self._proc = None
-        end_s = sampled_until if sampled_until is not None else time.time() - self.t0
-        said = _read_from(raw / store.PYSPY_LOG, offset)
-        if not path.exists() or path.stat().st_size == 0:
-            return False, said
+        said = _read_from(log, offset)
+        return _Ended(
+            index=index,
+            ok=path.exists() and path.stat().st_size > 0,
+            said=said,
+            start_s=start_s if start_s is not None else spawned_s,
+            end_s=sampled_until if sampled_until is not None else time.time() - self.t0,
+            rc=proc.returncode if proc.returncode is not None else -1,
+        )
+
+    def _seal(self, ended: _Ended) -> None:
+        said = ended.said
         m = _SUMMARY.search(said)
         try:
-            intervals = store.seal_chunk(path)
+            intervals = store.seal_chunk(self._chunk_path(ended.index))
         except CorruptProfileError as exc:  # kept for `report` to skip and name
             said += f"\nunreadable output: {exc.message}"
             intervals = 0
@@ -410,22 +454,20 @@ class Sampler:
         errors = int(m.group(2)) if m else 0
         store.write_chunk_meta(
             self.out,
-            index,
-            start_s=start_s if start_s is not None else spawned_s,
-            end_s=end_s,
+            ended.index,
+            start_s=ended.start_s,
+            end_s=ended.end_s,
             samples=samples,
             errors=errors,
-            rc=proc.returncode if proc.returncode is not None else -1,
+            rc=ended.rc,
             intervals=intervals,
             lag_s=_lag_s(said),
         )
-        self.chunks += 1
         self.samples += samples
         self.errors += errors
         self.intervals += intervals
         if self.on_chunk is not None:
-            self.on_chunk(index)
-        return True, said
+            self.on_chunk(ended.index)
 
     def _wait(
         self, proc: subprocess.Popen[bytes], log: Path, offset: int, output: Path

@@ -286,3 +286,40 @@ def test_a_line_blocking_before_routing_does_not_borrow_the_next_requests_route(
     a = analyze(b.build())
     by_line = {c.line: c.route for c in a.culprits}
     assert by_line[20] is None and by_line[12] == "GET /users/{user_id}"
+
+
+def test_a_middlewares_pass_through_line_is_not_blamed_for_framework_work() -> None:
+    # GIVEN a pure ASGI middleware whose `await self.app(...)` leads into the framework and
+    # on to the endpoint, and long framework-only stretches under that line (writing the
+    # response while threads hold the GIL)
+    mw = Frame("AuditMiddleware.__call__", f"{APP[:-7]}mw.py", 40)
+    router = Frame("Router.__call__", f"{SITE}/starlette/routing.py", 715)
+    render = Frame("JSONResponse.render", f"{SITE}/starlette/responses.py", 180)
+    mw_base = (*busy()[:-2], mw, router)  # the middleware runs before the endpoint frames
+    b = Builder(routes=ROUTES)
+    for _ in range(4):
+        b.add(1, IDLE, 5)
+        b.add(1, (*mw_base, *busy(HEALTHY)[len(busy()) - 2 :]), 1)
+        b.add(1, (*mw_base, render), 5)
+    b.add(1, IDLE, 5)
+    # WHEN analysed
+    a = analyze(b.build(), params=ONE_EPISODE_IS_ENOUGH)
+    # THEN the middleware line is no culprit; the stalls are noted as framework time
+    assert a.culprits == []
+    assert any("no single line of your code" in n for n in a.notes)
+
+
+def test_a_line_that_blocks_under_a_middleware_is_still_the_culprit() -> None:
+    # GIVEN the same middleware, and an endpoint line blocking under it
+    mw = Frame("AuditMiddleware.__call__", f"{APP[:-7]}mw.py", 40)
+    router = Frame("Router.__call__", f"{SITE}/starlette/routing.py", 715)
+    mw_base = (*busy()[:-2], mw, router)
+    b = Builder(routes=ROUTES)
+    for _ in range(3):
+        b.add(1, IDLE, 5)
+        b.add(1, (*mw_base, *busy(BLOCK)[len(busy()) - 2 :]), 6)
+    b.add(1, IDLE, 5)
+    # WHEN analysed
+    a = analyze(b.build(), params=ONE_EPISODE_IS_ENOUGH)
+    # THEN the endpoint's line is the culprit, with all of its time
+    assert [(c.line, c.blocked_ms) for c in a.culprits] == [(12, pytest.approx(180.0))]
