@@ -10,9 +10,11 @@ same instants, so summing busy runs over a process's workers counts busy workers
 
 from __future__ import annotations
 
+import heapq
+from array import array
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -138,14 +140,12 @@ def threadpool_summary(
     kinds: dict[str, HolderKind] = {}
     busy_ms: dict[str, float] = defaultdict(float)
     holder_cache: dict[int, str] = {}
-    # Per process: busy stretches of each worker (back-to-back busy runs merged) as sweep
-    # events, and each busy run with what it ran, to share out the time at the limit.
-    events: dict[int, list[tuple[float, int]]] = defaultdict(list)
-    runs: dict[int, list[tuple[float, float, str]]] = defaultdict(list)
+    # Per worker: its busy stretches (back-to-back busy runs merged), in time order. Kept
+    # as flat float arrays and swept with a lazy merge: a busy half hour has millions.
+    stretches: list[tuple[ThreadTimeline, array[float], array[float]]] = []
     entries = stacks.busy_entries(workers)
     for tl in workers:
-        pid = tl.thread.pid
-        pid_events, pid_runs = events[pid], runs[pid]
+        starts, ends = array("d"), array("d")
         open_start = open_end = -1.0
         for start, dur, sid, _n in tl.runs():
             entry = entries.get(sid)
@@ -158,15 +158,17 @@ def threadpool_summary(
                 kinds[name] = kind
             end = start + dur
             busy_ms[name] += dur * 1000.0
-            pid_runs.append((start, end, name))
             if open_start >= 0 and start - open_end <= 1e-9:
                 open_end = end
                 continue
             if open_start >= 0:
-                pid_events.extend(((open_start, 1), (open_end, -1)))
+                starts.append(open_start)
+                ends.append(open_end)
             open_start, open_end = start, end
         if open_start >= 0:
-            pid_events.extend(((open_start, 1), (open_end, -1)))
+            starts.append(open_start)
+            ends.append(open_end)
+        stretches.append((tl, starts, ends))
 
     width = duration_s / bins if duration_s > 0 and bins > 0 else 0.0
     bin_busy = [0.0] * bins if width else []
@@ -175,11 +177,12 @@ def threadpool_summary(
     processes: list[ThreadpoolProcess] = []
     at_limit_s = 0.0
     for pid in sorted({tl.thread.pid for tl in workers}):
-        pid_events = events.get(pid, [])
-        pid_events.sort()  # (t, -1) before (t, +1): a worker ending as another starts
+        mine = [(tl, a, b) for tl, a, b in stretches if tl.thread.pid == pid]
+        # (t, -1) sorts before (t, +1): a worker ending as another starts
+        pid_events = heapq.merge(*(_events(a, b) for _, a, b in mine))
         count = max_busy = 0
         at_limit: list[tuple[float, float]] = []
-        prev_t = pid_events[0][0] if pid_events else 0.0
+        prev_t = 0.0
         for t, delta in pid_events:
             if t > prev_t and count > 0:
                 if count >= limit:
@@ -201,7 +204,8 @@ def threadpool_summary(
                 max_busy = count
         pid_at_limit = sum(b - a for a, b in at_limit)
         if at_limit:
-            _share_at_limit(runs[pid], at_limit, at_limit_by_holder)
+            for tl, _, _ in mine:
+                _share_at_limit(tl, entries, holder_cache, at_limit, at_limit_by_holder)
         at_limit_s += pid_at_limit
         seen = sum(1 for tl in workers if tl.thread.pid == pid)
         processes.append(ThreadpoolProcess(pid, seen, max_busy, pid_at_limit * 1000.0))
@@ -238,14 +242,25 @@ def threadpool_summary(
     )
 
 
+def _events(starts: array[float], ends: array[float]) -> Iterator[tuple[float, int]]:
+    for a, b in zip(starts, ends, strict=True):
+        yield a, 1
+        yield b, -1
+
+
 def _share_at_limit(
-    runs: list[tuple[float, float, str]],
+    tl: ThreadTimeline,
+    entries: dict[int, int],
+    names: dict[int, str],
     at_limit: list[tuple[float, float]],
     out: dict[str, float],
 ) -> None:
     """Worker time each holder had inside the (sorted, disjoint) at-limit stretches."""
     starts = [a for a, _ in at_limit]
-    for start, end, name in runs:
+    for start, dur, sid, _n in tl.runs():
+        if sid not in entries or dur <= 0:
+            continue
+        end, name = start + dur, names[sid]
         k = max(0, bisect_right(starts, start) - 1)
         while k < len(at_limit) and at_limit[k][0] < end:
             a, b = at_limit[k]
