@@ -197,9 +197,7 @@ def find_episodes(
                     ratio = min(
                         1.0, runnable * (stretch.duration_s + 2 * margin) / stretch.duration_s
                     )
-            episode = _episode(
-                tl, labels, stretch, user_frames, route_of, ratio, params.block_threshold_ms
-            )
+            episode = _episode(tl, stretch, user_frames, route_of, ratio, params.block_threshold_ms)
             if episode.culprit is None and not _one_place(stretch):
                 runs = labelled[-1]
                 for k in range(stretch.first_run, stretch.end_run):
@@ -214,7 +212,6 @@ def find_episodes(
 
 def _episode(
     tl: ThreadTimeline,
-    labels: array[int],
     stretch: _Stretch,
     user_frames: UserFrames,
     route_of: Callable[[int], str | None],
@@ -268,8 +265,7 @@ def _episode(
             frames[fid].line,
             ms,
             frame_stacks[fid].most_common(1)[0][0],
-            _route_of_stacks(frame_stacks[fid], route_of)
-            or _route_after(tl, labels, stretch, fid, user_frames, route_of),
+            _route_of_stacks(frame_stacks[fid], route_of),
         )
         for fid, ms in sorted(shares.items(), key=lambda kv: -kv[1])
     )
@@ -294,38 +290,6 @@ def _route_of_stacks(stacks: Counter[int], route_of: Callable[[int], str | None]
         if route is not None:
             routes[route] += n
     return routes.most_common(1)[0][0] if routes else None
-
-
-def _route_after(
-    tl: ThreadTimeline,
-    labels: array[int],
-    stretch: _Stretch,
-    fid: int,
-    user_frames: UserFrames,
-    route_of: Callable[[int], str | None],
-    horizon_s: float = 0.1,
-) -> str | None:
-    """The route the loop ran right after `fid`'s last sample in `stretch`, if it ran one
-    before idling. A line blocking before routing (a pure ASGI middleware) has no endpoint
-    frame on its stacks; its own request's endpoint is what runs next. A route sampled
-    before the line is a previous request's, and after an idle sample anything may run."""
-    last = -1
-    for k in range(stretch.first_run, stretch.end_run):
-        if user_frames.deepest(tl.stack[k]) == fid:
-            last = k
-    if last < 0:
-        return None
-    limit = tl.start_s[last] + tl.duration_s[last] + horizon_s
-    for k in range(last + 1, len(tl)):
-        if tl.start_s[k] > limit or labels[k] not in (LABEL_BUSY, LABEL_BLOCKED):
-            return None
-        sid = tl.stack[k]
-        route = route_of(sid)
-        if route is not None:
-            return route
-        if user_frames.deepest(sid) == fid:  # the same line again: another request's turn
-            return None
-    return None
 
 
 def _one_place(stretch: _Stretch) -> bool:
