@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asgiprof.analyze.frames import is_user
+from asgiprof.analyze.frames import is_asgi_dispatch, is_user
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
 from asgiprof.model import NO_STACK, Profile, ThreadTimeline
@@ -80,7 +80,8 @@ class UserFrames:
 
 
 def _pass_through_edges(profile: Profile, user: list[bool]) -> frozenset[tuple[int, int]]:
-    """(user frame, framework callee) pairs seen with more user code above the callee.
+    """(user frame, framework callee) pairs seen with more user code above the callee, or
+    whose callee is a web framework's ASGI app (its endpoints may never have been sampled).
 
     The callee is matched by function, not line, so every line of e.g. starlette's
     `ExceptionMiddleware.__call__` counts once one of them was seen leading to user code.
@@ -88,10 +89,13 @@ def _pass_through_edges(profile: Profile, user: list[bool]) -> frozenset[tuple[i
     frames = profile.frames
     function_of: dict[int, tuple[str, str]] = {}
     first_line: dict[tuple[str, str], list[int]] = {}
+    dispatch: set[int] = set()  # framework ASGI apps, pass-throughs even if never seen so
     for fid, frame in enumerate(frames):
         key = (frame.file, frame.function)
         function_of[fid] = key
         first_line.setdefault(key, []).append(fid)
+        if is_asgi_dispatch(frame):
+            dispatch.add(fid)
     seen: set[tuple[int, tuple[str, str]]] = set()
     for stack in profile.stacks:
         user_above = False
@@ -99,8 +103,9 @@ def _pass_through_edges(profile: Profile, user: list[bool]) -> frozenset[tuple[i
             fid = stack[i]
             if not user[fid]:
                 continue
-            if user_above and i + 1 < len(stack) and not user[stack[i + 1]]:
-                seen.add((fid, function_of[stack[i + 1]]))
+            if i + 1 < len(stack) and not user[stack[i + 1]]:
+                if user_above or stack[i + 1] in dispatch:
+                    seen.add((fid, function_of[stack[i + 1]]))
             user_above = True
     return frozenset((fid, callee) for fid, key in seen for callee in first_line[key])
 

@@ -32,6 +32,23 @@ def file_kind(file: str) -> FrameKind:
     return "user"
 
 
+# Web frameworks' ASGI applications and middleware. A user line calling one of their
+# `__call__`s (`await self.app(scope, receive, send)`) or Starlette's `call_next` hands the
+# request on down the stack; it does not itself block.
+_ASGI_FRAMEWORKS = re.compile(
+    r"[/\\](?:starlette|fastapi|litestar|quart|asgiref|sanic|falcon|blacksheep|django|channels)[/\\]"
+)
+_DISPATCH_FUNCTIONS = frozenset({"__call__", "call_next"})
+
+
+def is_asgi_dispatch(frame: Frame) -> bool:
+    return (
+        bare_function(frame.function) in _DISPATCH_FUNCTIONS
+        and _ASGI_FRAMEWORKS.search(frame.file) is not None
+        and file_kind(frame.file) == "library"
+    )
+
+
 def is_user(frame: Frame) -> bool:
     return file_kind(frame.file) == "user"
 
