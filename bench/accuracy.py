@@ -195,6 +195,7 @@ class Score:
     failed: int
     found: list[str] = field(default_factory=list)
     line_route: list[str] = field(default_factory=list)
+    no_route: list[str] = field(default_factory=list)  # found, route null (not a wrong one)
     kind_ok: list[str] = field(default_factory=list)
     errors: dict[str, float] = field(default_factory=dict)
     sampled_errors: dict[str, float] = field(default_factory=dict)  # vs blocks in sampled time
@@ -335,6 +336,9 @@ def score(
         s.found.append(p.tag)
         if c["route"] == p.route:
             s.line_route.append(p.tag)
+        elif c["route"] is None:
+            s.no_route.append(p.tag)
+            s.misses.append(f"{p.tag}: no route (blocked before routing), expected {p.route!r}")
         else:
             s.misses.append(f"{p.tag}: route {c['route']!r}, expected {p.route!r}")
         if c["kind"] == p.kind:
@@ -470,7 +474,10 @@ def main() -> None:
                     f"{cfg.utilization:.0%}",
                     f"{median(list(s.served.values())):.0f}",
                     "-" if cfg.healthy else f"{len(s.found)}/{n}",
-                    "-" if cfg.healthy else f"{len(s.line_route)}/{n}",
+                    "-"
+                    if cfg.healthy
+                    else f"{len(s.line_route)}/{n}"
+                    + (f" ({len(s.no_route)} null)" if s.no_route else ""),
                     "-" if cfg.healthy or cfg.debug_mode else f"{len(s.kind_ok)}/{n}",
                     f"{median(errs):.1%}" if errs else "-",
                     f"{max(errs):.1%}" if errs else "-",
