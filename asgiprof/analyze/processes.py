@@ -2,7 +2,8 @@
 granian) runs its own event loop, and the Analysis merges them all.
 
 `process_summaries(analysis)` splits the merged event-loop time, episodes and culprits back
-out per process id, for summary.json's "processes" section and per-worker views.
+out per process id, for summary.json's "processes" section and per-worker views;
+`process_timelines(analysis)` does the same for the event-loop timeline's bins.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
-from asgiprof.analyze.result import Analysis
+from asgiprof.analyze.result import Analysis, TimelineBin
+from asgiprof.analyze.timeline import overlaps
 from asgiprof.model import NO_STACK
 
 
@@ -107,3 +109,62 @@ def process_summaries(analysis: Analysis) -> list[ProcessSummary]:
             )
         )
     return summaries
+
+
+# Episodes start and end on run boundaries, but as sums of float durations: a run starting
+# within this of an episode's end is the run after it.
+_BOUNDARY_S = 1e-9
+
+
+def _blocked_spans(analysis: Analysis) -> dict[tuple[int, int], list[tuple[float, float]]]:
+    """(start_s, end_s) of every blocking episode per event-loop thread, in time order."""
+    spans: dict[tuple[int, int], list[tuple[float, float]]] = defaultdict(list)
+    for e in analysis.episodes:
+        spans[(e.pid, e.tid)].append((e.start_s, e.start_s + e.duration_ms / 1000.0))
+    for thread_spans in spans.values():
+        thread_spans.sort()
+    return spans
+
+
+def process_timelines(analysis: Analysis) -> dict[int, list[TimelineBin]]:
+    """Idle / busy / blocked bins per process with an event-loop thread, on the bins of the
+    merged `analysis.timeline` (same width and count, from 0 s), so they line up with it and
+    add up to it. A busy run is blocked when it lies inside one of its thread's episodes:
+    the episodes are what the analysis labelled blocked, and only they survive it."""
+    bins = analysis.timeline
+    if not bins:
+        return {}
+    width_s, count = bins[0].width_s, len(bins)
+    end_s = width_s * count
+    classifier = LoopClassifier(analysis.profile)
+    loop_keys = set(analysis.loop.threads)
+    spans_of = _blocked_spans(analysis)
+    acc: dict[int, list[list[float]]] = {}  # pid -> per bin [idle, busy, blocked] seconds
+    for tl in analysis.profile.threads:
+        key = (tl.thread.pid, tl.thread.tid)
+        if key not in loop_keys:
+            continue
+        rows = acc.setdefault(key[0], [[0.0, 0.0, 0.0] for _ in range(count)])
+        spans = spans_of.get(key, [])
+        j = 0  # the first episode not over before this run
+        for start, duration_s, sid, _n in tl.runs():
+            if sid == NO_STACK or duration_s <= 0:
+                continue
+            state = classifier.classify(sid).state
+            if state == STATE_IDLE:
+                slot = 0
+            elif state == STATE_BUSY:
+                while j < len(spans) and spans[j][1] <= start + _BOUNDARY_S:
+                    j += 1
+                slot = 2 if j < len(spans) and spans[j][0] <= start + _BOUNDARY_S else 1
+            else:
+                continue
+            for b, seconds in overlaps(start, min(start + duration_s, end_s), width_s, count):
+                rows[b][slot] += seconds
+    return {
+        pid: [
+            TimelineBin(b * width_s, width_s, r[0] * 1000.0, r[1] * 1000.0, r[2] * 1000.0)
+            for b, r in enumerate(rows)
+        ]
+        for pid, rows in sorted(acc.items())
+    }

@@ -19,6 +19,12 @@ with weight in some view, numbered in pre-order (children sorted by function, fi
 so a parent always precedes its children and siblings keep their order across views), plus
 per view the sparse `(node, ms)` pairs where stacks end. The page sums a view's weights up
 the tree in one pass, so switching views costs O(nodes) and no stack is sent twice.
+
+Several server processes with an event loop (workers) add a "Workers" section: a table of
+their figures and a switch that narrows the culprits table and the event-loop timeline to
+one worker. Per worker the payload carries only what that needs (its culprits as indexes
+into the merged list with its own figures, its episodes as indexes, its timeline bins); the
+flamegraph stays merged. A single process has no such section and an empty `workers`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from markupsafe import Markup, escape
 
 from asgiprof import __version__
 from asgiprof.analyze.frames import file_kind, short_name
+from asgiprof.analyze.processes import ProcessSummary, process_summaries, process_timelines
 from asgiprof.analyze.result import (
     ROUTE_VIEW_PREFIX,
     VIEW_ALL,
@@ -47,6 +54,7 @@ from asgiprof.analyze.result import (
     VIEW_THREADPOOL,
     Analysis,
     Culprit,
+    Episode,
     MetricGrowth,
     ResourceSeries,
 )
@@ -376,6 +384,34 @@ class ResourcesPayload(TypedDict):
     processes: list[ResourceProcessPayload]
 
 
+class WorkerCulpritPayload(TypedDict):
+    culprit: int  # index into culprits
+    blocked_ms: float  # this worker's share of the culprit's figures
+    episodes: int
+    max_ms: float
+
+
+class WorkerTimelinePayload(TypedDict):
+    # On the bins of `timeline` (same start and width).
+    idle_ms: list[float]
+    busy_ms: list[float]
+    blocked_ms: list[float]
+
+
+class WorkerPayload(TypedDict):
+    pid: int
+    label: str  # "PID 1234 (worker 1)"
+    busy_ms: float
+    blocked_ms: float
+    idle_ms: float
+    utilization: float
+    longest_block_ms: float
+    episodes: int
+    culprits: list[WorkerCulpritPayload]  # most blocked time in this worker first
+    episode_ids: list[int]  # indexes into episodes, ascending
+    timeline: WorkerTimelinePayload
+
+
 class Payload(TypedDict):
     version: int
     strings: list[str]
@@ -390,6 +426,7 @@ class Payload(TypedDict):
     rate_hz: int
     threadpool: ThreadpoolPayload
     resources: ResourcesPayload
+    workers: list[WorkerPayload]  # empty unless several processes ran an event loop
 
 
 def _r(x: float, digits: int = 3) -> float:
@@ -504,7 +541,8 @@ def report_payload(analysis: Analysis) -> Payload:
             route_index[e.route] = len(route_names)
             route_names.append(e.route)
     episodes: EpisodesPayload = {"start_s": [], "ms": [], "culprit": [], "route": []}
-    for e in sorted(analysis.episodes, key=lambda e: (e.start_s, e.pid, e.tid)):
+    ordered_episodes = sorted(analysis.episodes, key=lambda e: (e.start_s, e.pid, e.tid))
+    for e in ordered_episodes:
         episodes["start_s"].append(_r(e.start_s, 4))
         episodes["ms"].append(_r(e.duration_ms, 2))
         episodes["culprit"].append(-1 if e.culprit is None else culprit_index.get(e.culprit, -1))
@@ -538,7 +576,75 @@ def report_payload(analysis: Analysis) -> Payload:
         "rate_hz": profile.sampling.rate_hz,
         "threadpool": threadpool_payload(analysis),
         "resources": resources_payload(analysis),
+        "workers": workers_payload(analysis, ordered_episodes, culprit_index),
     }
+
+
+def has_workers(analysis: Analysis) -> bool:
+    """More than one server process ran an event loop (cheap: no pass over the samples)."""
+    return len({pid for pid, _tid in analysis.loop.threads}) > 1
+
+
+def is_main_process(analysis: Analysis, pid: int) -> bool:
+    # The process asgiprof launched or attached to is listed first; with workers it
+    # usually runs no loop (uvicorn's supervisor, gunicorn's arbiter) and is not shown.
+    return analysis.profile.target.pids[:1] == (pid,)
+
+
+def workers_payload(
+    analysis: Analysis,
+    ordered_episodes: Sequence[Episode],
+    culprit_index: dict[tuple[str, int], int],
+) -> list[WorkerPayload]:
+    """Per server process with an event loop, when there are several: figures, culprits,
+    episodes and timeline bins; [] for a single process (the page then has no switch)."""
+    if not has_workers(analysis):
+        return []
+    timelines = process_timelines(analysis)
+    episode_ids: dict[int, list[int]] = {}
+    for i, e in enumerate(ordered_episodes):
+        episode_ids.setdefault(e.pid, []).append(i)
+    workers: list[WorkerPayload] = []
+    number = 0  # workers numbered in pid order, the main process aside
+    for s in process_summaries(analysis):
+        main = is_main_process(analysis, s.pid)
+        number += not main
+        bins = timelines.get(s.pid, [])
+        workers.append(
+            {
+                "pid": s.pid,
+                "label": f"PID {s.pid} ({'main process' if main else f'worker {number}'})",
+                "busy_ms": _r(s.busy_ms),
+                "blocked_ms": _r(s.blocked_ms),
+                "idle_ms": _r(s.idle_ms),
+                "utilization": _r(s.utilization, 4),
+                "longest_block_ms": _r(s.longest_block_ms),
+                "episodes": s.episodes,
+                "culprits": _worker_culprits(s, culprit_index),
+                "episode_ids": episode_ids.get(s.pid, []),
+                "timeline": {
+                    "idle_ms": [_r(b.idle_ms, 2) for b in bins],
+                    "busy_ms": [_r(b.busy_ms, 2) for b in bins],
+                    "blocked_ms": [_r(b.blocked_ms, 2) for b in bins],
+                },
+            }
+        )
+    return workers
+
+
+def _worker_culprits(
+    summary: ProcessSummary, culprit_index: dict[tuple[str, int], int]
+) -> list[WorkerCulpritPayload]:
+    return [
+        {
+            "culprit": culprit_index[(c.file, c.line)],
+            "blocked_ms": _r(c.blocked_ms),
+            "episodes": c.episodes,
+            "max_ms": _r(c.max_ms),
+        }
+        for c in summary.culprits
+        if (c.file, c.line) in culprit_index
+    ]
 
 
 def threadpool_payload(analysis: Analysis) -> ThreadpoolPayload:
@@ -945,6 +1051,53 @@ def threadpool_facts(analysis: Analysis) -> dict[str, Any] | None:
     }
 
 
+def worker_rows(analysis: Analysis, payload: Payload) -> dict[str, Any] | None:
+    """The Workers table and switch; None for a single process (no section, no switch)."""
+    workers = payload["workers"]
+    if not workers:
+        return None
+    culprits = payload["culprits"]
+    server = analysis.profile.target.server
+    hottest = max(workers, key=lambda w: (w["blocked_ms"], -w["pid"]))
+    rows = []
+    for w in workers:
+        top = culprits[w["culprits"][0]["culprit"]] if w["culprits"] else None
+        rows.append(
+            {
+                "pid": w["pid"],
+                "label": w["label"],
+                "role": "main process"
+                if is_main_process(analysis, w["pid"])
+                else f"{server} worker",
+                "utilization": w["utilization"],
+                "blocked_ms": w["blocked_ms"],
+                "episodes": w["episodes"],
+                "longest_block_ms": w["longest_block_ms"],
+                # A worker that held its loop longest is the one to look at first.
+                "hot": w is hottest and w["blocked_ms"] > 0,
+                "top": None
+                if top is None
+                else {
+                    "index": w["culprits"][0]["culprit"],
+                    "function": top["function"],
+                    "where": f"{top['file']}:{top['line']}",
+                    "short": f"{short_path(top['file'], 2)}:{top['line']}",
+                    "blocked_ms": w["culprits"][0]["blocked_ms"],
+                },
+            }
+        )
+    loop = analysis.loop
+    return {
+        "rows": rows,
+        "all": {
+            "utilization": loop.utilization,
+            "blocked_ms": loop.blocked_ms,
+            "episodes": loop.episodes,
+            "longest_block_ms": loop.longest_block_ms,
+        },
+    }
+
+
 def report_context(analysis: Analysis) -> dict[str, Any]:
     """Template variables: header facts, table rows, payload, inlined assets and CSP."""
     profile = analysis.profile
@@ -995,6 +1148,7 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "notes": list(analysis.notes),
         "findings": findings,
         "culprits": culprit_rows(analysis),
+        "workers": worker_rows(analysis, payload),
         "middleware": middleware,
         "dependencies": dependencies,
         "threadpool": threadpool,

@@ -496,6 +496,8 @@
     }
     var table = $('culprits-table');
     var chosen = document.querySelector('.culprit-row[data-culprit="' + index + '"]');
+    // A culprit another worker's filter hides (the verdict, say): show every worker again.
+    if (chosen && chosen.hidden) setWorker('');
     if (table && chosen && chosen.classList.contains('extra') && table.classList.contains('collapsed')) {
       table.classList.remove('collapsed');
       var moreButton = $('culprits-more');
@@ -1104,6 +1106,147 @@
 
   function drawResources() { resCharts.forEach(drawResource); }
 
+  // ---- workers --------------------------------------------------------------------------
+
+  // Several server processes: the switch narrows the culprits table and the timeline to one
+  // worker, from figures the payload carries per worker (the flamegraph stays merged).
+  var WORKERS = data.workers || [];
+  var workerSelect = $('worker-select');
+  var workerStats = $('worker-stats');
+  var allStats = workerStats ? Array.prototype.map.call(workerStats.childNodes, function (n) { return n.cloneNode(true); }) : [];
+  var workerByPid = {};
+  WORKERS.forEach(function (w) { workerByPid[String(w.pid)] = w; });
+  var ALL_TIMELINE = data.timeline, ALL_EPISODES = data.episodes;
+  var currentWorker = null;
+
+  var culpritTable = $('culprits-table');
+  var culpritBody = culpritTable ? culpritTable.tBodies[0] : null;
+  var culpritRows = culpritBody ? Array.prototype.slice.call(culpritBody.rows) : []; // merged order
+  var culpritRowOf = {};
+  // Rows shown before "Show N more": the server marks the rest as extra.
+  var shownRows = culpritRows.filter(function (r) { return !r.classList.contains('extra'); }).length;
+  var NUM_CELLS = [4, 5, 6]; // blocked, episodes, longest
+  var mergedCells = culpritRows.map(function (r) {
+    culpritRowOf[r.dataset.culprit] = r;
+    return NUM_CELLS.map(function (c) { return r.cells[c].textContent; });
+  });
+
+  function fmtCount(n) { return n.toLocaleString('en-US').replace(/,/g, '\u2009'); }
+
+  function workerEpisodes(w) {
+    if (w.episodesView) return w.episodesView;
+    var v = { start_s: [], ms: [], culprit: [], route: [] };
+    // Ascending indexes into merged episodes sorted by start: the subset stays sorted.
+    w.episode_ids.forEach(function (i) {
+      v.start_s.push(ALL_EPISODES.start_s[i]);
+      v.ms.push(ALL_EPISODES.ms[i]);
+      v.culprit.push(ALL_EPISODES.culprit[i]);
+      v.route.push(ALL_EPISODES.route[i]);
+    });
+    w.episodesView = v;
+    return v;
+  }
+
+  function workerTimeline(w) {
+    return {
+      start_s: ALL_TIMELINE.start_s,
+      width_s: ALL_TIMELINE.width_s,
+      idle_ms: w.timeline.idle_ms,
+      busy_ms: w.timeline.busy_ms,
+      blocked_ms: w.timeline.blocked_ms
+    };
+  }
+
+  function filterCulprits(w) {
+    if (!culpritBody) return;
+    var order = [], figures = {};
+    if (w) {
+      w.culprits.forEach(function (wc) {
+        var row = culpritRowOf[String(wc.culprit)];
+        if (row) { order.push(row); figures[wc.culprit] = [fmtMs(wc.blocked_ms), fmtCount(wc.episodes), fmtMs(wc.max_ms)]; }
+      });
+    } else {
+      order = culpritRows;
+    }
+    culpritRows.forEach(function (r, k) {
+      r.hidden = true;
+      var cells = w ? figures[r.dataset.culprit] : mergedCells[k];
+      if (cells) NUM_CELLS.forEach(function (c, j) { r.cells[c].textContent = cells[j]; });
+    });
+    // The worker's own ranking: most blocked time in it first.
+    order.forEach(function (r, k) {
+      r.hidden = false;
+      r.classList.toggle('extra', k >= shownRows);
+      culpritBody.appendChild(r);
+    });
+    var more = $('culprits-more');
+    if (more) {
+      var rest = Math.max(0, order.length - shownRows);
+      more.hidden = rest === 0;
+      more.textContent = 'Show ' + rest + ' more';
+    }
+    culpritTable.parentNode.hidden = order.length === 0;
+    var empty = $('culprits-worker-empty');
+    if (empty) empty.hidden = order.length > 0;
+    if (selected >= 0 && culpritRowOf[String(selected)] && culpritRowOf[String(selected)].hidden) selectCulprit(selected);
+  }
+
+  function stat(bad, before, strong, after) {
+    var s = el('span', bad ? 'stat stat-bad' : 'stat', before);
+    s.appendChild(el('strong', '', strong));
+    if (after) s.appendChild(document.createTextNode(after));
+    return s;
+  }
+
+  function showWorkerStats(w) {
+    if (!workerStats) return;
+    if (!w) {
+      workerStats.replaceChildren.apply(workerStats, allStats.map(function (n) { return n.cloneNode(true); }));
+      return;
+    }
+    workerStats.replaceChildren(
+      stat(false, '', fmtPct(w.utilization), ' loop utilization'),
+      stat(w.blocked_ms > 0, 'blocked ', fmtMs(w.blocked_ms)),
+      stat(false, '', fmtCount(w.episodes), w.episodes === 1 ? ' episode' : ' episodes'),
+      stat(false, 'longest ', fmtMs(w.longest_block_ms))
+    );
+  }
+
+  function setWorker(pid) {
+    var w = pid ? workerByPid[String(pid)] || null : null;
+    if (!workerSelect || w === currentWorker) return;
+    currentWorker = w;
+    workerSelect.value = w ? String(w.pid) : '';
+    workerSelect.classList.toggle('active', !!w);
+    document.querySelectorAll('.worker-row').forEach(function (r) {
+      var on = !!w && r.dataset.pid === String(w.pid);
+      r.classList.toggle('selected', on);
+      r.setAttribute('aria-selected', String(on));
+    });
+    document.querySelectorAll('[data-worker-badge]').forEach(function (b) {
+      b.textContent = w ? w.label : '';
+      b.hidden = !w;
+    });
+    showWorkerStats(w);
+    filterCulprits(w);
+    TL = w ? workerTimeline(w) : ALL_TIMELINE;
+    EP = w ? workerEpisodes(w) : ALL_EPISODES;
+    hideTip();
+    drawTimeline();
+  }
+
+  if (workerSelect) {
+    workerSelect.addEventListener('change', function () { setWorker(workerSelect.value); });
+    document.querySelectorAll('.worker-row').forEach(function (row) {
+      // Clicking the chosen worker again goes back to all workers.
+      function toggle() { setWorker(currentWorker && String(currentWorker.pid) === row.dataset.pid ? '' : row.dataset.pid); }
+      row.addEventListener('click', toggle);
+      row.addEventListener('keydown', function (ev) {
+        if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); toggle(); }
+      });
+    });
+  }
+
   // ---- start ----------------------------------------------------------------------------
 
   var resizePending = false;
@@ -1122,7 +1265,11 @@
   // A read-only hook for tests and the benchmark: where a frame is drawn, what is shown.
   window.__asgiprof = {
     state: function () {
-      return { view: flame.view.id, zoom: flame.zoom, drawn: flame.rects.node.length, query: flame.query, selected: selected };
+      return { view: flame.view.id, zoom: flame.zoom, drawn: flame.rects.node.length, query: flame.query, selected: selected, worker: currentWorker ? currentWorker.pid : null };
+    },
+    timeline: function () {
+      var sum = function (xs) { return xs.reduce(function (a, b) { return a + b; }, 0); };
+      return { idle_ms: sum(TL.idle_ms), busy_ms: sum(TL.busy_ms), blocked_ms: sum(TL.blocked_ms), episodes: EP.start_s.length };
     },
     charts: function () {
       return {

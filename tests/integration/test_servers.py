@@ -279,6 +279,11 @@ def test_server_matrix_finds_the_planted_line_route_and_blocked_time(
     # ... in the workers or reload child, not in the process asgiprof was given
     target_pid = data["target"]["pids"][0]
     assert all((p.pid != target_pid) is case.in_child for p in per_process), per_process
+    # ... and report.html's Workers switch offers each of several serving processes
+    if len(per_process) > 1:
+        page = (out / "report.html").read_text(encoding="utf-8")
+        for proc in per_process:
+            assert f'<option value="{proc.pid}">PID {proc.pid} (' in page, proc.pid
 
     # ... and an attached server keeps serving, with the same processes
     if server is not None:

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
+from asgiprof.analyze import analyze
+from asgiprof.analyze.processes import process_timelines
 from asgiprof.analyze.result import (
     VIEW_ALL,
     VIEW_BLOCKING,
@@ -25,7 +27,7 @@ from asgiprof.analyze.result import (
     ResourceSummary,
     ThreadpoolBin,
 )
-from asgiprof.model import RouteTable, TargetInfo
+from asgiprof.model import Frame, Route, RouteTable, TargetInfo, ThreadInfo
 from asgiprof.reporters.html import (
     MIB,
     PAYLOAD_ELEMENT_ID,
@@ -46,6 +48,7 @@ from asgiprof.reporters.html import (
     threadpool_payload,
     tojson,
 )
+from tests.profile_builder import APP, IDLE, Builder, busy
 from tests.reporter_fixtures import (
     DEP_NAME,
     EXECUTE,
@@ -643,3 +646,138 @@ def test_new_hostile_text_is_text(analysis: Analysis, page: str, parts: PagePart
     # Escaped exactly once: no double escaping of what autoescape already handled.
     assert "&amp;lt;" not in page
     assert report_context(analysis)["findings"][-1]["title"] == HOSTILE_FINDING_TITLE
+
+
+# ---- workers: several server processes, each with its own event loop ---------------------
+
+HOT_PID, CALM_PID = 11, 12
+SLOW = Frame(f"slow_{SCRIPT}", APP, 12)  # blocks 100 ms, three times, in the hot worker
+QUERY = Frame("query", APP, 22)  # blocks 40 ms, twice, in the hot worker
+FAST = Frame("health", APP, 31)  # 10 ms at a time: busy, never blocked
+WORKER_ROUTES = (
+    Route("GET", "/users/{user_id}", "main.slow", APP, 10, 14, True),
+    Route("GET", "/items", "main.query", APP, 20, 24, True),
+    Route("GET", "/health", "main.health", APP, 30, 32, True),
+)
+
+
+def two_worker_analysis() -> Analysis:
+    """`uvicorn --workers 2` through the real analysis: worker 11 blocks, worker 12 is
+    healthy. Builder puts every thread in pid 1: each loop thread moves to its own pid."""
+    b = Builder(routes=WORKER_ROUTES)
+    for i in range(3):
+        b.add(HOT_PID, IDLE, 20)
+        b.add(HOT_PID, busy(SLOW), 10)
+        if i != 1:
+            b.add(HOT_PID, IDLE, 5)
+            b.add(HOT_PID, busy(QUERY), 4)
+    b.add(HOT_PID, IDLE, 5)
+    for _ in range(5):
+        b.add(CALM_PID, IDLE, 20)
+        b.add(CALM_PID, busy(FAST), 1)
+    profile = b.build()
+    for tl in profile.threads:
+        tl.thread = ThreadInfo(tl.thread.tid, tl.thread.tid, "MainThread")
+    profile.target = TargetInfo(
+        pids=(10, HOT_PID, CALM_PID),
+        command=("uvicorn", "main:app", "--workers", "2"),
+        server="uvicorn",
+    )
+    profile.self_check()
+    return analyze(profile)
+
+
+@pytest.fixture(scope="module")
+def workers_analysis() -> Analysis:
+    return two_worker_analysis()
+
+
+def test_worker_payload_splits_figures_and_culprits_per_process(workers_analysis: Analysis) -> None:
+    data = report_payload(workers_analysis)
+    hot, calm = data["workers"]
+    assert [(w["pid"], w["label"]) for w in (hot, calm)] == [
+        (HOT_PID, f"PID {HOT_PID} (worker 1)"),
+        (CALM_PID, f"PID {CALM_PID} (worker 2)"),
+    ]
+    # The hot worker: every episode and both culprits, most blocked time first.
+    assert (hot["blocked_ms"], hot["episodes"], hot["longest_block_ms"]) == (380.0, 5, 100.0)
+    assert hot["utilization"] == pytest.approx(380 / (380 + 750), abs=1e-4)
+    lines = [data["culprits"][c["culprit"]]["line"] for c in hot["culprits"]]
+    assert lines == [SLOW.line, QUERY.line]
+    assert [(c["blocked_ms"], c["episodes"], c["max_ms"]) for c in hot["culprits"]] == [
+        (300.0, 3, 100.0),
+        (80.0, 2, 40.0),
+    ]
+    # The healthy one: busy now and then, never blocked.
+    assert (calm["blocked_ms"], calm["episodes"], calm["culprits"]) == (0.0, 0, [])
+    assert (calm["busy_ms"], calm["idle_ms"]) == (50.0, 1000.0)
+    assert calm["utilization"] == pytest.approx(50 / 1050, abs=1e-4)
+    # Episodes by index: the merged list, split by process.
+    assert hot["episode_ids"] == list(range(5)) and calm["episode_ids"] == []
+    assert {data["episodes"]["culprit"][i] for i in hot["episode_ids"]} == {
+        c["culprit"] for c in hot["culprits"]
+    }
+
+
+def test_worker_timelines_share_the_merged_bins_and_add_up_to_them(
+    workers_analysis: Analysis,
+) -> None:
+    data = report_payload(workers_analysis)
+    merged = data["timeline"]
+    hot, calm = (w["timeline"] for w in data["workers"])
+    for key in ("idle_ms", "busy_ms", "blocked_ms"):
+        assert len(hot[key]) == len(calm[key]) == len(merged[key]) == 600
+        assert [h + c for h, c in zip(hot[key], calm[key], strict=True)] == pytest.approx(
+            merged[key], abs=0.02
+        )
+    # Unrounded, each worker's bins hold exactly its loop time; the page gets them rounded.
+    exact = process_timelines(workers_analysis)
+    sums = {
+        pid: tuple(sum(getattr(b, k) for b in bins) for k in ("idle_ms", "busy_ms", "blocked_ms"))
+        for pid, bins in exact.items()
+    }
+    assert sums == {
+        HOT_PID: pytest.approx((750, 0, 380)),
+        CALM_PID: pytest.approx((1000, 50, 0)),
+    }
+    assert sum(hot["blocked_ms"]) == pytest.approx(380, abs=1) and sum(calm["blocked_ms"]) == 0
+    # The healthy worker ran 1.05 s, the hot one 1.13 s: the last bins are the hot one's alone.
+    assert hot["idle_ms"][-1] > 0 and calm["idle_ms"][-1] == 0
+    assert [b.start_s for b in exact[CALM_PID]] == [b.start_s for b in workers_analysis.timeline]
+
+
+def test_worker_table_and_switch_in_the_page(workers_analysis: Analysis) -> None:
+    page = render_html(workers_analysis)
+    html = section(page, "workers")
+    rows = re.findall(r'<tr class="worker-row.*?</tr>', html, re.S)
+    assert len(rows) == 2
+    hot, calm = (" ".join(text_of(r).split()) for r in rows)
+    assert hot.startswith(f"PID {HOT_PID} most blocked uvicorn worker 33.6% 380 ms 5 100 ms")
+    assert f"{SLOW.function} \u2026/app/main.py:12 300 ms" in hot  # hostile name, as text
+    assert calm == f"PID {CALM_PID} uvicorn worker 4.8% \u2013 0 \u2013 nothing blocked"
+    assert 'class="worker-row hot" data-pid="11"' in rows[0]
+    options = re.findall(r'<option value="(\d*)">([^<]*)</option>', html)
+    assert options == [
+        ("", "all workers"),
+        (str(HOT_PID), f"PID {HOT_PID} (worker 1)"),
+        (str(CALM_PID), f"PID {CALM_PID} (worker 2)"),
+    ]
+    # Before the culprits it narrows, in the table of contents, and badges on both sections.
+    assert page.index("<main>") < page.index('id="workers"') < page.index('id="culprits"')
+    assert 'href="#workers"' in page
+    badge = '<span class="worker-badge" data-worker-badge hidden></span>'
+    assert page.count(badge) == 2 and 'id="culprits-worker-empty"' in page
+    assert SCRIPT not in page and "onerror=alert" not in page
+
+
+def test_a_single_process_report_has_no_worker_switch(analysis: Analysis, page: str) -> None:
+    assert report_payload(analysis)["workers"] == []
+    assert report_context(analysis)["workers"] is None
+    for trace in (
+        'id="workers"',
+        'id="worker-select"',
+        'class="worker-badge"',
+        'id="culprits-worker-empty"',
+    ):
+        assert trace not in page
+    assert "Workers" not in text_of(page)
