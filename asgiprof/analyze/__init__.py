@@ -5,7 +5,7 @@ no files. Source lines come in through `read_line` so the caller decides where t
 
     threads -> episodes -> request paths (middleware) + dependencies -> culprits
     -> routes and views -> middleware, dependency, threadpool and resource summaries
-    -> findings -> notes
+    -> GIL stalls (culprit-less episodes while pool workers computed) -> findings -> notes
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from asgiprof.analyze.episodes import (
     UserFrames,
     find_episodes,
 )
+from asgiprof.analyze.gil import find_gil_stalls, gil_findings, pool_threads
 from asgiprof.analyze.leaks import leak_findings, resource_summary
 from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.middleware import (
@@ -176,21 +177,41 @@ def analyze(
         params.timeline_bins,
     )
     resources = resource_summary(profile.resources, params)
+    pool, pool_entries = pool_threads(profile, worker_stacks, loop_threads)
+    gil = find_gil_stalls(
+        profile,
+        episodes,
+        loop_runs,
+        pool,
+        pool_entries,
+        user_frames,
+        resolver.route_of,
+        cpu_ratio,
+        params,
+    )
+    gil_found = gil_findings(gil, duration_s, len(loop_threads), params)
     findings: list[Finding] = [
         *leak_findings(resources),
         *threadpool_findings(threadpool, params),
+        *gil_found,
         *middleware_findings(middleware, params),
         *dependency_findings(dependencies, params.block_threshold_ms),
     ]
-    notes = _notes(profile, loop_threads, episodes, culprits)
+    explained = [s.episode for s in gil.stalls] if gil_found else []
+    notes = _notes(profile, loop_threads, episodes, culprits, explained)
     saturated_ms = sum(lr.saturated_ms for lr in loop_runs)
     if saturated_ms > 0:
         stretches = sum(lr.saturated_stretches for lr in loop_runs)
+        # With threads starving the loop of the GIL, its callbacks are slow, not many.
+        remedy = (
+            "see the gil-contention finding first: threads holding the GIL slow every callback"
+            if gil_found
+            else "the server needs more workers or less work per request"
+        )
         notes.append(
             f"the loop was saturated: {saturated_ms:.0f} ms in {stretches} long busy "
             "stretch(es) were many short callbacks back to back (no one line or stack held "
-            "them), counted as busy, not blocked: the server needs more workers or less "
-            "work per request"
+            f"them), counted as busy, not blocked: {remedy}"
         )
     return Analysis(
         params=params,
@@ -216,6 +237,7 @@ def _notes(
     loop_threads: list[ThreadTimeline],
     episodes: list[Episode],
     culprits: list[Culprit],
+    gil_stalls: list[Episode],
 ) -> list[str]:
     notes: list[str] = []
     if not loop_threads:
@@ -234,13 +256,17 @@ def _notes(
             f"{len(one_offs)} one-off short episode(s), {ms:.0f} ms, were not ranked as "
             "culprits: a single short stall is as likely the OS scheduling the loop out"
         )
-    orphans = [e for e in episodes if e.culprit is None]
+    # Episodes the gil-contention finding explains are not counted again here.
+    stalled = {id(e) for e in gil_stalls}
+    orphans = [e for e in episodes if e.culprit is None and id(e) not in stalled]
     if orphans:
         ms = sum(e.duration_ms for e in orphans)
+        other = "other " if stalled else ""
+        besides = f" (the gil-contention finding explains {len(stalled)} more)" if stalled else ""
         notes.append(
-            f"{len(orphans)} blocking episode(s), {ms:.0f} ms, had no single line of your "
-            "code holding the loop (framework or library code, or many short callbacks): "
-            "see the 'blocking' flamegraph"
+            f"{len(orphans)} {other}blocking episode(s), {ms:.0f} ms{besides}, had no single "
+            "line of your code holding the loop (framework or library code, or many short "
+            "callbacks): see the 'blocking' flamegraph"
         )
     notes.extend(profile.problems)  # store.load_profile's caveats, already sentences
     status = profile.target.exit_status

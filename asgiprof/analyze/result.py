@@ -16,7 +16,11 @@ Kind = Literal["cpu", "io", "unknown"]
 # in a middleware layer, in a FastAPI dependency, or elsewhere (startup, background tasks).
 CulpritContext = Literal["endpoint", "middleware", "dependency", "other"]
 FindingKind = Literal[
-    "possible-leak", "threadpool-saturation", "middleware-cost", "blocking-dependency"
+    "possible-leak",
+    "threadpool-saturation",
+    "middleware-cost",
+    "blocking-dependency",
+    "gil-contention",
 ]
 Severity = Literal["warning", "info"]
 ResourceMetric = Literal["rss_bytes", "fds", "threads", "connections"]
@@ -71,6 +75,23 @@ class AnalysisParams:
     # on the event loop, or all middleware layers together at least `middleware_total_share`.
     middleware_layer_share: float = 0.2
     middleware_total_share: float = 0.4
+    # GIL contention: an episode with no culprit line is the loop waiting for the GIL when,
+    # within `kind_margin_s` around it, the process's pool workers were busy (stacks beyond
+    # their queue wait) for at least `gil_workers_min_busy` of the episode on average and on
+    # CPU at least `gil_workers_min_cpu` CPU-seconds per second together, and the loop
+    # thread, over all such episodes, ran at most `gil_loop_max_cpu_ratio` of its busy time
+    # (one episode's loop CPU is too noisy: sample times are estimates). Measured on a 2-CPU
+    # VM with other work on it (examples/gil_contention.py, the same app whose `def` route
+    # sleeps instead, framework CPU on the loop beside sleeping or computing workers):
+    # computing workers sum 0.99-3.5, mostly 1.3-2 (schedstat counts run-queue waits too),
+    # sleeping ones 0.1-0.6, once 0.94; the loop ran 0.19-0.56 of its busy time while
+    # starved (0.73 under uvloop, whose GIL waits look idle), 0.98-1.01 computing itself.
+    gil_loop_max_cpu_ratio: float = 0.85
+    gil_workers_min_cpu: float = 0.8
+    gil_workers_min_busy: float = 0.5
+    # The finding needs stalls adding up to `one_off_factor` block thresholds (a single short
+    # stall is as likely the OS), and is a warning from this share of the loops' time on.
+    gil_warning_share: float = 0.05
 
 
 @dataclass(frozen=True, slots=True)

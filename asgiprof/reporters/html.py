@@ -831,6 +831,7 @@ FINDING_SECTIONS: Final = {
     "threadpool-saturation": ("threadpool", "Threadpool"),
     "middleware-cost": ("middleware", "Middleware"),
     "blocking-dependency": ("dependencies", "Dependencies"),
+    "gil-contention": ("threadpool", "Threadpool"),
 }
 
 # Calls listed under a culprit before its "calls" summary says "…".

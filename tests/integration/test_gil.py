@@ -1,0 +1,118 @@
+"""GIL contention end to end: pure-Python CPU work in a `def` route, profiled under real load
+with `asgiprof attach` on real uvicorn, is reported as starving the event loop of the GIL and
+names the CPU line; the same app whose `def` route sleeps instead (releasing the GIL) is not."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asgiprof.load import LoadResult, start_load_thread
+from tests.profiling import Finished, asgiprof, summary
+from tests.servers import ServerFactory, ServerProcess, planted_lines
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
+
+# Two of five requests compute a checksum (~70 ms of Python in a worker thread); the rest
+# are light `async def` routes whose framework work on the loop needs the GIL.
+PATHS = ("/reports/checksum", "/reports/checksum", "/items/1", "/items/2", "/healthy")
+DURATION_S = 6.0
+CONCURRENCY = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Profiled:
+    data: dict[str, Any]
+    done: Finished
+    load: LoadResult
+
+
+def profile(server: ServerProcess, out: Path) -> Profiled:
+    """Load the server for the whole of a `python -m asgiprof attach --duration` run."""
+    load = start_load_thread(
+        server.url, PATHS, duration_s=DURATION_S + 20.0, concurrency=CONCURRENCY, timeout_s=30.0
+    )
+    try:
+        done = asgiprof(
+            "attach",
+            str(server.pid),
+            "--duration",
+            str(DURATION_S),
+            "--out",
+            str(out),
+            cwd=server.cwd,
+            timeout_s=DURATION_S + 60.0,
+        )
+    finally:
+        load.stop()
+        assert load.join(40.0), "the load did not stop"
+    assert done.returncode == 0, done.stdout + done.stderr
+    return Profiled(summary(out), done, load.result)
+
+
+def profile_both(a: ServerProcess, b: ServerProcess, out: Path) -> tuple[Profiled, Profiled]:
+    """Both at once (the cause and its control): half the wall time, and the control runs
+    on a machine as busy as the cause's."""
+    results: dict[int, Profiled] = {}
+    errors: list[BaseException] = []
+
+    def one(k: int, server: ServerProcess) -> None:
+        try:
+            results[k] = profile(server, out / str(k))
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(k, s)) for k, s in enumerate((a, b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(DURATION_S + 120.0)
+    assert not any(t.is_alive() for t in threads), "a profile did not finish"
+    if errors:
+        raise errors[0]
+    return results[0], results[1]
+
+
+def gil_findings(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in data["findings"] if f["kind"] == "gil-contention"]
+
+
+@pytest.mark.timeout(120)
+def test_threadpool_cpu_work_starves_the_loop_of_the_gil_and_sleeping_workers_do_not(
+    tmp_path: Path, server_factory: ServerFactory, examples_dir: Path
+) -> None:
+    # GIVEN the example app (its `def` route computes a checksum in pure Python) and the same
+    # app whose `def` route sleeps as long instead
+    cpu = server_factory("gil_contention", ready_path="/openapi.json")
+    io = server_factory("gil_contention", app="io_app", ready_path="/openapi.json")
+    # WHEN both are profiled for 6 s under the same concurrent load on all their routes
+    p_cpu, p_io = profile_both(cpu, io, tmp_path)
+    for p in (p_cpu, p_io):
+        assert p.load.failed == 0, [s.first_error for s in p.load.paths]
+        assert p.load.for_path("/reports/checksum").ok >= 10, p.load.paths
+    # THEN the CPU app has a gil-contention finding naming the checksum line and its route
+    (line,) = planted_lines(examples_dir / "gil_contention.py")
+    (finding,) = gil_findings(p_cpu.data)
+    assert finding["subject"] == "GET /reports/checksum", finding
+    assert finding["pid"] == cpu.pid
+    assert f"gil_contention.py:{line}) in GET /reports/checksum" in finding["detail"], finding
+    assert finding["severity"] == "warning", finding
+    assert "ProcessPoolExecutor" in finding["advice"]
+    assert "starves the event loop of the GIL" in p_cpu.done.stdout
+    # ... the line runs in the threadpool: it is no culprit of the loop
+    assert not [c for c in p_cpu.data["culprits"] if c["line"] == line], p_cpu.data["culprits"]
+    # ... and what the finding explains is not counted again in the culprit-less note
+    stalls = int(finding["detail"].split(" blocking episode(s)")[0])
+    assert stalls >= 3, finding
+    assert stalls <= p_cpu.data["event_loop"]["episodes"]
+    for note in p_cpu.data["notes"]:
+        if "no single line of your code" in note:
+            assert f"the gil-contention finding explains {stalls} more" in note, note
+    # ... while the control, whose workers sleep with the GIL released, has none
+    assert gil_findings(p_io.data) == [], p_io.data["findings"]
+    routes = {r["route"]: r for r in p_io.data["routes"]}
+    assert routes["GET /reports/checksum"]["threadpool_ms"] > 500  # its workers were busy
