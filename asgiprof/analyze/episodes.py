@@ -5,7 +5,7 @@ loop calls). Its duration is its sample count times the sampling period: py-spy'
 exponentially spaced samples make that count an unbiased estimate, and, unlike the gap
 between two samples, it does not inflate a 1 ms callback into a 10 ms one. Back-to-back
 callbacks of the same kind merge when no sample falls between them (documented limit);
-a framework-only sample between two stretches of user code splits them.
+a framework-only sample after user code ends the user code's stretch.
 """
 
 from __future__ import annotations
@@ -120,7 +120,6 @@ class _Stretch:
     route: str | None = None  # the first route seen in this stretch
     end_run: int = 0
     saw_user: bool = False  # some run had a user frame
-    left_user: bool = False  # ... and a later run had none (the request finished)
     stacks: Counter[int] = field(default_factory=Counter)
 
 
@@ -162,11 +161,13 @@ def find_episodes(
                 has_user = user_frames.deepest(sid) is not None
                 route = route_of(sid)
                 # Under load one request's handler follows another's with no idle sample
-                # between them. A new callback, another route, or user code again after
-                # framework-only samples (a response was sent) starts a new stretch.
+                # between them. A new callback, another route, or framework-only samples
+                # after user code (its request answered, the next ones being parsed and
+                # routed) start a new stretch: the framework work queued behind a block is
+                # not the blocking line's time.
                 if cur is not None and (
                     cur.callback != callback
-                    or (has_user and cur.left_user)
+                    or (not has_user and cur.saw_user)
                     or (route is not None and cur.route is not None and route != cur.route)
                 ):
                     close(cur, i)
@@ -177,8 +178,6 @@ def find_episodes(
                     cur.route = route
                 if has_user:
                     cur.saw_user = True
-                elif cur.saw_user:
-                    cur.left_user = True
                 cur.duration_s += dur
                 cur.samples += n
                 cur.stacks[sid] += n

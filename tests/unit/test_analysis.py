@@ -356,3 +356,21 @@ def test_a_user_line_calling_a_callable_object_of_a_library_can_be_the_culprit()
     # WHEN analysed THEN that line is the culprit
     a = analyze(b.build(), params=ONE_EPISODE_IS_ENOUGH)
     assert [c.line for c in a.culprits] == [12]
+
+
+def test_framework_work_queued_behind_a_block_is_not_the_blocking_lines_time() -> None:
+    # GIVEN a 60 ms block followed, with no idle sample, by 40 ms of framework-only work
+    # (the requests that queued behind it being parsed and routed, slowed by threads)
+    router = Frame("Router.__call__", f"{SITE}/starlette/routing.py", 715)
+    b = Builder(routes=ROUTES)
+    for _ in range(3):
+        b.add(1, IDLE, 5)
+        b.add(1, busy(BLOCK), 6)
+        b.add(1, (*busy()[:-1], router), 4)  # the next request's task, routing
+    b.add(1, IDLE, 5)
+    # WHEN analysed
+    a = analyze(b.build(), params=ONE_EPISODE_IS_ENOUGH)
+    # THEN the line is credited its own 3 x 60 ms, the framework tail is its own stall
+    assert [c.line for c in a.culprits] == [12]
+    assert a.culprits[0].blocked_ms == pytest.approx(180.0)
+    assert a.loop.blocked_ms == pytest.approx(300.0)
