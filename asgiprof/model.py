@@ -78,6 +78,17 @@ class Chunk:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteDependency:
+    """One function of a route's FastAPI dependency tree, with its source span."""
+
+    function: str  # qualified name; a class dependency: its `__init__` (or the class)
+    file: str
+    first_line: int
+    last_line: int
+    depth: int  # 1: the route's own (signature, router, app); 2: a dependency's; ...
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """One route as the framework declares it, with its endpoint's source span."""
 
@@ -88,6 +99,9 @@ class Route:
     first_line: int
     last_line: int
     is_async: bool
+    # Depth first, as the framework resolves them (FastAPI); () when it has none or the
+    # tree was not read (other frameworks, output directories from before trees were read).
+    dependencies: tuple[RouteDependency, ...] = ()
 
     @property
     def name(self) -> str:
@@ -99,6 +113,7 @@ class RouteTable:
     routes: tuple[Route, ...]
     source: Literal["app", "none"]  # "none": table could not be read
     error: str | None = None  # why the table could not be read
+    dependency_error: str | None = None  # why some routes' dependency trees were not read
 
 
 @dataclass(frozen=True, slots=True)

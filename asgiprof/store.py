@@ -36,6 +36,7 @@ from asgiprof.model import (
     Profile,
     Resources,
     Route,
+    RouteDependency,
     RouteTable,
     SamplingInfo,
     TargetInfo,
@@ -167,6 +168,7 @@ def write_routes(out: Path, table: RouteTable) -> None:
         {
             "source": table.source,
             "error": table.error,
+            "dependency_error": table.dependency_error,
             "routes": [asdict(r) for r in table.routes],
         },
     )
@@ -277,14 +279,42 @@ _ROUTE_FIELDS: dict[str, type] = {
 }
 
 
-def _route(data: Any) -> Route:
-    if not isinstance(data, dict) or set(data) != set(_ROUTE_FIELDS):
-        raise TypeError("a route entry needs exactly the fields " + ", ".join(_ROUTE_FIELDS))
-    for name, kind in _ROUTE_FIELDS.items():
+_DEPENDENCY_FIELDS: dict[str, type] = {
+    "function": str,
+    "file": str,
+    "first_line": int,
+    "last_line": int,
+    "depth": int,
+}
+
+
+def _check_fields(data: dict[str, Any], fields: dict[str, type], what: str) -> None:
+    for name, kind in fields.items():
         value = data[name]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise TypeError(f"route field {name} is not {kind.__name__}")
-    return Route(**data)
+            raise TypeError(f"{what} field {name} is not {kind.__name__}")
+
+
+def _route_dependency(data: Any) -> RouteDependency:
+    if not isinstance(data, dict) or set(data) != set(_DEPENDENCY_FIELDS):
+        raise TypeError(
+            "a route dependency needs exactly the fields " + ", ".join(_DEPENDENCY_FIELDS)
+        )
+    _check_fields(data, _DEPENDENCY_FIELDS, "route dependency")
+    return RouteDependency(**data)
+
+
+def _route(data: Any) -> Route:
+    # "dependencies" is optional: routes.json files written before it was read lack it.
+    if not isinstance(data, dict) or set(data) - {"dependencies"} != set(_ROUTE_FIELDS):
+        raise TypeError("a route entry needs exactly the fields " + ", ".join(_ROUTE_FIELDS))
+    _check_fields(data, _ROUTE_FIELDS, "route")
+    fields = {name: data[name] for name in _ROUTE_FIELDS}
+    if "dependencies" not in data:
+        return Route(**fields)
+    if not isinstance(data["dependencies"], list):
+        raise TypeError("route field dependencies is not a list")
+    return Route(**fields, dependencies=tuple(map(_route_dependency, data["dependencies"])))
 
 
 def load_routes(out: Path) -> RouteTable:
@@ -298,9 +328,11 @@ def load_routes(out: Path) -> RouteTable:
         raise CorruptProfileError(f"{path} holds an unexpected route entry: {exc}") from exc
     error = data.get("error")
     error = error if isinstance(error, str) else None
+    dependency_error = data.get("dependency_error")
+    dependency_error = dependency_error if isinstance(dependency_error, str) else None
     if data.get("source") == "app":
-        return RouteTable(routes, "app", error)
-    return RouteTable(routes, "none", error)
+        return RouteTable(routes, "app", error, dependency_error)
+    return RouteTable(routes, "none", error, dependency_error)
 
 
 def _chunk_meta(path: Path) -> dict[str, Any] | None:
@@ -470,6 +502,9 @@ def load_profile(out: Path) -> Profile:
         stopped_by=stopped_by,
     )
     problems.extend(sampling_problems(sampling))
+    routes = load_routes(out)
+    if routes.dependency_error is not None:
+        problems.append(routes.dependency_error)
     if stopped_by == "target-exit" and target.exit_status is None:
         problems.append(
             "the target exited while sampled (its exit status is known only to its parent "
@@ -481,7 +516,7 @@ def load_profile(out: Path) -> Profile:
         frames=frames,
         stacks=stacks,
         threads=sorted(timelines.values(), key=lambda t: (t.thread.pid, t.thread.tid)),
-        routes=load_routes(out),
+        routes=routes,
         resources=resources,
         problems=problems,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from asgiprof.analyze.advice import advice_text, find_advice
-from asgiprof.analyze.dependencies import DependencyFrames, dependency_name
+from asgiprof.analyze.dependencies import DependencyFrames
 from asgiprof.analyze.frames import short_name
 from asgiprof.analyze.middleware import OWNER_ROUTE, OWNER_SERVER, RequestPaths
 from asgiprof.analyze.result import AnalysisParams, Culprit, CulpritContext, Episode, Kind
@@ -29,8 +29,9 @@ _DEF: Final = re.compile(r"^\s*(?:async\s+)?def\b")
 
 @dataclass(frozen=True, slots=True)
 class CulpritContexts:
-    """Where a culprit line runs: in a dependency (and the routes declaring it), in a
-    middleware layer, in a route's endpoint, or elsewhere."""
+    """Where a culprit line runs: in a dependency (and every route whose dependency tree
+    holds it, see `DependencyFrames.routes_of`), in a middleware layer, in a route's
+    endpoint, or elsewhere."""
 
     paths: RequestPaths | None = None
     deps: DependencyFrames | None = None
@@ -41,8 +42,8 @@ class CulpritContexts:
             j = self.deps.on_loop(sid)
             if j is not None and j <= index:
                 profile = self.deps.profile
-                function = profile.frames[profile.stacks[sid][j]].function
-                return "dependency", function, self.deps.known.get(dependency_name(function), ())
+                frame = profile.frames[profile.stacks[sid][j]]
+                return "dependency", frame.function, self.deps.routes_of(frame)
         if self.paths is not None:
             owner = self.paths.owner_at(sid, index)
             if owner == OWNER_ROUTE:

@@ -5,13 +5,17 @@ On the event loop an `async def` dependency runs right above FastAPI's `solve_de
 `fastapi/dependencies/utils.py` is FastAPI's own solving (parameter parsing, validation).
 A `def` dependency runs in an anyio worker thread, whose stack starts at the worker: there it
 is recognised by name (one the routes declare, or one seen on the loop) or as the generator a
-`contextmanager_in_threadpool` entered. Which routes use a dependency is read from the route
-endpoints' source (`Depends(name)` / `Security(name)` in the decorator or signature), since
-no stack shows the route while its dependencies are solved.
+`contextmanager_in_threadpool` entered. No stack shows the route while its dependencies are
+solved, so which routes use a dependency comes from the route table: the routes whose
+dependency tree (read from FastAPI's own `route.dependant` by the route probe) holds the
+frame's file and line, as endpoints are matched. Routes without a tree (other frameworks, old
+output directories) fall back to their endpoints' source: `Depends(name)` / `Security(name)`
+in the decorator or signature.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -56,12 +60,12 @@ def dependency_name(function: str) -> str:
 def declared_dependencies(
     routes: Iterable[Route], read_line: SourceReader
 ) -> dict[str, tuple[str, ...]]:
-    """Dependency name -> routes naming it in `Depends(...)`, read from each endpoint's
-    decorator and signature (aliases like `CurrentUser = Annotated[..., Depends(f)]` and
-    router-level dependencies are not followed)."""
+    """Dependency name -> routes naming it in `Depends(...)`, read from the decorator and
+    signature of each endpoint without a dependency tree (aliases like `CurrentUser =
+    Annotated[..., Depends(f)]` and router-level dependencies are not followed there)."""
     users: dict[str, set[str]] = defaultdict(set)
     for route in routes:
-        if not route.file or route.first_line <= 0:
+        if route.dependencies or not route.file or route.first_line <= 0:
             continue
         seen_def = False
         last = min(route.last_line or route.first_line, route.first_line + _MAX_SIGNATURE_LINES)
@@ -78,6 +82,37 @@ def declared_dependencies(
     return {name: tuple(sorted(r)) for name, r in users.items()}
 
 
+class DependencyTrees:
+    """Which routes' dependency trees hold a file:line (the innermost span answers)."""
+
+    __slots__ = ("_files",)
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        users: dict[tuple[str, int, int], set[str]] = defaultdict(set)
+        for route in routes:
+            for dep in route.dependencies:
+                if dep.file and 0 < dep.first_line <= dep.last_line:
+                    users[(os.path.normpath(dep.file), dep.first_line, dep.last_line)].add(
+                        route.name
+                    )
+        files: dict[str, list[tuple[int, int, tuple[str, ...]]]] = defaultdict(list)
+        for (file, first, last), names in users.items():
+            files[file].append((first, last, tuple(sorted(names))))
+        for spans in files.values():
+            spans.sort(key=lambda span: (span[1] - span[0], span[0]))  # innermost first
+        self._files = dict(files)
+
+    def routes_at(self, file: str, line: int) -> tuple[str, ...] | None:
+        """The routes using the dependency whose span holds file:line; None outside all."""
+        spans = self._files.get(file)
+        if spans is None:
+            # py-spy shows co_filename as the target made it: "/app/./main.py" on 3.9.
+            spans = self._files.get(os.path.normpath(file))
+            if spans is None:
+                return None
+        return next((routes for first, last, routes in spans if first <= line <= last), None)
+
+
 def _may_be_dependency(frame: Frame) -> bool:
     """Dependencies are the app's functions, or a library's callable classes (FastAPI's
     security schemes: `OAuth2PasswordBearer.__call__`); FastAPI also calls library code
@@ -88,9 +123,19 @@ def _may_be_dependency(frame: Frame) -> bool:
     return kind == "library" and bare_function(frame.function) == "__call__"
 
 
-def loop_dependency_index(stack: list[Frame], known: Mapping[str, object]) -> int | None:
+def _never(frame: Frame) -> bool:
+    return False
+
+
+def loop_dependency_index(
+    stack: list[Frame],
+    known: Mapping[str, object],
+    in_tree: Callable[[Frame], bool] = _never,
+) -> int | None:
     """Position of the dependency function FastAPI is running on this loop stack; None when
-    no dependency runs (also when FastAPI itself is solving: see `is_solving`)."""
+    no dependency runs (also when FastAPI itself is solving: see `is_solving`). `known`
+    names and `in_tree` frames (in a route's dependency tree) are dependencies wherever
+    their code lives."""
     solve = -1
     for i, frame in enumerate(stack):
         if bare_function(frame.function) in _SOLVE and _norm(frame.file).endswith(_UTILS):
@@ -105,7 +150,9 @@ def loop_dependency_index(stack: list[Frame], known: Mapping[str, object]) -> in
             return None
         # FastAPI's own parsing and validation, or the hop to the threadpool (anyio,
         # run_in_threadpool): no dependency runs on this thread.
-        return j if _may_be_dependency(frame) or dependency_name(frame.function) in known else None
+        if _may_be_dependency(frame) or dependency_name(frame.function) in known:
+            return j
+        return j if in_tree(frame) else None
     return None
 
 
@@ -116,7 +163,10 @@ def is_solving(stack: list[Frame]) -> bool:
 
 
 def worker_dependency_index(
-    stack: list[Frame], entry: int, known: Mapping[str, object]
+    stack: list[Frame],
+    entry: int,
+    known: Mapping[str, object],
+    in_tree: Callable[[Frame], bool] = _never,
 ) -> int | None:
     """Position of a `def` dependency on a worker-thread stack (the worker entry frame at
     `entry`), or None when the worker runs something else."""
@@ -126,7 +176,7 @@ def worker_dependency_index(
         if _PLUMBING.search(frame.file):
             via_contextlib = via_contextlib or bool(_CONTEXTLIB.search(frame.file))
             continue
-        if (via_contextlib or dependency_name(frame.function) in known) and (
+        if (via_contextlib or dependency_name(frame.function) in known or in_tree(frame)) and (
             file_kind(frame.file) != "stdlib"
         ):
             return j
@@ -138,6 +188,7 @@ def worker_dependency_index(
 class _Acc:
     file: str
     lines: Counter[int] = field(default_factory=Counter)
+    routes: set[str] = field(default_factory=set)
     loop_ms: float = 0.0
     blocked_ms: float = 0.0
     threadpool_ms: float = 0.0
@@ -146,17 +197,37 @@ class _Acc:
 
 @dataclass(slots=True)
 class DependencyFrames:
-    """Dependency classification per stack id, cached."""
+    """Dependency classification per stack id, cached; the routes of a dependency frame."""
 
     profile: Profile
-    known: dict[str, tuple[str, ...]]  # declared dependency names -> routes
+    # dependency names -> routes naming them in their source (routes without a tree)
+    known: dict[str, tuple[str, ...]]
+    trees: DependencyTrees = field(init=False)
     _loop: dict[int, int | None] = field(default_factory=dict)
     _solving: dict[int, bool] = field(default_factory=dict)
     _worker: dict[int, int | None] = field(default_factory=dict)
+    _routes: dict[Frame, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.trees = DependencyTrees(self.profile.routes.routes)
+
+    def in_tree(self, frame: Frame) -> bool:
+        return self.trees.routes_at(frame.file, frame.line) is not None
+
+    def routes_of(self, frame: Frame) -> tuple[str, ...]:
+        """Routes using the dependency running in `frame`: those whose tree holds its line,
+        and those without a tree whose source names its function."""
+        routes = self._routes.get(frame)
+        if routes is None:
+            in_trees = self.trees.routes_at(frame.file, frame.line) or ()
+            by_name = self.known.get(dependency_name(frame.function), ())
+            routes = self._routes[frame] = tuple(sorted({*in_trees, *by_name}))
+        return routes
 
     def on_loop(self, sid: int) -> int | None:
         if sid not in self._loop:
-            self._loop[sid] = loop_dependency_index(self.profile.stack_frames(sid), self.known)
+            stack = self.profile.stack_frames(sid)
+            self._loop[sid] = loop_dependency_index(stack, self.known, self.in_tree)
         return self._loop[sid]
 
     def solving(self, sid: int) -> bool:
@@ -167,7 +238,7 @@ class DependencyFrames:
     def in_worker(self, sid: int, entry: int) -> int | None:
         if sid not in self._worker:
             stack = self.profile.stack_frames(sid)
-            self._worker[sid] = worker_dependency_index(stack, entry, self.known)
+            self._worker[sid] = worker_dependency_index(stack, entry, self.known, self.in_tree)
         return self._worker[sid]
 
     def learn_loop_names(self, stack_ids: Iterable[int]) -> None:
@@ -197,6 +268,7 @@ def dependency_summary(
         if a is None:
             a = acc[(frame.function, frame.file)] = _Acc(frame.file)
         a.lines[frame.line] += n
+        a.routes.update(deps.routes_of(frame))
         a.samples += n
         return a
 
@@ -233,7 +305,7 @@ def dependency_summary(
             blocked_ms=a.blocked_ms,
             threadpool_ms=a.threadpool_ms,
             samples=a.samples,
-            routes=deps.known.get(dependency_name(function), ()),
+            routes=tuple(sorted(a.routes)),
         )
         for (function, _file), a in acc.items()
     ]

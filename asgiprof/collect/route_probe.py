@@ -2,6 +2,7 @@
 
 Runs in the TARGET's interpreter and working directory (stdlib only, CPython 3.9+, never
 imports asgiprof): `python route_probe.py MODULE:ATTR [--factory] [--app-dir DIR]`.
+Each FastAPI route also carries its dependency tree, read from FastAPI's `route.dependant`.
 """
 
 # Kept to Python 3.9 syntax and stdlib on purpose: no `match`, no `X | Y` outside
@@ -16,6 +17,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO, TypedDict
 
 # The result is the last stdout line starting with MARKER, so whatever the app prints at
@@ -35,8 +37,18 @@ _CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]*\}")
 _GENERATED_HANDLERS = ("HTTPRoute.create_options_handler.<locals>.options_handler",)
 # werkzeug (Quart): `<int:user_id>`, `<name>`, `<path:rest>` -> `{user_id}`, `{name}`, `{rest}`.
 _WERKZEUG_CONVERTOR = re.compile(r"<(?:[^<>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
-_MAX_DEPTH = 32  # mounts within mounts; guards against cycles too
+_MAX_DEPTH = 32  # mounts within mounts, dependencies within dependencies; guards cycles too
 _MAX_MESSAGE = 500
+# Nodes of one route's dependency tree: shared sub-dependencies repeat under each user.
+_MAX_DEPENDENCIES = 1000
+
+
+class DependencyRecord(TypedDict):
+    function: str  # module.qualname; a class dependency: its __init__ (or the class)
+    file: str
+    first_line: int
+    last_line: int
+    depth: int  # 1: the route's own (its signature, router, app); 2: theirs; ...
 
 
 class RouteRecord(TypedDict):
@@ -47,6 +59,8 @@ class RouteRecord(TypedDict):
     first_line: int
     last_line: int
     is_async: bool
+    # FastAPI's dependency tree of the route, depth first; [] without one (other frameworks)
+    dependencies: list[DependencyRecord]
 
 
 class ProbeResult(TypedDict, total=False):
@@ -56,6 +70,7 @@ class ProbeResult(TypedDict, total=False):
     routes: list[RouteRecord]
     skipped: list[str]  # what could not be read: route types by name, mount cycles
     reason: str  # status "no-table"
+    dependency_error: str  # why some routes' dependency trees could not be read (said once)
     stage: str  # status "error": "import", "attribute", "factory"
     error_type: str
     message: str
@@ -200,6 +215,8 @@ class _Walker:
     def __init__(self) -> None:
         self.routes: list[RouteRecord] = []
         self.skipped: list[str] = []
+        self.dependency_errors: list[str] = []  # "GET /x: TypeError: ..." per route
+        self._described: dict[int, tuple[object, tuple[str, str, int, int]]] = {}
         # ids of the mounts being walked: a mount reached again inside itself is a cycle
         # (the same sub-app mounted twice side by side is not, and is walked twice)
         self._walking: set[int] = set()
@@ -248,11 +265,11 @@ class _Walker:
     def _add_endpoint(self, route: object, path: str, endpoint: object) -> None:
         methods = _attr(route, "methods")
         if _is_websocket(route):
-            self._record("WS", path, endpoint)
+            self._record("WS", path, endpoint, route)
         elif inspect.isclass(endpoint):
             self._add_class_endpoint(path, endpoint, methods)
         else:
-            self._record(_method_label(methods), path, endpoint)
+            self._record(_method_label(methods), path, endpoint, route)
 
     def _add_class_endpoint(self, path: str, cls: type, methods: object) -> None:
         """HTTPEndpoint-style class: one route per HTTP method function it defines."""
@@ -294,7 +311,7 @@ class _Walker:
             method = "WS" if _attr(rule, "websocket") is True else _method_label(methods)
             self._record(method, _WERKZEUG_CONVERTOR.sub(r"{\1}", path), function)
 
-    def _record(self, method: str, path: str, endpoint: object) -> None:
+    def _record(self, method: str, path: str, endpoint: object, route: object = None) -> None:
         name, file, first, last, is_async = describe(endpoint)
         self.routes.append(
             RouteRecord(
@@ -305,8 +322,108 @@ class _Walker:
                 first_line=first,
                 last_line=last,
                 is_async=is_async,
+                dependencies=self._dependencies(f"{method} {path}", route),
             )
         )
+
+    def _dependencies(self, name: str, route: object) -> list[DependencyRecord]:
+        """The route's FastAPI dependency tree (`route.dependant`: FastAPI's own, with the
+        router's, the app's and `include_router`'s dependencies already merged in), or []."""
+        dependant = _attr(route, "dependant") if route is not None else None
+        if dependant is None:
+            return []
+        try:
+            return dependency_tree(dependant, self._describe_dependency)
+        except Exception as exc:  # one unreadable tree costs that route its list, no more
+            message = _one_line(str(exc))
+            self.dependency_errors.append(
+                f"{name}: {type(exc).__name__}" + (f": {message}" if message else "")
+            )
+            return []
+
+    def _describe_dependency(self, call: object) -> tuple[str, str, int, int]:
+        # Shared dependencies recur in every route's tree; reading their source is the cost.
+        # The call stays referenced beside its id, so the id cannot be reused meanwhile.
+        cached = self._described.get(id(call))
+        if cached is None:
+            cached = self._described[id(call)] = (call, describe_dependency(call))
+        return cached[1]
+
+    def dependency_error(self) -> str | None:
+        if not self.dependency_errors:
+            return None
+        count = len(self.dependency_errors)
+        return _one_line(
+            f"the dependency trees of {count} route(s) could not be read, so their "
+            f"dependencies are found by name (first: {self.dependency_errors[0]})"
+        )
+
+
+# --- FastAPI dependency trees ------------------------------------------------------------------
+
+
+def _sub_dependants(node: object) -> list[object]:
+    subs = _attr(node, "dependencies")
+    if not isinstance(subs, (list, tuple)):
+        raise TypeError(f"{type(node).__name__} has no list of dependencies")
+    return list(subs)
+
+
+def dependency_tree(
+    dependant: object, describe_call: Callable[[object], tuple[str, str, int, int]] | None = None
+) -> list[DependencyRecord]:
+    """FastAPI's `Dependant` tree below a route, depth first, each node with its depth.
+
+    `describe_call(call)` gives (name, file, first line, last line) of a node's `.call`
+    (default `describe_dependency`). Raises on a node without a Dependant's shape or a tree
+    deeper than _MAX_DEPTH / larger than _MAX_DEPENDENCIES.
+    """
+    describe_call = describe_call or describe_dependency
+    records: list[DependencyRecord] = []
+    pending = [(sub, 1) for sub in reversed(_sub_dependants(dependant))]
+    while pending:
+        node, depth = pending.pop()
+        if depth > _MAX_DEPTH:
+            raise ValueError(f"dependencies nested deeper than {_MAX_DEPTH}")
+        if len(records) >= _MAX_DEPENDENCIES:
+            raise ValueError(f"more than {_MAX_DEPENDENCIES} dependencies")
+        call = _attr(node, "call")
+        if call is not None:
+            name, file, first, last = describe_call(call)
+            records.append(
+                DependencyRecord(
+                    function=name, file=file, first_line=first, last_line=last, depth=depth
+                )
+            )
+        pending.extend((sub, depth + 1) for sub in reversed(_sub_dependants(node)))
+    return records
+
+
+def _source_file(obj: object) -> str:
+    try:
+        return inspect.getsourcefile(obj) or ""  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        return ""
+
+
+def describe_dependency(call: object) -> tuple[str, str, int, int]:
+    """(module.qualname, file, first line, last line) of what runs when FastAPI calls `call`.
+
+    A class runs its `__init__`; one from another file (a library base class, or code
+    dataclasses generate) is shared by many classes, so the class's own span stands in.
+    Functions, partials, decorated functions and callable instances as `describe` sees them.
+    """
+    target: Any = call
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.isclass(target):
+        init = _attr(target, "__init__")
+        if inspect.isfunction(init):
+            name, file, first, last, _ = describe(init)
+            if file and first > 0 and file == _source_file(target):
+                return name, file, first, last
+    name, file, first, last, _ = describe(target)
+    return name, file, first, last
 
 
 # --- describing an endpoint --------------------------------------------------------------------
@@ -381,6 +498,11 @@ def probe(spec: str, factory: bool, app_dirs: list[str]) -> tuple[ProbeResult, i
             ),
             EXIT_IMPORT_FAILED,
         )
+    return probe_app(app), EXIT_OK
+
+
+def probe_app(app: object) -> ProbeResult:
+    """The route table of an imported app (never raises: a misread table is "no-table")."""
     framework = (_attr(type(app), "__module__") or "").split(".")[0]
     try:
         routes = find_routes(app)
@@ -388,41 +510,29 @@ def probe(spec: str, factory: bool, app_dirs: list[str]) -> tuple[ProbeResult, i
         if rules is not None:
             walker = _Walker()
             walker.walk_werkzeug(*rules)
-            return (
-                ProbeResult(
-                    protocol=PROTOCOL,
-                    status="ok",
-                    framework=framework,
-                    routes=walker.routes,
-                    skipped=walker.skipped,
-                ),
-                EXIT_OK,
+            return ProbeResult(
+                protocol=PROTOCOL,
+                status="ok",
+                framework=framework,
+                routes=walker.routes,
+                skipped=walker.skipped,
             )
         if routes is None:
             reason = f"the app ({type(app).__name__}) has no route table (.routes or .router)"
-            return (
-                ProbeResult(
-                    protocol=PROTOCOL, status="no-table", framework=framework, reason=reason
-                ),
-                EXIT_OK,
+            return ProbeResult(
+                protocol=PROTOCOL, status="no-table", framework=framework, reason=reason
             )
         walker = _Walker()
         walker.walk(routes, "", 0)
         if walker.skipped and not walker.routes:
             unread = ", ".join(sorted(set(walker.skipped))[:5])
             reason = f"no route of the app could be read (unrecognised: {unread})"
-            return (
-                ProbeResult(
-                    protocol=PROTOCOL, status="no-table", framework=framework, reason=reason
-                ),
-                EXIT_OK,
+            return ProbeResult(
+                protocol=PROTOCOL, status="no-table", framework=framework, reason=reason
             )
     except Exception as exc:  # a framework we misread: no table, never a crash
         reason = f"reading the route table failed: {type(exc).__name__}: {_one_line(str(exc))}"
-        return (
-            ProbeResult(protocol=PROTOCOL, status="no-table", framework=framework, reason=reason),
-            EXIT_OK,
-        )
+        return ProbeResult(protocol=PROTOCOL, status="no-table", framework=framework, reason=reason)
     result = ProbeResult(
         protocol=PROTOCOL,
         status="ok",
@@ -430,7 +540,10 @@ def probe(spec: str, factory: bool, app_dirs: list[str]) -> tuple[ProbeResult, i
         routes=walker.routes,
         skipped=walker.skipped,
     )
-    return result, EXIT_OK
+    error = walker.dependency_error()
+    if error is not None:
+        result["dependency_error"] = error
+    return result
 
 
 def main(argv: list[str], out: TextIO) -> int:

@@ -19,7 +19,7 @@ from asgiprof.collect.command import ServerCommand, redact_text
 from asgiprof.collect.route_probe import MARKER, PROTOCOL
 from asgiprof.collect.sampler import kill_group, pdeathsig
 from asgiprof.errors import AppImportError
-from asgiprof.model import Route, RouteTable
+from asgiprof.model import Route, RouteDependency, RouteTable
 
 _KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the pipes to close
 
@@ -199,7 +199,11 @@ def _to_table(result: Mapping[str, object], app_spec: str, where: str) -> RouteT
     if status != "ok" or not isinstance(records, list):
         return RouteTable((), "none", f"unexpected route probe result (status {status!r})")
     routes = tuple(route for route in map(_to_route, records) if route is not None)
-    return RouteTable(routes, "app")
+    dependency_error = result.get("dependency_error")
+    if not isinstance(dependency_error, str):
+        return RouteTable(routes, "app")
+    # Its messages quote the app's objects, which may hold settings: redact like errors.
+    return RouteTable(routes, "app", dependency_error=redact_text(dependency_error))
 
 
 def _to_route(record: object) -> Route | None:
@@ -221,7 +225,30 @@ def _to_route(record: object) -> Route | None:
         and isinstance(is_async, bool)
     ):
         return None
-    return Route(method, path, endpoint, file, first_line, last_line, is_async)
+    records = record.get("dependencies")
+    dependencies = _to_dependencies(records) if isinstance(records, list) else ()
+    return Route(method, path, endpoint, file, first_line, last_line, is_async, dependencies)
+
+
+def _to_dependencies(records: list[object]) -> tuple[RouteDependency, ...]:
+    """A tree with a malformed node is dropped whole: depths of a partial tree would lie."""
+    dependencies: list[RouteDependency] = []
+    for record in records:
+        if not isinstance(record, dict):
+            return ()
+        function, file, first_line, last_line, depth = (
+            record.get(key) for key in ("function", "file", "first_line", "last_line", "depth")
+        )
+        if not (
+            isinstance(function, str)
+            and isinstance(file, str)
+            and isinstance(first_line, int)
+            and isinstance(last_line, int)
+            and isinstance(depth, int)
+        ):
+            return ()
+        dependencies.append(RouteDependency(function, file, first_line, last_line, depth))
+    return tuple(dependencies)
 
 
 # --- frame -> route ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ EXAMPLES = {
     "sync_db_postgres": 2,
     "middleware_stack": 1,
     "dependencies": 1,
+    "dependency_tree": 3,
     "threadpool_saturation": 0,
     "leaky_session": 0,
     "leaky_session_fixed": 0,
