@@ -25,6 +25,7 @@ from asgiprof.analyze.episodes import (
     LABEL_IDLE,
     UserFrames,
     find_episodes,
+    promote_short_stretches,
 )
 from asgiprof.analyze.gil import find_gil_stalls, gil_findings, pool_threads
 from asgiprof.analyze.leaks import leak_findings, resource_summary
@@ -98,9 +99,13 @@ def analyze(
     paths = RequestPaths(profile, classifier, is_endpoint, busy_stacks)
     deps = DependencyFrames(profile, declared_dependencies(profile.routes.routes, read_line))
     deps.learn_loop_names(busy_stacks)
-    culprits = rank_culprits(
-        profile, episodes, read_line, params, CulpritContexts(paths=paths, deps=deps)
-    )
+    contexts = CulpritContexts(paths=paths, deps=deps)
+    culprits = rank_culprits(profile, episodes, read_line, params, contexts)
+    lines = {(c.file, c.line) for c in culprits}
+    short = promote_short_stretches(loop_runs, lines, user_frames, resolver.route_of, params)
+    if short:
+        episodes = sorted([*episodes, *short], key=lambda e: (e.start_s, e.pid, e.tid))
+        culprits = rank_culprits(profile, episodes, read_line, params, contexts)
 
     # Views and per-route sums in one pass over the runs.
     views: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))

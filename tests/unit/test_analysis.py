@@ -374,3 +374,26 @@ def test_framework_work_queued_behind_a_block_is_not_the_blocking_lines_time() -
     assert [c.line for c in a.culprits] == [12]
     assert a.culprits[0].blocked_ms == pytest.approx(180.0)
     assert a.loop.blocked_ms == pytest.approx(300.0)
+
+
+def test_a_culprits_stretches_sampled_under_the_threshold_count_as_its_blocked_time() -> None:
+    # GIVEN a line blocking 3 times with 3 samples, and twice caught by 1 sample only (a
+    # 30 ms block at 100 Hz gets 0 or 1 sample a fifth of the time), and another line with
+    # only 1-sample stretches
+    b = Builder(routes=ROUTES)
+    for samples in (3, 1, 3, 1, 3):
+        b.add(1, IDLE, 5)
+        b.add(1, busy(BLOCK), samples)
+        b.add(1, IDLE, 5)
+        b.add(1, busy(HEALTHY), 1)
+    b.add(1, IDLE, 5)
+    # WHEN analysed
+    a = analyze(b.build())
+    # THEN the culprit has all 11 samples of its line, in 5 episodes, its longest unchanged;
+    # the line that never reached the threshold is no culprit and its time is busy
+    assert [c.line for c in a.culprits] == [12]
+    c = a.culprits[0]
+    assert c.blocked_ms == pytest.approx(110.0)
+    assert c.episodes == 5 and c.max_ms == pytest.approx(30.0)
+    assert a.loop.blocked_ms == pytest.approx(110.0)
+    assert a.loop.busy_ms == pytest.approx(160.0)
