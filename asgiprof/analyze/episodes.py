@@ -315,17 +315,34 @@ def promote_short_stretches(
     found: list[Episode] = []
     for runs in loop_runs:
         tl, labels = runs.timeline, runs.labels
+        pid, tid = tl.thread.pid, tl.thread.tid
         for first, end, fid in runs.short:
-            if (frames[fid].file, frames[fid].line) not in lines:
+            frame = frames[fid]
+            if (frame.file, frame.line) not in lines:
                 continue
-            stretch = _Stretch(tl.start_s[first], first_run=first, end_run=end)
+            # A short stretch is a run or two: its line's longest run is its stack.
+            duration_s, samples, best, stack = 0.0, 0, -1, NO_STACK
             for k in range(first, end):
-                stretch.duration_s += tl.duration_s[k]
-                stretch.samples += tl.samples[k]
-                stretch.stacks[tl.stack[k]] += tl.samples[k]
+                duration_s += tl.duration_s[k]
+                samples += tl.samples[k]
                 labels[k] = LABEL_BLOCKED
+                if tl.samples[k] > best and user_frames.deepest(tl.stack[k]) == fid:
+                    best, stack = tl.samples[k], tl.stack[k]
+            ms = duration_s * 1000.0
+            route = route_of(stack)
             found.append(
-                _episode(tl, stretch, user_frames, route_of, None, params.block_threshold_ms)
+                Episode(
+                    pid=pid,
+                    tid=tid,
+                    start_s=tl.start_s[first],
+                    duration_ms=ms,
+                    samples=samples,
+                    stack_id=stack,
+                    culprit=(frame.file, frame.line),
+                    route=route,
+                    cpu_ratio=None,
+                    parts=(EpisodePart(frame.file, frame.line, ms, stack, route),),
+                )
             )
         runs.short.clear()
     return found
