@@ -3,6 +3,8 @@ find the line that blocks the event loop, its route and its blocked time."""
 
 from __future__ import annotations
 
+import itertools
+import json
 from pathlib import Path
 
 import psutil
@@ -87,6 +89,15 @@ def test_run_finds_the_sleeping_line_its_route_and_its_blocked_time(
     for name in ("report.html", "profile.speedscope.json", "stacks.folded", "meta.json"):
         assert (out / name).is_file(), name
     assert list((out / "raw").glob("chunk-*.speedscope.json")), "py-spy's raw output is kept"
+    # ... and consecutive chunks nearly touch: the next py-spy starts before the last chunk
+    # is sealed (typically 15-60 ms apart; generous for a loaded 2-core machine)
+    spans = sorted(
+        (meta["start_s"], meta["end_s"])
+        for meta in (json.loads(f.read_text()) for f in (out / "raw").glob("chunk-*[0-9].json"))
+    )
+    assert len(spans) >= 3
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)]
+    assert max(gaps) < 0.5, gaps
     # ... and the server was stopped
     assert not [
         p for p in psutil.Process().children(recursive=True) if "uvicorn" in " ".join(p.cmdline())
