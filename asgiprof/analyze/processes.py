@@ -76,14 +76,16 @@ def process_summaries(analysis: Analysis) -> list[ProcessSummary]:
         blocked[pid] += episode.duration_ms
         longest[pid] = max(longest[pid], episode.duration_ms)
         count[pid] += 1
-        if episode.culprit is None or episode.culprit not in rank_of:
-            continue
-        file, line = episode.culprit
-        sums, routes = per_line.setdefault((pid, file, line), ([0.0, 0.0, 0.0], {}))
-        sums[0] += episode.duration_ms
-        sums[1] += 1
-        sums[2] = max(sums[2], episode.duration_ms)
-        routes[episode.route] = routes.get(episode.route, 0.0) + episode.duration_ms
+        # Credited as the merged culprits are (rank_culprits): each line its own part.
+        for part in episode.parts:
+            if (part.file, part.line) not in rank_of:
+                continue
+            key = (pid, part.file, part.line)
+            sums, routes = per_line.setdefault(key, ([0.0, 0.0, 0.0], {}))
+            sums[0] += part.ms
+            sums[1] += 1
+            sums[2] = max(sums[2], part.ms)
+            routes[part.route] = routes.get(part.route, 0.0) + part.ms
 
     culprits: dict[int, list[ProcessCulprit]] = defaultdict(list)
     for (pid, file, line), (sums, routes) in per_line.items():

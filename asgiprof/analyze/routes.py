@@ -46,9 +46,14 @@ class RouteResolver:
         if fid in self._frame_cache:
             return self._frame_cache[fid]
         frame: Frame = self.profile.frames[fid]
+        # The module's own code at an endpoint's decorator line is the app being imported
+        # (a worker starting), not a request of that route.
+        if frame.function == "<module>":
+            self._frame_cache[fid] = None
+            return None
         route = self.index.match(frame.file, frame.line)
         name = route.name if route is not None else None
-        if name is None and self.fallback and is_user(frame) and frame.function != "<module>":
+        if name is None and self.fallback and is_user(frame):
             name = frame.function
         self._frame_cache[fid] = name
         return name

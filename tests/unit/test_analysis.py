@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asgiprof.analyze import analyze
+from asgiprof.analyze.processes import process_summaries
 from asgiprof.analyze.result import AnalysisParams
 from asgiprof.model import Frame, Route
 from tests.profile_builder import (
@@ -262,6 +263,10 @@ def test_two_blocking_lines_in_one_request_are_two_culprits_with_their_own_time(
     assert [(c.line, c.episodes) for c in a.culprits] == [(12, 2), (5, 2)]
     assert [c.blocked_ms for c in a.culprits] == [pytest.approx(100.0), pytest.approx(60.0)]
     assert [c.route for c in a.culprits] == ["GET /users/{user_id}"] * 2
+    # ... and the per-process split credits them the same way
+    (proc,) = process_summaries(a)
+    assert [(c.line, c.episodes) for c in proc.culprits] == [(12, 2), (5, 2)]
+    assert [c.blocked_ms for c in proc.culprits] == pytest.approx([100.0, 60.0])
 
 
 def test_bin_overlaps_never_overfill_a_bin_at_float_edges() -> None:
@@ -397,3 +402,18 @@ def test_a_culprits_stretches_sampled_under_the_threshold_count_as_its_blocked_t
     assert c.episodes == 5 and c.max_ms == pytest.approx(30.0)
     assert a.loop.blocked_ms == pytest.approx(110.0)
     assert a.loop.busy_ms == pytest.approx(160.0)
+
+
+def test_a_worker_importing_the_app_at_an_endpoints_decorator_line_is_startup() -> None:
+    # GIVEN a worker whose loop imports the app, sampled while the module's code runs the
+    # route decorator on the endpoint's first line (inside the endpoint's line span)
+    importer = Frame("_call_with_frames_removed", "<frozen importlib._bootstrap>", 241)
+    module = Frame("<module>", APP, 10)
+    decorator = Frame("APIRouter.api_route.<locals>.decorator", f"{SITE}/fastapi/routing.py", 3284)
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 5)
+    b.add(1, (*busy()[:-2], importer, module, decorator), 9)
+    b.add(1, IDLE, 5)
+    # WHEN analysed THEN no route is read into it and nothing is a culprit
+    a = analyze(b.build())
+    assert a.culprits == [] and a.routes == []
