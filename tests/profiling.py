@@ -6,15 +6,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 
-from tests.servers import HOST
+from asgiprof.load import LoadResult, start_load_thread
+from tests.servers import HOST, ServerProcess
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +85,65 @@ def culprit_at(data: dict[str, Any], file: Path, line: int) -> dict[str, Any] | 
         if Path(c["file"]).resolve() == file.resolve() and c["line"] == line:
             return dict(c)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Profiled:
+    data: dict[str, Any]
+    done: Finished
+    load: LoadResult
+
+
+def attach_under_load(
+    server: ServerProcess,
+    paths: Sequence[str],
+    out: Path,
+    *,
+    duration_s: float,
+    concurrency: int = 4,
+    timeout_s: float = 90.0,
+) -> Profiled:
+    """Load the server for the whole of a `python -m asgiprof attach --duration` run
+    (asgiprof is given `timeout_s` beyond the duration)."""
+    load = start_load_thread(
+        server.url, paths, duration_s=duration_s + 20.0, concurrency=concurrency, timeout_s=30.0
+    )
+    try:
+        done = asgiprof(
+            "attach",
+            str(server.pid),
+            "--duration",
+            str(duration_s),
+            "--out",
+            str(out),
+            cwd=server.cwd,
+            timeout_s=duration_s + timeout_s,
+        )
+    finally:
+        load.stop()
+        assert load.join(40.0), "the load did not stop"
+    assert done.returncode == 0, done.stdout + done.stderr
+    return Profiled(summary(out), done, load.result)
+
+
+def both(first: Callable[[], T], second: Callable[[], T], join_s: float) -> tuple[T, T]:
+    """Two profiles at once (a cause and its control): half the wall time, and the control
+    runs on a machine as busy as the cause's."""
+    results: dict[int, T] = {}
+    errors: list[BaseException] = []
+
+    def one(k: int, run: Callable[[], T]) -> None:
+        try:
+            results[k] = run()
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=kr) for kr in enumerate((first, second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_s)
+    assert not any(t.is_alive() for t in threads), "a profile did not finish"
+    if errors:
+        raise errors[0]
+    return results[0], results[1]

@@ -4,82 +4,17 @@ each example's healthy variant shows no false culprit."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asgiprof.load import LoadResult, start_load_thread
 from tests.postgres import INSTALL_HINT, PostgresServer, find_pg_bin
-from tests.profiling import Finished, asgiprof, culprit_at, summary
-from tests.servers import ServerFactory, ServerProcess, planted_lines
+from tests.profiling import attach_under_load, both, culprit_at
+from tests.servers import ServerFactory, planted_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
-
-
-@dataclass(frozen=True, slots=True)
-class Profiled:
-    data: dict[str, Any]
-    done: Finished
-    load: LoadResult
-
-
-def profile(
-    server: ServerProcess,
-    paths: Sequence[str],
-    out: Path,
-    *,
-    duration_s: float,
-    concurrency: int = 4,
-) -> Profiled:
-    """Load the server for the whole of a `python -m asgiprof attach --duration` run."""
-    load = start_load_thread(
-        server.url, paths, duration_s=duration_s + 20.0, concurrency=concurrency, timeout_s=30.0
-    )
-    try:
-        done = asgiprof(
-            "attach",
-            str(server.pid),
-            "--duration",
-            str(duration_s),
-            "--out",
-            str(out),
-            cwd=server.cwd,
-            timeout_s=duration_s + 90.0,
-        )
-    finally:
-        load.stop()
-        assert load.join(40.0), "the load did not stop"
-    assert done.returncode == 0, done.stdout + done.stderr
-    return Profiled(summary(out), done, load.result)
-
-
-def profile_both(
-    a: tuple[ServerProcess, Sequence[str], Path, int],
-    b: tuple[ServerProcess, Sequence[str], Path, int],
-    duration_s: float,
-) -> tuple[Profiled, Profiled]:
-    """Two profiles at once (a cause and its fixed twin): half the wall time."""
-    results: dict[int, Profiled] = {}
-    errors: list[BaseException] = []
-
-    def one(k: int, server: ServerProcess, paths: Sequence[str], out: Path, conc: int) -> None:
-        try:
-            results[k] = profile(server, paths, out, duration_s=duration_s, concurrency=conc)
-        except BaseException as exc:  # re-raised in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(k, *args)) for k, args in enumerate((a, b))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(duration_s + 150.0)
-    if errors:
-        raise errors[0]
-    return results[0], results[1]
 
 
 def routes_of(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -121,7 +56,7 @@ def test_sync_sqlalchemy_session_on_sqlite_is_a_culprit_and_async_session_is_not
         "/reports/top-customers-threadpool",
     )
     # WHEN profiled for 6 s under load
-    p = profile(server, paths, tmp_path / "out", duration_s=6)
+    p = attach_under_load(server, paths, tmp_path / "out", duration_s=6)
     # THEN the sync query line is the one culprit, in the endpoint, with SQLAlchemy's call
     # chain and advice naming AsyncSession and aiosqlite
     file, (line,) = planted(examples_dir, "sync_db")
@@ -170,7 +105,7 @@ def test_sync_postgres_drivers_are_culprits_and_asyncpg_is_not(
         "/customers/7/orders/asyncpg",
     )
     # WHEN profiled for 6 s under load
-    p = profile(server, paths, tmp_path / "out", duration_s=6)
+    p = attach_under_load(server, paths, tmp_path / "out", duration_s=6)
     assert p.load.failed == 0, [s.first_error for s in p.load.paths]
     # THEN both sync lines are culprits of kind io, in their endpoints, with the fix
     file, (session_line, psycopg2_line) = planted(examples_dir, "sync_db_postgres")
@@ -209,8 +144,10 @@ def test_leaked_sessions_grow_steadily_and_the_fixed_twin_stays_flat(
     leaky = server_factory("leaky_session", ready_path="/openapi.json")
     fixed = server_factory("leaky_session_fixed", ready_path="/openapi.json")
     # WHEN both are profiled for 14 s under the same steady load
-    p_leaky, p_fixed = profile_both(
-        (leaky, paths, tmp_path / "leaky", 2), (fixed, paths, tmp_path / "fixed", 2), 14
+    p_leaky, p_fixed = both(
+        lambda: attach_under_load(leaky, paths, tmp_path / "leaky", duration_s=14, concurrency=2),
+        lambda: attach_under_load(fixed, paths, tmp_path / "fixed", duration_s=14, concurrency=2),
+        14 + 150.0,
     )
     assert p_leaky.load.failed == 0 and p_fixed.load.failed == 0
     # THEN the leaky one has a possible-leak finding for open files (and memory), with series
@@ -243,7 +180,9 @@ def test_middleware_layers_show_their_own_time_and_the_blocking_one_is_a_culprit
     tmp_path: Path, server_factory: ServerFactory, examples_dir: Path
 ) -> None:
     server = server_factory("middleware_stack", ready_path="/openapi.json")
-    p = profile(server, ("/items/1", "/items/2", "/health"), tmp_path / "out", duration_s=6)
+    p = attach_under_load(
+        server, ("/items/1", "/items/2", "/health"), tmp_path / "out", duration_s=6
+    )
     # THEN the audit middleware's sync call is the culprit, in that middleware
     file, (line,) = planted(examples_dir, "middleware_stack")
     culprit = culprit_at(p.data, file, line)
@@ -288,7 +227,9 @@ def test_blocking_async_dependency_is_a_culprit_of_every_route_using_it(
     tmp_path: Path, server_factory: ServerFactory, examples_dir: Path
 ) -> None:
     server = server_factory("dependencies", ready_path="/openapi.json")
-    p = profile(server, ("/orders/7", "/profile", "/public"), tmp_path / "out", duration_s=6)
+    p = attach_under_load(
+        server, ("/orders/7", "/profile", "/public"), tmp_path / "out", duration_s=6
+    )
     file, (line,) = planted(examples_dir, "dependencies")
     culprit = culprit_at(p.data, file, line)
     assert culprit is not None, p.data["culprits"]
@@ -321,8 +262,10 @@ def test_threadpool_saturation_is_measured_and_light_load_is_not_saturated(
     paths = ("/reports/slow", "/reports/slow", "/reports/slow", "/quick", "/ping")
     busy = server_factory("threadpool_saturation", ready_path="/openapi.json")
     light = server_factory("threadpool_saturation", ready_path="/openapi.json")
-    p_busy, p_light = profile_both(
-        (busy, paths, tmp_path / "busy", 64), (light, paths, tmp_path / "light", 4), 8
+    p_busy, p_light = both(
+        lambda: attach_under_load(busy, paths, tmp_path / "busy", duration_s=8, concurrency=64),
+        lambda: attach_under_load(light, paths, tmp_path / "light", duration_s=8, concurrency=4),
+        8 + 150.0,
     )
     # THEN the loaded one spent seconds with all 40 workers busy, held by the slow route
     t = p_busy.data["threadpool"]

@@ -10,17 +10,15 @@ import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
 from asgiprof.collect.routes import read_route_table
-from asgiprof.load import start_load_thread
 from asgiprof.model import RouteDependency
 from asgiprof.store import ROUTES
-from tests.profiling import asgiprof, culprit_at, summary
-from tests.servers import ServerFactory, ServerProcess, planted_lines
+from tests.profiling import asgiprof, attach_under_load, culprit_at, summary
+from tests.servers import ServerFactory, planted_lines
 from tests.targets import TargetPythonError, target_python
 
 LOAD_PATHS = ("/accounts/me", "/catalog/items", "/admin/stats", "/admin/users", "/health")
@@ -30,30 +28,6 @@ EXPECTED = (
     ("audit_admin", {"GET /admin/stats", "GET /admin/users"}),  # router-level
     ("check_quota", {"GET /catalog/items", "GET /admin/users"}),  # nested under Pager
 )
-
-
-def attach_under_load(server: ServerProcess, out: Path, duration_s: float) -> dict[str, Any]:
-    """`python -m asgiprof attach --duration` while every LOAD_PATHS route is loaded."""
-    load = start_load_thread(
-        server.url, LOAD_PATHS, duration_s=duration_s + 20.0, concurrency=4, timeout_s=30.0
-    )
-    try:
-        done = asgiprof(
-            "attach",
-            str(server.pid),
-            "--duration",
-            str(duration_s),
-            "--out",
-            str(out),
-            cwd=server.cwd,
-            timeout_s=duration_s + 60.0,
-        )
-    finally:
-        load.stop()
-        assert load.join(40.0), "the load did not stop"
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert load.result.failed == 0, [s.first_error for s in load.result.paths]
-    return summary(out)
 
 
 @pytest.mark.integration
@@ -69,7 +43,9 @@ def test_dependencies_no_endpoint_names_are_culprits_of_exactly_their_routes(
     assert len(lines) == len(EXPECTED)
     # WHEN it is profiled for 5 s under load on all its routes
     out = tmp_path / "out"
-    data = attach_under_load(server, out, duration_s=5.0)
+    p = attach_under_load(server, LOAD_PATHS, out, duration_s=5.0, timeout_s=60.0)
+    assert p.load.failed == 0, [s.first_error for s in p.load.paths]
+    data = p.data
     # THEN each planted line is a culprit in its dependency, with exactly its routes
     for line, (name, routes) in zip(lines, EXPECTED, strict=True):
         culprit = culprit_at(data, file, line)

@@ -4,16 +4,13 @@ names the CPU line; the same app whose `def` route sleeps instead (releasing the
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from asgiprof.load import LoadResult, start_load_thread
-from tests.profiling import Finished, asgiprof, summary
-from tests.servers import ServerFactory, ServerProcess, planted_lines
+from tests.profiling import attach_under_load, both
+from tests.servers import ServerFactory, planted_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
@@ -22,59 +19,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 PATHS = ("/reports/checksum", "/reports/checksum", "/items/1", "/items/2", "/healthy")
 DURATION_S = 6.0
 CONCURRENCY = 6
-
-
-@dataclass(frozen=True, slots=True)
-class Profiled:
-    data: dict[str, Any]
-    done: Finished
-    load: LoadResult
-
-
-def profile(server: ServerProcess, out: Path) -> Profiled:
-    """Load the server for the whole of a `python -m asgiprof attach --duration` run."""
-    load = start_load_thread(
-        server.url, PATHS, duration_s=DURATION_S + 20.0, concurrency=CONCURRENCY, timeout_s=30.0
-    )
-    try:
-        done = asgiprof(
-            "attach",
-            str(server.pid),
-            "--duration",
-            str(DURATION_S),
-            "--out",
-            str(out),
-            cwd=server.cwd,
-            timeout_s=DURATION_S + 60.0,
-        )
-    finally:
-        load.stop()
-        assert load.join(40.0), "the load did not stop"
-    assert done.returncode == 0, done.stdout + done.stderr
-    return Profiled(summary(out), done, load.result)
-
-
-def profile_both(a: ServerProcess, b: ServerProcess, out: Path) -> tuple[Profiled, Profiled]:
-    """Both at once (the cause and its control): half the wall time, and the control runs
-    on a machine as busy as the cause's."""
-    results: dict[int, Profiled] = {}
-    errors: list[BaseException] = []
-
-    def one(k: int, server: ServerProcess) -> None:
-        try:
-            results[k] = profile(server, out / str(k))
-        except BaseException as exc:  # re-raised in the test's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(k, s)) for k, s in enumerate((a, b))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(DURATION_S + 120.0)
-    assert not any(t.is_alive() for t in threads), "a profile did not finish"
-    if errors:
-        raise errors[0]
-    return results[0], results[1]
 
 
 def gil_findings(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,7 +34,25 @@ def test_threadpool_cpu_work_starves_the_loop_of_the_gil_and_sleeping_workers_do
     cpu = server_factory("gil_contention", ready_path="/openapi.json")
     io = server_factory("gil_contention", app="io_app", ready_path="/openapi.json")
     # WHEN both are profiled for 6 s under the same concurrent load on all their routes
-    p_cpu, p_io = profile_both(cpu, io, tmp_path)
+    p_cpu, p_io = both(
+        lambda: attach_under_load(
+            cpu,
+            PATHS,
+            tmp_path / "0",
+            duration_s=DURATION_S,
+            concurrency=CONCURRENCY,
+            timeout_s=60.0,
+        ),
+        lambda: attach_under_load(
+            io,
+            PATHS,
+            tmp_path / "1",
+            duration_s=DURATION_S,
+            concurrency=CONCURRENCY,
+            timeout_s=60.0,
+        ),
+        DURATION_S + 120.0,
+    )
     for p in (p_cpu, p_io):
         assert p.load.failed == 0, [s.first_error for s in p.load.paths]
         assert p.load.for_path("/reports/checksum").ok >= 10, p.load.paths
