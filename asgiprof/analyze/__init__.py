@@ -102,7 +102,7 @@ def analyze(
     contexts = CulpritContexts(paths=paths, deps=deps)
     culprits = rank_culprits(profile, episodes, read_line, params, contexts)
     lines = {(c.file, c.line) for c in culprits}
-    short = promote_short_stretches(loop_runs, lines, user_frames, resolver.route_of, params)
+    short = promote_short_stretches(loop_runs, lines, user_frames, resolver.route_of)
     if short:
         episodes = sorted([*episodes, *short], key=lambda e: (e.start_s, e.pid, e.tid))
         culprits = rank_culprits(profile, episodes, read_line, params, contexts)

@@ -91,12 +91,12 @@ def _pass_through_edges(profile: Profile, user: list[bool]) -> frozenset[tuple[i
     """
     frames = profile.frames
     function_of: dict[int, tuple[str, str]] = {}
-    first_line: dict[tuple[str, str], list[int]] = {}
+    lines_of: dict[tuple[str, str], list[int]] = {}  # a function's frame ids, one per line
     dispatch: set[int] = set()  # framework ASGI apps, pass-throughs even if never seen so
     for fid, frame in enumerate(frames):
         key = (frame.file, frame.function)
         function_of[fid] = key
-        first_line.setdefault(key, []).append(fid)
+        lines_of.setdefault(key, []).append(fid)
         if is_asgi_dispatch(frame):
             dispatch.add(fid)
     seen: set[tuple[int, tuple[str, str]]] = set()
@@ -110,7 +110,7 @@ def _pass_through_edges(profile: Profile, user: list[bool]) -> frozenset[tuple[i
                 if user_above or stack[i + 1] in dispatch:
                     seen.add((fid, function_of[stack[i + 1]]))
             user_above = True
-    return frozenset((fid, callee) for fid, key in seen for callee in first_line[key])
+    return frozenset((fid, callee) for fid, key in seen for callee in lines_of[key])
 
 
 @dataclass(slots=True)
@@ -229,8 +229,6 @@ def _episode(
     ratio: float | None,
     threshold_ms: float = 0.0,
 ) -> Episode:
-    # The culprit must hold more than half of the episode's samples: one stray sample in
-    # user code during a long framework stretch is not evidence against that line.
     per_frame: Counter[int] = Counter()
     per_route: Counter[str] = Counter()
     frame_stacks: dict[int, Counter[int]] = {}
@@ -258,16 +256,13 @@ def _episode(
         for fid, n in per_frame.items()
         if n >= 2 and n * ms_per_sample >= threshold_ms
     }
-    main: int | None = None
-    if per_frame:
-        fid, n = per_frame.most_common(1)[0]
-        if n * 2 > stretch.samples:
-            main = fid
-            shares[fid] = stretch.duration_s * 1000.0 - sum(
-                ms for other, ms in shares.items() if other != fid
-            )
-        elif shares:
-            main = max(shares, key=lambda f: (shares[f], -f))
+    main = _holding_line(per_frame, stretch.samples)
+    if main is not None:
+        shares[main] = stretch.duration_s * 1000.0 - sum(
+            ms for other, ms in shares.items() if other != main
+        )
+    elif shares:
+        main = max(shares, key=lambda f: (shares[f], -f))
     if main is not None:
         culprit = (frames[main].file, frames[main].line)
     parts = tuple(
@@ -299,7 +294,6 @@ def promote_short_stretches(
     lines: set[tuple[str, int]],
     user_frames: UserFrames,
     route_of: Callable[[int], str | None],
-    params: AnalysisParams,
 ) -> list[Episode]:
     """Episodes of the stretches under the threshold that a culprit line held.
 
@@ -349,16 +343,21 @@ def promote_short_stretches(
 
 
 def _dominant_line(stretch: _Stretch, user_frames: UserFrames) -> int | None:
-    """The user frame deepest on more than half of the stretch's samples, if one is."""
     per_frame: Counter[int] = Counter()
     for sid, n in stretch.stacks.items():
         fid = user_frames.deepest(sid)
         if fid is not None:
             per_frame[fid] += n
+    return _holding_line(per_frame, stretch.samples)
+
+
+def _holding_line(per_frame: Counter[int], samples: int) -> int | None:
+    """The user frame deepest on more than half of `samples`, if one is: one stray sample
+    in user code during a long framework stretch is not evidence against that line."""
     if not per_frame:
         return None
     fid, n = per_frame.most_common(1)[0]
-    return fid if n * 2 > stretch.samples else None
+    return fid if n * 2 > samples else None
 
 
 def _route_of_stacks(stacks: Counter[int], route_of: Callable[[int], str | None]) -> str | None:
