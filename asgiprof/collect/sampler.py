@@ -307,8 +307,6 @@ class Sampler:
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._chunk_started: float | None = None
-        self._log_offset = 0
-        self._spawned_s = 0.0
         self._thread = threading.Thread(target=self._run, name="asgiprof-sampler", daemon=True)
 
     # -- control ---------------------------------------------------------------------------
@@ -369,13 +367,13 @@ class Sampler:
                     self.target_exited = True
                     break
                 index += 1
-                proc = self._spawn(index)
+                spawned = self._spawn(index)
                 if unsealed is not None:
                     self._seal(unsealed)
                     unsealed = None
-                if proc is None:
+                if spawned is None:
                     break
-                ended = self._collect(index, proc)
+                ended = self._collect(index, *spawned)
                 if ended.ok:
                     failures = 0
                     self.chunks += 1
@@ -402,13 +400,14 @@ class Sampler:
     def _chunk_path(self, index: int) -> Path:
         return self.out / store.RAW_DIR / f"{store.chunk_name(index)}.speedscope.json"
 
-    def _spawn(self, index: int) -> subprocess.Popen[bytes] | None:
+    def _spawn(self, index: int) -> tuple[subprocess.Popen[bytes], int, float] | None:
+        """Start py-spy for chunk `index`: the process, where its lines start in the
+        log, and when it was started (seconds since t0); None once asked to stop."""
         path = self._chunk_path(index)
         path.unlink(missing_ok=True)  # left by a py-spy killed while writing it
         with open(self.out / store.RAW_DIR / store.PYSPY_LOG, "ab") as log:
-            self._log_offset = log.tell()
-            self._spawned_s = time.time() - self.t0
-            self._chunk_started = self._spawned_s
+            offset = log.tell()
+            spawned_s = self._chunk_started = time.time() - self.t0
             with self._lock:
                 if self._stop.is_set():
                     return None
@@ -420,13 +419,14 @@ class Sampler:
                     preexec_fn=pdeathsig(signal.SIGINT),
                     start_new_session=True,  # the terminal's Ctrl-C is ours to forward
                 )
-        return proc
+        return proc, offset, spawned_s
 
-    def _collect(self, index: int, proc: subprocess.Popen[bytes]) -> _Ended:
+    def _collect(
+        self, index: int, proc: subprocess.Popen[bytes], offset: int, spawned_s: float
+    ) -> _Ended:
         """Wait for the py-spy of chunk `index` to end; what it left, not yet sealed."""
         log = self.out / store.RAW_DIR / store.PYSPY_LOG
         path = self._chunk_path(index)
-        offset, spawned_s = self._log_offset, self._spawned_s
         try:
             start_s, sampled_until = self._wait(proc, log, offset, path)
         finally:
