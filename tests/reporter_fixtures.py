@@ -37,6 +37,7 @@ from asgiprof.analyze.result import (
     DependencyStats,
     DependencySummary,
     Episode,
+    EpisodePart,
     Finding,
     Kind,
     LoopSummary,
@@ -245,6 +246,13 @@ def synthesize(
                     if sid not in culprit_of:
                         user = [f for f in seg.stack if is_user(f)]
                         culprit_of[sid] = (user[-1].file, user[-1].line) if user else None
+                    culprit = culprit_of[sid]
+                    # As analyze() builds them: a culprit is credited through its part.
+                    parts = (
+                        (EpisodePart(culprit[0], culprit[1], ms, sid, seg.route),)
+                        if culprit is not None
+                        else ()
+                    )
                     episodes.append(
                         Episode(
                             pid=t.pid,
@@ -253,9 +261,10 @@ def synthesize(
                             duration_ms=ms,
                             samples=seg.samples,
                             stack_id=sid,
-                            culprit=culprit_of[sid],
+                            culprit=culprit,
                             route=seg.route,
                             cpu_ratio=None,
+                            parts=parts,
                         )
                     )
             elif plan.role == "threadpool":

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
-from asgiprof.analyze.result import Analysis, EpisodePart, TimelineBin
+from asgiprof.analyze.result import Analysis, TimelineBin
 from asgiprof.analyze.timeline import overlaps
 from asgiprof.model import NO_STACK
 
@@ -76,13 +76,8 @@ def process_summaries(analysis: Analysis) -> list[ProcessSummary]:
         blocked[pid] += episode.duration_ms
         longest[pid] = max(longest[pid], episode.duration_ms)
         count[pid] += 1
-        # Credited as the merged culprits are (rank_culprits): each line its own part; an
-        # episode built without parts is its culprit's alone.
-        parts = episode.parts
-        if not parts and episode.culprit is not None:
-            file, line = episode.culprit
-            parts = (EpisodePart(file, line, episode.duration_ms, episode.stack_id, episode.route),)
-        for part in parts:
+        # Credited as the merged culprits are (rank_culprits): each line its own part.
+        for part in episode.parts:
             if (part.file, part.line) not in rank_of:
                 continue
             key = (pid, part.file, part.line)
