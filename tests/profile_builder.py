@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from asgiprof.analyze.result import AnalysisParams
 from asgiprof.model import (
     Frame,
     Interner,
@@ -39,8 +40,26 @@ LOOP_BASE = (
 IDLE = (*LOOP_BASE, RUN_ONCE_SELECT, SELECT)
 
 
+# Hand-built profiles often block once per line: rank even a single short episode.
+ONE_EPISODE_IS_ENOUGH = AnalysisParams(one_off_factor=0)
+
+
 def busy(*frames: Frame) -> tuple[Frame, ...]:
     return (*LOOP_BASE, RUN_ONCE, HANDLE, RUN_ASGI, RUN_ENDPOINT, *frames)
+
+
+def request(*frames: Frame) -> tuple[Frame, ...]:
+    """A loop stack running a request: loop, uvicorn's run_asgi, then `frames`."""
+    return (*LOOP_BASE, RUN_ONCE, HANDLE, RUN_ASGI, *frames)
+
+
+def source_reader(source: Mapping[tuple[str, int], str]) -> Callable[[str, int], str | None]:
+    """A `read_line` that serves the lines of a test's hand-written source table."""
+
+    def read_line(file: str, line: int) -> str | None:
+        return source.get((file, line))
+
+    return read_line
 
 
 class Builder:

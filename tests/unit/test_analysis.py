@@ -11,6 +11,7 @@ from asgiprof.model import Frame, Route
 from tests.profile_builder import (
     APP,
     IDLE,
+    ONE_EPISODE_IS_ENOUGH,
     QUEUE_GET,
     RUNNER,
     SITE,
@@ -27,10 +28,6 @@ ROUTES = (
     Route("GET", "/healthy", "main.healthy", APP, 18, 22, True),
     Route("GET", "/sync", "main.sync_route", APP, 28, 32, False),
 )
-
-
-# Profiles here block once per line: rank even a single short episode.
-ONE_EPISODE_IS_ENOUGH = AnalysisParams(one_off_factor=0)
 
 
 def source(file: str, line: int) -> str | None:

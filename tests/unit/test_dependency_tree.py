@@ -19,23 +19,21 @@ import pytest
 from asgiprof import store
 from asgiprof.analyze import analyze
 from asgiprof.analyze.dependencies import DependencyTrees
-from asgiprof.analyze.result import AnalysisParams
 from asgiprof.collect import route_probe
 from asgiprof.collect.route_probe import DependencyRecord, RouteRecord
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import Frame, Route, RouteDependency, RouteTable, SamplingInfo, TargetInfo
 from asgiprof.store import ROUTES, load_routes, write_routes
 from tests.profile_builder import (
-    HANDLE,
     IDLE,
-    LOOP_BASE,
+    ONE_EPISODE_IS_ENOUGH,
     QUEUE_GET,
-    RUN_ASGI,
-    RUN_ONCE,
     SITE,
     STDLIB,
     WORKER,
     Builder,
+    request,
+    source_reader,
 )
 
 # --- the probe, in process, on a real FastAPI app ---------------------------------------------
@@ -386,28 +384,25 @@ SOURCE = {
     (APP, 51): "async def legacy(s: dict = Depends(load_session)):",
     (APP, 52): "    return s",
 }
-ONE_EPISODE_IS_ENOUGH = AnalysisParams(one_off_factor=0)
+read_line = source_reader(SOURCE)
 
 
-def read_line(file: str, line: int) -> str | None:
-    return SOURCE.get((file, line))
-
-
-def request(*frames: Frame) -> tuple[Frame, ...]:
-    return (*LOOP_BASE, RUN_ONCE, HANDLE, RUN_ASGI, HANDLER, *frames)
+def handled(*frames: Frame) -> tuple[Frame, ...]:
+    """A request's loop stack inside FastAPI's request handler."""
+    return request(HANDLER, *frames)
 
 
 def tree_profile() -> Builder:
     b = Builder(routes=TREE_ROUTES)
     b.add(1, IDLE, 50)
-    b.add(1, request(SOLVE, Frame("load_session", DEPS, 12)), 4)  # 40 ms
+    b.add(1, handled(SOLVE, Frame("load_session", DEPS, 12)), 4)  # 40 ms
     b.add(1, IDLE, 20)
-    b.add(1, request(SOLVE, Frame("audit", DEPS, 22)), 3)  # 30 ms
+    b.add(1, handled(SOLVE, Frame("audit", DEPS, 22)), 3)  # 30 ms
     b.add(1, IDLE, 20)
     # a nested async dependency runs above FastAPI's recursive solve_dependencies
-    b.add(1, request(SOLVE, SOLVE_NESTED, Frame("check_quota", DEPS, 33)), 5)  # 50 ms
+    b.add(1, handled(SOLVE, SOLVE_NESTED, Frame("check_quota", DEPS, 33)), 5)  # 50 ms
     b.add(1, IDLE, 20)
-    b.add(1, request(RUN_ENDPOINT, Frame("me", APP, 11)), 1)
+    b.add(1, handled(RUN_ENDPOINT, Frame("me", APP, 11)), 1)
     b.add(1, IDLE, 10)
     # the `def` class dependency in a worker: recognised by its span, not by a name
     b.add(2, (BOOTSTRAP, WORKER, Frame("Pager.__init__", DEPS, 42)), 20)

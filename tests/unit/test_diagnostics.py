@@ -15,13 +15,15 @@ from tests.profile_builder import (
     HANDLE,
     IDLE,
     LOOP_BASE,
+    ONE_EPISODE_IS_ENOUGH,
     QUEUE_GET,
-    RUN_ASGI,
     RUN_ONCE,
     SITE,
     STDLIB,
     WORKER,
     Builder,
+    request,
+    source_reader,
 )
 
 APP = "/srv/app/main.py"
@@ -92,17 +94,7 @@ SOURCE = {
     (MW, 61): "time.sleep(0.03)",
 }
 
-# These hand-built profiles block once per line: rank even a single short episode.
-ONE_EPISODE_IS_ENOUGH = AnalysisParams(one_off_factor=0)
-
-
-def read_line(file: str, line: int) -> str | None:
-    return SOURCE.get((file, line))
-
-
-def request(*frames: Frame) -> tuple[Frame, ...]:
-    """A loop stack running a request: loop, uvicorn's run_asgi, then `frames`."""
-    return (*LOOP_BASE, RUN_ONCE, HANDLE, RUN_ASGI, *frames)
+read_line = source_reader(SOURCE)
 
 
 def task(*frames: Frame) -> tuple[Frame, ...]:
