@@ -28,6 +28,7 @@ from asgiprof.analyze.episodes import (
     promote_short_stretches,
 )
 from asgiprof.analyze.gil import find_gil_stalls, gil_findings, pool_threads
+from asgiprof.analyze.kind import fit_line_cpu
 from asgiprof.analyze.leaks import leak_findings, resource_summary
 from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.middleware import (
@@ -84,7 +85,7 @@ def analyze(
     roles = thread_roles(profile, classifier)
     loop_threads = threads_with_role(profile, roles, "event-loop")
     resolver = RouteResolver.for_profile(profile)
-    user_frames = UserFrames(profile, classifier)
+    user_frames = UserFrames(profile, classifier, read_line)
 
     episodes, loop_runs = find_episodes(
         profile, loop_threads, classifier, user_frames, resolver.route_of, cpu_ratio, params
@@ -105,7 +106,8 @@ def analyze(
     short = promote_short_stretches(loop_runs, lines, user_frames, resolver.route_of)
     if short:
         episodes = sorted([*episodes, *short], key=lambda e: (e.start_s, e.pid, e.tid))
-        culprits = rank_culprits(profile, episodes, read_line, params, contexts)
+    fitted = fit_line_cpu(loop_runs, episodes, profile.resources)
+    culprits = rank_culprits(profile, episodes, read_line, params, contexts, fitted)
 
     # Views and per-route sums in one pass over the runs.
     views: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))

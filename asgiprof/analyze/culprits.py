@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -71,12 +71,67 @@ def measured_kind(ratio: float | None, params: AnalysisParams) -> Kind:
     return "unknown"
 
 
+def decide_kind(
+    isolated: float | None,
+    fitted: float | None,
+    catalogue: Kind | None,
+    params: AnalysisParams,
+) -> tuple[Kind, float | None, str]:
+    """(kind, CPU share used, why): a direct measurement of episodes the loop idled around,
+    else the fit over the loop thread's CPU time (analyze/kind.py), else the catalogue."""
+    for ratio, how in (
+        (isolated, "of its episodes with the loop idle around them"),
+        (fitted, "fitted over the loop thread's CPU time in every 0.5 s window"),
+    ):
+        if ratio is None:
+            continue
+        kind = measured_kind(ratio, params)
+        if kind != "unknown":
+            return kind, ratio, f"the loop thread was on the CPU {ratio:.0%} {how}"
+        if catalogue is not None:
+            return (
+                catalogue,
+                ratio,
+                (
+                    f"the loop thread was on the CPU {ratio:.0%} {how}, between io and cpu: "
+                    f"the call is a known {catalogue} call"
+                ),
+            )
+        return (
+            "unknown",
+            ratio,
+            (
+                f"the loop thread was on the CPU {ratio:.0%} {how}: between io (at most "
+                f"{params.io_max_cpu_ratio:.0%}) and cpu (at least {params.cpu_min_ratio:.0%}), "
+                "a mix of both or a machine short of CPU"
+            ),
+        )
+    if catalogue is not None:
+        return (
+            catalogue,
+            None,
+            (
+                "the loop thread's CPU time could not be split among the lines that held it; "
+                f"the call is a known {catalogue} call"
+            ),
+        )
+    return (
+        "unknown",
+        None,
+        (
+            "the loop thread's CPU time could not be split among the lines that held it (too "
+            "few or too alike 0.5 s windows) and the call is not in the advice catalogue"
+        ),
+    )
+
+
 def rank_culprits(
     profile: Profile,
     episodes: list[Episode],
     read_line: SourceReader,
     params: AnalysisParams,
     contexts: CulpritContexts | None = None,
+    fitted: Mapping[tuple[str, int], float] | None = None,
 ) -> list[Culprit]:
     groups: dict[tuple[str, int], list[Episode]] = defaultdict(list)
     for ep in episodes:
@@ -111,9 +166,12 @@ def rank_culprits(
             # A dependency's stack never shows its route (the endpoint runs after it): the
             # routes declaring it are the evidence, not whatever else shared the episode.
             context, context_name, users = contexts.of(longest.stack_id, index)
-        kind = measured_kind(ratio, params)
-        if kind == "unknown" and ratio is None and entry is not None:
-            kind = entry.kind  # no CPU measurements: trust the catalogue
+        kind, ratio, why = decide_kind(
+            ratio,
+            (fitted or {}).get((file, line)),
+            entry.kind if entry is not None else None,
+            params,
+        )
         built.append(
             Culprit(
                 rank=0,
@@ -134,6 +192,7 @@ def rank_culprits(
                 context=context,
                 context_name=context_name,
                 calls=tuple(short_name(f) for f in stack[index + 1 :]),
+                kind_evidence=why,
             )
         )
     built.sort(key=lambda c: (-c.blocked_ms, c.file, c.line))

@@ -11,12 +11,13 @@ a framework-only sample after user code ends the user code's stretch.
 from __future__ import annotations
 
 import bisect
+import re
 from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asgiprof.analyze.frames import is_asgi_dispatch, is_user
+from asgiprof.analyze.frames import app_roots, is_asgi_dispatch, is_user, is_web_framework
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
 from asgiprof.model import NO_STACK, Profile, ThreadTimeline
@@ -43,7 +44,10 @@ class LoopThreadRuns:
 
 
 class UserFrames:
-    """Deepest user-code frame id per stack (None when the stack has none), cached.
+    """The user-code frames of each stack (cached), and which of them sit at an `await`.
+
+    User code is what is not the standard library or site-packages, plus the app's own
+    package wherever it is installed (`frames.app_roots`, from the route table).
 
     On an event-loop stack only frames from the running callback up count: a server
     started by the user's own `main()` or `<module>` has those frames below the loop on
@@ -51,35 +55,76 @@ class UserFrames:
 
     A user line that hands over to framework code which leads back into user code on
     other stacks (a middleware's `await self.app(...)`, `await call_next(request)`) is a
-    pass-through: when it is the deepest user frame the framework is working between two
-    pieces of user code (routing, writing a response, waiting for the GIL), and that
-    line did not block anything. Such stacks count as having no user frame.
+    pass-through: the framework is working between two pieces of user code (routing,
+    writing a response, waiting for the GIL), and that line did not block anything. It is
+    left out of the stack's user frames.
     """
 
-    def __init__(self, profile: Profile, classifier: LoopClassifier | None = None) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        classifier: LoopClassifier | None = None,
+        read_line: Callable[[str, int], str | None] | None = None,
+    ) -> None:
         self.profile = profile
         self.classifier = classifier
-        self._user = [is_user(f) for f in profile.frames]
+        self.read_line = read_line
+        roots = app_roots(profile.routes.routes)
+        self._user = [is_user(f, roots) for f in profile.frames]
         self._pass_through = _pass_through_edges(profile, self._user)
-        self._cache: dict[int, int | None] = {}
+        self._chains: dict[int, tuple[tuple[int, ...], int]] = {}
+        self._await: dict[int, bool] = {}
 
-    def deepest(self, stack_id: int) -> int | None:
-        if stack_id in self._cache:
-            return self._cache[stack_id]
+    def _chain(self, stack_id: int) -> tuple[tuple[int, ...], int]:
+        """(user frame ids outermost first, stack index of the outermost), cached."""
+        hit = self._chains.get(stack_id)
+        if hit is not None:
+            return hit
         stack = self.profile.stacks[stack_id]
         lowest = 0
         if self.classifier is not None:
             callback = self.classifier.classify(stack_id).callback
             if callback >= 0:
                 lowest = stack.index(callback)
-        found: int | None = None
-        for i in range(len(stack) - 1, lowest - 1, -1):
-            if self._user[stack[i]]:
-                if i + 1 == len(stack) or (stack[i], stack[i + 1]) not in self._pass_through:
-                    found = stack[i]
-                break
-        self._cache[stack_id] = found
-        return found
+        chain: list[int] = []
+        first = -1
+        for i in range(lowest, len(stack)):
+            fid = stack[i]
+            if not self._user[fid]:
+                continue
+            if i + 1 < len(stack) and (fid, stack[i + 1]) in self._pass_through:
+                continue
+            if first < 0:
+                first = i
+            chain.append(fid)
+        hit = self._chains[stack_id] = (tuple(chain), first)
+        return hit
+
+    def chain(self, stack_id: int) -> tuple[int, ...]:
+        """The stack's user frames above the callback, outermost first, pass-throughs out."""
+        return self._chain(stack_id)[0]
+
+    def deepest(self, stack_id: int) -> int | None:
+        chain = self._chain(stack_id)[0]
+        return chain[-1] if chain else None
+
+    def outer_key(self, stack_id: int) -> tuple[int, ...] | None:
+        """The stack up to its outermost user frame: samples sharing it run the same piece
+        of the app's code (maybe for different requests); None without user frames."""
+        chain, first = self._chain(stack_id)
+        if not chain:
+            return None
+        return self.profile.stacks[stack_id][: first + 1]
+
+    def is_await(self, fid: int) -> bool:
+        """Is the frame's line an `await`, `async with` or `async for`? A coroutine can
+        only suspend there; anywhere else it is running a synchronous call."""
+        hit = self._await.get(fid)
+        if hit is None:
+            frame = self.profile.frames[fid]
+            code = self.read_line(frame.file, frame.line) if self.read_line else None
+            hit = self._await[fid] = is_await_line(code)
+        return hit
 
 
 def _pass_through_edges(profile: Profile, user: list[bool]) -> frozenset[tuple[int, int]]:
@@ -107,23 +152,71 @@ def _pass_through_edges(profile: Profile, user: list[bool]) -> frozenset[tuple[i
             if not user[fid]:
                 continue
             if i + 1 < len(stack) and not user[stack[i + 1]]:
-                if user_above or stack[i + 1] in dispatch:
-                    seen.add((fid, function_of[stack[i + 1]]))
+                callee = stack[i + 1]
+                # Only a web framework hands the request on: a library calling back into
+                # user code (`json.dumps(default=...)`, `sorted(key=...)`, validators)
+                # runs inside the user line's own call.
+                if callee in dispatch or (user_above and is_web_framework(frames[callee])):
+                    seen.add((fid, function_of[callee]))
             user_above = True
     return frozenset((fid, callee) for fid, key in seen for callee in lines_of[key])
 
 
 @dataclass(slots=True)
 class _Stretch:
+    """Consecutive busy samples of one callback: either framework-only (no user frame), or
+    one holding user frame's samples (see `_Candidate`)."""
+
     start_s: float = 0.0
     duration_s: float = 0.0
     samples: int = 0
     callback: int = -1
     first_run: int = 0
-    route: str | None = None  # the first route seen in this stretch
     end_run: int = 0
-    saw_user: bool = False  # some run had a user frame
     stacks: Counter[int] = field(default_factory=Counter)
+
+    def add(self, start_s: float, duration_s: float, sid: int, n: int) -> None:
+        if not self.samples:
+            self.start_s = start_s
+        self.duration_s += duration_s
+        self.samples += n
+        self.stacks[sid] += n
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """A run of consecutive samples that one user frame held: maybe one synchronous call."""
+
+    holder: int  # frame id
+    stretch: _Stretch
+
+
+@dataclass(slots=True)
+class LineEvidence:
+    """What the samples say about one user line across every loop thread (see `is_blocking`).
+
+    `samples` were held by the line; `stays` of them were followed by another sample held by
+    it in the same synchronous run; `chance` is how many stays interleaving alone predicts
+    (each sample times the line's share of its thread's loop samples, idle included).
+    """
+
+    samples: int = 0
+    stays: int = 0
+    chance: float = 0.0
+    leaf_pairs: int = 0  # consecutive same-run pairs ...
+    leaf_changes: int = 0  # ... whose deepest frame differed: Python code executing
+
+    @property
+    def share(self) -> float:
+        return self.chance / self.samples if self.samples else 0.0
+
+    @property
+    def excess(self) -> float:
+        """How much stickier the line is than chance, 0..1: (stays - chance) / (samples -
+        chance). A block of the threshold's length scores ~0.57 at any share; back-to-back
+        steps of a few ms ~0.2."""
+        room = self.samples - self.chance
+        return (self.stays - self.chance) / room if room > 0 else 0.0
 
 
 def find_episodes(
@@ -135,151 +228,273 @@ def find_episodes(
     cpu_ratio: Callable[[int, int, float, float], float | None],
     params: AnalysisParams,
 ) -> tuple[list[Episode], list[LoopThreadRuns]]:
-    """Label every run of every event-loop thread and return the blocking episodes."""
+    """Label every run of every event-loop thread and return the blocking episodes.
+
+    Three steps: (1) per thread, cut the busy samples into candidate runs, each held by one
+    user frame (`_candidates`); (2) per line, weigh the evidence that its runs are single
+    synchronous calls rather than many short steps interleaved (`is_blocking`); (3) runs of
+    lines that block and reach the threshold are episodes, the rest is busy.
+    """
     threshold_s = params.block_threshold_ms / 1000.0
-    episodes: list[Episode] = []
-    labelled: list[LoopThreadRuns] = []
-    pending_by_thread: list[list[_Stretch]] = []
+    frames = profile.frames
+    per_thread: list[tuple[LoopThreadRuns, list[_Candidate], list[_Stretch]]] = []
+    evidence: dict[tuple[str, int], LineEvidence] = {}
+    await_lines: dict[tuple[str, int], bool] = {}
+    stack_evidence: dict[int, LineEvidence] = {}
     for tl in loop_threads:
-        labels = array("b", bytes(len(tl)))
-        labelled.append(LoopThreadRuns(tl, labels))
-        cur: _Stretch | None = None
-
-        pending_by_thread.append([])
-
-        def close(stretch: _Stretch, end_run: int) -> None:
-            is_episode = stretch.duration_s >= threshold_s
-            label = LABEL_BLOCKED if is_episode else LABEL_BUSY
-            labels = labelled[-1].labels
-            for k in range(stretch.first_run, end_run):
-                labels[k] = label
-            if is_episode:
-                stretch.end_run = end_run
-                pending_by_thread[-1].append(stretch)
-            elif stretch.saw_user:
-                fid = _dominant_line(stretch, user_frames)
-                if fid is not None:
-                    labelled[-1].short.append((stretch.first_run, end_run, fid))
-
-        for i, (start, dur, sid, n) in enumerate(tl.runs()):
-            state = classifier.classify(sid).state if sid != NO_STACK else LABEL_OFF
-            if state == STATE_BUSY:
-                callback = classifier.classify(sid).callback
-                has_user = user_frames.deepest(sid) is not None
-                route = route_of(sid)
-                # Under load one request's handler follows another's with no idle sample
-                # between them. A new callback, another route, or framework-only samples
-                # after user code (its request answered, the next ones being parsed and
-                # routed) start a new stretch: the framework work queued behind a block is
-                # not the blocking line's time.
-                if cur is not None and (
-                    cur.callback != callback
-                    or (not has_user and cur.saw_user)
-                    or (route is not None and cur.route is not None and route != cur.route)
-                ):
-                    close(cur, i)
-                    cur = None
-                if cur is None:
-                    cur = _Stretch(start, 0.0, 0, callback, i)
-                if cur.route is None:
-                    cur.route = route
-                if has_user:
-                    cur.saw_user = True
-                cur.duration_s += dur
-                cur.samples += n
-                cur.stacks[sid] += n
-                continue
-            if cur is not None:
-                close(cur, i)
-                cur = None
-            labels[i] = LABEL_IDLE if state == STATE_IDLE else LABEL_OFF
-        if cur is not None:
-            close(cur, len(tl))
-        for stretch in pending_by_thread[-1]:
-            ratio: float | None = None
-            if _is_isolated(tl, labels, stretch, params.kind_margin_s):
-                margin = params.kind_margin_s
-                end = stretch.start_s + stretch.duration_s
-                runnable = cpu_ratio(
-                    tl.thread.pid, tl.thread.tid, stretch.start_s - margin, end + margin
+        runs = LoopThreadRuns(tl, array("b", bytes(len(tl))))
+        candidates, framework, loop_samples = _candidates(
+            tl, runs.labels, classifier, user_frames, route_of
+        )
+        per_thread.append((runs, candidates, framework))
+        held: Counter[int] = Counter()
+        for cand in candidates:
+            held[cand.holder] += cand.stretch.samples
+        for cand in candidates:
+            frame = frames[cand.holder]
+            ev = evidence.setdefault((frame.file, frame.line), LineEvidence())
+            await_lines[frame.file, frame.line] = user_frames.is_await(cand.holder)
+            st = cand.stretch
+            ev.samples += st.samples
+            ev.stays += st.samples - 1
+            ev.chance += st.samples * held[cand.holder] / max(loop_samples, 1)
+            _count_leaf_changes(tl, st, ev, profile)
+        by_stack: Counter[int] = Counter()
+        for st in framework:
+            by_stack[st.stacks.most_common(1)[0][0]] += st.samples
+        for st in framework:
+            sid = st.stacks.most_common(1)[0][0]
+            ev = stack_evidence.setdefault(sid, LineEvidence())
+            ev.samples += st.samples
+            ev.stays += st.samples - 1
+            ev.chance += st.samples * by_stack[sid] / max(loop_samples, 1)
+    blocking = {
+        line: ev for line, ev in evidence.items() if is_blocking(ev, await_lines[line], params)
+    }
+    episodes: list[Episode] = []
+    for runs, candidates, framework in per_thread:
+        tl, labels = runs.timeline, runs.labels
+        for cand in candidates:
+            st = cand.stretch
+            frame = frames[cand.holder]
+            line = (frame.file, frame.line)
+            long_enough = st.duration_s >= threshold_s
+            if long_enough and _is_importing(profile, st.stacks.most_common(1)[0][0]):
+                # A worker importing the app inside its running loop (uvicorn 0.30+ with
+                # --workers or --reload) before it serves: startup, not a request's line.
+                _label(labels, st, LABEL_BLOCKED)
+                episodes.append(
+                    _episode(tl, st, None, user_frames, route_of, cpu_ratio, labels, params)
                 )
-                if runnable is not None:
-                    # The idle margins add (almost) nothing: scale back to the episode.
-                    ratio = min(
-                        1.0, runnable * (stretch.duration_s + 2 * margin) / stretch.duration_s
-                    )
-            episode = _episode(tl, stretch, user_frames, route_of, ratio, params.block_threshold_ms)
-            if episode.culprit is None and not _one_place(stretch):
-                runs = labelled[-1]
-                for k in range(stretch.first_run, stretch.end_run):
-                    labels[k] = LABEL_BUSY
-                runs.saturated_ms += episode.duration_ms
-                runs.saturated_stretches += 1
                 continue
-            episodes.append(episode)
+            if line not in blocking:
+                continue
+            if not long_enough:
+                runs.short.append((st.first_run, st.end_run, cand.holder))
+                continue
+            _label(labels, st, LABEL_BLOCKED)
+            episodes.append(
+                _episode(tl, st, cand.holder, user_frames, route_of, cpu_ratio, labels, params)
+            )
+        for st in framework:
+            if st.duration_s < threshold_s:
+                continue
+            ev = stack_evidence[st.stacks.most_common(1)[0][0]]
+            if not is_blocking(ev, True, params):
+                continue
+            _label(labels, st, LABEL_BLOCKED)
+            episodes.append(
+                _episode(tl, st, None, user_frames, route_of, cpu_ratio, labels, params)
+            )
+        _count_saturation(runs, threshold_s)
     episodes.sort(key=lambda e: (e.start_s, e.pid, e.tid))
-    return episodes, labelled
+    return episodes, [runs for runs, _, _ in per_thread]
+
+
+def _count_saturation(runs: LoopThreadRuns, threshold_s: float) -> None:
+    """Busy stretches (no idle sample, no episode) of at least the threshold: many short
+    steps back to back, the loop saturated rather than blocked."""
+    tl, labels = runs.timeline, runs.labels
+    length = 0.0
+    for k in range(len(tl) + 1):
+        if k < len(tl) and labels[k] == LABEL_BUSY:
+            length += tl.duration_s[k]
+            continue
+        if length >= threshold_s:
+            runs.saturated_ms += length * 1000.0
+            runs.saturated_stretches += 1
+        length = 0.0
+
+
+def is_blocking(ev: LineEvidence, await_line: bool, params: AnalysisParams) -> bool:
+    """Do a line's runs look like single synchronous calls rather than chance?
+
+    Under load the loop runs many short steps back to back, and consecutive samples (~10 ms
+    apart) of different requests often sit at the same line: runs at a line then occur
+    about as often as its share of the loop predicts. A synchronous call of the threshold's
+    length keeps the next sample on its line most of the time whatever its share. When a
+    line holds most of the loop, that comparison has no power; then a line that is a plain
+    call (not an `await`) is taken as blocking, since a coroutine only suspends at an await.
+    """
+    if ev.excess >= params.min_stickiness:
+        return True
+    return not await_line and ev.share >= params.dominant_share
+
+
+_AWAIT = re.compile(r"(?:^|[^\w.])(?:await|async\s+with|async\s+for)\b")
+
+
+def is_await_line(code: str | None) -> bool:
+    return code is not None and _AWAIT.search(code) is not None
+
+
+def _label(labels: array[int], st: _Stretch, label: int) -> None:
+    for k in range(st.first_run, st.end_run):
+        labels[k] = label
+
+
+def _count_leaf_changes(
+    tl: ThreadTimeline, st: _Stretch, ev: LineEvidence, profile: Profile
+) -> None:
+    previous = -1
+    for k in range(st.first_run, st.end_run):
+        leaf = profile.stacks[tl.stack[k]][-1] if profile.stacks[tl.stack[k]] else -1
+        n = tl.samples[k]
+        if previous >= 0:
+            ev.leaf_pairs += 1
+            ev.leaf_changes += leaf != previous
+        ev.leaf_pairs += n - 1
+        previous = leaf
+
+
+def _candidates(
+    tl: ThreadTimeline,
+    labels: array[int],
+    classifier: LoopClassifier,
+    user_frames: UserFrames,
+    route_of: Callable[[int], str | None],
+) -> tuple[list[_Candidate], list[_Stretch], int]:
+    """Label idle and off runs, and cut the busy ones into candidate runs and framework
+    stretches; also return the thread's loop samples (idle and busy).
+
+    Busy samples form a segment while they share the callback and the outermost user frame
+    at the same stack prefix (one piece of the app's code, maybe of several requests). In a
+    segment the holder is the deepest user frame on most of its samples: the line stays put
+    while a library calls back into deeper user code (`json.dumps(default=...)`, `key=`
+    functions, validators), which then shows as its calls. When the holder is at an
+    `await`, only samples of one unchanging stack can be one call (a coroutine advancing
+    changes its frames), so every run of one stack is its own candidate.
+    """
+    candidates: list[_Candidate] = []
+    framework: list[_Stretch] = []
+    segment: list[int] = []  # run indexes
+    key: tuple[int, ...] | None = None
+    loop_samples = 0
+
+    def close_segment() -> None:
+        if segment:
+            candidates.extend(_split_segment(tl, segment, user_frames))
+            segment.clear()
+
+    for i, (start, dur, sid, n) in enumerate(tl.runs()):
+        state = classifier.classify(sid).state if sid != NO_STACK else LABEL_OFF
+        if state != STATE_BUSY:
+            close_segment()
+            key = None
+            labels[i] = LABEL_IDLE if state == STATE_IDLE else LABEL_OFF
+            if state == STATE_IDLE:
+                loop_samples += n
+            continue
+        loop_samples += n
+        labels[i] = LABEL_BUSY
+        callback = classifier.classify(sid).callback
+        outer = user_frames.outer_key(sid)
+        if outer is None:
+            # Framework code alone: only one unchanging stack can be one call (see
+            # `_split_segment` on await lines), so each run is its own stretch.
+            close_segment()
+            key = None
+            fw = _Stretch(callback=callback, first_run=i, end_run=i + 1)
+            fw.add(start, dur, sid, n)
+            framework.append(fw)
+            continue
+        this_key = (callback, *outer)
+        if this_key != key or (segment and route_of(sid) != route_of(tl.stack[segment[-1]])):
+            close_segment()
+            key = this_key
+        segment.append(i)
+    close_segment()
+    return candidates, framework, loop_samples
+
+
+def _split_segment(
+    tl: ThreadTimeline, segment: list[int], user_frames: UserFrames
+) -> list[_Candidate]:
+    held: Counter[int] = Counter()
+    total = 0
+    for k in segment:
+        n = tl.samples[k]
+        total += n
+        for fid in user_frames.chain(tl.stack[k]):
+            held[fid] += n
+    # The deepest frame on most samples: chains list frames outermost first, and a deeper
+    # frame is never on more samples than the frames below it on the same stacks.
+    holder = -1
+    for fid in user_frames.chain(tl.stack[segment[0]]):
+        if held[fid] * 4 >= total * 3:
+            holder = fid
+    if holder < 0:
+        holder = user_frames.chain(tl.stack[segment[0]])[0]
+    await_line = user_frames.is_await(holder)
+    found: list[_Candidate] = []
+    current: _Stretch | None = None
+    for k in segment:
+        sid = tl.stack[k]
+        if holder not in user_frames.chain(sid) or await_line:
+            current = None
+            if holder not in user_frames.chain(sid):
+                continue
+        if current is None:
+            current = _Stretch(callback=-1, first_run=k)
+            found.append(_Candidate(holder, current))
+        current.add(tl.start_s[k], tl.duration_s[k], sid, tl.samples[k])
+        current.end_run = k + 1
+    return found
 
 
 def _episode(
     tl: ThreadTimeline,
     stretch: _Stretch,
+    holder: int | None,
     user_frames: UserFrames,
     route_of: Callable[[int], str | None],
-    ratio: float | None,
-    threshold_ms: float = 0.0,
+    cpu_ratio: Callable[[int, int, float, float], float | None],
+    labels: array[int],
+    params: AnalysisParams,
 ) -> Episode:
-    per_frame: Counter[int] = Counter()
-    per_route: Counter[str] = Counter()
-    frame_stacks: dict[int, Counter[int]] = {}
-    for sid, n in stretch.stacks.items():
-        fid = user_frames.deepest(sid)
-        if fid is not None:
-            per_frame[fid] += n
-            frame_stacks.setdefault(fid, Counter())[sid] += n
-        route = route_of(sid)
-        if route is not None:
-            per_route[route] += n
-    culprit: tuple[str, int] | None = None
+    profile = user_frames.profile
     dominant = stretch.stacks.most_common(1)[0][0]
-    route = per_route.most_common(1)[0][0] if per_route else None
-    if route is None and _is_importing(user_frames.profile, dominant):
-        # A worker importing the app inside its running loop (uvicorn 0.30+ with --workers
-        # or --reload) before it serves: startup, not a request blocking the loop.
-        per_frame.clear()
-    frames = user_frames.profile.frames
-    ms_per_sample = stretch.duration_s * 1000.0 / stretch.samples
-    # Lines that held the loop for a threshold's worth of samples of their own (two at
-    # least) each get their own share; the line holding most of the episode gets the rest.
-    shares = {
-        fid: n * ms_per_sample
-        for fid, n in per_frame.items()
-        if n >= 2 and n * ms_per_sample >= threshold_ms
-    }
-    main = _holding_line(per_frame, stretch.samples)
-    if main is not None:
-        shares[main] = stretch.duration_s * 1000.0 - sum(
-            ms for other, ms in shares.items() if other != main
-        )
-    elif shares:
-        main = max(shares, key=lambda f: (shares[f], -f))
-    if main is not None:
-        culprit = (frames[main].file, frames[main].line)
-    parts = tuple(
-        EpisodePart(
-            frames[fid].file,
-            frames[fid].line,
-            ms,
-            frame_stacks[fid].most_common(1)[0][0],
-            _route_of_stacks(frame_stacks[fid], route_of),
-        )
-        for fid, ms in sorted(shares.items(), key=lambda kv: -kv[1])
-    )
+    route = _route_of_stacks(stretch.stacks, route_of)
+    ratio: float | None = None
+    if _is_isolated(tl, labels, stretch, params.kind_margin_s):
+        margin = params.kind_margin_s
+        end = stretch.start_s + stretch.duration_s
+        runnable = cpu_ratio(tl.thread.pid, tl.thread.tid, stretch.start_s - margin, end + margin)
+        if runnable is not None:
+            # The idle margins add (almost) nothing: scale back to the episode.
+            ratio = min(1.0, runnable * (stretch.duration_s + 2 * margin) / stretch.duration_s)
+    culprit: tuple[str, int] | None = None
+    parts: tuple[EpisodePart, ...] = ()
+    ms = stretch.duration_s * 1000.0
+    if holder is not None:
+        frame = profile.frames[holder]
+        culprit = (frame.file, frame.line)
+        parts = (EpisodePart(frame.file, frame.line, ms, dominant, route),)
     return Episode(
         pid=tl.thread.pid,
         tid=tl.thread.tid,
         start_s=stretch.start_s,
-        duration_ms=stretch.duration_s * 1000.0,
+        duration_ms=ms,
         samples=stretch.samples,
         stack_id=dominant,
         culprit=culprit,
@@ -340,24 +555,6 @@ def promote_short_stretches(
             )
         runs.short.clear()
     return found
-
-
-def _dominant_line(stretch: _Stretch, user_frames: UserFrames) -> int | None:
-    per_frame: Counter[int] = Counter()
-    for sid, n in stretch.stacks.items():
-        fid = user_frames.deepest(sid)
-        if fid is not None:
-            per_frame[fid] += n
-    return _holding_line(per_frame, stretch.samples)
-
-
-def _holding_line(per_frame: Counter[int], samples: int) -> int | None:
-    """The user frame deepest on more than half of `samples`, if one is: one stray sample
-    in user code during a long framework stretch is not evidence against that line."""
-    if not per_frame:
-        return None
-    fid, n = per_frame.most_common(1)[0]
-    return fid if n * 2 > samples else None
 
 
 def _route_of_stacks(stacks: Counter[int], route_of: Callable[[int], str | None]) -> str | None:

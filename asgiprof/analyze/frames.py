@@ -9,7 +9,7 @@ import re
 from functools import lru_cache
 from typing import Literal
 
-from asgiprof.model import Frame
+from asgiprof.model import Frame, Route
 
 FrameKind = Literal["user", "stdlib", "library"]
 
@@ -22,9 +22,12 @@ _STDLIB = re.compile(
 
 
 @lru_cache(maxsize=65536)
-def file_kind(file: str) -> FrameKind:
+def file_kind(file: str, app_roots: tuple[str, ...] = ()) -> FrameKind:
+    """`app_roots` (see `app_roots`) are the app's own code even under site-packages."""
     if not file:
         return "stdlib"
+    if app_roots and any(file == root or file.startswith(root + "/") for root in app_roots):
+        return "user"
     if _LIBRARY_DIRS.search(file):
         return "library"
     if _STDLIB.search(file):
@@ -41,6 +44,10 @@ _ASGI_FRAMEWORKS = re.compile(
 _DISPATCH_FUNCTIONS = frozenset({"__call__", "call_next"})
 
 
+def is_web_framework(frame: Frame) -> bool:
+    return _ASGI_FRAMEWORKS.search(frame.file) is not None and file_kind(frame.file) == "library"
+
+
 def is_asgi_dispatch(frame: Frame) -> bool:
     return (
         bare_function(frame.function) in _DISPATCH_FUNCTIONS
@@ -49,8 +56,51 @@ def is_asgi_dispatch(frame: Frame) -> bool:
     )
 
 
-def is_user(frame: Frame) -> bool:
-    return file_kind(frame.file) == "user"
+def is_user(frame: Frame, app_roots: tuple[str, ...] = ()) -> bool:
+    return file_kind(frame.file, app_roots) == "user"
+
+
+def app_roots(routes: tuple[Route, ...]) -> tuple[str, ...]:
+    """Where the app's own code lives when it is installed as a library (`pip install .`,
+    Docker images): the package (or lone module's folder) of every endpoint not defined by
+    a web framework, found from the endpoint's qualified name and its file.
+
+    Code outside site-packages is the user's anyway; these roots add the app's package
+    under site-packages, never a whole site-packages folder.
+    """
+    roots: set[str] = set()
+    for route in routes:
+        if not route.file or route.endpoint.split(".")[0] in _FRAMEWORK_PACKAGES:
+            continue
+        root = _package_root(route.file, route.endpoint)
+        if root is not None and _LIBRARY_DIRS.search(root + "/"):
+            roots.add(root)
+    return tuple(sorted(roots))
+
+
+# Endpoints these define (OpenAPI docs, static files) do not make the framework the app.
+_FRAMEWORK_PACKAGES = frozenset(
+    {"fastapi", "starlette", "litestar", "quart", "sanic", "falcon", "django", "asgiref"}
+)
+
+
+def _package_root(file: str, qualname: str) -> str | None:
+    """`/x/site-packages/shop/api/users.py` for `shop.api.users.get_user` ->
+    `/x/site-packages/shop`; a top-level module keeps its folder (its sibling modules are the
+    app's too) unless that folder is site-packages itself."""
+    path = file.replace("\\", "/")
+    names = qualname.split(".")
+    for k in range(len(names) - 1, 0, -1):  # the longest module prefix matching the file
+        module = "/".join(names[:k])
+        for tail in (f"/{module}.py", f"/{module}/__init__.py"):
+            if path.endswith(tail):
+                top = path[: len(path) - len(tail)] + "/" + names[0]
+                folder = top.rsplit("/", 1)[0]
+                if not re.search(r"(?:site|dist)-packages$", folder):
+                    return folder
+                lone_module = k == 1 and tail.endswith(".py") and not tail.endswith("__init__.py")
+                return top + ".py" if lone_module else top
+    return None
 
 
 def short_name(frame: Frame) -> str:

@@ -46,6 +46,13 @@ class AnalysisParams:
     # ranked: one short stall is as likely the OS scheduling the loop thread out (a busy
     # machine) as the line itself. Real culprits repeat, request after request.
     one_off_factor: float = 3.0
+    # A line blocks when its runs of samples are stickier than chance (`LineEvidence.excess`,
+    # analyze/episodes.py): one synchronous call of the threshold's length scores ~0.57, the
+    # short steps of a saturated loop that keep landing on one `await` line ~0.1-0.25
+    # (measured: bench/busy_accuracy.py). A plain-call line holding at least
+    # `dominant_share` of the loop blocks even when that comparison has no power.
+    min_stickiness: float = 0.35
+    dominant_share: float = 0.5
     # Culprit kind from measured CPU: cpu when the loop thread ran at least this share of
     # the blocked time, io when at most `io_max_cpu_ratio`, unknown in between.
     cpu_min_ratio: float = 0.7
@@ -144,6 +151,7 @@ class Culprit:
     context: CulpritContext = "endpoint"
     context_name: str | None = None  # the middleware layer or dependency function
     calls: tuple[str, ...] = ()  # what the culprit line called (library chain), outermost first
+    kind_evidence: str = ""  # why `kind` is what it is, in a sentence
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "route": c.route,
                 "routes": list(c.routes),
                 "kind": c.kind,
+                "kind_evidence": c.kind_evidence,
                 "blocked_ms": _ms(c.blocked_ms),
                 "episodes": c.episodes,
                 "max_ms": _ms(c.max_ms),

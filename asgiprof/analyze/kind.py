@@ -1,0 +1,181 @@
+"""How much of its blocked time each culprit line spent on the CPU, fitted over the loop
+thread's measured CPU time.
+
+A single episode's CPU can only be read when the loop idled around it (sample times are
+estimates good to ~0.1 s), which a loaded server rarely does. Across many windows,
+though, the loop thread's CPU time is a sum of what it did in each: every line's seconds
+in that window times that line's CPU share, plus the rest of its busy time and its idle
+time, each with their own share. A least-squares fit over all windows gives each line's
+share even when no episode stands alone.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Sequence
+
+from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LABEL_IDLE, LoopThreadRuns
+from asgiprof.analyze.result import Episode
+from asgiprof.model import Resources
+
+Line = tuple[str, int]
+
+# Windows much longer than the error of sample times (~0.1 s), short enough for many.
+WINDOW_S = 0.5
+# A line is fitted only with this much time in at least this many windows: fewer give a
+# share that one noisy window decides.
+MIN_LINE_S = 0.2
+MIN_WINDOWS = 4
+# A fitted share is used only when its standard error is at most this: on a saturated loop
+# whose windows all mix the same lines the fit cannot separate them, and says so.
+MAX_SE = 0.12
+
+
+def fit_line_cpu(
+    loop_runs: Sequence[LoopThreadRuns],
+    episodes: Sequence[Episode],
+    resources: Resources,
+    window_s: float = WINDOW_S,
+) -> dict[Line, float]:
+    """Each culprit line's CPU share of its blocked time, 0..1, where the fit can tell."""
+    rows: list[tuple[dict[int, float], float]] = []  # (seconds per column, CPU seconds)
+    columns: dict[Line | str, int] = {"busy": 0, "idle": 1}
+    line_windows: dict[int, int] = defaultdict(int)
+    line_seconds: dict[int, float] = defaultdict(float)
+    by_thread: dict[tuple[int, int], list[Episode]] = defaultdict(list)
+    for ep in episodes:
+        if ep.culprit is not None:
+            by_thread[ep.pid, ep.tid].append(ep)
+    for runs in loop_runs:
+        tl = runs.timeline
+        key = (tl.thread.pid, tl.thread.tid)
+        series = resources.thread_cpu.get(key)
+        if series is None or len(series[0]) < 2:
+            continue
+        windows: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+        for start, dur, label in zip(tl.start_s, tl.duration_s, runs.labels, strict=True):
+            if label == LABEL_IDLE:
+                _spread(windows, 1, start, dur, window_s)
+            elif label in (LABEL_BUSY, LABEL_BLOCKED):
+                _spread(windows, 0, start, dur, window_s)
+        # Episodes' time moves from "busy" to their line's own column.
+        for ep in by_thread.get(key, ()):
+            assert ep.culprit is not None
+            col = columns.setdefault(ep.culprit, len(columns))
+            dur = ep.duration_ms / 1000.0
+            _spread(windows, col, ep.start_s, dur, window_s)
+            _spread(windows, 0, ep.start_s, -dur, window_s)
+        times, cpu = series
+        for w, cells in windows.items():
+            lo, hi = w * window_s, (w + 1) * window_s
+            used = _cpu_between(times, cpu, lo, hi)
+            if used is None:
+                continue
+            rows.append((dict(cells), used))
+            for col, seconds in cells.items():
+                if col >= 2 and seconds > 0.01:
+                    line_windows[col] += 1
+                    line_seconds[col] += seconds
+    if len(columns) <= 2:
+        return {}
+    fit = _least_squares(rows, len(columns))
+    if fit is None:
+        return {}
+    shares, errors = fit
+    fitted: dict[Line, float] = {}
+    for name, col in columns.items():
+        if not isinstance(name, tuple) or errors[col] > MAX_SE:
+            continue
+        if line_windows[col] >= MIN_WINDOWS and line_seconds[col] >= MIN_LINE_S:
+            fitted[name] = min(1.0, max(0.0, shares[col]))
+    return fitted
+
+
+def _spread(
+    windows: dict[int, dict[int, float]], col: int, start: float, dur: float, window_s: float
+) -> None:
+    """Add `dur` seconds starting at `start` to column `col`, split over the windows."""
+    sign = 1.0 if dur >= 0 else -1.0
+    left, t = abs(dur), start
+    while left > 1e-12:
+        w = int(t // window_s)
+        take = min(left, (w + 1) * window_s - t)
+        if take <= 0:  # floating point at a window edge
+            take = min(left, window_s)
+            w += 1
+        windows[w][col] += sign * take
+        left -= take
+        t += take
+
+
+def _cpu_between(
+    times: Sequence[float], cpu: Sequence[float], lo: float, hi: float
+) -> float | None:
+    """CPU seconds the thread used in [lo, hi], interpolated between polls."""
+    a, b = _cpu_at(times, cpu, lo), _cpu_at(times, cpu, hi)
+    if a is None or b is None:
+        return None
+    return max(0.0, b - a)
+
+
+def _cpu_at(times: Sequence[float], cpu: Sequence[float], t: float) -> float | None:
+    i = bisect.bisect_left(times, t)
+    if i < len(times) and times[i] == t:
+        return cpu[i]
+    if i == 0 or i == len(times) or times[i] - times[i - 1] > 1.0:
+        return None
+    t0, t1 = times[i - 1], times[i]
+    return cpu[i - 1] + (cpu[i] - cpu[i - 1]) * (t - t0) / (t1 - t0)
+
+
+def _least_squares(
+    rows: list[tuple[dict[int, float], float]], n: int
+) -> tuple[list[float], list[float]] | None:
+    """(b, standard errors of b) minimising sum (y - x.b)^2, by the normal equations (n is
+    a handful of columns), with a tiny ridge so a column that never varies does not make
+    the system singular."""
+    if len(rows) <= n:
+        return None
+    ata = [[0.0] * n for _ in range(n)]
+    aty = [0.0] * n
+    for cells, y in rows:
+        items = list(cells.items())
+        for i, xi in items:
+            aty[i] += xi * y
+            for j, xj in items:
+                ata[i][j] += xi * xj
+    for i in range(n):
+        ata[i][i] += 1e-6
+    b = _solve(ata, aty)
+    if b is None:
+        return None
+    rss = sum((y - sum(b[i] * x for i, x in cells.items())) ** 2 for cells, y in rows)
+    sigma2 = rss / (len(rows) - n)
+    errors: list[float] = []
+    for i in range(n):
+        unit = [0.0] * n
+        unit[i] = 1.0
+        column = _solve(ata, unit)  # column i of (A'A)^-1
+        errors.append((sigma2 * column[i]) ** 0.5 if column and column[i] > 0 else float("inf"))
+    return b, errors
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float] | None:
+    """Gaussian elimination with partial pivoting; None when singular."""
+    n = len(b)
+    m = [row[:] + [b[i]] for i, row in enumerate(a)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(m[r][c]))
+        if abs(m[p][c]) < 1e-12:
+            return None
+        m[c], m[p] = m[p], m[c]
+        for r in range(c + 1, n):
+            f = m[r][c] / m[c][c]
+            if f:
+                for k in range(c, n + 1):
+                    m[r][k] -= f * m[c][k]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (m[r][n] - sum(m[r][k] * x[k] for k in range(r + 1, n))) / m[r][r]
+    return x
