@@ -87,7 +87,7 @@ def analyze(
     resolver = RouteResolver.for_profile(profile)
     user_frames = UserFrames(profile, classifier, read_line)
 
-    episodes, loop_runs = find_episodes(
+    episodes, loop_runs, evidence = find_episodes(
         profile, loop_threads, classifier, user_frames, resolver.route_of, cpu_ratio, params
     )
     # Where on the request path each loop stack is: middleware layers, dependencies.
@@ -107,7 +107,8 @@ def analyze(
     if short:
         episodes = sorted([*episodes, *short], key=lambda e: (e.start_s, e.pid, e.tid))
     fitted = fit_line_cpu(loop_runs, episodes, profile.resources)
-    culprits = rank_culprits(profile, episodes, read_line, params, contexts, fitted)
+    python = {line for line, ev in evidence.items() if ev.python_running}
+    culprits = rank_culprits(profile, episodes, read_line, params, contexts, fitted, python)
 
     # Views and per-route sums in one pass over the runs.
     views: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -76,9 +76,20 @@ def decide_kind(
     fitted: float | None,
     catalogue: Kind | None,
     params: AnalysisParams,
+    python_running: bool = False,
 ) -> tuple[Kind, float | None, str]:
     """(kind, CPU share used, why): a direct measurement of episodes the loop idled around,
-    else the fit over the loop thread's CPU time (analyze/kind.py), else the catalogue."""
+    else Python code seen running, else the fit over the loop thread's CPU time
+    (analyze/kind.py), else the catalogue."""
+    if isolated is None and python_running:
+        return (
+            "cpu",
+            fitted,
+            (
+                "Python code was running: the innermost frame kept changing while the line held "
+                "the loop (or it was a comprehension or generator)"
+            ),
+        )
     for ratio, how in (
         (isolated, "of its episodes with the loop idle around them"),
         (fitted, "fitted over the loop thread's CPU time in every 0.5 s window"),
@@ -132,6 +143,7 @@ def rank_culprits(
     params: AnalysisParams,
     contexts: CulpritContexts | None = None,
     fitted: Mapping[tuple[str, int], float] | None = None,
+    python_running: Set[tuple[str, int]] = frozenset(),
 ) -> list[Culprit]:
     groups: dict[tuple[str, int], list[Episode]] = defaultdict(list)
     for ep in episodes:
@@ -171,6 +183,7 @@ def rank_culprits(
             (fitted or {}).get((file, line)),
             entry.kind if entry is not None else None,
             params,
+            python_running=(file, line) in python_running or _comprehension_leaf(stack),
         )
         built.append(
             Culprit(
@@ -197,6 +210,14 @@ def rank_culprits(
         )
     built.sort(key=lambda c: (-c.blocked_ms, c.file, c.line))
     return [replace(c, rank=i + 1) for i, c in enumerate(built)]
+
+
+_COMPREHENSION = re.compile(r"<(?:listcomp|genexpr|dictcomp|setcomp|lambda)>$")
+
+
+def _comprehension_leaf(stack: list[Frame]) -> bool:
+    """A comprehension or generator expression on top executes Python bytecode."""
+    return bool(stack) and _COMPREHENSION.search(stack[-1].function) is not None
 
 
 def _index(stack: list[Frame], file: str, line: int) -> int:

@@ -207,6 +207,12 @@ class LineEvidence:
     leaf_changes: int = 0  # ... whose deepest frame differed: Python code executing
 
     @property
+    def python_running(self) -> bool:
+        """Did the innermost frame keep changing while the line held the loop? Then Python
+        code was executing (on the CPU, or waiting for the GIL to do so), not one C call."""
+        return self.leaf_pairs >= 4 and self.leaf_changes * 4 >= self.leaf_pairs
+
+    @property
     def share(self) -> float:
         return self.chance / self.samples if self.samples else 0.0
 
@@ -227,8 +233,9 @@ def find_episodes(
     route_of: Callable[[int], str | None],
     cpu_ratio: Callable[[int, int, float, float], float | None],
     params: AnalysisParams,
-) -> tuple[list[Episode], list[LoopThreadRuns]]:
-    """Label every run of every event-loop thread and return the blocking episodes.
+) -> tuple[list[Episode], list[LoopThreadRuns], dict[tuple[str, int], LineEvidence]]:
+    """Label every run of every event-loop thread; return the blocking episodes, the
+    labelled runs and the evidence weighed for each user line.
 
     Three steps: (1) per thread, cut the busy samples into candidate runs, each held by one
     user frame (`_candidates`); (2) per line, weigh the evidence that its runs are single
@@ -308,7 +315,7 @@ def find_episodes(
             )
         _count_saturation(runs, threshold_s)
     episodes.sort(key=lambda e: (e.start_s, e.pid, e.tid))
-    return episodes, [runs for runs, _, _ in per_thread]
+    return episodes, [runs for runs, _, _ in per_thread], evidence
 
 
 def _count_saturation(runs: LoopThreadRuns, threshold_s: float) -> None:
