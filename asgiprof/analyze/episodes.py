@@ -208,9 +208,11 @@ class LineEvidence:
 
     @property
     def python_running(self) -> bool:
-        """Did the innermost frame keep changing while the line held the loop? Then Python
-        code was executing (on the CPU, or waiting for the GIL to do so), not one C call."""
-        return self.leaf_pairs >= 4 and self.leaf_changes * 4 >= self.leaf_pairs
+        """Did the innermost frame change between most consecutive samples while the line held
+        the loop? Then Python
+        code was executing (on the CPU, or waiting for the GIL), not mostly one C call
+        (a sync DB call shows its driver's Python now and then, but waits in one place)."""
+        return self.leaf_pairs >= 4 and self.leaf_changes * 2 >= self.leaf_pairs
 
     @property
     def share(self) -> float:
@@ -452,21 +454,32 @@ def _split_segment(
             holder = fid
     if holder < 0:
         holder = user_frames.chain(tl.stack[segment[0]])[0]
-    await_line = user_frames.is_await(holder)
+    if user_frames.is_await(holder):
+        # Samples at an await line are one call only while the stack does not change; the
+        # deepest frame of such a stack is the line holding the loop, and runs of one
+        # plain-call line (not itself an await) join up again.
+        holders = [user_frames.chain(tl.stack[k])[-1] for k in segment]
+        still = [h if not user_frames.is_await(h) else -1 - i for i, h in enumerate(holders)]
+    else:
+        holders = [holder] * len(segment)
+        still = [holder if holder in user_frames.chain(tl.stack[k]) else -1 for k in segment]
     found: list[_Candidate] = []
-    current: _Stretch | None = None
-    for k in segment:
-        sid = tl.stack[k]
-        if holder not in user_frames.chain(sid) or await_line:
-            current = None
-            if holder not in user_frames.chain(sid):
-                continue
-        if current is None:
-            current = _Stretch(callback=-1, first_run=k)
-            found.append(_Candidate(holder, current))
-        current.add(tl.start_s[k], tl.duration_s[k], sid, tl.samples[k])
-        current.end_run = k + 1
+    i = 0
+    while i < len(segment):
+        j = i + 1
+        while j < len(segment) and still[j] == still[i] and still[i] >= 0:
+            j += 1
+        if still[i] >= 0 or user_frames.is_await(holders[i]):
+            found.append(_Candidate(holders[i], _run_stretch(tl, segment[i], segment[j - 1] + 1)))
+        i = j
     return found
+
+
+def _run_stretch(tl: ThreadTimeline, first: int, end: int) -> _Stretch:
+    st = _Stretch(callback=-1, first_run=first, end_run=end)
+    for k in range(first, end):
+        st.add(tl.start_s[k], tl.duration_s[k], tl.stack[k], tl.samples[k])
+    return st
 
 
 def _episode(
