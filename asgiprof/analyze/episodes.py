@@ -209,9 +209,9 @@ class LineEvidence:
     @property
     def python_running(self) -> bool:
         """Did the innermost frame change between most consecutive samples while the line held
-        the loop? Then Python
-        code was executing (on the CPU, or waiting for the GIL), not mostly one C call
-        (a sync DB call shows its driver's Python now and then, but waits in one place)."""
+        the loop? Then Python code was executing (on the CPU, or waiting for the GIL), not
+        mostly one C call (a sync DB call shows its driver's Python now and then, but waits
+        in one place)."""
         return self.leaf_pairs >= 4 and self.leaf_changes * 2 >= self.leaf_pairs
 
     @property
