@@ -168,6 +168,10 @@ class Score:
     blocking_findings: list[str] = field(default_factory=list)
     routes: list[RouteCost] = field(default_factory=list)
     long_steps: list[dict[str, Any]] = field(default_factory=list)  # truth, >= 20 ms
+    truth_busy_ms: float = 0.0  # the oracle's step time in the sampled window
+    loop_cpu_ms: float = 0.0  # the loop thread's CPU time in the window (schedstat)
+    loop_runq_ms: float = 0.0  # ... and its time waiting for a CPU
+    window_ms: float = 0.0  # first chunk start to last chunk end
 
     @property
     def culprits(self) -> list[dict[str, Any]]:
@@ -177,6 +181,11 @@ class Score:
     def culprit_share(self) -> float:
         total = sum(c["blocked_ms"] for c in self.culprits)
         return total / self.sampled_ms if self.sampled_ms > 0 else float("nan")
+
+    @property
+    def truth_utilization(self) -> float:
+        """The oracle's busy share of the sampled window (task steps only on uvloop)."""
+        return self.truth_busy_ms / self.window_ms if self.window_ms > 0 else float("nan")
 
     @property
     def utilization(self) -> float:
@@ -201,7 +210,8 @@ class Score:
         loop = self.summary["event_loop"]
         lines = [
             f"{self.scenario.name}: {self.requests} requests, utilization "
-            f"{loop['utilization']:.2f}, sampled {self.sampled_ms:.0f} ms, culprits "
+            f"{loop['utilization']:.2f} (oracle {self.truth_utilization:.2f}), sampled "
+            f"{self.sampled_ms:.0f} ms, culprits "
             f"{len(self.culprits)} = {self.culprit_share:.1%} of sampled time, "
             f"{loop['episodes']} episodes, truth long steps (>= {LONG_STEP_MS:.0f} ms) "
             f"{len(self.long_steps)}",
@@ -210,6 +220,14 @@ class Score:
             f"  culprit #{c['rank']} {c['file']}:{c['line']} {c['blocked_ms']:.0f} ms "
             f"{c['episodes']} ep kind {c['kind']} route {c['route']} | {source(c)}"
             for c in self.culprits
+        )
+        long_ms = sum(step["ms"] for step in self.long_steps)
+        long_cpu = sum(step["cpu_ms"] for step in self.long_steps)
+        lines.append(
+            f"  oracle: loop steps {self.truth_busy_ms:.0f} ms, loop thread CPU "
+            f"{self.loop_cpu_ms:.0f} ms, waiting for a CPU {self.loop_runq_ms:.0f} ms; "
+            f"{len(self.long_steps)} steps >= {LONG_STEP_MS:.0f} ms: {long_ms:.0f} ms, "
+            f"of it CPU {long_cpu:.0f} ms"
         )
         lines.extend(_line_text(s) for s in self.lines)
         lines.extend(f"  finding: {f}" for f in self.blocking_findings)
@@ -342,9 +360,13 @@ def score(scenario: Scenario, out: Path, truth: list[dict[str, Any]], requests: 
 
     # routes: requests that ended inside the sampled window
     truth_routes: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    result.window_ms = (window[1] - window[0]) * 1000
     for rec in truth:
         if rec["type"] != "routes" or rec["t1"] <= window[0] or rec["t0"] >= window[1]:
             continue
+        result.truth_busy_ms += rec["other"][0] + sum(v[0] for v in rec["routes"].values())
+        result.loop_cpu_ms += rec.get("loop_cpu_ms", 0.0)
+        result.loop_runq_ms += rec.get("loop_runq_ms", 0.0)
         for route, (ms, _steps, n) in rec["routes"].items():
             truth_routes[route][0] += ms
             truth_routes[route][1] += n

@@ -8,7 +8,10 @@ With `ASGIPROF_TRUTH=FILE` set, an app that calls `install(app)` at import and
 - `{"type": "routes", "t0", "t1", "routes": {route: [loop_ms, steps, requests]},
   "other": [loop_ms, steps]}` every FLUSH_S: per route, the summed duration of the
   event-loop steps run for its requests that finished in [t0, t1) (unix seconds); `other`
-  is steps outside any request (uvicorn's protocol callbacks, timers, startup).
+  is steps outside any request (uvicorn's protocol callbacks, timers, startup);
+  `loop_cpu_ms` and `loop_runq_ms` are the loop thread's CPU time and time waiting for a
+  CPU in the interval (/proc schedstat): busy time beyond their sum was spent waiting for
+  the GIL (or in blocking I/O).
 - `{"type": "step", "t", "ms", "cpu_ms", "route", "what"}`: every single step of LONG_STEP_S
   or more, with the loop thread's CPU time in it (less than `ms` when other processes took
   the CPU, or the step waited on a lock or I/O), its route (None outside requests) and what
@@ -306,10 +309,12 @@ planted: Any = _hot["make_planted"](
 class _Writer:
     """Appends buffered JSON lines every FLUSH_S from a daemon thread, and at shutdown."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, loop_tid: int) -> None:
         self.path = path
         self._stop = threading.Event()
         self._t0 = time.time()
+        self._schedstat = f"/proc/self/task/{loop_tid}/schedstat"
+        self._sched = self._read_sched()
         self._thread = threading.Thread(target=self._loop, name="truth-writer", daemon=True)
 
     def start(self) -> None:
@@ -324,9 +329,21 @@ class _Writer:
         with open(self.path, "ab") as f:
             f.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
 
+    def _read_sched(self) -> tuple[float, float]:
+        """The loop thread's (CPU ms, ms waiting for a CPU) so far (Linux schedstat)."""
+        try:
+            with open(self._schedstat, "rb") as f:
+                cpu_ns, wait_ns = f.read().split()[:2]
+            return int(cpu_ns) / 1e6, int(wait_ns) / 1e6
+        except (OSError, ValueError):
+            return 0.0, 0.0
+
     def flush(self) -> None:
         offset = STATE.offset
         t1 = time.time()
+        sched = self._read_sched()
+        cpu_ms, runq_ms = sched[0] - self._sched[0], sched[1] - self._sched[1]
+        self._sched = sched
         with STATE.lock:
             routes, STATE.routes = STATE.routes, {}
             other, STATE.other = STATE.other, [0.0, 0.0]
@@ -339,6 +356,8 @@ class _Writer:
                 "t1": t1,
                 "routes": {r: [v[0] * 1000, v[1], v[2]] for r, v in routes.items()},
                 "other": [other[0] * 1000, other[1]],
+                "loop_cpu_ms": cpu_ms,
+                "loop_runq_ms": runq_ms,
             }
         ]
         self._t0 = t1
@@ -413,7 +432,7 @@ def start_loop_timer() -> None:
         loop.set_task_factory(factory)
         how = "task factory"
     STATE.enabled = True
-    _writer = _Writer(path)
+    _writer = _Writer(path, threading.get_native_id())
     _writer.write(
         [
             {
