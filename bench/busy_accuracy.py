@@ -143,12 +143,8 @@ def main(argv: list[str]) -> int:
     planted = [s for s in scores if s.lines]
     if planted:
         print()
-        print(
-            table(
-                ["scenario", "line", "calls", "truth ms", "asgiprof ms", "error", "z", "kind", "route"],
-                line_rows(planted),
-            )
-        )
+        columns = ["scenario", "line", "calls", "truth ms", "asgiprof ms", "error", "z"]
+        print(table([*columns, "kind (asgiprof / truth)", "route"], line_rows(planted)))
     print(f"\nfiles: {work}")
     return 0
 
