@@ -16,8 +16,9 @@ Columns: recall = planted lines found at their line and route / planted lines th
 while sampled; false = culprits at no planted line; await = culprits at an `await` /
 `async with` / `async for` line; share = culprits' blocked ms / sampled loop time;
 blocked err = |asgiprof - truth| / truth per planted line (median, worst) with z = error in
-sampling sd (Poisson, 1/sqrt(truth s x rate)); kind = right kinds / lines found (truth
-kind measured by the app: (CPU + run-queue wait) / wall >= 0.5 is cpu); routes = routes
+sampling sd (Poisson, 1/sqrt(truth s x rate)); kind = right kinds / lines found (the
+per-line table shows the loop thread's (CPU + run-queue wait) / wall over the calls beside
+it: below 1 where the call waited for the GIL or slept); routes = routes
 that served requests missing from the routes table; route err = median |loop_ms +
 threadpool_ms - oracle step time| / oracle; long = oracle steps >= 20 ms (count, and the
 loop thread's CPU share of them).

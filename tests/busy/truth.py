@@ -95,28 +95,30 @@ class _State:
 STATE = _State()
 
 
-def _describe(what: object) -> str:
-    """`coroutine qualname @ file:line where it is now` (for long steps only)."""
-    task_step_owner = getattr(what, "__self__", None)
-    if isinstance(task_step_owner, asyncio.Task):
-        what = task_step_owner.get_coro()
-    inner = getattr(what, "_coro", None)
-    if inner is not None:
-        what = inner
-    name = getattr(what, "__qualname__", None) or type(what).__qualname__
-    frame = getattr(what, "cr_frame", None)
-    while frame is not None:
-        awaited = getattr(what, "cr_await", None)
-        if awaited is None or getattr(awaited, "cr_frame", None) is None:
-            break
-        what, frame = awaited, awaited.cr_frame
-    if frame is not None:
-        return f"{name} @ {frame.f_code.co_filename}:{frame.f_lineno}"
-    return str(name)
-
-
 # The code that runs on the loop's stacks; compiled under asyncio/events.py (see above).
 _HOT_SOURCE = """
+def make_describe(task_type):
+    def describe(what):
+        # `coroutine qualname @ file:line where it is now` (for long steps only)
+        owner = getattr(what, "__self__", None)
+        if isinstance(owner, task_type):
+            what = owner.get_coro()
+        inner = getattr(what, "_coro", None)
+        if inner is not None:
+            what = inner
+        name = getattr(what, "__qualname__", None) or type(what).__qualname__
+        frame = getattr(what, "cr_frame", None)
+        while frame is not None:
+            awaited = getattr(what, "cr_await", None)
+            if awaited is None or getattr(awaited, "cr_frame", None) is None:
+                break
+            what, frame = awaited, awaited.cr_frame
+        if frame is not None:
+            return f"{name} @ {frame.f_code.co_filename}:{frame.f_lineno}"
+        return str(name)
+    return describe
+
+
 def make_step(request_var, long_s, state, describe):
     def step(t0, dur, cpu, context, what):
         req = context.get(request_var) if context is not None else request_var.get()
@@ -272,7 +274,7 @@ def make_planted(request_var, clock, cpu_clock, runnable_clock, state, where):
 _hot: dict[str, Any] = {}
 exec(compile(_HOT_SOURCE, asyncio.events.__file__, "exec"), _hot)
 
-_step = _hot["make_step"](REQUEST, LONG_STEP_S, STATE, _describe)
+_step = _hot["make_step"](REQUEST, LONG_STEP_S, STATE, _hot["make_describe"](asyncio.Task))
 _where_cache: dict[str, tuple[str, int]] = {}
 
 

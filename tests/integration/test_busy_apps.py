@@ -11,7 +11,8 @@ really ran on the loop and every planted blocking call (tests/busy/harness.py co
 - PLANTED app (seven planted blocks, `# planted:` in the app): each found at its line and
   route; its blocked time within K sampling sd plus an allowance of the time the app
   measured for it inside the sampled chunks, and the median error within 10%; kind right
-  (the truth kind is measured: loop-thread CPU plus run-queue wait over wall time); every
+  (what the planted call is: cpu for hashing, sorting, serialising and the sqlite query run
+  on the loop thread, io for the sleep); every
   route that served requests in the routes table, with its cost (dependencies included)
   within 15% (or K sd) of the oracle's summed step time for that route.
 
