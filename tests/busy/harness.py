@@ -13,6 +13,8 @@ ended inside the sampled window.
 
 from __future__ import annotations
 
+import ast
+import functools
 import linecache
 import math
 import re
@@ -264,8 +266,48 @@ def source(culprit: dict[str, Any]) -> str:
     return (text or culprit.get("code") or "").strip()
 
 
+@functools.lru_cache(maxsize=64)
+def _statements(file: str) -> tuple[ast.stmt, ...]:
+    try:
+        tree = ast.parse(Path(file).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    return tuple(node for node in ast.walk(tree) if isinstance(node, ast.stmt))
+
+
+_BODIES = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def _header_nodes(stmt: ast.stmt) -> list[ast.AST]:
+    """The statement without the statements nested in it (a compound's header)."""
+    return [
+        child
+        for name, value in ast.iter_fields(stmt)
+        if name not in _BODIES
+        for child in (value if isinstance(value, list) else [value])
+        if isinstance(child, ast.AST)
+    ]
+
+
 def is_await_line(culprit: dict[str, Any]) -> bool:
-    return AWAIT_LINE.search(source(culprit)) is not None
+    """Is the culprit's line part of a statement that awaits (`await` anywhere in it, also
+    when py-spy names a continuation line of a multi-line call) or the header of an
+    `async with` / `async for`? Falls back to the line's text when the file won't parse."""
+    file, line = str(culprit["file"]), int(culprit["line"])
+    around = [
+        s
+        for s in _statements(file)
+        if s.lineno <= line <= (s.end_lineno or s.lineno)
+        and not any(line >= b.lineno for b in getattr(s, "body", [])[:1])
+    ]
+    if not around:
+        return AWAIT_LINE.search(source(culprit)) is not None
+    stmt = min(around, key=lambda s: (s.end_lineno or s.lineno) - s.lineno)
+    if isinstance(stmt, (ast.AsyncWith, ast.AsyncFor)):
+        return True
+    return any(
+        isinstance(node, ast.Await) for part in _header_nodes(stmt) for node in ast.walk(part)
+    )
 
 
 def read_truth(path: Path) -> list[dict[str, Any]]:
