@@ -21,7 +21,8 @@ per-line table shows the loop thread's (CPU + run-queue wait) / wall over the ca
 it: below 1 where the call waited for the GIL or slept); routes = routes
 that served requests missing from the routes table; route err = median |loop_ms +
 threadpool_ms - oracle step time| / oracle; long = oracle steps >= 20 ms (count, and the
-loop thread's CPU share of them).
+loop thread's CPU share of them); py-spy coverage = sampling instants / what the rate asks
+for (summary.json `sampling.coverage`: below 1 when py-spy falls behind a starved machine).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def row(s: Score) -> list[object]:
         len(s.missing_routes),
         _pct(statistics.median(route_errors)) if route_errors else "-",
         f"{len(s.long_steps)} ({_pct(long_cpu / long_ms) if long_ms else '-'} CPU)",
+        f"{s.summary['sampling']['coverage']:.0%}",
     ]
 
 
@@ -91,6 +93,7 @@ HEADERS = [
     "routes missing",
     "route err (median)",
     "oracle steps >= 20 ms",
+    "py-spy coverage",
 ]
 
 
