@@ -23,6 +23,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str], tuple[int, int]]] = {
     "analysis_speed": (["--quick"], [], (600, 2400)),
     "overhead": (["--quick"], ["--polling"], (600, 2400)),
     "accuracy": (["--quick"], [], (600, 3600)),
+    "busy_accuracy": (["--only", "asyncio", "--load-s", "8"], [], (600, 1200)),
     "report_bench": (["--runs", "1"], ["--runs", "3"], (300, 900)),
 }
 

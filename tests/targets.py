@@ -409,15 +409,17 @@ def profile_under_load(
     concurrency: int = 8,
     waves: int = 2,
     start_timeout_s: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> Profiled:
     """`python -m asgiprof ARGS --out OUT`, with `load_s` of GET load on 127.0.0.1:PORT
     once py-spy runs. ARGS must sample for longer than load_s + 2 s (`--duration`).
+    `env` is added to asgiprof's environment (and so to a server it launches).
 
     The clients connect in `waves` WAVE_GAP_S apart: a worker that accepted the first
     wave's keep-alive connections is blocked in their first request when the next wave
     connects, so another worker accepts those and every worker gets load.
     """
-    proc = start_asgiprof(*args[:1], "--out", str(out), *args[1:], cwd=cwd)
+    proc = start_asgiprof(*args[:1], "--out", str(out), *args[1:], cwd=cwd, env=env)
     threads: list[LoadThread] = []
     try:
         wait_for_pyspy(proc, start_timeout_s)
