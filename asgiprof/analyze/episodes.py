@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from asgiprof.analyze.advice import find_advice
 from asgiprof.analyze.frames import app_roots, is_asgi_dispatch, is_user, is_web_framework
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
@@ -116,6 +117,12 @@ class UserFrames:
             return None
         return self.profile.stacks[stack_id][: first + 1]
 
+    def held_by_known_call(self, stack_id: int, holder: int) -> bool:
+        """Does the stack, above `holder`, run a call the advice catalogue knows blocks?"""
+        stack = self.profile.stacks[stack_id]
+        above = [self.profile.frames[f] for f in stack[stack.index(holder) + 1 :]]
+        return bool(above) and find_advice(None, above) is not None
+
     def is_await(self, fid: int) -> bool:
         """Is the frame's line an `await`, `async with` or `async for`? A coroutine can
         only suspend there; anywhere else it is running a synchronous call."""
@@ -193,18 +200,30 @@ class _Candidate:
 
 @dataclass(slots=True)
 class LineEvidence:
-    """What the samples say about one user line across every loop thread (see `is_blocking`).
+    """What the samples say about one user line (or one framework stack) across every loop
+    thread (see `is_blocking`).
 
     `samples` were held by the line; `stays` of them were followed by another sample held by
-    it in the same synchronous run; `chance` is how many stays interleaving alone predicts
+    it in the same synchronous run. `chance` is how many stays interleaving alone predicts
     (each sample times the line's share of its thread's loop samples, idle included).
     """
 
     samples: int = 0
     stays: int = 0
     chance: float = 0.0
+    visits: int = 0  # runs held by the line ...
+    long_visits: int = 0  # ... of two samples or more
     leaf_pairs: int = 0  # consecutive same-run pairs ...
     leaf_changes: int = 0  # ... whose deepest frame differed: Python code executing
+
+    def add(self, samples: int, share: float) -> None:
+        """One run of `samples` samples held by the line, whose share of its thread's loop
+        samples is `share`."""
+        self.samples += samples
+        self.stays += samples - 1
+        self.visits += 1
+        self.long_visits += samples >= 2
+        self.chance += samples * share
 
     @property
     def python_running(self) -> bool:
@@ -225,6 +244,14 @@ class LineEvidence:
         steps of a few ms ~0.2."""
         room = self.samples - self.chance
         return (self.stays - self.chance) / room if room > 0 else 0.0
+
+    @property
+    def long_share(self) -> float:
+        """Share of the line's runs that lasted two samples or more. A line that blocks does
+        so on most calls it is caught in (a 20 ms block holds a second sample ~70% of the
+        time); a quick line the OS happened to leave waiting for a core now and then
+        (the loop thread descheduled mid-line on a machine short of CPU) rarely."""
+        return self.long_visits / self.visits if self.visits else 0.0
 
 
 def find_episodes(
@@ -263,20 +290,16 @@ def find_episodes(
             frame = frames[cand.holder]
             ev = evidence.setdefault((frame.file, frame.line), LineEvidence())
             await_lines[frame.file, frame.line] = user_frames.is_await(cand.holder)
-            st = cand.stretch
-            ev.samples += st.samples
-            ev.stays += st.samples - 1
-            ev.chance += st.samples * held[cand.holder] / max(loop_samples, 1)
-            _count_leaf_changes(tl, st, ev, profile)
+            share = held[cand.holder] / max(loop_samples, 1)
+            ev.add(cand.stretch.samples, share)
+            _count_leaf_changes(tl, cand.stretch, ev, profile)
         by_stack: Counter[int] = Counter()
         for st in framework:
             by_stack[st.stacks.most_common(1)[0][0]] += st.samples
         for st in framework:
             sid = st.stacks.most_common(1)[0][0]
             ev = stack_evidence.setdefault(sid, LineEvidence())
-            ev.samples += st.samples
-            ev.stays += st.samples - 1
-            ev.chance += st.samples * by_stack[sid] / max(loop_samples, 1)
+            ev.add(st.samples, by_stack[sid] / max(loop_samples, 1))
     blocking = {
         line: ev for line, ev in evidence.items() if is_blocking(ev, await_lines[line], params)
     }
@@ -345,7 +368,7 @@ def is_blocking(ev: LineEvidence, await_line: bool, params: AnalysisParams) -> b
     line holds most of the loop, that comparison has no power; then a line that is a plain
     call (not an `await`) is taken as blocking, since a coroutine only suspends at an await.
     """
-    if ev.excess >= params.min_stickiness:
+    if ev.excess >= params.min_stickiness and ev.long_share >= params.min_long_share:
         return True
     return not await_line and ev.share >= params.dominant_share
 
@@ -457,9 +480,15 @@ def _split_segment(
     if user_frames.is_await(holder):
         # Samples at an await line are one call only while the stack does not change; the
         # deepest frame of such a stack is the line holding the loop, and runs of one
-        # plain-call line (not itself an await) join up again.
+        # plain-call line (not itself an await) join up again. A stack still at an await
+        # line of yours counts only when a known blocking call holds it (a sync client
+        # inside an "async" library): elsewhere in library code a quick step repeats its
+        # stack whenever the OS leaves the loop thread waiting for a core.
         holders = [user_frames.chain(tl.stack[k])[-1] for k in segment]
         still = [h if not user_frames.is_await(h) else -1 - i for i, h in enumerate(holders)]
+        for i, k in enumerate(segment):
+            if still[i] < 0 and not user_frames.held_by_known_call(tl.stack[k], holders[i]):
+                holders[i] = -1
     else:
         holders = [holder] * len(segment)
         still = [holder if holder in user_frames.chain(tl.stack[k]) else -1 for k in segment]
@@ -469,7 +498,7 @@ def _split_segment(
         j = i + 1
         while j < len(segment) and still[j] == still[i] and still[i] >= 0:
             j += 1
-        if still[i] >= 0 or user_frames.is_await(holders[i]):
+        if still[i] >= 0 or holders[i] >= 0:
             found.append(_Candidate(holders[i], _run_stretch(tl, segment[i], segment[j - 1] + 1)))
         i = j
     return found

@@ -53,6 +53,11 @@ class AnalysisParams:
     # `dominant_share` of the loop blocks even when that comparison has no power.
     min_stickiness: float = 0.35
     dominant_share: float = 0.5
+    # ... and at least this share of the line's runs must hold two samples or more: on a
+    # machine short of CPU the OS leaves the loop thread waiting for a core mid-line now and
+    # then, which repeats a quick line's stack (measured on the busy test app: such lines
+    # had 5-20% long runs, blocking lines 60-100%).
+    min_long_share: float = 0.4
     # Culprit kind from measured CPU: cpu when the loop thread ran at least this share of
     # the blocked time, io when at most `io_max_cpu_ratio`, unknown in between.
     cpu_min_ratio: float = 0.7
