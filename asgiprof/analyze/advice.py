@@ -59,7 +59,9 @@ CATALOGUE: tuple[Advice, ...] = (
     SQLALCHEMY_SYNC,
     Advice(
         "sqlite3",
-        "io",
+        # sqlite runs inside the process: its queries compute (and read pages) on the
+        # calling thread, so a sync query holds the loop thread on the CPU.
+        "cpu",
         "sqlite3 calls block the event loop while sqlite reads and computes: use `aiosqlite` "
         "(or SQLAlchemy's AsyncSession with sqlite+aiosqlite), or move the work to a `def` "
         "route.",
@@ -197,6 +199,21 @@ def _path_matches(entry: Advice, files: Sequence[str]) -> bool:
     if entry.path is None or not any(entry.path.search(f) for f in files):
         return False
     return entry.unless_path is None or not any(entry.unless_path.search(f) for f in files)
+
+
+# Files where a library waits for I/O or hashes in C: a stack held still there under an
+# `await` line of the user's is a sync call hidden in an "async" library (a quick step of
+# pure-Python library code, such as building a SQLAlchemy statement, is not).
+_BLOCKING_CALL_FILES = re.compile(
+    rf"{_SEP}(?:socket|ssl|subprocess)\.py$|"
+    rf"{_SEP}(?:sqlite3|psycopg2|pymysql|MySQLdb|requests|urllib3|pymongo|bcrypt|passlib|"
+    rf"argon2){_SEP}|{_SEP}http{_SEP}client\.py$|{_SEP}redis{_SEP}(?!asyncio{_SEP})"
+)
+
+
+def is_blocking_call(stack: Sequence[Frame]) -> bool:
+    """Does `stack` (what an await line called) run a library call known to block?"""
+    return any(_BLOCKING_CALL_FILES.search(f.file) for f in stack)
 
 
 def find_advice(

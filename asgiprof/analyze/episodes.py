@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asgiprof.analyze.advice import find_advice
+from asgiprof.analyze.advice import is_blocking_call
 from asgiprof.analyze.frames import app_roots, is_asgi_dispatch, is_user, is_web_framework
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
@@ -121,7 +121,7 @@ class UserFrames:
         """Does the stack, above `holder`, run a call the advice catalogue knows blocks?"""
         stack = self.profile.stacks[stack_id]
         above = [self.profile.frames[f] for f in stack[stack.index(holder) + 1 :]]
-        return bool(above) and find_advice(None, above) is not None
+        return is_blocking_call(above)
 
     def is_await(self, fid: int) -> bool:
         """Is the frame's line an `await`, `async with` or `async for`? A coroutine can
@@ -215,6 +215,7 @@ class LineEvidence:
     long_visits: int = 0  # ... of two samples or more
     leaf_pairs: int = 0  # consecutive same-run pairs ...
     leaf_changes: int = 0  # ... whose deepest frame differed: Python code executing
+    deeper_user: int = 0  # samples with user code deeper than the line (a `key=` function)
 
     def add(self, samples: int, share: float) -> None:
         """One run of `samples` samples held by the line, whose share of its thread's loop
@@ -231,6 +232,8 @@ class LineEvidence:
         the loop? Then Python code was executing (on the CPU, or waiting for the GIL), not
         mostly one C call (a sync DB call shows its driver's Python now and then, but waits
         in one place)."""
+        if self.samples >= 4 and self.deeper_user * 4 >= self.samples:
+            return True  # the library keeps calling back into Python code of the user's
         return self.leaf_pairs >= 4 and self.leaf_changes * 2 >= self.leaf_pairs
 
     @property
@@ -292,7 +295,7 @@ def find_episodes(
             await_lines[frame.file, frame.line] = user_frames.is_await(cand.holder)
             share = held[cand.holder] / max(loop_samples, 1)
             ev.add(cand.stretch.samples, share)
-            _count_leaf_changes(tl, cand.stretch, ev, profile)
+            _count_leaf_changes(tl, cand.stretch, ev, cand.holder, user_frames)
         by_stack: Counter[int] = Counter()
         for st in framework:
             by_stack[st.stacks.most_common(1)[0][0]] += st.samples
@@ -386,17 +389,22 @@ def _label(labels: array[int], st: _Stretch, label: int) -> None:
 
 
 def _count_leaf_changes(
-    tl: ThreadTimeline, st: _Stretch, ev: LineEvidence, profile: Profile
+    tl: ThreadTimeline, st: _Stretch, ev: LineEvidence, holder: int, user_frames: UserFrames
 ) -> None:
+    profile = user_frames.profile
     previous = -1
     for k in range(st.first_run, st.end_run):
-        leaf = profile.stacks[tl.stack[k]][-1] if profile.stacks[tl.stack[k]] else -1
+        sid = tl.stack[k]
+        leaf = profile.stacks[sid][-1] if profile.stacks[sid] else -1
         n = tl.samples[k]
         if previous >= 0:
             ev.leaf_pairs += 1
             ev.leaf_changes += leaf != previous
         ev.leaf_pairs += n - 1
         previous = leaf
+        chain = user_frames.chain(sid)
+        if chain and chain[-1] != holder:
+            ev.deeper_user += n
 
 
 def _candidates(
