@@ -62,9 +62,9 @@ def test_oracle_times_the_long_step_and_the_planted_call(loop: str, tmp_path: Pa
     assert start["timed_by"] == ("Handle._run" if loop == "asyncio" else "task factory")
     (planted,) = [r for r in records if r["type"] == "planted"]
     assert planted["tag"] == "nap" and planted["kind"] == "io"
-    assert planted["line"] == SCRIPT.splitlines().index(
-        "        time.sleep(0.04)  # planted: nap"
-    ) + 1
+    assert (
+        planted["line"] == SCRIPT.splitlines().index("        time.sleep(0.04)  # planted: nap") + 1
+    )
     assert 40 <= planted["ms"] < 400 and planted["cpu_ms"] < 20
     # the step that ran the sleep is one long step; the 50 short ones are only summed
     long_steps = [r for r in records if r["type"] == "step"]
@@ -83,11 +83,16 @@ def test_the_oracle_frames_are_not_user_code() -> None:
     assert {f.__code__.co_filename for f in hot} == {asyncio.events.__file__}
 
 
+MULTI_LINE_AWAIT = (
+    "async def f(db):\n    x = (\n        await db.execute(\n            q\n        )\n    )\n"
+)
+
+
 @pytest.mark.parametrize(
     ("text", "line", "awaits"),
     [
         ("async def f(db):\n    x = await db.get(1)\n", 2, True),
-        ("async def f(db):\n    x = (\n        await db.execute(\n            q\n        )\n    )\n", 4, True),
+        (MULTI_LINE_AWAIT, 4, True),  # py-spy names the line of the call's argument
         ("async def f(s):\n    async with s() as t:\n        t.work()\n", 2, True),
         ("async def f(s):\n    async with s() as t:\n        t.work()\n", 3, False),
         ("async def f():\n    json.dumps(x, default=g)  # await is just a word here\n", 2, False),
