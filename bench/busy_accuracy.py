@@ -6,7 +6,8 @@ upstream, pydantic, pure-ASGI + BaseHTTPMiddleware, an async dependency shared b
 routes) CLEAN and PLANTED (7 planted blocks: json.dumps(default=user fn), sorted(key=user
 fn), pbkdf2, bcrypt, argon2, time.sleep in the shared dependency, a sync sqlite3 query)
 under `asgiprof run` and `asgiprof attach`, on asyncio and uvloop, with saturating wrk
-load (and the clean app on asyncpg + PostgreSQL, run/asyncio and attach/uvloop); tests/busy/truth.py records inside the app every loop step and planted call, and
+load (and the clean app on asyncpg + PostgreSQL, run/asyncio and attach/uvloop);
+tests/busy/truth.py records inside the app every loop step and planted call, and
 tests/busy/harness.py scores asgiprof's summary.json against that truth.
 
     python bench/busy_accuracy.py                   # 10 scenarios, 10 s of load each (~5 min)
