@@ -6,10 +6,11 @@ upstream, pydantic, pure-ASGI + BaseHTTPMiddleware, an async dependency shared b
 routes) CLEAN and PLANTED (7 planted blocks: json.dumps(default=user fn), sorted(key=user
 fn), pbkdf2, bcrypt, argon2, time.sleep in the shared dependency, a sync sqlite3 query)
 under `asgiprof run` and `asgiprof attach`, on asyncio and uvloop, with saturating wrk
-load; tests/busy/truth.py records inside the app every loop step and planted call, and
+load (and the clean app on asyncpg + PostgreSQL, run/asyncio and attach/uvloop);
+tests/busy/truth.py records inside the app every loop step and planted call, and
 tests/busy/harness.py scores asgiprof's summary.json against that truth.
 
-    python bench/busy_accuracy.py                   # 8 scenarios, 10 s of load each (~4 min)
+    python bench/busy_accuracy.py                   # 10 scenarios, 10 s of load each (~5 min)
     python bench/busy_accuracy.py --only clean --load-s 8 --keep /tmp/busy
 
 Columns: recall = planted lines found at their line and route / planted lines that ran
@@ -42,10 +43,15 @@ from _common import fmt, header, table  # noqa: E402
 from tests.busy.harness import Scenario, Score, run_scenario  # noqa: E402
 
 SCENARIOS = [
-    Scenario(variant, mode, loop)
-    for variant in ("clean", "planted")
-    for mode in ("run", "attach")
-    for loop in ("asyncio", "uvloop")
+    *(
+        Scenario(variant, mode, loop)
+        for variant in ("clean", "planted")
+        for mode in ("run", "attach")
+        for loop in ("asyncio", "uvloop")
+    ),
+    # the clean app on asyncpg and a throwaway PostgreSQL (tests/postgres.py)
+    Scenario("clean", "run", "asyncio", db="postgres"),
+    Scenario("clean", "attach", "uvloop", db="postgres"),
 ]
 
 
@@ -130,7 +136,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     wanted = [w for w in args.only.split(",") if w]
     chosen = [
-        Scenario(s.variant, s.mode, s.loop, args.load_s, args.connections, args.rate)
+        Scenario(s.variant, s.mode, s.loop, args.load_s, args.connections, args.rate, s.db)
         for s in SCENARIOS
         if not wanted or any(w in s.name for w in wanted)
     ]

@@ -50,6 +50,7 @@ class PlantedTruth:
     ms: float  # summed call time inside the sampled chunks
     calls: int  # calls that overlapped them
     rate_hz: int
+    logged: int  # calls the server logged in all (some may fall between chunks)
 
     @property
     def sd_ms(self) -> float:
@@ -72,7 +73,7 @@ class PlantedTruth:
 def planted_truth(out: Path, truth_file: Path, file: Path, line: int) -> PlantedTruth:
     spans = chunk_spans(out)
     summary = orjson.loads((out / "summary.json").read_bytes())
-    ms, calls = 0.0, 0
+    ms, calls, logged = 0.0, 0, 0
     # The server may name its file relative to its own working directory: match by name.
     name = file.name
     text = truth_file.read_text(encoding="utf-8") if truth_file.exists() else ""
@@ -80,8 +81,9 @@ def planted_truth(out: Path, truth_file: Path, file: Path, line: int) -> Planted
         path, number, start, end = record.rsplit(" ", 3)
         if int(number) != line or os.path.basename(path) != name:
             continue
+        logged += 1
         inside = overlap_s(float(start), float(end), spans)
         if inside > 0:
             ms += inside * 1000
             calls += 1
-    return PlantedTruth(ms, calls, int(summary["sampling"]["rate_hz"]))
+    return PlantedTruth(ms, calls, int(summary["sampling"]["rate_hz"]), logged)

@@ -2,7 +2,9 @@
 or PLANTED (BUSY_PLANTED=1: seven blocking calls, each marked `# planted: TAG`).
 
 Served as `tests.busy.app:app` from the repository root. Environment:
-BUSY_DB (sqlite file made by `seed()`), BUSY_UPSTREAM (base URL of tests/busy/upstream.py),
+BUSY_DB (sqlite file made by `seed()`), or BUSY_DB_URL (an async SQLAlchemy URL, e.g.
+postgresql+asyncpg://..., seeded by `seed()` through its sync twin), BUSY_UPSTREAM (base
+URL of tests/busy/upstream.py),
 BUSY_PLANTED=1 for the planted variant, ASGIPROF_TRUTH=FILE to record the truth
 (tests/busy/truth.py).
 
@@ -49,6 +51,7 @@ from tests.busy import truth
 
 PLANTED = os.environ.get("BUSY_PLANTED") == "1"
 DB_PATH = os.environ.get("BUSY_DB", "busy.sqlite")
+DB_URL = os.environ.get("BUSY_DB_URL") or f"sqlite+aiosqlite:///{DB_PATH}"
 UPSTREAM = os.environ.get("BUSY_UPSTREAM", "http://127.0.0.1:1")
 CATEGORIES = ("books", "garden", "kitchen", "music", "tools", "toys")
 ITEMS = 300
@@ -86,9 +89,10 @@ class Review(Base):
     body: Mapped[str] = mapped_column(String(200))
 
 
-def seed(path: str) -> None:
-    """Create and fill the database (the harness runs this before the server starts)."""
-    engine = create_engine(f"sqlite:///{path}")
+def seed(url: str) -> None:
+    """Create and fill the database at a sync SQLAlchemy URL (`sqlite:///FILE`,
+    `postgresql+psycopg2://...`); the harness runs this before the server starts."""
+    engine = create_engine(url)
     Base.metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(
@@ -168,7 +172,7 @@ class Quote(BaseModel):
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     truth.start_loop_timer()
-    engine = create_async_engine(f"sqlite+aiosqlite:///{DB_PATH}", pool_size=16, max_overflow=8)
+    engine = create_async_engine(DB_URL, pool_size=16, max_overflow=8)
     app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
     app.state.client = httpx.AsyncClient(
         base_url=UPSTREAM, timeout=10.0, limits=httpx.Limits(max_connections=32)

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import orjson
 
 from asgiprof.load import free_port
+from tests.postgres import PostgresServer
 from tests.profiling import Finished, finish, start_asgiprof, wait_until_serving
 from tests.servers import HOST, ServerProcess
 from tests.targets import wait_for_pyspy
@@ -72,6 +73,7 @@ LONG_STEP_MS = 20.0  # asgiprof's default block threshold
 Variant = Literal["clean", "planted"]
 Mode = Literal["run", "attach"]
 LoopName = Literal["asyncio", "uvloop"]
+Database = Literal["sqlite", "postgres"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +84,13 @@ class Scenario:
     load_s: float = 10.0
     connections: int = 12
     rate_hz: int = 100
+    # postgres: asyncpg on a throwaway PostgreSQL (tests/postgres.py), clean variant only
+    db: Database = "sqlite"
 
     @property
     def name(self) -> str:
-        return f"{self.variant}-{self.mode}-{self.loop}"
+        suffix = "-asyncpg" if self.db == "postgres" else ""
+        return f"{self.variant}-{self.mode}-{self.loop}{suffix}"
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -477,10 +482,9 @@ def run_wrk(url: str, paths: Sequence[str], seconds: float, connections: int, wo
     return int(found.group(1))
 
 
-def _seed(work: Path) -> Path:
-    db = work / "busy.sqlite"
+def _seed(url: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", f"from {APP_MODULE} import seed; seed({str(db)!r})"],
+        [sys.executable, "-c", f"from {APP_MODULE} import seed; seed({url!r})"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -488,7 +492,6 @@ def _seed(work: Path) -> Path:
     )
     if done.returncode != 0:
         raise AssertionError(f"seeding the database failed:\n{done.stderr}")
-    return db
 
 
 def _stop_asgiprof(proc: subprocess.Popen[str], timeout_s: float) -> Finished:
@@ -500,10 +503,23 @@ def _stop_asgiprof(proc: subprocess.Popen[str], timeout_s: float) -> Finished:
 
 def run_scenario(scenario: Scenario, work: Path) -> Score:
     """Serve, profile under load, stop by PID, score. `work` holds every file made."""
+    if scenario.db == "sqlite":
+        return _run_scenario(scenario, work, {})
+    if scenario.variant != "clean":
+        raise ValueError("the asyncpg variant is clean only (its planted sqlite query)")
+    with PostgresServer() as pg:
+        return _run_scenario(scenario, work, {"postgres": pg.dsn.removeprefix("postgresql://")})
+
+
+def _run_scenario(scenario: Scenario, work: Path, pg: dict[str, str]) -> Score:
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out"
     truth_file = work / "truth.jsonl"
-    db = _seed(work)
+    db = work / "busy.sqlite"
+    if pg:
+        _seed(f"postgresql+psycopg2://{pg['postgres']}")
+    else:
+        _seed(f"sqlite:///{db}")
     paths = CLEAN_PATHS + (PLANTED_PATHS if scenario.variant == "planted" else ())
     bound_s = scenario.load_s + 40.0  # --duration: a bound; Ctrl-C ends sampling sooner
     upstream = ServerProcess(
@@ -517,6 +533,7 @@ def run_scenario(scenario: Scenario, work: Path) -> Score:
         env = {
             "ASGIPROF_TRUTH": str(truth_file),
             "BUSY_DB": str(db),
+            **({"BUSY_DB_URL": f"postgresql+asyncpg://{pg['postgres']}"} if pg else {}),
             "BUSY_UPSTREAM": upstream.url,
             "BUSY_PLANTED": "1" if scenario.variant == "planted" else "0",
         }

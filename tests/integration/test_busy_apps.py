@@ -3,7 +3,8 @@
 tests/busy/app.py (async SQLAlchemy + aiosqlite, a shared httpx.AsyncClient to a local
 upstream, pydantic models, a pure-ASGI middleware and a BaseHTTPMiddleware, an async
 dependency shared by three routes) is profiled by `python -m asgiprof run|attach` under
-saturating wrk load, on asyncio and uvloop; tests/busy/truth.py records inside the app what
+saturating wrk load, on asyncio and uvloop (and once on asyncpg with a real PostgreSQL
+instead of aiosqlite); tests/busy/truth.py records inside the app what
 really ran on the loop and every planted blocking call (tests/busy/harness.py compares).
 
 - CLEAN app: no culprit at an `await` / `async with` / `async for` line, culprits' total at
@@ -27,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.busy.harness import LineScore, RouteCost, Scenario, Score, run_scenario
+from tests.postgres import INSTALL_HINT, find_pg_bin
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
@@ -39,9 +41,13 @@ ROUTE_COST_ERROR = 0.15
 MIN_ORACLE_BUSY = 0.5  # the load must keep the loop at least this busy (the oracle's view)
 
 CLEAN = [
-    Scenario("clean", mode, loop, load_s=LOAD_S)
-    for mode in ("run", "attach")
-    for loop in ("asyncio", "uvloop")
+    *(
+        Scenario("clean", mode, loop, load_s=LOAD_S)
+        for mode in ("run", "attach")
+        for loop in ("asyncio", "uvloop")
+    ),
+    # the same app on asyncpg and a real PostgreSQL (issue 12, item 2)
+    Scenario("clean", "attach", "uvloop", load_s=LOAD_S, db="postgres"),
 ]
 PLANTED = [
     Scenario("planted", "run", "asyncio", load_s=LOAD_S),
@@ -58,6 +64,8 @@ def _busy_enough(score: Score) -> list[str]:
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("scenario", CLEAN, ids=lambda s: s.name)
 def test_clean_busy_app_gets_no_invented_culprits(scenario: Scenario, tmp_path: Path) -> None:
+    if scenario.db == "postgres" and find_pg_bin() is None:
+        pytest.skip(INSTALL_HINT)
     # GIVEN the clean busy app, WHEN asgiprof profiles it under saturating wrk load
     score = run_scenario(scenario, tmp_path / scenario.name)
     print(score.explain())

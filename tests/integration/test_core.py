@@ -79,7 +79,7 @@ def test_run_finds_the_sleeping_line_its_route_and_its_blocked_time(
     assert culprit["advice"] and "asyncio.sleep" in culprit["advice"]
     # ... with the blocked time the app measured, within the sampling error of the samples
     truth = planted_truth(out, truth_file, examples_dir / "blocking_sleep.py", line)
-    assert truth.calls >= 20, truth
+    assert truth.logged >= served, (truth, served)
     assert abs(culprit["blocked_ms"] - truth.ms) <= truth.tolerance_ms(), (
         truth.describe(culprit["blocked_ms"]),
         culprit,
