@@ -11,6 +11,7 @@ a framework-only sample after user code ends the user code's stretch.
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from array import array
 from collections import Counter
@@ -75,6 +76,8 @@ class UserFrames:
         self._pass_through = _pass_through_edges(profile, self._user)
         self._chains: dict[int, tuple[tuple[int, ...], int]] = {}
         self._await: dict[int, bool] = {}
+        self._caller_samples: Counter[int] = Counter()
+        self._callee_samples: Counter[tuple[int, int]] = Counter()
 
     def _chain(self, stack_id: int) -> tuple[tuple[int, ...], int]:
         """(user frame ids outermost first, stack index of the outermost), cached."""
@@ -116,6 +119,26 @@ class UserFrames:
         if not chain:
             return None
         return self.profile.stacks[stack_id][: first + 1]
+
+    def learn_calls(self, loop_threads: list[ThreadTimeline]) -> None:
+        """Count, over every busy loop sample, how often each user frame had each user frame
+        right above it in its chain (see `always_calls`)."""
+        for tl in loop_threads:
+            for sid, n in zip(tl.stack, tl.samples, strict=True):
+                if sid == NO_STACK:
+                    continue
+                chain = self.chain(sid)
+                for outer, inner in itertools.pairwise(chain):
+                    self._callee_samples[outer, inner] += n
+                for fid in chain[:-1]:
+                    self._caller_samples[fid] += n
+                if chain:
+                    self._caller_samples[chain[-1]] += n
+
+    def always_calls(self, outer: int, inner: int) -> bool:
+        """Was `inner` above `outer` on at least 90% of the samples showing `outer`?"""
+        total = self._caller_samples.get(outer, 0)
+        return total > 0 and self._callee_samples.get((outer, inner), 0) * 10 >= total * 9
 
     def held_by_known_call(self, stack_id: int, holder: int) -> bool:
         """Does the stack, above `holder`, run a call the advice catalogue knows blocks?"""
@@ -276,6 +299,7 @@ def find_episodes(
     """
     threshold_s = params.block_threshold_ms / 1000.0
     frames = profile.frames
+    user_frames.learn_calls(loop_threads)
     per_thread: list[tuple[LoopThreadRuns, list[_Candidate], list[_Stretch]]] = []
     evidence: dict[tuple[str, int], LineEvidence] = {}
     await_lines: dict[tuple[str, int], bool] = {}
@@ -477,14 +501,19 @@ def _split_segment(
         total += n
         for fid in user_frames.chain(tl.stack[k]):
             held[fid] += n
-    # The deepest frame on most samples: chains list frames outermost first, and a deeper
-    # frame is never on more samples than the frames below it on the same stacks.
-    holder = -1
-    for fid in user_frames.chain(tl.stack[segment[0]]):
-        if held[fid] * 4 >= total * 3:
-            holder = fid
-    if holder < 0:
-        holder = user_frames.chain(tl.stack[segment[0]])[0]
+    # Go deeper while the next frame is on most of the segment's samples. Under a plain
+    # call it must also, across the whole profile, be nearly always there when its caller
+    # is: a helper that blocks is on every sample of its caller's line; a `key=` or
+    # `default=` function the library calls back thousands of times is on many samples but
+    # not on all. (Under an `await` the deeper code is simply what the coroutine awaits.)
+    chain = user_frames.chain(tl.stack[segment[0]])
+    holder = chain[0]
+    for outer, inner in itertools.pairwise(chain):
+        if held[inner] * 4 < total * 3:
+            break
+        if not user_frames.is_await(outer) and not user_frames.always_calls(outer, inner):
+            break
+        holder = inner
     if user_frames.is_await(holder):
         # Samples at an await line are one call only while the stack does not change; the
         # deepest frame of such a stack is the line holding the loop, and runs of one

@@ -78,6 +78,8 @@ ROUTES = (
 
 # Source of the endpoints, as the route table's spans read it (decorators included).
 SOURCE = {
+    (MW, 20): "await self.app(scope, receive, send_wrapper)",
+    (MW, 40): "await self.app(scope, receive, send)",
     (APP, 36): '@app.get("/orders/{order_id}")',
     (APP, 37): "async def get_order(",
     (APP, 38): "    order_id: int,",
