@@ -177,7 +177,10 @@ def render(out: Path, params: AnalysisParams, console: Console, open_browser: bo
     print_summary(analysis, console)
     report = out / "report.html"
     console.print(
-        Text(f"\nwrote {out}/: summary.json, report.html, profile.speedscope.json, stacks.folded")
+        Text(
+            f"\nwrote {out}/: summary.json, report.html, profile.speedscope.json, stacks.folded, "
+            "profile.pb.gz"
+        )
     )
     if open_browser and report.exists():
         webbrowser.open(report.resolve().as_uri())

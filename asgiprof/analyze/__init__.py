@@ -28,6 +28,7 @@ from asgiprof.analyze.episodes import (
     promote_short_stretches,
 )
 from asgiprof.analyze.gil import find_gil_stalls, gil_findings, pool_threads
+from asgiprof.analyze.labels import sample_labels
 from asgiprof.analyze.leaks import leak_findings, resource_summary
 from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.middleware import (
@@ -234,6 +235,9 @@ def analyze(
         threadpool=threadpool,
         resources=resources,
         findings=findings,
+        sample_labels=sample_labels(
+            profile, loop_runs, episodes, culprits, resolver.route_of, params
+        ),
     )
 
 

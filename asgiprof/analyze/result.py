@@ -318,6 +318,27 @@ class Finding:
     subject: str | None = None  # metric, layer, dependency or route the finding is about
 
 
+RunState = Literal["idle", "busy", "blocked"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoopRunLabels:
+    """Per-run labels of one event-loop thread, aligned with its ThreadTimeline's runs."""
+
+    states: tuple[RunState | None, ...]  # None: not sampled there, or not the loop's state
+    kinds: tuple[Kind | None, ...]  # on blocked runs: the kind of their episode
+
+
+@dataclass(slots=True)
+class SampleLabels:
+    """What per-sample exporters (pprof) label each run with, decided by the analysis."""
+
+    period_s: float = 0.01  # sampling period actually measured (chunk wall time / instants)
+    loop_runs: dict[tuple[int, int], LoopRunLabels] = field(default_factory=dict)
+    stack_routes: dict[int, str] = field(default_factory=dict)  # stack id -> route
+    workers: dict[int, str] = field(default_factory=dict)  # pid -> worker name
+
+
 @dataclass(slots=True)
 class Analysis:
     params: AnalysisParams
@@ -339,3 +360,4 @@ class Analysis:
     )
     resources: ResourceSummary = field(default_factory=lambda: ResourceSummary(0.0))
     findings: list[Finding] = field(default_factory=list)
+    sample_labels: SampleLabels = field(default_factory=SampleLabels)
