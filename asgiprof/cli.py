@@ -147,6 +147,36 @@ def demo(
     run_demo(options, Console())
 
 
+@app.command()
+def push(
+    out: Annotated[Path, typer.Argument(help="An output directory (run, attach or merge).")],
+    *,
+    pyroscope: Annotated[
+        str | None, typer.Option(help="Grafana Pyroscope URL, e.g. http://pyroscope:4040.")
+    ] = None,
+    parca: Annotated[str | None, typer.Option(help="Parca URL, e.g. http://parca:7070.")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="Series label NAME=VALUE (repeat).")
+    ] = None,
+    service_name: Annotated[
+        str | None, typer.Option(help="service_name label (default: the app's module).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="host label (default: this host).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Pyroscope tenant (X-Scope-OrgID).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.", min=0.1)] = 10.0,
+    retries: Annotated[int, typer.Option(help="Retries on errors worth retrying.", min=0)] = 3,
+    dry_run: Annotated[bool, typer.Option(help="Print what would be sent; send nothing.")] = False,
+) -> None:
+    """Upload profile.pb.gz to Pyroscope and/or Parca, labelled for fleet queries."""
+    from asgiprof.push import PushOptions
+    from asgiprof.push import push as push_profile
+
+    options = PushOptions(
+        pyroscope, parca, tuple(label or ()), service_name, host, tenant, timeout, retries, dry_run
+    )
+    push_profile(out, options, print)
+
+
 ABORTED = 1  # an abort (second Ctrl-C) is "anything else" in the exit-code contract
 
 
