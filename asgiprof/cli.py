@@ -133,6 +133,20 @@ def report(
 
 
 @app.command()
+def merge(
+    runs: Annotated[list[Path], typer.Argument(help="Output directories of one app's runs.")],
+    *,
+    out: Out = None,
+    open_: Open = False,
+    threshold_ms: Threshold = DEFAULT_THRESHOLD,
+) -> None:
+    """Merge runs of one app from many hosts, pods or workers into one report."""
+    from asgiprof.session import merge_runs
+
+    merge_runs(list(runs), out, AnalysisParams(block_threshold_ms=threshold_ms), Console(), open_)
+
+
+@app.command()
 def demo(
     *,
     duration: Annotated[float, typer.Option("--duration", "-d", min=2.0, help="Seconds.")] = 8.0,

@@ -339,6 +339,39 @@ class SampleLabels:
     workers: dict[int, str] = field(default_factory=dict)  # pid -> worker name
 
 
+@dataclass(frozen=True, slots=True)
+class SourceShare:
+    """One merged run's part of a culprit (`asgiprof merge`)."""
+
+    source: str
+    blocked_ms: float
+    episodes: int
+    max_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSource:
+    """One run of a merged profile, with its own event-loop figures."""
+
+    name: str
+    out_dir: str
+    pids: tuple[tuple[int, int], ...]  # (pid in the merged profile, pid on its host)
+    samples: int
+    busy_ms: float
+    blocked_ms: float
+    idle_ms: float
+    episodes: int
+
+
+@dataclass(slots=True)
+class FleetSummary:
+    """Per-source breakdown of a merged profile; empty for a single run."""
+
+    sources: tuple[FleetSource, ...] = ()
+    # (file, line) of each ranked culprit -> its share in each source, largest first
+    culprit_sources: dict[tuple[str, int], tuple[SourceShare, ...]] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Analysis:
     params: AnalysisParams
@@ -361,3 +394,4 @@ class Analysis:
     resources: ResourceSummary = field(default_factory=lambda: ResourceSummary(0.0))
     findings: list[Finding] = field(default_factory=list)
     sample_labels: SampleLabels = field(default_factory=SampleLabels)
+    fleet: FleetSummary = field(default_factory=FleetSummary)

@@ -1099,6 +1099,39 @@ def worker_rows(analysis: Analysis, payload: Payload) -> dict[str, Any] | None:
     }
 
 
+def fleet_rows(analysis: Analysis) -> dict[str, Any] | None:
+    """The runs of a merged profile and each culprit's share per run (None for one run)."""
+    fleet = analysis.fleet
+    if not fleet.sources:
+        return None
+    return {
+        "sources": [
+            {
+                "name": s.name,
+                "out_dir": s.out_dir,
+                "short_dir": short_path(s.out_dir, 2),
+                "pids": ", ".join(str(original) for _, original in s.pids),
+                "samples": s.samples,
+                "busy_ms": s.busy_ms,
+                "blocked_ms": s.blocked_ms,
+                "episodes": s.episodes,
+            }
+            for s in fleet.sources
+        ],
+        "culprits": [
+            {
+                "rank": c.rank,
+                "function": c.function,
+                "where": f"{c.file}:{c.line}",
+                "short": f"{short_path(c.file)}:{c.line}",
+                "blocked_ms": c.blocked_ms,
+                "sources": fleet.culprit_sources.get((c.file, c.line), ()),
+            }
+            for c in analysis.culprits
+        ],
+    }
+
+
 def report_context(analysis: Analysis) -> dict[str, Any]:
     """Template variables: header facts, table rows, payload, inlined assets and CSP."""
     profile = analysis.profile
@@ -1150,6 +1183,7 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "findings": findings,
         "culprits": culprit_rows(analysis),
         "workers": worker_rows(analysis, payload),
+        "fleet": fleet_rows(analysis),
         "middleware": middleware,
         "dependencies": dependencies,
         "threadpool": threadpool,
