@@ -591,6 +591,13 @@ def is_main_process(analysis: Analysis, pid: int) -> bool:
     return analysis.profile.target.pids[:1] == (pid,)
 
 
+def _worker_name(analysis: Analysis, pid: int) -> str:
+    """`PID 123`; in a merged profile, `run-a:123` (pids are renumbered when they collide)."""
+    if analysis.profile.sources and pid in analysis.sample_labels.workers:
+        return analysis.sample_labels.workers[pid]
+    return f"PID {pid}"
+
+
 def workers_payload(
     analysis: Analysis,
     ordered_episodes: Sequence[Episode],
@@ -613,7 +620,8 @@ def workers_payload(
         workers.append(
             {
                 "pid": s.pid,
-                "label": f"PID {s.pid} ({'main process' if main else f'worker {number}'})",
+                "label": f"{_worker_name(analysis, s.pid)} "
+                f"({'main process' if main else f'worker {number}'})",
                 "busy_ms": _r(s.busy_ms),
                 "blocked_ms": _r(s.blocked_ms),
                 "idle_ms": _r(s.idle_ms),
@@ -1066,6 +1074,7 @@ def worker_rows(analysis: Analysis, payload: Payload) -> dict[str, Any] | None:
         rows.append(
             {
                 "pid": w["pid"],
+                "name": _worker_name(analysis, w["pid"]),
                 "label": w["label"],
                 "role": "main process"
                 if is_main_process(analysis, w["pid"])
