@@ -86,7 +86,9 @@ def merge_profiles(named: list[tuple[str, Path, Profile]]) -> Profile:
     sources: list[RunSource] = []
     taken: set[int] = set()
     for k, (name, out, p) in enumerate(named):
-        pids = sorted({t.thread.pid for t in p.threads} | set(p.target.pids))
+        # The run's own target pids first (its main process), then any other sampled ones.
+        seen = {t.thread.pid for t in p.threads}
+        pids = list(dict.fromkeys([*p.target.pids, *sorted(seen - set(p.target.pids))]))
         pid_map = {pid: pid if pid not in taken else (k << _PID_BITS) | pid for pid in pids}
         taken.update(pid_map.values())
         frame_map = [interner.frame(f) for f in p.frames]

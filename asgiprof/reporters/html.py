@@ -588,6 +588,10 @@ def has_workers(analysis: Analysis) -> bool:
 def is_main_process(analysis: Analysis, pid: int) -> bool:
     # The process asgiprof launched or attached to is listed first; with workers it
     # usually runs no loop (uvicorn's supervisor, gunicorn's arbiter) and is not shown.
+    # A merged profile has one such process per run.
+    sources = analysis.profile.sources
+    if sources:
+        return any(s.pids[:1] and s.pids[0][0] == pid for s in sources)
     return analysis.profile.target.pids[:1] == (pid,)
 
 
