@@ -94,36 +94,46 @@ def pprof_profile(analysis: Analysis) -> PprofProfile:
             lid = location_ids[frame_id] = len(out.locations)
         return lid
 
-    sums: dict[tuple[int, tuple[tuple[int, int], ...]], list[int]] = defaultdict(lambda: [0, 0])
+    # Label names were interned in LABEL_NAMES order, so concatenating the label tuples in
+    # that order keeps every sample's labels sorted by key: no per-run sort.
+    Tags = tuple[tuple[int, int], ...]
+    state_tags: dict[str | None, Tags] = {None: ()}
+    kind_tags: dict[str | None, Tags] = {None: ()}
+    for state in ("idle", "busy", "blocked"):
+        state_tags[state] = ((names["loop_state"], out.string(state)),)
+    for kind in ("cpu", "io", "unknown"):
+        kind_tags[kind] = ((names["block_kind"], out.string(kind)),)
+    route_tags: dict[int, Tags] = {}
+    for sid, route in sorted(labels.stack_routes.items()):
+        route_tags[sid] = ((names["http_route"], out.string(route)),)
+
+    sums: dict[tuple[int, Tags], list[float]] = defaultdict(lambda: [0, 0.0])
     for tl in profile.threads:
         pid, tid = tl.thread.pid, tl.thread.tid
         role = ROLE_VALUES[analysis.thread_roles.get((pid, tid), "other")]
-        base = [
+        base: Tags = (
             (names["thread_role"], out.string(role)),
             (names["worker"], out.string(labels.workers.get(pid, str(pid)))),
-        ]
+        )
         loop = labels.loop_runs.get((pid, tid))
-        for i, (_start, dur, sid, n) in enumerate(tl.runs()):
+        for i, (sid, n, dur) in enumerate(zip(tl.stack, tl.samples, tl.duration_s, strict=True)):
             if sid == NO_STACK or n <= 0:
                 continue
-            tags = list(base)
-            route = labels.stack_routes.get(sid)
-            if route is not None:
-                tags.append((names["http_route"], out.string(route)))
+            tags = route_tags.get(sid, ())
             if loop is not None:
-                state, kind = loop.states[i], loop.kinds[i]
-                if state is not None:
-                    tags.append((names["loop_state"], out.string(state)))
-                if kind is not None:
-                    tags.append((names["block_kind"], out.string(kind)))
-            entry = sums[(sid, tuple(sorted(tags)))]
+                tags += state_tags[loop.states[i]] + kind_tags[loop.kinds[i]]
+            entry = sums[(sid, tags + base)]
             entry[0] += n
-            entry[1] += round(dur * 1e9)
+            entry[1] += dur
 
-    for (sid, sample_tags), (n, wall_ns) in sorted(sums.items()):
-        frame_ids = profile.stacks[sid]
-        locs = tuple(location(f) for f in reversed(frame_ids)) if frame_ids else (location(-1),)
-        out.samples.append((locs, (n, wall_ns), sample_tags))
+    locations_of: dict[int, tuple[int, ...]] = {}
+    for (sid, sample_tags), (count, wall_s) in sorted(sums.items()):
+        locs = locations_of.get(sid)
+        if locs is None:
+            frame_ids = profile.stacks[sid]
+            locs = tuple(location(f) for f in reversed(frame_ids)) if frame_ids else (location(-1),)
+            locations_of[sid] = locs
+        out.samples.append((locs, (int(count), round(wall_s * 1e9)), sample_tags))
 
     out.time_nanos = round(profile.sampling.started_at * 1e9)
     out.duration_nanos = round(profile.sampling.duration_s * 1e9)
@@ -137,7 +147,7 @@ def pprof_profile(analysis: Analysis) -> PprofProfile:
 # --- protobuf wire format (https://protobuf.dev/programming-guides/encoding/) ---------
 
 
-def _varint(value: int) -> bytes:
+def _slow_varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64  # int64: two's complement in ten bytes
     out = bytearray()
@@ -146,6 +156,14 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# Location, function and string ids are mostly below 2**14: their bytes, looked up.
+_SMALL: Final = [_slow_varint(v) for v in range(1 << 14)]
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL[value] if 0 <= value < 16384 else _slow_varint(value)
 
 
 def _int_field(number: int, value: int) -> bytes:
@@ -157,7 +175,12 @@ def _bytes_field(number: int, payload: bytes) -> bytes:
 
 
 def _packed(number: int, values: tuple[int, ...]) -> bytes:
-    return _bytes_field(number, b"".join(_varint(v) for v in values)) if values else b""
+    if not values:
+        return b""
+    small = _SMALL
+    if max(values) < 16384 and min(values) >= 0:
+        return _bytes_field(number, b"".join([small[v] for v in values]))
+    return _bytes_field(number, b"".join([_varint(v) for v in values]))
 
 
 def encode(p: PprofProfile) -> bytes:
@@ -165,11 +188,20 @@ def encode(p: PprofProfile) -> bytes:
     parts: list[bytes] = []
     for type_id, unit_id in p.sample_types:  # 1: sample_type (ValueType: 1 type, 2 unit)
         parts.append(_bytes_field(1, _int_field(1, type_id) + _int_field(2, unit_id)))
+    # Many samples share a stack or a label set: encode each once.
+    packed_locs: dict[tuple[int, ...], bytes] = {}
+    packed_tags: dict[tuple[tuple[int, int], ...], bytes] = {}
     for locs, values, tags in p.samples:  # 2: Sample (1 location_id, 2 value, 3 label)
-        body = _packed(1, locs) + _packed(2, values)
-        for key, value in tags:  # Label: 1 key, 2 str
-            body += _bytes_field(3, _int_field(1, key) + _int_field(2, value))
-        parts.append(_bytes_field(2, body))
+        loc_bytes = packed_locs.get(locs)
+        if loc_bytes is None:
+            loc_bytes = packed_locs[locs] = _packed(1, locs)
+        tag_bytes = packed_tags.get(tags)
+        if tag_bytes is None:
+            # Label: 1 key, 2 str
+            tag_bytes = packed_tags[tags] = b"".join(
+                _bytes_field(3, _int_field(1, key) + _int_field(2, value)) for key, value in tags
+            )
+        parts.append(_bytes_field(2, loc_bytes + _packed(2, values) + tag_bytes))
     # 3: one Mapping for the interpreter, symbolized already (7 has_functions, 8
     # has_filenames, 9 has_line_numbers), so readers do not look for a binary to symbolize.
     mapping = _int_field(1, 1) + _int_field(5, p.binary)
@@ -202,7 +234,8 @@ class PprofReporter:
     def render(self, analysis: Analysis, out_dir: Path) -> Path:
         path = out_dir / self.filename
         # mtime=0: the same analysis gives the same bytes
-        path.write_bytes(gzip.compress(encode(pprof_profile(analysis)), mtime=0))
+        data = gzip.compress(encode(pprof_profile(analysis)), compresslevel=6, mtime=0)
+        path.write_bytes(data)
         return path
 
 
