@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from asgiprof.load import free_port
+from asgiprof.push import PYROSCOPE_PATH, Upload, UploadRefusedError, send
 from tests.pprof_reader import (
     decode_pprof,
     go_pprof,
@@ -157,6 +159,13 @@ def test_protobuf_reader_agrees_with_summary_json(fleet: FleetRuns) -> None:
     # every stack py-spy recorded is in it, once
     assert profile.total(0) == data["sampling"]["samples"]
 
+    # `asgiprof report` writes it again, the same bytes
+    before = (out / "profile.pb.gz").read_bytes()
+    (out / "profile.pb.gz").unlink()
+    again = asgiprof("report", str(out), cwd=out)
+    assert again.returncode == 0, again.stderr
+    assert (out / "profile.pb.gz").read_bytes() == before
+
     loop = data["event_loop"]
     assert profile.total(1, loop_state="blocked") / 1e6 == pytest.approx(
         loop["blocked_ms"], abs=0.01
@@ -245,6 +254,14 @@ def test_push_sends_pyroscopes_documented_request_and_the_body_decodes_to_the_pr
 ) -> None:
     out = fleet.outs["a"]
     raw = (out / "profile.pb.gz").read_bytes()
+    # --dry-run prints the documented request and sends nothing
+    dry = asgiprof("push", str(out), "--pyroscope", engine.url, "--dry-run", cwd=out)
+    assert dry.returncode == 0, dry.stderr
+    assert f"pyroscope: POST {engine.url}/push.v1.PusherService/Push" in dry.stdout
+    assert "Content-Type: application/json" in dry.stdout
+    assert '"rawProfile": "<' + str(len(raw)) + " bytes of profile.pb.gz, base64>" in dry.stdout
+    assert engine.requests == []
+
     # the first answer is a 503: the upload is retried and then taken
     engine.statuses = [503, 200]
     done = asgiprof(
@@ -274,6 +291,36 @@ def test_push_sends_pyroscopes_documented_request_and_the_body_decodes_to_the_pr
     sent = base64.b64decode(sample["rawProfile"])
     assert sent == raw
     assert decode_pprof(sent) == decode_pprof(raw)
+
+
+def test_send_retries_with_backoff_then_reports_the_refusal(engine: Engine, tmp_path: Path) -> None:
+    # every answer a 503: 1 + 3 retries, waiting 0.5, 1 and 2 s between them
+    engine.statuses = [503] * 4
+    waits: list[float] = []
+    upload = Upload("pyroscope", engine.url + PYROSCOPE_PATH, {}, {}, b"{}")
+    with pytest.raises(UploadRefusedError) as info:
+        send(upload, timeout_s=5.0, retries=3, sleep=waits.append)
+    assert len(engine.requests) == 4
+    assert waits == [0.5, 1.0, 2.0]
+    assert info.value.exit_code == 1 and "HTTP 503" in info.value.message
+
+
+def test_send_gives_up_on_a_server_that_does_not_answer_in_time(tmp_path: Path) -> None:
+    # a real listening socket that never answers: each attempt times out
+    with socket.socket() as silent:
+        silent.bind((HOST, 0))
+        silent.listen(8)
+        url = f"http://{HOST}:{silent.getsockname()[1]}{PYROSCOPE_PATH}"
+        waits: list[float] = []
+        with pytest.raises(UploadRefusedError) as info:
+            send(
+                Upload("pyroscope", url, {}, {}, b"{}"),
+                timeout_s=0.3,
+                retries=1,
+                sleep=waits.append,
+            )
+    assert "no answer within 0.3 s" in info.value.message
+    assert waits == [0.5]
 
 
 @pytest.mark.timeout(300)
