@@ -378,6 +378,7 @@ def test_merge_of_three_runs_sums_them_and_ranks_culprits_across_the_fleet(
     runs = [str(fleet.outs[name]) for name in RUNS]
     done = asgiprof("merge", *runs, "--out", str(merged), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "Fleet: 3 runs merged" in done.stdout
     data = summary(merged)
     parts = {name: summary(fleet.outs[name]) for name in RUNS}
 

@@ -14,7 +14,9 @@ from asgiprof.analyze.result import Analysis
 from asgiprof.errors import UsageError
 from asgiprof.merge import check_same_app, merge_profiles, source_names
 from asgiprof.model import Frame, Route
+from asgiprof.reporters.html import render_html
 from asgiprof.reporters.pprof import REPORTER, encode, pprof_profile
+from asgiprof.reporters.summary_json import summary
 from tests.pprof_reader import Decoded, decode_pprof, go_pprof, go_tags_ms, go_total_ms, needs_go
 from tests.profile_builder import APP, IDLE, Builder, request
 from tests.reporter_fixtures import IMG, ROUTE_ITEMS, ROUTE_TMPL, SCRIPT, UNICODE, sample_analysis
@@ -152,3 +154,18 @@ def test_different_route_tables_are_refused_with_the_difference() -> None:
 def test_source_names_are_unique() -> None:
     names = source_names([Path("/x/run"), Path("/y/run"), Path("/z/run"), Path("/w/other")])
     assert names == ["run", "run-2", "run-3", "other"]
+
+
+def test_fleet_section_and_summary_escape_hostile_run_names() -> None:
+    hostile = f"pod-{SCRIPT}"
+    runs = [(hostile, Path(f"/x/{hostile}"), _run(5).build()), ("b", Path("b"), _run(8).build())]
+    analysis = analyze(merge_profiles(runs))
+    html = render_html(analysis)
+    assert 'id="fleet"' in html
+    assert SCRIPT not in html and "pod-&lt;/script&gt;" in html
+    data = summary(analysis)
+    assert [s["name"] for s in data["fleet"]["sources"]] == [hostile, "b"]
+    (culprit,) = data["culprits"]
+    assert {s["source"] for s in culprit["sources"]} == {hostile, "b"}
+    decoded = decode_pprof(encode(pprof_profile(analysis)))
+    assert set(decoded.by_label(0, "worker")) == {f"{hostile}:1", "b:1"}
