@@ -86,9 +86,8 @@ def pprof_profile(analysis: Analysis) -> PprofProfile:
             frame = profile.frames[frame_id] if frame_id >= 0 else EMPTY_STACK
             fid = function_ids.get((frame.function, frame.file))
             if fid is None:
-                out.functions.append(
-                    (out.string(frame.function), out.string(frame.file), frame.line)
-                )
+                # start_line 0: py-spy gives the running line, not where the function starts
+                out.functions.append((out.string(frame.function), out.string(frame.file), 0))
                 fid = function_ids[(frame.function, frame.file)] = len(out.functions)
             out.locations.append((fid, frame.line))
             lid = location_ids[frame_id] = len(out.locations)
@@ -212,8 +211,9 @@ def encode(p: PprofProfile) -> bytes:
         body = _int_field(1, i) + _int_field(2, 1) + _bytes_field(4, line_msg)
         parts.append(_bytes_field(4, body))
     for i, (name, file, start) in enumerate(p.functions, 1):
-        # 5: Function (1 id, 2 name, 3 system_name, 4 filename, 5 start_line)
-        body = _int_field(1, i) + _int_field(2, name) + _int_field(3, name) + _int_field(4, file)
+        # 5: Function (1 id, 2 name, 4 filename, 5 start_line). No 3 system_name: readers
+        # demangle a system name equal to the name (C++), which turns `<module>` into "".
+        body = _int_field(1, i) + _int_field(2, name) + _int_field(4, file)
         parts.append(_bytes_field(5, body + _int_field(5, start)))
     # 6: string_table, "" first
     parts.extend(_bytes_field(6, text.encode("utf-8", "replace")) for text in p.strings)
