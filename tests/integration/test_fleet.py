@@ -108,6 +108,8 @@ def test_go_tool_pprof_reads_the_profile_and_agrees_with_summary_json(fleet: Fle
     top = go_pprof(pb, "-top")
     assert "Type: wall" in top
     assert re.search(r"\bget_user\b", top), top
+    # Python's `<module>` frames keep their name (readers demangle a C++-style system name)
+    assert "<module>" in go_pprof(pb, "-top", "-nodefraction=0")
 
     # every label name is one Pyroscope accepts; values are the bounded sets
     tags_out = go_pprof(pb, "-tags")
