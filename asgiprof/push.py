@@ -230,14 +230,21 @@ def send(
 
 
 def push(out: Path, options: PushOptions, say: Callable[[str], None]) -> None:
-    """Upload (or with `dry_run`, describe) `out`'s profile to every engine named."""
-    uploads = build_uploads(out, options)
-    for upload in uploads:
+    """Upload (or with `dry_run`, describe) `out`'s profile to every engine named; one
+    engine refusing does not keep the profile from the others."""
+    refused: list[str] = []
+    for upload in build_uploads(out, options):
         if options.dry_run:
             say(upload.describe())
             continue
-        response = send(upload, options.timeout_s, options.retries)
+        try:
+            response = send(upload, options.timeout_s, options.retries)
+        except UploadRefusedError as exc:
+            refused.append(exc.message)
+            continue
         say(
             f"pushed {out / PPROF_FILE} to {upload.engine} at {_redact(upload.url)} "
             f"(HTTP {response.status_code})"
         )
+    if refused:
+        raise UploadRefusedError("; ".join(refused))

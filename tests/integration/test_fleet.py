@@ -360,13 +360,21 @@ def test_push_reports_a_refused_upload_and_bad_input(
     assert "Traceback" not in refused.stderr
     assert len(engine.requests) == 1  # a 400 is not retried
 
+    # one engine refusing does not keep the profile from the other
+    engine.statuses = [400, 200]
+    both = asgiprof("push", str(out), "--pyroscope", engine.url, "--parca", engine.url, cwd=out)
+    assert both.returncode == 1 and "pyroscope" in both.stderr
+    assert "pushed" in both.stdout and "parca" in both.stdout
+    assert [r.path for r in engine.requests[1:]] == [PYROSCOPE_PATH, "/profiles/writeraw"]
+    engine.requests.clear()
+
     bad_label = asgiprof("push", str(out), "--pyroscope", engine.url, "-l", "a.b=1", cwd=out)
     assert bad_label.returncode == 2 and "--label" in bad_label.stderr
     nothing = asgiprof("push", str(tmp_path), "--pyroscope", engine.url, cwd=tmp_path)
     assert nothing.returncode == 2 and "asgiprof report" in nothing.stderr
     no_engine = asgiprof("push", str(out), cwd=out)
     assert no_engine.returncode == 2 and "--pyroscope" in no_engine.stderr
-    assert len(engine.requests) == 1
+    assert engine.requests == []  # bad input sends nothing
 
 
 # --- merge ------------------------------------------------------------------------------
