@@ -114,9 +114,6 @@ def merge_profiles(named: list[tuple[str, Path, Profile]]) -> Profile:
                 name=name,
                 out_dir=str(out.resolve()),
                 pids=tuple((pid_map[pid], pid) for pid in pids),
-                started_at=p.sampling.started_at,
-                duration_s=p.sampling.duration_s,
-                samples=p.sampling.samples,
             )
         )
     profiles = [p for _, _, p in named]

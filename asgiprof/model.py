@@ -231,9 +231,6 @@ class RunSource:
     name: str  # unique within the merge: the output directory's name
     out_dir: str
     pids: tuple[tuple[int, int], ...] = ()  # (pid in the merged profile, pid on its host)
-    started_at: float = 0.0  # unix time
-    duration_s: float = 0.0
-    samples: int = 0
 
 
 @dataclass(slots=True)
