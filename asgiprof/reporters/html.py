@@ -1186,7 +1186,9 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "title": f"asgiprof report: {target.server}",
         "command": shlex.join(target.command),
         "server": target.server,
-        "pids": ", ".join(str(p) for p in target.pids),
+        "pids": ", ".join(
+            _worker_name(analysis, p) if profile.sources else str(p) for p in target.pids
+        ),
         "mode": target.mode,
         "started": started,
         "exit_status": target.exit_status,

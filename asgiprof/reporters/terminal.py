@@ -31,7 +31,14 @@ def loop_panel(analysis: Analysis) -> Panel:
     text = Text()
     text.append(f"{t.server} ", style="bold")
     text.append(" ".join(t.command)[:200])
-    text.append(f"\nsampled {s.duration_s:.1f} s at {s.rate_hz} Hz, {s.samples} samples")
+    runs = len(analysis.fleet.sources)
+    if runs:  # merged: the runs are overlaid from 0 s, their samples add up
+        text.append(
+            f"\n{runs} runs merged: the longest sampled {s.duration_s:.1f} s at {s.rate_hz} Hz, "
+            f"{s.samples} samples in all"
+        )
+    else:
+        text.append(f"\nsampled {s.duration_s:.1f} s at {s.rate_hz} Hz, {s.samples} samples")
     if s.errors:
         text.append(f" ({s.errors} py-spy errors)", style="yellow")
     text.append("\nevent loop: ")
