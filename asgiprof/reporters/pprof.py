@@ -17,7 +17,7 @@ Label names match `[a-zA-Z_][a-zA-Z0-9_]*` (Pyroscope rejects a whole upload oth
 their values are bounded by routes x states x kinds x roles x workers.
 
 The encoder is written by hand: profile.proto needs six small messages of varints, packed
-varints and length-delimited fields, about sixty lines here, while the `protobuf` runtime
+varints and length-delimited fields, under a hundred lines here, while the `protobuf` runtime
 would be a compiled dependency (plus generated code to keep in step with its version) for
 every user, most of whom never upload a profile. Readers check it in the tests.
 """
@@ -45,7 +45,7 @@ class PprofProfile:
 
     strings: list[str] = field(default_factory=lambda: [""])
     sample_types: list[tuple[int, int]] = field(default_factory=list)  # (type, unit) ids
-    functions: list[tuple[int, int, int]] = field(default_factory=list)  # name, file, line
+    functions: list[tuple[int, int, int]] = field(default_factory=list)  # name, file, start line
     locations: list[tuple[int, int]] = field(default_factory=list)  # function id, line
     # location ids leaf first, (count, wall ns), label (key, value) string ids
     samples: list[tuple[tuple[int, ...], tuple[int, int], tuple[tuple[int, int], ...]]] = field(
