@@ -133,6 +133,20 @@ def report(
 
 
 @app.command()
+def merge(
+    runs: Annotated[list[Path], typer.Argument(help="Output directories of one app's runs.")],
+    *,
+    out: Out = None,
+    open_: Open = False,
+    threshold_ms: Threshold = DEFAULT_THRESHOLD,
+) -> None:
+    """Merge runs of one app from many hosts, pods or workers into one report."""
+    from asgiprof.session import merge_runs
+
+    merge_runs(list(runs), out, AnalysisParams(block_threshold_ms=threshold_ms), Console(), open_)
+
+
+@app.command()
 def demo(
     *,
     duration: Annotated[float, typer.Option("--duration", "-d", min=2.0, help="Seconds.")] = 8.0,
@@ -145,6 +159,36 @@ def demo(
 
     options = _options(duration, out, rate, open_, DEFAULT_THRESHOLD, False)
     run_demo(options, Console())
+
+
+@app.command()
+def push(
+    out: Annotated[Path, typer.Argument(help="An output directory (run, attach or merge).")],
+    *,
+    pyroscope: Annotated[
+        str | None, typer.Option(help="Grafana Pyroscope URL, e.g. http://pyroscope:4040.")
+    ] = None,
+    parca: Annotated[str | None, typer.Option(help="Parca URL, e.g. http://parca:7070.")] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", help="Series label NAME=VALUE (repeat).")
+    ] = None,
+    service_name: Annotated[
+        str | None, typer.Option(help="service_name label (default: the app's module).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="host label (default: this host).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Pyroscope tenant (X-Scope-OrgID).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.", min=0.1)] = 10.0,
+    retries: Annotated[int, typer.Option(help="Retries on errors worth retrying.", min=0)] = 3,
+    dry_run: Annotated[bool, typer.Option(help="Print what would be sent; send nothing.")] = False,
+) -> None:
+    """Upload profile.pb.gz to Pyroscope and/or Parca, labelled for fleet queries."""
+    from asgiprof.push import PushOptions
+    from asgiprof.push import push as push_profile
+
+    options = PushOptions(
+        pyroscope, parca, tuple(label or ()), service_name, host, tenant, timeout, retries, dry_run
+    )
+    push_profile(out, options, print)
 
 
 ABORTED = 1  # an abort (second Ctrl-C) is "anything else" in the exit-code contract

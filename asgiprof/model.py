@@ -223,6 +223,16 @@ class Resources:
         cpu.append(sample.cpu_s)
 
 
+@dataclass(frozen=True, slots=True)
+class RunSource:
+    """One run merged into a fleet profile (`asgiprof merge`): where it came from, and the
+    pids it had on its host, renumbered in the merged profile because pids collide."""
+
+    name: str  # unique within the merge: the output directory's name
+    out_dir: str
+    pids: tuple[tuple[int, int], ...] = ()  # (pid in the merged profile, pid on its host)
+
+
 @dataclass(slots=True)
 class Profile:
     """Everything measured: interned frames and stacks, per-thread runs, metadata."""
@@ -235,6 +245,7 @@ class Profile:
     routes: RouteTable = field(default_factory=lambda: RouteTable((), "none", "not read"))
     resources: Resources = field(default_factory=Resources)
     problems: list[str] = field(default_factory=list)  # unreadable chunks and the like
+    sources: list[RunSource] = field(default_factory=list)  # the runs of a merged profile
 
     def stack_frames(self, stack_id: int) -> list[Frame]:
         return [self.frames[i] for i in self.stacks[stack_id]]

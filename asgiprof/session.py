@@ -52,6 +52,7 @@ from asgiprof.errors import (
     NotAsgiServerError,
     UsageError,
 )
+from asgiprof.merge import is_merge, load_merged, load_runs, write_merge_file
 from asgiprof.model import Frame, Interner, Profile, RouteTable, SamplingInfo, TargetInfo
 from asgiprof.reporters import write_all
 from asgiprof.reporters.terminal import print_summary
@@ -169,7 +170,7 @@ def attach_server(pid: int, options: ProfileOptions, console: Console) -> Analys
 
 def render(out: Path, params: AnalysisParams, console: Console, open_browser: bool) -> Analysis:
     """Analyse a saved output directory and (re)write every artifact."""
-    profile = store.load_profile(out)
+    profile = load_merged(out) if is_merge(out) else store.load_profile(out)
     sources = SourceCache.load(out)
     analysis = analyze(profile, params, sources.read_line)
     sources.save(out)
@@ -177,11 +178,24 @@ def render(out: Path, params: AnalysisParams, console: Console, open_browser: bo
     print_summary(analysis, console)
     report = out / "report.html"
     console.print(
-        Text(f"\nwrote {out}/: summary.json, report.html, profile.speedscope.json, stacks.folded")
+        Text(
+            f"\nwrote {out}/: summary.json, report.html, profile.speedscope.json, stacks.folded, "
+            "profile.pb.gz"
+        )
     )
     if open_browser and report.exists():
         webbrowser.open(report.resolve().as_uri())
     return analysis
+
+
+def merge_runs(
+    dirs: list[Path], out: Path | None, params: AnalysisParams, console: Console, open_: bool
+) -> Analysis:
+    """Merge saved runs of one app into a new output directory and report on them all."""
+    named = load_runs(dirs)
+    out = store.prepare_out_dir(out or store.default_out_dir())
+    write_merge_file(out, named)
+    return render(out, params, console, open_)
 
 
 def _target_info(target: Target, mode: str, exit_status: int | None = None) -> TargetInfo:

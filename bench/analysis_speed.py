@@ -41,6 +41,7 @@ OUTPUTS = (
     "report.html",
     "profile.speedscope.json",
     "stacks.folded",
+    "profile.pb.gz",
     "sources.json",
 )
 

@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Headless Chromium for the HTML report tests, PostgreSQL for the sync-vs-async driver tests,
-# wrk for the overhead benchmark.
+# wrk for the overhead benchmark, Go for `go tool pprof` (the pprof reader of the fleet tests).
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

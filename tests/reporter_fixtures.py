@@ -40,10 +40,13 @@ from asgiprof.analyze.result import (
     EpisodePart,
     Finding,
     Kind,
+    LoopRunLabels,
     LoopSummary,
     MiddlewareLayer,
     MiddlewareSummary,
     RouteStats,
+    RunState,
+    SampleLabels,
     ThreadpoolBin,
     ThreadpoolHolder,
     ThreadpoolProcess,
@@ -207,6 +210,9 @@ def synthesize(
     loop_ms = {"idle": 0.0, "busy": 0.0, "blocked": 0.0}
     episodes: list[Episode] = []
     loop_runs: list[tuple[float, float, Label]] = []
+    run_states: dict[tuple[int, int], list[RunState | None]] = {}
+    blocked_runs: list[tuple[tuple[int, int], int, int]] = []  # thread, run index, stack id
+    stack_routes: dict[int, str] = {}
     roles: dict[tuple[int, int], ThreadRole] = {}
     stack_ids: dict[tuple[Frame, ...], int] = {}
     culprit_of: dict[int, tuple[str, int] | None] = {}
@@ -226,6 +232,8 @@ def synthesize(
                 )
             dur = seg.samples * period
             tl.append(clock, dur, sid, seg.samples)
+            if seg.route is not None:
+                stack_routes[sid] = seg.route
             ms = dur * 1000.0
             total += seg.samples
             views[VIEW_ALL][sid] += ms
@@ -236,6 +244,10 @@ def synthesize(
                 views[VIEW_LOOP][sid] += ms
                 state: Label = "busy" if seg.label == "work" else seg.label
                 loop_ms[state] += ms
+                states = run_states.setdefault((t.pid, t.tid), [])
+                states.append("busy" if state == "work" else state)
+                if state == "blocked":
+                    blocked_runs.append(((t.pid, t.tid), len(states) - 1, sid))
                 loop_runs.append((clock, dur, state))
                 if state != "idle" and seg.route is not None:
                     route_loop[seg.route] += ms
@@ -278,6 +290,23 @@ def synthesize(
     profile.self_check()
 
     culprits = _culprits(profile, episodes, source, advice)
+    # Per-sample labels as analyze() gives them: a blocked run's kind is its culprit's.
+    kind_of = {(c.file, c.line): c.kind for c in culprits}
+    run_kinds: dict[tuple[int, int], list[Kind | None]] = {
+        key: [None] * len(states) for key, states in run_states.items()
+    }
+    for key, index, sid in blocked_runs:
+        line = culprit_of.get(sid)
+        run_kinds[key][index] = kind_of.get(line, "unknown") if line else "unknown"
+    labels = SampleLabels(
+        period_s=period,
+        loop_runs={
+            key: LoopRunLabels(tuple(states), tuple(run_kinds[key]))
+            for key, states in run_states.items()
+        },
+        stack_routes=stack_routes,
+        workers={tl.thread.pid: str(tl.thread.pid) for tl in profile.threads},
+    )
     active = loop_ms["idle"] + loop_ms["busy"] + loop_ms["blocked"]
     busy_ms = loop_ms["busy"] + loop_ms["blocked"]
     loop = LoopSummary(
@@ -307,6 +336,7 @@ def synthesize(
         thread_roles=roles,
         views={k: dict(v) for k, v in views.items()},
         notes=list(notes),
+        sample_labels=labels,
     )
 
 

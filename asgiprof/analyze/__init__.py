@@ -27,8 +27,10 @@ from asgiprof.analyze.episodes import (
     find_episodes,
     promote_short_stretches,
 )
+from asgiprof.analyze.fleet import fleet_summary
 from asgiprof.analyze.gil import find_gil_stalls, gil_findings, pool_threads
 from asgiprof.analyze.kind import fit_line_cpu
+from asgiprof.analyze.labels import sample_labels
 from asgiprof.analyze.leaks import leak_findings, resource_summary
 from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.middleware import (
@@ -221,6 +223,7 @@ def analyze(
             "stretch(es) were many short callbacks back to back (no one line or stack held "
             f"them), counted as busy, not blocked: {remedy}"
         )
+    per_sample = sample_labels(profile, loop_runs, episodes, culprits, resolver.route_of, params)
     return Analysis(
         params=params,
         profile=profile,
@@ -237,6 +240,8 @@ def analyze(
         threadpool=threadpool,
         resources=resources,
         findings=findings,
+        sample_labels=per_sample,
+        fleet=fleet_summary(profile, episodes, culprits, per_sample),
     )
 
 

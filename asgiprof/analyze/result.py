@@ -331,6 +331,60 @@ class Finding:
     subject: str | None = None  # metric, layer, dependency or route the finding is about
 
 
+RunState = Literal["idle", "busy", "blocked"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoopRunLabels:
+    """Per-run labels of one event-loop thread, aligned with its ThreadTimeline's runs."""
+
+    states: tuple[RunState | None, ...]  # None: not sampled there, or not the loop's state
+    kinds: tuple[Kind | None, ...]  # on blocked runs: the kind of their episode
+
+
+@dataclass(slots=True)
+class SampleLabels:
+    """What per-sample exporters (pprof) label each run with, decided by the analysis."""
+
+    period_s: float = 0.01  # sampling period actually measured (chunk wall time / instants)
+    loop_runs: dict[tuple[int, int], LoopRunLabels] = field(default_factory=dict)
+    stack_routes: dict[int, str] = field(default_factory=dict)  # stack id -> route
+    workers: dict[int, str] = field(default_factory=dict)  # pid -> worker name
+
+
+@dataclass(frozen=True, slots=True)
+class SourceShare:
+    """One merged run's part of a culprit (`asgiprof merge`)."""
+
+    source: str
+    blocked_ms: float
+    episodes: int
+    max_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSource:
+    """One run of a merged profile, with its own event-loop figures."""
+
+    name: str
+    out_dir: str
+    pids: tuple[tuple[int, int], ...]  # (pid in the merged profile, pid on its host)
+    samples: int
+    busy_ms: float
+    blocked_ms: float
+    idle_ms: float
+    episodes: int
+
+
+@dataclass(slots=True)
+class FleetSummary:
+    """Per-source breakdown of a merged profile; empty for a single run."""
+
+    sources: tuple[FleetSource, ...] = ()
+    # (file, line) of each ranked culprit -> its share in each source, largest first
+    culprit_sources: dict[tuple[str, int], tuple[SourceShare, ...]] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Analysis:
     params: AnalysisParams
@@ -352,3 +406,5 @@ class Analysis:
     )
     resources: ResourceSummary = field(default_factory=lambda: ResourceSummary(0.0))
     findings: list[Finding] = field(default_factory=list)
+    sample_labels: SampleLabels = field(default_factory=SampleLabels)
+    fleet: FleetSummary = field(default_factory=FleetSummary)

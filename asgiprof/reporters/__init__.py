@@ -21,7 +21,7 @@ class Reporter(Protocol):
 
 
 # module names under asgiprof.reporters, in the order their files are written
-FILE_REPORTERS = ("summary_json", "folded", "speedscope", "html")
+FILE_REPORTERS = ("summary_json", "folded", "speedscope", "pprof", "html")
 
 
 def get_reporter(module: str) -> Reporter:

@@ -588,7 +588,18 @@ def has_workers(analysis: Analysis) -> bool:
 def is_main_process(analysis: Analysis, pid: int) -> bool:
     # The process asgiprof launched or attached to is listed first; with workers it
     # usually runs no loop (uvicorn's supervisor, gunicorn's arbiter) and is not shown.
+    # A merged profile has one such process per run.
+    sources = analysis.profile.sources
+    if sources:
+        return any(s.pids[:1] and s.pids[0][0] == pid for s in sources)
     return analysis.profile.target.pids[:1] == (pid,)
+
+
+def _worker_name(analysis: Analysis, pid: int) -> str:
+    """`PID 123`; in a merged profile, `run-a:123` (pids are renumbered when they collide)."""
+    if analysis.profile.sources and pid in analysis.sample_labels.workers:
+        return analysis.sample_labels.workers[pid]
+    return f"PID {pid}"
 
 
 def workers_payload(
@@ -613,7 +624,8 @@ def workers_payload(
         workers.append(
             {
                 "pid": s.pid,
-                "label": f"PID {s.pid} ({'main process' if main else f'worker {number}'})",
+                "label": f"{_worker_name(analysis, s.pid)} "
+                f"({'main process' if main else f'worker {number}'})",
                 "busy_ms": _r(s.busy_ms),
                 "blocked_ms": _r(s.blocked_ms),
                 "idle_ms": _r(s.idle_ms),
@@ -1066,6 +1078,7 @@ def worker_rows(analysis: Analysis, payload: Payload) -> dict[str, Any] | None:
         rows.append(
             {
                 "pid": w["pid"],
+                "name": _worker_name(analysis, w["pid"]),
                 "label": w["label"],
                 "role": "main process"
                 if is_main_process(analysis, w["pid"])
@@ -1096,6 +1109,39 @@ def worker_rows(analysis: Analysis, payload: Payload) -> dict[str, Any] | None:
             "episodes": loop.episodes,
             "longest_block_ms": loop.longest_block_ms,
         },
+    }
+
+
+def fleet_rows(analysis: Analysis) -> dict[str, Any] | None:
+    """The runs of a merged profile and each culprit's share per run (None for one run)."""
+    fleet = analysis.fleet
+    if not fleet.sources:
+        return None
+    return {
+        "sources": [
+            {
+                "name": s.name,
+                "out_dir": s.out_dir,
+                "short_dir": short_path(s.out_dir, 2),
+                "pids": ", ".join(str(original) for _, original in s.pids),
+                "samples": s.samples,
+                "busy_ms": s.busy_ms,
+                "blocked_ms": s.blocked_ms,
+                "episodes": s.episodes,
+            }
+            for s in fleet.sources
+        ],
+        "culprits": [
+            {
+                "rank": c.rank,
+                "function": c.function,
+                "where": f"{c.file}:{c.line}",
+                "short": f"{short_path(c.file)}:{c.line}",
+                "blocked_ms": c.blocked_ms,
+                "sources": fleet.culprit_sources.get((c.file, c.line), ()),
+            }
+            for c in analysis.culprits
+        ],
     }
 
 
@@ -1140,7 +1186,9 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "title": f"asgiprof report: {target.server}",
         "command": shlex.join(target.command),
         "server": target.server,
-        "pids": ", ".join(str(p) for p in target.pids),
+        "pids": ", ".join(
+            _worker_name(analysis, p) if profile.sources else str(p) for p in target.pids
+        ),
         "mode": target.mode,
         "started": started,
         "exit_status": target.exit_status,
@@ -1150,6 +1198,7 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "findings": findings,
         "culprits": culprit_rows(analysis),
         "workers": worker_rows(analysis, payload),
+        "fleet": fleet_rows(analysis),
         "middleware": middleware,
         "dependencies": dependencies,
         "threadpool": threadpool,

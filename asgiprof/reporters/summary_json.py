@@ -74,6 +74,16 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "context": c.context,
                 "context_name": c.context_name,
                 "calls": list(c.calls),
+                # merged runs (`asgiprof merge`): this line's share in each run
+                "sources": [
+                    {
+                        "source": sh.source,
+                        "blocked_ms": _ms(sh.blocked_ms),
+                        "episodes": sh.episodes,
+                        "max_ms": _ms(sh.max_ms),
+                    }
+                    for sh in analysis.fleet.culprit_sources.get((c.file, c.line), ())
+                ],
             }
             for c in analysis.culprits
         ],
@@ -105,6 +115,28 @@ def summary(analysis: Analysis) -> dict[str, Any]:
             for f in analysis.findings
         ],
         "processes": _processes(analysis),
+        "fleet": _fleet(analysis),
+    }
+
+
+def _fleet(analysis: Analysis) -> dict[str, Any]:
+    """The runs of a merged profile (empty for one run), with their own loop figures."""
+    return {
+        "sources": [
+            {
+                "name": s.name,
+                "out_dir": s.out_dir,
+                "pids": [{"pid": merged, "host_pid": original} for merged, original in s.pids],
+                "samples": s.samples,
+                "event_loop": {
+                    "busy_ms": _ms(s.busy_ms),
+                    "blocked_ms": _ms(s.blocked_ms),
+                    "idle_ms": _ms(s.idle_ms),
+                    "episodes": s.episodes,
+                },
+            }
+            for s in analysis.fleet.sources
+        ]
     }
 
 

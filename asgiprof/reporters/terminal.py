@@ -31,7 +31,14 @@ def loop_panel(analysis: Analysis) -> Panel:
     text = Text()
     text.append(f"{t.server} ", style="bold")
     text.append(" ".join(t.command)[:200])
-    text.append(f"\nsampled {s.duration_s:.1f} s at {s.rate_hz} Hz, {s.samples} samples")
+    runs = len(analysis.fleet.sources)
+    if runs:  # merged: the runs are overlaid from 0 s, their samples add up
+        text.append(
+            f"\n{runs} runs merged: the longest sampled {s.duration_s:.1f} s at {s.rate_hz} Hz, "
+            f"{s.samples} samples in all"
+        )
+    else:
+        text.append(f"\nsampled {s.duration_s:.1f} s at {s.rate_hz} Hz, {s.samples} samples")
     if s.errors:
         text.append(f" ({s.errors} py-spy errors)", style="yellow")
     text.append("\nevent loop: ")
@@ -250,8 +257,39 @@ def routes_table(analysis: Analysis, limit: int = 15) -> Table | None:
     return table
 
 
+def fleet_table(analysis: Analysis) -> Table | None:
+    """The runs of a merged profile (`asgiprof merge`): their own loop figures, and where
+    the top culprit blocked."""
+    fleet = analysis.fleet
+    if not fleet.sources:
+        return None
+    top = analysis.culprits[0] if analysis.culprits else None
+    shares = {
+        sh.source: sh.blocked_ms
+        for sh in (fleet.culprit_sources.get((top.file, top.line), ()) if top else ())
+    }
+    table = Table(title=f"Fleet: {len(fleet.sources)} runs merged", title_justify="left")
+    for col in ("run", "pids", "samples", "loop busy", "blocked", "episodes", "culprit #1"):
+        table.add_column(col, justify="left" if col in ("run", "pids") else "right")
+    for src in fleet.sources:
+        table.add_row(
+            Text(src.name),
+            Text(", ".join(str(original) for _, original in src.pids)),
+            str(src.samples),
+            _fmt_ms(src.busy_ms),
+            _fmt_ms(src.blocked_ms),
+            str(src.episodes),
+            _fmt_ms(shares[src.name]) if src.name in shares else "-",
+        )
+    return table
+
+
 def print_summary(analysis: Analysis, console: Console) -> None:
-    parts: list[object] = [loop_panel(analysis), culprits_table(analysis)]
+    parts: list[object] = [loop_panel(analysis)]
+    fleet = fleet_table(analysis)
+    if fleet is not None:
+        parts.append(fleet)
+    parts.append(culprits_table(analysis))
     adv = advice_lines(analysis)
     if adv.plain:
         parts.append(adv)

@@ -1,0 +1,221 @@
+"""`asgiprof merge OUT1 OUT2 ... --out DIR`: one analysis over runs of the same app on many
+hosts, pods or workers.
+
+`merge_profiles` combines the saved Profiles into one: frames and stacks re-interned, every
+run's threads kept apart (pids collide across hosts: a pid already taken is renumbered above
+Linux's largest, `(k << 22) | pid` for the k-th run, and `Profile.sources` keeps the pid its
+host gave it), resources, chunks and problems carried over. Each run's timeline starts at
+0 s, so the timeline shows the runs overlaid, not one after another.
+
+`check_same_app` refuses runs of different apps (exit 2): app specs (`module:attr`) and
+route tables that were read must agree. DIR gets `merge.json` (the runs it came from) and
+every report; `asgiprof report DIR` merges them again from `merge.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from asgiprof import store
+from asgiprof.errors import CorruptProfileError, UsageError
+from asgiprof.model import (
+    Chunk,
+    Interner,
+    Profile,
+    Resources,
+    RunSource,
+    SamplingInfo,
+    TargetInfo,
+    ThreadInfo,
+    ThreadTimeline,
+)
+from asgiprof.sources import SOURCES
+
+MERGE_FILE = "merge.json"
+MERGE_FORMAT = 1
+_PID_BITS = 22  # Linux's pid_max is at most 2**22: pids from here up are never real
+
+
+def source_names(dirs: list[Path]) -> list[str]:
+    """Each run's directory name, made unique (`-2`, `-3`, ...) when two share one."""
+    names: list[str] = []
+    for d in dirs:
+        base = d.resolve().name or "run"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def check_same_app(named: list[tuple[str, Profile]]) -> None:
+    """Raise UsageError naming the difference when the runs are not of one app."""
+    specs = {name: p.target.app_spec for name, p in named if p.target.app_spec}
+    if len(set(specs.values())) > 1:
+        shown = ", ".join(f"{n}: {s}" for n, s in specs.items())
+        raise UsageError(f"these runs profiled different apps ({shown}): merge runs of one app")
+    tables = {
+        name: {r.name for r in p.routes.routes} for name, p in named if p.routes.source == "app"
+    }
+    if tables:
+        first_name, first = next(iter(tables.items()))
+        for name, routes in tables.items():
+            if routes != first:
+                only_first = sorted(first - routes)[:3]
+                only_this = sorted(routes - first)[:3]
+                raise UsageError(
+                    f"these runs have different route tables, so they are not one app: "
+                    f"{first_name} has {only_first or 'no others'} that {name} lacks, {name} has "
+                    f"{only_this or 'no others'}: merge runs of one app (one version of it)"
+                )
+
+
+def merge_profiles(named: list[tuple[str, Path, Profile]]) -> Profile:
+    frames: list[Any] = []
+    stacks: list[tuple[int, ...]] = []
+    interner = Interner(frames, stacks)
+    threads: list[ThreadTimeline] = []
+    resources = Resources()
+    chunks: list[Chunk] = []
+    problems: list[str] = []
+    sources: list[RunSource] = []
+    taken: set[int] = set()
+    for k, (name, out, p) in enumerate(named):
+        # The run's own target pids first (its main process), then any other sampled ones.
+        seen = {t.thread.pid for t in p.threads}
+        pids = list(dict.fromkeys([*p.target.pids, *sorted(seen - set(p.target.pids))]))
+        pid_map = {pid: pid if pid not in taken else (k << _PID_BITS) | pid for pid in pids}
+        taken.update(pid_map.values())
+        frame_map = [interner.frame(f) for f in p.frames]
+        stack_map = [interner.stack(tuple(frame_map[f] for f in s)) for s in p.stacks]
+        for tl in p.threads:
+            info = ThreadInfo(pid_map[tl.thread.pid], tl.thread.tid, tl.thread.name)
+            merged = ThreadTimeline(info, tl.start_s, tl.duration_s)
+            merged.stack.extend(stack_map[s] if s >= 0 else s for s in tl.stack)
+            merged.samples.extend(tl.samples)
+            threads.append(merged)
+        resources.points.extend(
+            replace(pt, pid=pid_map.get(pt.pid, pt.pid)) for pt in p.resources.points
+        )
+        for (pid, tid), series in p.resources.thread_cpu.items():
+            resources.thread_cpu[(pid_map.get(pid, pid), tid)] = series
+        for pid, conns in p.resources.connections.items():
+            new = pid_map.get(pid, pid)
+            resources.connections[new] = replace(conns, pid=new)
+        chunks.extend(replace(c, file=f"{name}/{c.file}") for c in p.sampling.chunks)
+        problems.extend(f"{name}: {text}" for text in p.problems)
+        sources.append(
+            RunSource(
+                name=name,
+                out_dir=str(out.resolve()),
+                pids=tuple((pid_map[pid], pid) for pid in pids),
+            )
+        )
+    profiles = [p for _, _, p in named]
+    first = profiles[0]
+    table = next((p.routes for p in profiles if p.routes.source == "app"), first.routes)
+    app_spec = next((p.target.app_spec for p in profiles if p.target.app_spec), None)
+    servers = sorted({p.target.server for p in profiles})
+    target = TargetInfo(
+        pids=tuple(pid for s in sources for pid, _ in s.pids),
+        command=first.target.command,
+        server=servers[0] if len(servers) == 1 else "mixed",
+        cwd=first.target.cwd,
+        python=first.target.python,
+        app_spec=app_spec,
+        mode=first.target.mode,
+    )
+    rates = sorted({p.sampling.rate_hz for p in profiles})
+    if len(rates) > 1:
+        problems.append(
+            f"the runs sampled at different rates ({rates} Hz): times stay exact, "
+            "sample counts weigh the faster runs more"
+        )
+    sampling = SamplingInfo(
+        rate_hz=rates[-1],
+        started_at=min(p.sampling.started_at for p in profiles),
+        duration_s=max(p.sampling.duration_s for p in profiles),
+        samples=sum(p.sampling.samples for p in profiles),
+        errors=sum(p.sampling.errors for p in profiles),
+        chunks=tuple(chunks),
+        stopped_by=first.sampling.stopped_by,
+    )
+    return Profile(
+        target=target,
+        sampling=sampling,
+        frames=frames,
+        stacks=stacks,
+        threads=threads,
+        routes=table,
+        resources=resources,
+        problems=problems,
+        sources=sources,
+    )
+
+
+def load_runs(dirs: list[Path]) -> list[tuple[str, Path, Profile]]:
+    if len(dirs) < 2:
+        raise UsageError("merge needs two or more output directories")
+    resolved = [d.resolve() for d in dirs]
+    if len(set(resolved)) < len(resolved):
+        raise UsageError("the same output directory was given twice: each run counts once")
+    named = []
+    for name, d in zip(source_names(dirs), dirs, strict=True):
+        if (d / MERGE_FILE).exists():
+            raise UsageError(f"{d} is a merge already: merge the runs it lists instead")
+        named.append((name, d, store.load_profile(d)))
+    check_same_app([(name, p) for name, _, p in named])
+    return named
+
+
+def write_merge_file(out: Path, named: list[tuple[str, Path, Profile]]) -> None:
+    names = [str(d.resolve()) for _, d, _ in named]
+    run_id = "merge-" + hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+    first = named[0][2].target
+    store.write_json(
+        out / MERGE_FILE,
+        {
+            "format": MERGE_FORMAT,
+            "run_id": run_id,
+            "target": {"app_spec": first.app_spec, "server": first.server},
+            "sources": [{"name": n, "out_dir": str(d.resolve())} for n, d, _ in named],
+        },
+    )
+    # Source lines the runs read (their files may not exist where merge runs).
+    lines: dict[str, Any] = {}
+    for _, d, _ in named:
+        try:
+            saved = orjson.loads((d / SOURCES).read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if isinstance(saved, dict):
+            for key, text in saved.items():
+                if lines.get(key) is None:
+                    lines[key] = text
+    if lines and not (out / SOURCES).exists():
+        store.write_json(out / SOURCES, lines)
+
+
+def load_merged(out: Path) -> Profile:
+    """The merged Profile of a directory `asgiprof merge` wrote, from the runs it lists."""
+    try:
+        data = orjson.loads((out / MERGE_FILE).read_bytes())
+        entries = data["sources"]
+        pairs = [(str(e["name"]), Path(str(e["out_dir"]))) for e in entries]
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CorruptProfileError(f"{out / MERGE_FILE} is damaged ({exc})") from None
+    named = []
+    for name, d in pairs:
+        if not d.is_dir():
+            raise UsageError(f"{out / MERGE_FILE} lists {d}, which is gone: merge again")
+        named.append((name, d, store.load_profile(d)))
+    return merge_profiles(named)
+
+
+def is_merge(out: Path) -> bool:
+    return (out / MERGE_FILE).exists()
