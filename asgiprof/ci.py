@@ -54,7 +54,9 @@ def run_diff(
     from asgiprof.reporters.diff_html import write_diff_html
     from asgiprof.reporters.diff_text import diff_json, diff_lines
 
-    result = compare(load_analysis(base, params), load_analysis(head, params))
+    result = compare(
+        load_analysis(base, params), load_analysis(head, params), (str(base), str(head))
+    )
     target = out or head
     try:
         target.mkdir(parents=True, exist_ok=True)

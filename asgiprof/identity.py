@@ -57,3 +57,18 @@ def file_matches(glob: str, file: str, cwd: str) -> bool:
         or file.endswith("/" + glob.lstrip("/"))
         or fnmatchcase(file, "*/" + glob.lstrip("/"))
     )
+
+
+_LIBRARY_ROOT = re.compile(r"^.*?[/\\](?:site|dist)-packages[/\\]")
+_STDLIB_ROOT = re.compile(r"^.*?[/\\]lib[/\\](?:pypy|python)\d\.\d+[/\\]")
+
+
+def portable_file(file: str, cwd: str) -> str:
+    """A frame's file as another checkout or environment would name it: user code relative
+    to the working directory, library code from its package (`starlette/routing.py`),
+    standard library code from its module (`asyncio/events.py`)."""
+    for root, prefix in ((_LIBRARY_ROOT, ""), (_STDLIB_ROOT, "<stdlib>/")):
+        m = root.match(file)
+        if m is not None:
+            return prefix + file[m.end() :].replace("\\", "/")
+    return relative_file(file, cwd)
