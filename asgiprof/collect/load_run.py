@@ -34,6 +34,7 @@ OUTPUT_TAIL_LINES = 20
 # The own generator's run time when neither --duration nor a request cap bounds it.
 DEFAULT_LOAD_S = 10.0
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+_WRAPPER_ARG = re.compile(r"^\d+(?:\.\d+)?[smhd]?$")
 _SHELL_WORDS = frozenset({"exec", "env", "command", "time", "nice", "timeout", "nohup"})
 
 
@@ -62,8 +63,20 @@ def check_command(command: str) -> None:
         words = shlex.split(command)
     except ValueError as exc:
         raise UsageError(f"cannot parse the load command ({exc}): check its quotes") from exc
-    # Skip VAR=value prefixes and wrappers: the program that matters comes after them.
-    program = next((w for w in words if "=" not in w and w not in _SHELL_WORDS), None)
+    # Skip VAR=value prefixes and wrappers with their options and durations (`timeout 20s`,
+    # `nice -n 5`): the program that matters comes after them.
+    program = None
+    wrapped = False
+    for word in words:
+        if word in _SHELL_WORDS:
+            wrapped = True
+            continue
+        if "=" in word and not word.startswith("-"):  # VAR=value
+            continue
+        if wrapped and (word.startswith("-") or _WRAPPER_ARG.match(word)):
+            continue
+        program = word
+        break
     if program is None:
         raise UsageError("the load command is empty: e.g. --load 'wrk -d10s {url}/'")
     found = os.access(program, os.X_OK) if "/" in program else shutil.which(program) is not None

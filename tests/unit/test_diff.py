@@ -6,6 +6,7 @@ import math
 import random
 import re
 from dataclasses import replace
+from typing import Any
 
 import orjson
 import pytest
@@ -166,7 +167,7 @@ def _other_app() -> Analysis:
 # --- diff.html ------------------------------------------------------------------------------
 
 
-def _payload(html: str) -> dict[str, object]:
+def _payload(html: str) -> dict[str, Any]:
     m = re.search(
         rf'<script type="application/json" id="{PAYLOAD_ELEMENT_ID}">(.*?)</script>', html, re.S
     )
@@ -193,7 +194,7 @@ def test_diff_html_embeds_the_tree_it_was_given_behind_a_strict_csp() -> None:
     data = _payload(html)
     assert data == orjson.loads(orjson.dumps(diff_payload(result)))
     # blocking view: the roots' base shares sum to the base run's blocked share
-    nodes = data["views"]["blocking"]["nodes"]  # type: ignore[index]
+    nodes = data["views"]["blocking"]["nodes"]
     base_total = sum(n[2] for n in nodes)
     head_total = sum(n[3] for n in nodes)
     blocked = result.totals[0]
@@ -208,5 +209,5 @@ def test_hostile_names_are_escaped_in_diff_html_and_text() -> None:
     html = render_diff_html(result)
     assert "<img src=x" not in html and "</script><img" not in html
     frames = _payload(html)["frames"]
-    assert any(f[0] == hostile.function for f in frames)  # type: ignore[attr-defined, index]
+    assert any(f[0] == hostile.function for f in frames)
     assert diff_json(result)["culprits"]
