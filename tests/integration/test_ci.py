@@ -12,13 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import junitparser
 import orjson
 import pytest
 
 from asgiprof.load import free_port
 from tests.profiling import Finished, asgiprof, summary
-from tests.servers import planted_lines
+from tests.servers import ServerFactory, planted_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
@@ -223,3 +224,29 @@ def test_diff_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert done.stderr.startswith("error: ")
+
+
+@pytest.mark.timeout(120)
+def test_attach_with_wrk_stops_when_wrk_ends_and_leaves_the_server_running(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    # GIVEN a running demo server (started elsewhere)
+    server = server_factory("demo_app", ready_path="/api/health")
+    out = tmp_path / "out"
+    # WHEN asgiprof attaches with wrk as the load (no --duration)
+    done = asgiprof(
+        "attach", str(server.pid), "--out", str(out),
+        "--load", f"{WRK} -t1 -c4 -d5s {{url}}/api/users/1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    # THEN sampling ended with wrk, on the port the server listens on, and it still serves
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = summary(out)
+    assert data["sampling"]["stopped_by"] == "load"
+    assert data["load"]["url"] == server.url
+    assert data["load"]["exit_status"] == 0 and data["load"]["requests"] > 0
+    assert 4.5 < data["load"]["duration_s"] < 15
+    assert httpx.get(f"{server.url}/api/health", timeout=10).status_code == 200
+    demo = Path(server.cwd) / "demo_app.py"
+    users = [c for c in data["culprits"] if c["route"] == "GET /api/users/{user_id}"]
+    assert any(c["line"] in planted_lines(demo) for c in users), data["culprits"]
