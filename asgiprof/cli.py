@@ -251,7 +251,7 @@ def main() -> None:
     try:
         app()
     except AsgiprofError as exc:
-        err.print(f"[bold red]error:[/] {_escape(exc.message)}", highlight=False)
+        err.print(f"[bold red]error:[/] {_escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("aborted", style="red")
