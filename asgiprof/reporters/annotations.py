@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 
 from asgiprof.gate import CheckResult, Failure
+from asgiprof.text import terminal_safe
 
 
 def escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """`%`, CR and LF escaped, then other terminal controls made visible (a CI log is a
+    terminal too: an escape sequence from the target must not reach it)."""
+    return terminal_safe(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def escape_property(text: str) -> str:

@@ -214,7 +214,7 @@ def test_annotations_match_githubs_syntax_and_escape_its_specials(tmp_path: Path
         "line": "12",
         "title": "asgiprof culprit",
     }
-    assert escape_data("50% done\r\nnext") == "50%25 done%0D%0Anext"
+    assert escape_data("50% done\r\nnext\x1b[31m") == "50%25 done%0D%0Anext\u241b[31m"
     assert escape_property("a:b,c%\n") == "a%3Ab%2Cc%25%0A"
     assert _unescape_property(escape_property("x:1,2%\n")) == "x:1,2%\n"
 
