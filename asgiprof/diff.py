@@ -22,9 +22,10 @@ nothing significant in 95% of diffs at most, under this model.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
 from typing import Literal
@@ -43,7 +44,7 @@ from asgiprof.analyze.result import (
 )
 from asgiprof.errors import UsageError
 from asgiprof.identity import CulpritKey, culprit_key, portable_file
-from asgiprof.model import NO_STACK
+from asgiprof.model import NO_STACK, Profile
 from asgiprof.sources import SourceCache
 
 FAMILY_ALPHA = 0.05
@@ -112,6 +113,14 @@ class RouteDiff:
     status: Status
     blocked: Change
     loop: Change
+    # Per request of this route, when both runs' load counted them (asgiprof's generator)
+    blocked_per_request: Change | None = None
+    loop_per_request: Change | None = None
+
+    @property
+    def changes(self) -> list[Change]:
+        extra = [c for c in (self.blocked_per_request, self.loop_per_request) if c is not None]
+        return [self.blocked, self.loop, *extra]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +147,7 @@ class RunFacts:
     loop_samples: int
     requests: int | None
     load_command: str | None
+    route_requests: dict[str, int]  # requests per route, where the load tool counted them
 
     @property
     def interval_ms(self) -> float:
@@ -159,7 +169,7 @@ class DiffResult:
     def significant(self) -> list[Change]:
         changes = [*self.totals]
         for r in self.routes:
-            changes += [r.blocked, r.loop]
+            changes += r.changes
         changes += [c.blocked for c in self.culprits]
         return [c for c in changes if c.significant]
 
@@ -300,6 +310,7 @@ def _run(analysis: Analysis, out: str) -> _Run:
         loop_samples=n,
         requests=requests if requests else None,
         load_command=load.command if load is not None else None,
+        route_requests=route_requests(profile) if requests else {},
     )
     return _Run(
         analysis,
@@ -311,6 +322,38 @@ def _run(analysis: Analysis, out: str) -> _Run:
         dispersion(all_eps),
         dispersion(busy_clusters),
     )
+
+
+def _route_pattern(path: str) -> re.Pattern[str]:
+    """A route's path template as a regex: `{name}` one segment, `{name:path}` the rest."""
+    parts = re.split(r"(\{[^}]*\})", path)
+    return re.compile(
+        "".join(
+            (".+" if p.endswith(":path}") else "[^/]+") if p.startswith("{") else re.escape(p)
+            for p in parts
+        )
+        + "$"
+    )
+
+
+def route_requests(profile: Profile) -> dict[str, int]:
+    """Requests per route name from the load's per-path counts (GET, as the generator sends),
+    the first route whose template matches a path taking it, as the framework would."""
+    load = profile.load
+    if load is None or not load.requests_by_path:
+        return {}
+    routes = [
+        (r.name, _route_pattern(r.path))
+        for r in profile.routes.routes
+        if r.method in ("GET", "*") and r.path
+    ]
+    counts: dict[str, int] = defaultdict(int)
+    for path, n in load.requests_by_path:
+        bare = path.split("?", 1)[0]
+        name = next((name for name, pattern in routes if pattern.match(bare)), None)
+        if name is not None:
+            counts[name] += n
+    return dict(counts)
 
 
 def _refuse_incomparable(base: _Run, head: _Run) -> None:
@@ -413,30 +456,35 @@ def compare(
     base_routes = {r.route: r for r in base_analysis.routes}
     head_routes = {r.route: r for r in head_analysis.routes}
     route_names = sorted(set(base_routes) | set(head_routes))
-    pending_routes: list[tuple[str, Status, _Pending, _Pending]] = []
+    pending_routes: list[tuple[str, Status, list[_Pending]]] = []
     for name in route_names:
         b, h = base_routes.get(name), head_routes.get(name)
         status: Status = "both" if b and h else "new" if h else "gone"
-        pending_routes.append(
-            (
-                name,
-                status,
-                per_sample(
-                    "blocked",
-                    base.samples(b.blocked_ms) if b else 0.0,
-                    base.route_blocked_d.get(name, 1.0),
-                    head.samples(h.blocked_ms) if h else 0.0,
-                    head.route_blocked_d.get(name, 1.0),
-                ),
-                per_sample(
-                    "loop",
-                    base.samples(b.loop_ms) if b else 0.0,
-                    base.route_loop_d.get(name, 1.0),
-                    head.samples(h.loop_ms) if h else 0.0,
-                    head.route_loop_d.get(name, 1.0),
-                ),
-            )
-        )
+        figures = [
+            per_sample(
+                "blocked",
+                base.samples(b.blocked_ms) if b else 0.0,
+                base.route_blocked_d.get(name, 1.0),
+                head.samples(h.blocked_ms) if h else 0.0,
+                head.route_blocked_d.get(name, 1.0),
+            ),
+            per_sample(
+                "loop",
+                base.samples(b.loop_ms) if b else 0.0,
+                base.route_loop_d.get(name, 1.0),
+                head.samples(h.loop_ms) if h else 0.0,
+                head.route_loop_d.get(name, 1.0),
+            ),
+        ]
+        qb, qh = base.facts.route_requests.get(name), head.facts.route_requests.get(name)
+        if qb and qh:
+            figures += [
+                _Pending(
+                    f.what, "request", replace(f.base, exposure=qb), replace(f.head, exposure=qh)
+                )
+                for f in figures[:2]
+            ]
+        pending_routes.append((name, status, figures))
 
     base_culprits, head_culprits = _culprits(base), _culprits(head)
     pending_culprits: list[tuple[CulpritKey, Status, Culprit | None, Culprit | None, _Pending]] = []
@@ -459,7 +507,7 @@ def compare(
             )
         )
 
-    m = len(pending_totals) + 2 * len(pending_routes) + len(pending_culprits)
+    m = len(pending_totals) + sum(len(f) for _, _, f in pending_routes) + len(pending_culprits)
     alpha = FAMILY_ALPHA / max(1, m)
 
     def judge(p: _Pending) -> Change:
@@ -472,8 +520,8 @@ def compare(
         alpha=alpha,
         totals=tuple(judge(p) for p in pending_totals),
         routes=tuple(
-            RouteDiff(name, status, judge(blocked), judge(loop))
-            for name, status, blocked, loop in pending_routes
+            _route_diff(name, status, [judge(f) for f in figures])
+            for name, status, figures in pending_routes
         ),
         culprits=tuple(
             CulpritDiff(key, status, bc, hc, judge(p))
@@ -481,6 +529,12 @@ def compare(
         ),
         flame={view: _flame(base, head, view) for view in FLAME_VIEWS},
     )
+
+
+def _route_diff(name: str, status: Status, changes: list[Change]) -> RouteDiff:
+    if len(changes) == 4:
+        return RouteDiff(name, status, *changes)
+    return RouteDiff(name, status, changes[0], changes[1])
 
 
 def _paths(run: _Run, view: str) -> dict[tuple[FrameKey, ...], float]:

@@ -183,6 +183,8 @@ class LoadInfo:
     output_tail: tuple[str, ...] = ()  # its last output lines, redacted (all in load.log)
     requests: int | None = None  # requests sent, when the load tool says (wrk, ours)
     failed_requests: int | None = None  # requests that failed, when the tool says
+    # (path with query, requests sent) per path, when the tool says (asgiprof's own)
+    requests_by_path: tuple[tuple[str, int], ...] = ()
 
     @property
     def failure(self) -> str | None:

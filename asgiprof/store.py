@@ -179,6 +179,7 @@ def write_meta(out: Path, target: TargetInfo, sampling: SamplingInfo) -> None:
 def write_load(out: Path, load: LoadInfo) -> None:
     data = asdict(load)
     data["output_tail"] = list(load.output_tail)
+    data["requests_by_path"] = [list(pair) for pair in load.requests_by_path]
     write_json(out / LOAD, data)
 
 
@@ -208,8 +209,12 @@ def load_load(out: Path) -> LoadInfo | None:
             output_tail=tuple(str(line) for line in _list(data.get("output_tail", []))),
             requests=None if requests is None else _int(requests),
             failed_requests=None if failed is None else _int(failed),
+            requests_by_path=tuple(
+                (str(_list(pair)[0]), _int(_list(pair)[1]))
+                for pair in _list(data.get("requests_by_path", []))
+            ),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CorruptProfileError(f"{path} is damaged ({exc}): delete it or re-run") from exc
 
 

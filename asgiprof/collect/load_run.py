@@ -246,6 +246,7 @@ class LoadRunner:
         stopped_by: LoadStop = "exit" if self.done() else reason
         status: int | None = None
         requests = failed = None
+        by_path: tuple[tuple[str, int], ...] = ()
         tail: tuple[str, ...] = ()
         if self._proc is not None:
             if self._proc.poll() is None:
@@ -266,6 +267,7 @@ class LoadRunner:
                 tail, status = (terminal_safe(f"{type(exc).__name__}: {exc}"),), 1
             else:
                 requests, failed = result.total, result.failed
+                by_path = tuple((p.path, p.requests) for p in result.paths)
                 status = 0
                 tail = tuple(
                     f"{p.path}: {p.ok} ok, {p.failed} failed"
@@ -283,6 +285,7 @@ class LoadRunner:
             output_tail=tail,
             requests=requests,
             failed_requests=failed,
+            requests_by_path=by_path,
         )
         store.write_load(self.out, info)
         return info

@@ -87,9 +87,7 @@ def diff_context(result: DiffResult) -> dict[str, Any]:
             {
                 "route": r.route,
                 "status": r.status,
-                "rows": [
-                    {"text": change_text(c, ms), "verdict": c.verdict} for c in (r.blocked, r.loop)
-                ],
+                "rows": [{"text": change_text(c, ms), "verdict": c.verdict} for c in r.changes],
             }
             for r in result.routes
         ],

@@ -47,8 +47,7 @@ def diff_lines(result: DiffResult) -> list[str]:
         lines.append(f"{scope}: {change_text(c, ms)}")
     for r in result.routes:
         tag = "" if r.status == "both" else f" [{r.status}]"
-        lines.append(f"route {r.route}{tag}: {change_text(r.blocked, ms)}")
-        lines.append(f"route {r.route}{tag}: {change_text(r.loop, ms)}")
+        lines.extend(f"route {r.route}{tag}: {change_text(c, ms)}" for c in r.changes)
     for d in result.culprits:
         line = d.culprit
         lines.append(
@@ -99,6 +98,7 @@ def _run(f: RunFacts) -> dict[str, Any]:
         "loop_samples": f.loop_samples,
         "requests": f.requests,
         "load_command": f.load_command,
+        "route_requests": f.route_requests,
     }
 
 
@@ -116,6 +116,12 @@ def diff_json(result: DiffResult) -> dict[str, Any]:
                 "status": r.status,
                 "blocked": change_json(r.blocked, ms),
                 "loop": change_json(r.loop, ms),
+                "blocked_per_request": None
+                if r.blocked_per_request is None
+                else change_json(r.blocked_per_request, ms),
+                "loop_per_request": None
+                if r.loop_per_request is None
+                else change_json(r.loop_per_request, ms),
             }
             for r in result.routes
         ],

@@ -126,6 +126,7 @@ def _load(analysis: Analysis) -> dict[str, Any] | None:
         "output_tail": list(load.output_tail),
         "requests": load.requests,
         "failed_requests": load.failed_requests,
+        "requests_by_path": dict(load.requests_by_path),
         "failure": load.failure,
     }
 

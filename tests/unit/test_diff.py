@@ -13,8 +13,8 @@ import pytest
 
 from asgiprof.analyze import analyze
 from asgiprof.analyze.result import Analysis
-from asgiprof.diff import Figure, IncomparableRunsError, compare, two_rate_test
-from asgiprof.model import Frame, Route
+from asgiprof.diff import Figure, IncomparableRunsError, compare, route_requests, two_rate_test
+from asgiprof.model import Frame, LoadInfo, Route
 from asgiprof.reporters.diff_html import PAYLOAD_ELEMENT_ID, diff_payload, render_diff_html
 from asgiprof.reporters.diff_text import diff_json, diff_lines
 from tests.profile_builder import APP, IDLE, ONE_EPISODE_IS_ENOUGH, Builder, busy, source_reader
@@ -211,3 +211,29 @@ def test_hostile_names_are_escaped_in_diff_html_and_text() -> None:
     frames = _payload(html)["frames"]
     assert any(f[0] == hostile.function for f in frames)
     assert diff_json(result)["culprits"]
+
+
+def _with_load(a: Analysis, by_path: tuple[tuple[str, int], ...]) -> Analysis:
+    a.profile.load = LoadInfo(
+        "asgiprof-load", "http://127.0.0.1:1", 0.0, 1.0, "exit", 0, (),
+        sum(n for _, n in by_path), 0, by_path,
+    )  # fmt: skip
+    return a
+
+
+def test_requests_per_route_come_from_the_generators_per_path_counts() -> None:
+    by_path = (("/users/1", 40), ("/users/2?q=1", 10), ("/report", 50), ("/nowhere", 5))
+    base = _with_load(_analysis(), by_path)
+    assert route_requests(base.profile) == {"GET /users/{user_id}": 50, "GET /report": 50}
+    head = _with_load(_analysis(users=4), tuple((p, 2 * n) for p, n in by_path))
+    result = compare(base, head)
+    users = next(r for r in result.routes if r.route == "GET /users/{user_id}")
+    assert users.blocked_per_request is not None and users.loop_per_request is not None
+    # 8 samples a request in BASE, 4 x (40 cycles / 100 requests) in HEAD: 1.6 a request
+    assert users.blocked_per_request.base.rate == pytest.approx(320 / 50)
+    assert users.blocked_per_request.head.rate == pytest.approx(160 / 100)
+    assert users.blocked_per_request.significant
+    assert any("ms/request" in line and "GET /users" in line for line in diff_lines(result))
+    assert diff_json(result)["routes"][0]["blocked_per_request"] is not None
+    without = compare(_analysis(), _analysis())
+    assert all(r.blocked_per_request is None for r in without.routes)

@@ -116,7 +116,16 @@ def test_load_failure(stopped_by: str, status: int | None, failure: str | None) 
 
 def test_load_json_round_trips_and_damage_is_corrupt(tmp_path: Path) -> None:
     info = LoadInfo(
-        "wrk -d1s http://127.0.0.1:1", "http://127.0.0.1:1", 0.2, 1.5, "exit", 0, ("a", "b"), 10, 1
+        "wrk -d1s http://127.0.0.1:1",
+        "http://127.0.0.1:1",
+        0.2,
+        1.5,
+        "exit",
+        0,
+        ("a", "b"),
+        10,
+        1,
+        (("/a?x=1", 4), ("/b", 6)),
     )
     store.write_load(tmp_path, info)
     assert store.load_load(tmp_path) == info
