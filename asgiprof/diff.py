@@ -9,14 +9,18 @@ total makes unchanged code look changed when the rate or another route changes (
 3.15's differential flamegraphs, python/cpython#154032 and #154062). The sample interval
 (1000 / rate ms) converts counts to milliseconds for display only.
 
-Significance: under "nothing changed" both runs draw their counts from one rate. Samples
-arrive in clusters (a 50 ms block at 100 Hz is ~5 consecutive samples), so a count is
-compound Poisson: Var(k) = D * k with D = sum(s^2) / sum(s) over its clusters (episodes for
-blocked time, consecutive runs on the loop for loop time; D = 1 for independent samples).
+Significance: under "nothing changed" both runs draw their counts from one rate. py-spy
+spaces samples exponentially, so the samples landing in a stretch of time are Poisson, but
+the stretches themselves vary (requests arrive unevenly, other work slows the machine), so
+a count varies more than Poisson: Var(k) = D * k, with D measured in each run by batch
+means over one-second bins (the bins' spread around the run's rate; at least 1, Poisson).
 The test statistic is z = (r_head - r_base) / sqrt(D * r_pooled * (1/e_base + 1/e_head)),
-r = k / e, and a change is significant when its two-sided p-value is below 0.05 divided by
-the number of figures compared (Bonferroni), so a diff of two runs of the same code marks
-nothing significant in 95% of diffs at most, under this model.
+r = k / e, D pooled over both runs; with few effective events (k / D < 400) the exact
+conditional binomial test replaces the normal approximation. A change is significant when
+its two-sided p-value is below 0.05 divided by the number of figures compared
+(Bonferroni). Request counts move with throughput, a variance one run cannot measure: a
+per-request change counts as significant only when the per-sample change of the same
+figure is significant in the same direction.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
@@ -223,11 +227,51 @@ def _binomial_two_sided(k: int, n: int, p: float) -> float:
     return min(1.0, sum(math.exp(v) for v in logs if v <= observed + 1e-9))
 
 
-def dispersion(clusters: Iterable[float]) -> float:
-    """sum(s^2) / sum(s) over cluster sizes in samples (1 when there are none)."""
-    sizes = [s for s in clusters if s > 0]
-    total = sum(sizes)
-    return sum(s * s for s in sizes) / total if total > 0 else 1.0
+BIN_S = 1.0  # width of the time bins a run's own variability is measured over
+
+
+def batch_dispersion(counts: Sequence[float], exposure: Sequence[float]) -> float:
+    """Var(k) / k of a figure measured from its spread over a run's time bins (batch means),
+    at least 1 (Poisson): `counts[b]` its samples and `exposure[b]` the loop's in bin b."""
+    total_k, total_e = sum(counts), sum(exposure)
+    bins = [(k, e) for k, e in zip(counts, exposure, strict=True) if e > 0]
+    if total_k <= 0 or total_e <= 0 or len(bins) < 3:
+        return 1.0
+    rate = total_k / total_e
+    squares = sum((k - rate * e) ** 2 for k, e in bins)
+    var = len(bins) / (len(bins) - 1) * squares
+    return max(1.0, var / total_k)
+
+
+class _Bins:
+    """Per-bin sample counts of every figure of one run (see `batch_dispersion`)."""
+
+    def __init__(self, duration_s: float) -> None:
+        self.n = max(1, math.ceil(duration_s / BIN_S))
+        self.series: dict[tuple[str, object], list[float]] = {}
+
+    def add(self, key: tuple[str, object], start_s: float, dur_s: float, samples: float) -> None:
+        """Spread `samples` over [start_s, start_s + dur_s] by overlap with each bin."""
+        row = self.series.get(key)
+        if row is None:
+            row = self.series[key] = [0.0] * self.n
+        end_s = start_s + dur_s
+        first = min(self.n - 1, max(0, int(start_s / BIN_S)))
+        last = min(self.n - 1, max(first, int(end_s / BIN_S)))
+        if dur_s <= 0 or first == last:
+            row[first] += samples
+            return
+        for b in range(first, last + 1):
+            overlap = min(end_s, (b + 1) * BIN_S) - max(start_s, b * BIN_S)
+            if overlap > 0:
+                row[b] += samples * overlap / dur_s
+
+    def dispersion(self, key: tuple[str, object]) -> float:
+        row = self.series.get(key)
+        exposure = self.series.get(("exposure", None))
+        if row is None or exposure is None:
+            return 1.0
+        return batch_dispersion(row, exposure)
 
 
 # --- what each run measured ---------------------------------------------------------------
@@ -238,14 +282,13 @@ class _Run:
     analysis: Analysis
     facts: RunFacts
     ms_per_sample: float  # loop ms per loop sample (the mean period: converts ms to counts)
-    route_loop_d: dict[str, float]
-    route_blocked_d: dict[str, float]
-    culprit_d: dict[tuple[str, int], float]
-    blocked_d: float
-    busy_d: float
+    bins: _Bins
 
     def samples(self, ms: float) -> float:
         return ms / self.ms_per_sample if self.ms_per_sample > 0 else 0.0
+
+    def d(self, kind: str, subject: object = None) -> float:
+        return self.bins.dispersion((kind, subject))
 
 
 def _run(analysis: Analysis, out: str) -> _Run:
@@ -262,43 +305,31 @@ def _run(analysis: Analysis, out: str) -> _Run:
             name = view[len(ROUTE_VIEW_PREFIX) :]
             for sid in weights:
                 route_of[sid] = name
-    # Consecutive samples of one route on a loop thread form one cluster; so do consecutive
-    # busy ones (a saturated loop is one long cluster: its busy share carries no news).
+    # Every figure's samples per one-second bin: how much it varies within the run (more
+    # than Poisson when requests arrive unevenly or the machine's load changes) is the
+    # noise a second run of the same code would show.
+    bins = _Bins(profile.sampling.duration_s)
     classifier = LoopClassifier(profile)
-    route_clusters: dict[str, list[float]] = defaultdict(list)
-    busy_clusters: list[float] = []
     for tl in loop_tls:
-        current: str | None = None
-        size = busy = 0
-        for _start, _dur, sid, k in tl.runs():
-            at = route_of.get(sid) if sid != NO_STACK else None
-            if at != current:
-                if current is not None:
-                    route_clusters[current].append(size)
-                current, size = at, 0
-            size += k
-            if sid != NO_STACK and classifier.classify(sid).state == STATE_BUSY:
-                busy += k
-            elif busy:
-                busy_clusters.append(busy)
-                busy = 0
-        if current is not None:
-            route_clusters[current].append(size)
-        if busy:
-            busy_clusters.append(busy)
-
+        for start, dur, sid, k in tl.runs():
+            if sid == NO_STACK:
+                continue
+            bins.add(("exposure", None), start, dur, k)
+            route = route_of.get(sid)
+            if route is not None:
+                bins.add(("route-loop", route), start, dur, k)
+            if classifier.classify(sid).state == STATE_BUSY:
+                bins.add(("busy", None), start, dur, k)
     per_sample = ms_per_sample or (1000.0 / profile.sampling.rate_hz)
-    route_eps: dict[str, list[float]] = defaultdict(list)
-    line_parts: dict[tuple[str, int], list[float]] = defaultdict(list)
-    all_eps: list[float] = []
     for e in analysis.episodes:
-        all_eps.append(e.samples)
+        dur_s = e.duration_ms / 1000
+        bins.add(("blocked", None), e.start_s, dur_s, e.samples)
         if e.route is not None:
-            route_eps[e.route].append(e.samples)
+            bins.add(("route-blocked", e.route), e.start_s, dur_s, e.samples)
         for part in e.parts:
-            line_parts[(part.file, part.line)].append(part.ms / per_sample)
+            bins.add(("line", (part.file, part.line)), e.start_s, dur_s, part.ms / per_sample)
         if not e.parts and e.culprit is not None:
-            line_parts[e.culprit].append(e.samples)
+            bins.add(("line", e.culprit), e.start_s, dur_s, e.samples)
 
     load = profile.load
     requests = load.requests if load is not None and load.failure is None else None
@@ -312,16 +343,7 @@ def _run(analysis: Analysis, out: str) -> _Run:
         load_command=load.command if load is not None else None,
         route_requests=route_requests(profile) if requests else {},
     )
-    return _Run(
-        analysis,
-        facts,
-        ms_per_sample,
-        {r: dispersion(c) for r, c in route_clusters.items()},
-        {r: dispersion(c) for r, c in route_eps.items()},
-        {k: dispersion(c) for k, c in line_parts.items()},
-        dispersion(all_eps),
-        dispersion(busy_clusters),
-    )
+    return _Run(analysis, facts, ms_per_sample, bins)
 
 
 def _route_pattern(path: str) -> re.Pattern[str]:
@@ -420,16 +442,16 @@ def compare(
         per_sample(
             "blocked",
             base.samples(base_analysis.loop.blocked_ms),
-            base.blocked_d,
+            base.d("blocked"),
             head.samples(head_analysis.loop.blocked_ms),
-            head.blocked_d,
+            head.d("blocked"),
         ),
         per_sample(
             "loop",
             base.samples(base_analysis.loop.busy_ms),
-            base.busy_d,
+            base.d("busy"),
             head.samples(head_analysis.loop.busy_ms),
-            head.busy_d,
+            head.d("busy"),
         ),
     ]
     rb, rh = base.facts.requests, head.facts.requests
@@ -464,16 +486,16 @@ def compare(
             per_sample(
                 "blocked",
                 base.samples(b.blocked_ms) if b else 0.0,
-                base.route_blocked_d.get(name, 1.0),
+                base.d("route-blocked", name),
                 head.samples(h.blocked_ms) if h else 0.0,
-                head.route_blocked_d.get(name, 1.0),
+                head.d("route-blocked", name),
             ),
             per_sample(
                 "loop",
                 base.samples(b.loop_ms) if b else 0.0,
-                base.route_loop_d.get(name, 1.0),
+                base.d("route-loop", name),
                 head.samples(h.loop_ms) if h else 0.0,
-                head.route_loop_d.get(name, 1.0),
+                head.d("route-loop", name),
             ),
         ]
         qb, qh = base.facts.route_requests.get(name), head.facts.route_requests.get(name)
@@ -500,9 +522,9 @@ def compare(
                 per_sample(
                     "blocked",
                     base.samples(bc.blocked_ms) if bc else 0.0,
-                    base.culprit_d.get((bc.file, bc.line), 1.0) if bc else 1.0,
+                    base.d("line", (bc.file, bc.line)) if bc else 1.0,
                     head.samples(hc.blocked_ms) if hc else 0.0,
-                    head.culprit_d.get((hc.file, hc.line), 1.0) if hc else 1.0,
+                    head.d("line", (hc.file, hc.line)) if hc else 1.0,
                 ),
             )
         )
@@ -518,7 +540,7 @@ def compare(
         base=base.facts,
         head=head.facts,
         alpha=alpha,
-        totals=tuple(judge(p) for p in pending_totals),
+        totals=tuple(_confirmed(t) for t in _pairs([judge(p) for p in pending_totals])),
         routes=tuple(
             _route_diff(name, status, [judge(f) for f in figures])
             for name, status, figures in pending_routes
@@ -531,7 +553,27 @@ def compare(
     )
 
 
+def _pairs(changes: list[Change]) -> list[tuple[Change, Change | None]]:
+    """Each change with the per-sample change of the same figure (for per-request ones):
+    the list holds per-sample figures first, then the per-request ones in the same order."""
+    per_sample = [c for c in changes if c.per == "sample"]
+    by_what = {c.what: c for c in per_sample}
+    return [(c, by_what.get(c.what) if c.per == "request" else None) for c in changes]
+
+
+def _confirmed(pair: tuple[Change, Change | None]) -> Change:
+    """A per-request change counts as significant only when the per-sample change of the same
+    figure is significant in the same direction: request counts move with throughput (the
+    machine's load), a variance no single run measures, while per-sample shares do not."""
+    change, per_sample = pair
+    if per_sample is None or not change.significant:
+        return change
+    agrees = per_sample.significant and (per_sample.delta > 0) == (change.delta > 0)
+    return change if agrees else replace(change, significant=False)
+
+
 def _route_diff(name: str, status: Status, changes: list[Change]) -> RouteDiff:
+    changes = [_confirmed(pair) for pair in _pairs(changes)]
     if len(changes) == 4:
         return RouteDiff(name, status, *changes)
     return RouteDiff(name, status, changes[0], changes[1])

@@ -163,11 +163,13 @@ def test_a_load_command_not_found_is_bad_input_before_anything_starts(tmp_path: 
 
 
 def _profile_demo(app_dir: Path, out: Path) -> None:
-    # 15 s: a line gone is significant from ~10 of its episodes in BASE (2 * 0.5^n below
-    # 0.05 over ~25 figures), and this shared machine serves ~10-20 demo requests a second
-    wrk = f"{WRK} -t2 -c8 -d15s -s {shlex.quote(str(app_dir / 'demo_load.lua'))} {{url}}"
+    # asgiprof's own generator on three demo routes: the planted line's route gets a third
+    # of the requests, so a 12 s run holds dozens of its episodes even on a busy machine
+    # (a line gone is significant from ~10 episodes: 2 * 0.5^n below 0.05 over ~25 figures)
+    urls = ("/api/users/1", "/api/orders/7", "/api/health")
     done = asgiprof(
-        "run", "--out", str(out), "--load", wrk, "--",
+        "run", "--out", str(out), "--duration", "12", "--concurrency", "8",
+        *(arg for url in urls for arg in ("--load-url", "{url}" + url)), "--",
         sys.executable, "-m", "uvicorn", "demo_app:app", "--port", "0", "--loop", "asyncio",
         "--log-level", "warning",
         cwd=app_dir,
@@ -188,7 +190,6 @@ def test_diff_shows_a_fixed_line_gone_and_two_runs_of_one_app_unchanged(
     (fixed_dir / "demo_app.py").write_text(
         source.replace(planted, "    await asyncio.sleep(0.05)  # fixed"), encoding="utf-8"
     )
-    shutil.copy(examples_dir / "demo_load.lua", fixed_dir)
     base, again, head = tmp_path / "base", tmp_path / "again", tmp_path / "head"
     for app_dir, out in ((examples_dir, base), (fixed_dir, head), (examples_dir, again)):
         _profile_demo(app_dir, out)
@@ -199,17 +200,32 @@ def test_diff_shows_a_fixed_line_gone_and_two_runs_of_one_app_unchanged(
     assert done.returncode == 0, done.stderr
     diff = orjson.loads(done.stdout)
     # THEN the line is gone and its route's blocked time down, both significant
-    gone = [c for c in diff["culprits"] if c["status"] == "gone"]
-    assert [(c["file"], c["base_line"]) for c in gone] == [("demo_app.py", line)]
+    gone = [c for c in diff["culprits"] if (c["file"], c["base_line"]) == ("demo_app.py", line)]
+    assert [c["status"] for c in gone] == ["gone"], diff["culprits"]
     assert gone[0]["blocked"]["verdict"] == "significant"
     route = next(r for r in diff["routes"] if r["route"] == gone[0]["route"])
     assert route["blocked"]["delta"] < 0 and route["blocked"]["verdict"] == "significant"
+    # per request of that route too: the generator counted them per path
+    assert route["blocked_per_request"]["verdict"] == "significant"
     assert (head / "diff.html").is_file()
 
     # WHEN two runs of the unchanged demo are compared, nothing is significant
     done = asgiprof("diff", str(base), str(again), "--out", str(tmp_path / "d2"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "asgiprof diff: no significant change" in done.stdout, done.stdout
+
+    # WHEN one run says it was sampled at another rate, the diff is refused in one line
+    other = tmp_path / "other-rate"
+    shutil.copytree(again, other)
+    meta = orjson.loads((other / "meta.json").read_bytes())
+    meta["sampling"]["rate_hz"] = 50
+    (other / "meta.json").write_bytes(orjson.dumps(meta))
+    done = asgiprof("diff", str(base), str(other), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: incomparable runs: BASE was sampled at 100 Hz and HEAD at 50 Hz: profile "
+        "both at one --rate"
+    ]
 
 
 def test_diff_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -13,7 +13,14 @@ import pytest
 
 from asgiprof.analyze import analyze
 from asgiprof.analyze.result import Analysis
-from asgiprof.diff import Figure, IncomparableRunsError, compare, route_requests, two_rate_test
+from asgiprof.diff import (
+    Figure,
+    IncomparableRunsError,
+    batch_dispersion,
+    compare,
+    route_requests,
+    two_rate_test,
+)
 from asgiprof.model import Frame, LoadInfo, Route
 from asgiprof.reporters.diff_html import PAYLOAD_ELEMENT_ID, diff_payload, render_diff_html
 from asgiprof.reporters.diff_text import diff_json, diff_lines
@@ -65,6 +72,27 @@ def test_clustered_samples_widen_the_test() -> None:
     _, independent = two_rate_test(Figure(100, 1000, 1.0), Figure(140, 1000, 1.0))
     _, clustered = two_rate_test(Figure(100, 1000, 5.0), Figure(140, 1000, 5.0))
     assert independent < 0.02 < 0.2 < clustered
+
+
+def test_batch_dispersion_is_poisson_for_steady_counts_and_grows_with_bursts() -> None:
+    exposure = [100.0] * 10
+    assert batch_dispersion([10.0] * 10, exposure) == 1.0  # steadier than Poisson: floor 1
+    # all 100 samples in one bin of ten: Var = 10/9 * (90^2 + 9 * 10^2) = 10000 -> D = 100
+    assert batch_dispersion([100.0] + [0.0] * 9, exposure) == pytest.approx(100.0)
+    assert batch_dispersion([5.0, 5.0], [1.0, 1.0]) == 1.0  # too few bins to tell
+
+
+def test_a_per_request_change_needs_its_per_sample_change_to_count() -> None:
+    # GIVEN the same code, but HEAD served half the requests (a slower machine)
+    by_path = (("/users/1", 50), ("/report", 50))
+    base = _with_load(_analysis(), by_path)
+    head = _with_load(_analysis(), tuple((p, n // 2) for p, n in by_path))
+    result = compare(base, head)
+    blocked_per_request = next(c for c in result.totals if c.per == "request")
+    # THEN its per-request test alone would flag it, but the per-sample shares are equal
+    assert blocked_per_request.p < result.alpha
+    assert not blocked_per_request.significant
+    assert not result.significant
 
 
 def _poisson(rng: random.Random, mean: float) -> int:
