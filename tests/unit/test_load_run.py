@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from asgiprof import store
+from asgiprof.analyze import analyze
 from asgiprof.collect.load_run import (
     check_command,
     command_line_ports,
@@ -20,6 +21,8 @@ from asgiprof.collect.load_run import (
 )
 from asgiprof.errors import CorruptProfileError, UsageError
 from asgiprof.model import LoadInfo
+from asgiprof.reporters.html import render_html
+from tests.profile_builder import IDLE, Builder
 
 WRK_OUTPUT = """Running 8s test @ http://127.0.0.1:32903
   2 threads and 8 connections
@@ -132,3 +135,19 @@ def test_load_json_round_trips_and_damage_is_corrupt(tmp_path: Path) -> None:
     (tmp_path / store.LOAD).write_text('{"command": "x"}')
     with pytest.raises(CorruptProfileError, match="load.json is damaged"):
         store.load_load(tmp_path)
+
+
+def test_the_report_header_shows_the_load_escaped() -> None:
+    b = Builder()
+    b.add(1, IDLE, 20)
+    profile = b.build()
+    profile.load = LoadInfo(
+        "wrk <img src=x onerror=alert(1)> http://127.0.0.1:1", "http://127.0.0.1:1",
+        0.0, 1.0, "exit", 2, (), 10, 0,
+    )  # fmt: skip
+    page = render_html(analyze(profile))
+    assert "<img src=x" not in page
+    assert (
+        "load <code>wrk &lt;img src=x onerror=alert(1)&gt; http://127.0.0.1:1</code>: "
+        "<strong>the load command exited with status 2</strong>, 10 requests"
+    ) in page
