@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from asgiprof import __version__
 from asgiprof.diff import FLAME_VIEWS, DiffResult, FrameKey
-from asgiprof.reporters.diff_text import change_text
+from asgiprof.reporters.diff_text import ROUTE_STATUS, change_text
 from asgiprof.reporters.html import KIND_CODES, content_security_policy, environment, inline_asset
 
 DIFF_FILE: Final = "diff.html"
@@ -86,7 +86,7 @@ def diff_context(result: DiffResult) -> dict[str, Any]:
         "routes": [
             {
                 "route": r.route,
-                "status": r.status,
+                "status": ROUTE_STATUS[r.status],
                 "rows": [{"text": change_text(c, ms), "verdict": c.verdict} for c in r.changes],
             }
             for r in result.routes

@@ -7,6 +7,10 @@ from typing import Any
 from asgiprof.diff import Change, DiffResult, Figure, RunFacts
 from asgiprof.text import terminal_safe
 
+# A route missing from one run was not sampled there (an endpoint that only awaits is
+# rarely on the stack): it may well have served requests.
+ROUTE_STATUS = {"both": "both", "new": "not sampled in BASE", "gone": "not sampled in HEAD"}
+
 
 def _facts(label: str, f: RunFacts) -> str:
     req = f", {f.requests} requests" if f.requests is not None else ", requests unknown"
@@ -46,7 +50,7 @@ def diff_lines(result: DiffResult) -> list[str]:
         scope = "event loop" if c.per == "sample" else "per request"
         lines.append(f"{scope}: {change_text(c, ms)}")
     for r in result.routes:
-        tag = "" if r.status == "both" else f" [{r.status}]"
+        tag = "" if r.status == "both" else f" [{ROUTE_STATUS[r.status]}]"
         lines.extend(f"route {r.route}{tag}: {change_text(c, ms)}" for c in r.changes)
     for d in result.culprits:
         line = d.culprit
