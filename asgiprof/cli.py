@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 
 from asgiprof import __version__
 from asgiprof.analyze.result import AnalysisParams
+from asgiprof.collect.load_run import LoadSpec
 from asgiprof.errors import AsgiprofError
+from asgiprof.gate import FailOn, Rules
 from asgiprof.session import ProfileOptions, attach_server, render, run_server
 
 app = typer.Typer(
@@ -51,7 +53,27 @@ Nonblocking = Annotated[
         help="Do not pause the target while sampling (less overhead, some torn stacks).",
     ),
 ]
+Load = Annotated[
+    str | None,
+    typer.Option(
+        "--load",
+        help="Shell command to drive load once the server listens ({url}, {host}, {port} "
+        "filled in); sampling stops when it exits, e.g. --load 'wrk -d10s {url}/'.",
+    ),
+]
+LoadUrl = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--load-url",
+        help="GET this URL with asgiprof's own load generator (repeat for more paths; "
+        "{url} is the server's base URL), for --duration or 10 s.",
+    ),
+]
+Concurrency = Annotated[
+    int, typer.Option("--concurrency", help="Clients of --load-url.", min=1, max=1000)
+]
 DEFAULT_THRESHOLD = AnalysisParams().block_threshold_ms
+CheckFormat = Literal["text", "json"]
 
 
 def _options(
@@ -61,7 +83,15 @@ def _options(
     open_: bool,
     threshold_ms: float,
     nonblocking: bool,
+    load: str | None = None,
+    load_url: list[str] | None = None,
+    concurrency: int = 8,
 ) -> ProfileOptions:
+    spec = (
+        LoadSpec(load, tuple(load_url or ()), concurrency, duration)
+        if load is not None or load_url
+        else None
+    )
     return ProfileOptions(
         duration_s=duration,
         out=out,
@@ -69,6 +99,7 @@ def _options(
         open_browser=open_,
         params=AnalysisParams(block_threshold_ms=threshold_ms),
         nonblocking=nonblocking,
+        load=spec,
     )
 
 
@@ -99,9 +130,14 @@ def run(
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
     nonblocking: Nonblocking = False,
+    load: Load = None,
+    load_url: LoadUrl = None,
+    concurrency: Concurrency = 8,
 ) -> None:
     """Launch a server under the profiler: asgiprof run -- uvicorn app:app --port 8000"""
-    options = _options(duration, out, rate, open_, threshold_ms, nonblocking)
+    options = _options(
+        duration, out, rate, open_, threshold_ms, nonblocking, load, load_url, concurrency
+    )
     run_server(list(command), options, Console())
 
 
@@ -115,9 +151,14 @@ def attach(
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
     nonblocking: Nonblocking = False,
+    load: Load = None,
+    load_url: LoadUrl = None,
+    concurrency: Concurrency = 8,
 ) -> None:
     """Attach to a running server; it keeps running when asgiprof stops."""
-    options = _options(duration, out, rate, open_, threshold_ms, nonblocking)
+    options = _options(
+        duration, out, rate, open_, threshold_ms, nonblocking, load, load_url, concurrency
+    )
     attach_server(pid, options, Console())
 
 
@@ -144,6 +185,60 @@ def merge(
     from asgiprof.session import merge_runs
 
     merge_runs(list(runs), out, AnalysisParams(block_threshold_ms=threshold_ms), Console(), open_)
+
+
+@app.command()
+def check(
+    out: Annotated[Path, typer.Argument(help="An output directory of run/attach.")],
+    *,
+    max_blocked_share: Annotated[
+        float | None,
+        typer.Option(help="Fail when a route (or all) blocked the loop more than this share."),
+    ] = None,
+    max_block_ms: Annotated[
+        float | None, typer.Option(help="Fail when one block lasted longer than this.")
+    ] = None,
+    fail_on: Annotated[
+        FailOn,
+        typer.Option(help="Fail on every culprit, only new ones (needs --baseline), or none."),
+    ] = "culprit",
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="A profile of the base version: only culprits not in it fail."),
+    ] = None,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="FILE:LINE or GLOB of known culprits that never fail (repeatable)."),
+    ] = None,
+    junit: Annotated[Path | None, typer.Option(help="Also write JUnit XML here.")] = None,
+    format_: Annotated[
+        CheckFormat, typer.Option("--format", help="text (with GitHub annotations) or json.")
+    ] = "text",
+) -> None:
+    """Gate CI on a profile: exit 0 pass, 1 fail (one line per failure), 2 bad input."""
+    from asgiprof.ci import run_check
+
+    rules = Rules(max_blocked_share, max_block_ms, fail_on, baseline, tuple(ignore or ()))
+    raise typer.Exit(run_check(out, rules, junit, format_))
+
+
+@app.command()
+def diff(
+    base: Annotated[Path, typer.Argument(help="Output directory of the base run.")],
+    head: Annotated[Path, typer.Argument(help="Output directory of the new run.")],
+    *,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write diff.html here (default: HEAD/).")
+    ] = None,
+    threshold_ms: Threshold = DEFAULT_THRESHOLD,
+    format_: Annotated[
+        CheckFormat, typer.Option("--format", help="text or json (diff.html either way).")
+    ] = "text",
+) -> None:
+    """Compare two profiles per route and culprit, with a significance verdict per change."""
+    from asgiprof.ci import run_diff
+
+    run_diff(base, head, out, AnalysisParams(block_threshold_ms=threshold_ms), format_)
 
 
 @app.command()
@@ -200,7 +295,7 @@ def main() -> None:
     try:
         app()
     except AsgiprofError as exc:
-        err.print(f"[bold red]error:[/] {_escape(exc.message)}", highlight=False)
+        err.print(f"[bold red]error:[/] {_escape(exc.message)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("aborted", style="red")

@@ -136,8 +136,11 @@ class SamplingInfo:
     samples: int
     errors: int
     chunks: tuple[Chunk, ...] = ()
-    # "duration", "interrupt", "target-exit", "error", or "unfinished" (asgiprof was killed)
+    # "duration", "interrupt", "target-exit", "error", "load" (the load command ended), or
+    # "unfinished" (asgiprof was killed)
     stopped_by: str = "duration"
+    # py-spy --nonblocking: runs sampled this way are not compared with paused ones (diff).
+    nonblocking: bool = False
 
     @property
     def intervals(self) -> int:
@@ -161,6 +164,44 @@ class SamplingInfo:
     @property
     def max_lag_s(self) -> float:
         return max((c.lag_s for c in self.chunks), default=0.0)
+
+
+LoadStop = Literal["exit", "duration", "interrupt", "target-exit", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadInfo:
+    """The load asgiprof drove at the server while sampling (`--load CMD` or `--load-url`)."""
+
+    command: str  # the shell command as run, secrets redacted ("asgiprof-load ..." for ours)
+    url: str  # the server's base URL the placeholders were filled with
+    started_s: float  # seconds since the profile started
+    duration_s: float
+    # "exit": the command ended by itself; otherwise asgiprof stopped it (see LoadStop)
+    stopped_by: LoadStop
+    exit_status: int | None  # None while asgiprof had to stop it; < 0: killed by a signal
+    output_tail: tuple[str, ...] = ()  # its last output lines, redacted (all in load.log)
+    requests: int | None = None  # requests sent, when the load tool says (wrk, ours)
+    failed_requests: int | None = None  # requests that failed, when the tool says
+    # (path with query, requests sent) per path, when the tool says (asgiprof's own)
+    requests_by_path: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def failure(self) -> str | None:
+        """Why this load does not count as a good run, or None: a load that exited non-zero,
+        or was cut short by the server exiting or an error (stopping it at --duration or
+        Ctrl-C is the user's choice, not a failure)."""
+        if self.stopped_by == "exit":
+            if self.exit_status == 0:
+                return None
+            if self.exit_status is not None and self.exit_status < 0:
+                return f"the load command was killed by signal {-self.exit_status}"
+            return f"the load command exited with status {self.exit_status}"
+        if self.stopped_by == "target-exit":
+            return "the server exited before the load command finished"
+        if self.stopped_by == "error":
+            return "sampling failed before the load command finished"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +287,7 @@ class Profile:
     resources: Resources = field(default_factory=Resources)
     problems: list[str] = field(default_factory=list)  # unreadable chunks and the like
     sources: list[RunSource] = field(default_factory=list)  # the runs of a merged profile
+    load: LoadInfo | None = None  # the load run with --load / --load-url, if any
 
     def stack_frames(self, stack_id: int) -> list[Frame]:
         return [self.frames[i] for i in self.stacks[stack_id]]

@@ -31,6 +31,7 @@ from asgiprof.analyze import analyze
 from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.result import Analysis, AnalysisParams
 from asgiprof.collect.command import find_target_python, parse_server_command, redact
+from asgiprof.collect.load_run import LoadRunner, LoadSpec
 from asgiprof.collect.pyspy_format import parse_chunk
 from asgiprof.collect.resources import ResourceMonitor
 from asgiprof.collect.routes import read_route_table
@@ -53,7 +54,15 @@ from asgiprof.errors import (
     UsageError,
 )
 from asgiprof.merge import is_merge, load_merged, load_runs, write_merge_file
-from asgiprof.model import Frame, Interner, Profile, RouteTable, SamplingInfo, TargetInfo
+from asgiprof.model import (
+    Frame,
+    Interner,
+    LoadStop,
+    Profile,
+    RouteTable,
+    SamplingInfo,
+    TargetInfo,
+)
 from asgiprof.reporters import write_all
 from asgiprof.reporters.terminal import print_summary
 from asgiprof.sources import SourceCache
@@ -72,6 +81,8 @@ class ProfileOptions:
     ready_timeout_s: float = 30.0
     # Stop with NotAsgiServerError when the first chunk shows no event-loop thread.
     require_event_loop: bool = True
+    # Load to drive once the server listens; sampling stops when it ends (--load).
+    load: LoadSpec | None = None
 
 
 class _Stop:
@@ -133,6 +144,8 @@ def run_server(
     (the demo starts its load there) and returns what to call when sampling stops."""
     if not argv:
         raise UsageError("no server command given: asgiprof run -- uvicorn app:app")
+    if options.load is not None:
+        options.load.check()
     pyspy = _usable_pyspy()
     out = store.prepare_out_dir(options.out or store.default_out_dir())
     console.print(Text(terminal_safe(f"starting: {' '.join(redact(argv))}")), style="dim")
@@ -158,6 +171,8 @@ def run_server(
 
 
 def attach_server(pid: int, options: ProfileOptions, console: Console) -> Analysis:
+    if options.load is not None:
+        options.load.check()
     pyspy = _usable_pyspy()
     target = attach(pid)
     out = store.prepare_out_dir(options.out or store.default_out_dir())
@@ -298,7 +313,9 @@ def _profile(
     t0 = time.time()
     mode = "run" if target.launched else "attach"
     info = _target_info(target, mode)
-    sampling = SamplingInfo(options.rate_hz, t0, 0.0, 0, 0, stopped_by="running")
+    sampling = SamplingInfo(
+        options.rate_hz, t0, 0.0, 0, 0, stopped_by="running", nonblocking=options.nonblocking
+    )
     store.write_meta(out, info, sampling)
 
     stop = _Stop()
@@ -325,11 +342,14 @@ def _profile(
         target=_read_routes, args=(target, info, out), name="asgiprof-routes", daemon=True
     )
     stopped_before = set() if target.launched else stopped_pids(target.pids())
+    load = LoadRunner(options.load, out, t0) if options.load is not None else None
 
     def abort() -> None:
         # In a signal handler, while the main thread may be waiting on these very
         # processes: send signals and write one line, never wait for anything.
         sampler.kill()
+        if load is not None:
+            load.kill()
         kill_launched(target)
         saved = f"; the samples saved so far are in {out} (asgiprof report {out})"
         os.write(2, f"\naborted{saved if sampler.chunks else ''}\n".encode(errors="replace"))
@@ -341,11 +361,16 @@ def _profile(
         routes.start()
         sampler.start()
         try:
-            _wait(target, sampler, monitor, stop, options, console, t0)
+            if load is not None:
+                shown = load.start(target.pids() or [target.pid], target.server_argv)
+                console.print(Text(terminal_safe(f"load: {shown}")), style="dim")
+            _wait(target, sampler, monitor, stop, options, console, t0, load)
         finally:
             stop.request("duration")  # a no-op after a stop: from now on Ctrl-C aborts
             if on_stop is not None:
                 on_stop()
+            if load is not None:
+                load.finish(_LOAD_STOPS.get(stop.reason, "error"))
             sampler.stop()
             sampler.join(options.chunk_s + 30)
             if target.launched:
@@ -376,6 +401,7 @@ def _profile(
             sampler.samples,
             sampler.errors,
             stopped_by=stop.reason,
+            nonblocking=options.nonblocking,
         )
         store.write_meta(
             out,
@@ -394,6 +420,15 @@ def _profile(
         return render(out, options.params, console, options.open_browser)
 
 
+# How the load was stopped, by why sampling stopped ("load": it ended by itself).
+_LOAD_STOPS: dict[str, LoadStop] = {
+    "load": "exit",
+    "duration": "duration",
+    "interrupt": "interrupt",
+    "target-exit": "target-exit",
+}
+
+
 def _wait(
     target: Target,
     sampler: Sampler,
@@ -402,8 +437,10 @@ def _wait(
     options: ProfileOptions,
     console: Console,
     t0: float,
+    load: LoadRunner | None = None,
 ) -> None:
-    """Show progress until Ctrl-C, --duration, the target exiting, or a sampler failure."""
+    """Show progress until Ctrl-C, --duration, the target exiting, a sampler failure, or
+    the end of the load."""
     deadline = t0 + options.duration_s if options.duration_s else None
     known = set(target.pids())
     progress = Console(stderr=True, force_terminal=console.is_terminal or None)
@@ -416,6 +453,9 @@ def _wait(
             if not target.alive():
                 stop.request("target-exit")
                 break
+            if load is not None and load.done():
+                stop.request("load")
+                break
             if not sampler.running:
                 stop.request("target-exit" if sampler.target_exited else "error")
                 break
@@ -426,7 +466,13 @@ def _wait(
             est = sampler.samples + int(
                 (now - t0 - (sampler.current_chunk_started or elapsed)) * options.rate_hz
             )
-            left = f", {deadline - now:.0f} s left" if deadline else ", Ctrl-C to stop"
+            left = (
+                f", {deadline - now:.0f} s left"
+                if deadline
+                else ", until the load ends"
+                if load is not None
+                else ", Ctrl-C to stop"
+            )
             live.update(
                 Text(
                     f"sampling PID {target.pid}: {elapsed:5.1f} s, ~{est} samples, "

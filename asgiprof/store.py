@@ -6,6 +6,7 @@
     OUT/routes.json            the app's route table (or why it could not be read)
     OUT/resources.jsonl        psutil polls (see collect/resources.py)
     OUT/server.log             the launched server's output (run only)
+    OUT/load.json, load.log    the load command's outcome and output (--load, --load-url)
 
 `load_profile(OUT)` rebuilds the `Profile` from these files alone, so `asgiprof report`
 can regenerate every artifact.
@@ -33,6 +34,7 @@ from asgiprof.model import (
     Chunk,
     Frame,
     Interner,
+    LoadInfo,
     Profile,
     Resources,
     Route,
@@ -50,6 +52,8 @@ RAW_DIR = "raw"
 ROUTES = "routes.json"
 RESOURCES = "resources.jsonl"
 SERVER_LOG = "server.log"
+LOAD = "load.json"
+LOAD_LOG = "load.log"
 PYSPY_LOG = "pyspy.log"  # in RAW_DIR: the output of every py-spy run
 FORMAT = 1
 
@@ -118,7 +122,17 @@ def discard(out: Path) -> None:
         for path in ours:
             path.unlink(missing_ok=True)
         (raw / PYSPY_LOG).unlink(missing_ok=True)
-        for name in (META, ROUTES, RESOURCES, SERVER_LOG, f"{META}.tmp", f"{ROUTES}.tmp"):
+        names = (
+            META,
+            ROUTES,
+            RESOURCES,
+            SERVER_LOG,
+            LOAD,
+            LOAD_LOG,
+            f"{META}.tmp",
+            f"{ROUTES}.tmp",
+        )
+        for name in names:
             (out / name).unlink(missing_ok=True)
     except OSError:
         return
@@ -160,6 +174,48 @@ def write_meta(out: Path, target: TargetInfo, sampling: SamplingInfo) -> None:
     s = asdict(sampling)
     s.pop("chunks")
     write_json(out / META, {"format": FORMAT, "target": t, "sampling": s})
+
+
+def write_load(out: Path, load: LoadInfo) -> None:
+    data = asdict(load)
+    data["output_tail"] = list(load.output_tail)
+    data["requests_by_path"] = [list(pair) for pair in load.requests_by_path]
+    write_json(out / LOAD, data)
+
+
+_LOAD_STOPS = ("exit", "duration", "interrupt", "target-exit", "error")
+
+
+def load_load(out: Path) -> LoadInfo | None:
+    """The load run's record, or None when the profile was taken without --load."""
+    path = out / LOAD
+    if not path.exists():
+        return None
+    data = _dict(_read_json(path), str(path))
+    try:
+        stopped_by = data["stopped_by"]
+        if stopped_by not in _LOAD_STOPS:
+            raise ValueError(f"unknown stopped_by {stopped_by!r:.40}")
+        status, requests, failed = (
+            data.get(k) for k in ("exit_status", "requests", "failed_requests")
+        )
+        return LoadInfo(
+            command=str(data["command"]),
+            url=str(data["url"]),
+            started_s=_float(data["started_s"]),
+            duration_s=_float(data["duration_s"]),
+            stopped_by=stopped_by,
+            exit_status=None if status is None else _int(status),
+            output_tail=tuple(str(line) for line in _list(data.get("output_tail", []))),
+            requests=None if requests is None else _int(requests),
+            failed_requests=None if failed is None else _int(failed),
+            requests_by_path=tuple(
+                (str(_list(pair)[0]), _int(_list(pair)[1]))
+                for pair in _list(data.get("requests_by_path", []))
+            ),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CorruptProfileError(f"{path} is damaged ({exc}): delete it or re-run") from exc
 
 
 def write_routes(out: Path, table: RouteTable) -> None:
@@ -385,6 +441,9 @@ def load_profile(out: Path) -> Profile:
         started_at = _float(s.get("started_at", 0.0))
         saved_duration_s = _float(s.get("duration_s", 0.0))
         stopped_by = str(s.get("stopped_by", "unknown"))
+        nonblocking = s.get("nonblocking", False)
+        if not isinstance(nonblocking, bool):
+            raise TypeError(f"expected true or false for nonblocking, got {nonblocking!r:.40}")
     except (TypeError, ValueError) as exc:
         raise CorruptProfileError(
             f"{out / META} is damaged ({exc}): it cannot be reported; py-spy's own files are "
@@ -500,8 +559,12 @@ def load_profile(out: Path) -> Profile:
         errors=sum(c.errors for c in chunks),
         chunks=tuple(chunks),
         stopped_by=stopped_by,
+        nonblocking=nonblocking,
     )
     problems.extend(sampling_problems(sampling))
+    load = load_load(out)
+    if load is not None and load.failure is not None:
+        problems.append(f"{load.failure}: the profile may not show the load you meant (load.log)")
     routes = load_routes(out)
     if routes.dependency_error is not None:
         problems.append(routes.dependency_error)
@@ -519,6 +582,7 @@ def load_profile(out: Path) -> Profile:
         routes=routes,
         resources=resources,
         problems=problems,
+        load=load,
     )
     return profile
 

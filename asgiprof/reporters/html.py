@@ -58,7 +58,7 @@ from asgiprof.analyze.result import (
     MetricGrowth,
     ResourceSeries,
 )
-from asgiprof.model import Frame
+from asgiprof.model import Frame, LoadInfo
 
 PAYLOAD_VERSION: Final = 2
 PAYLOAD_ELEMENT_ID: Final = "asgiprof-data"
@@ -1192,6 +1192,7 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "mode": target.mode,
         "started": started,
         "exit_status": target.exit_status,
+        "load": _load_facts(profile.load),
         "threads": role_counts,
         "cards": header_cards(analysis),
         "notes": list(analysis.notes),
@@ -1224,6 +1225,19 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "script": Markup(script.text),
         "style": Markup(style.text),
         "csp": content_security_policy(script, style),
+    }
+
+
+def _load_facts(load: LoadInfo | None) -> dict[str, Any] | None:
+    """The load run with --load / --load-url, for the header (None without one)."""
+    if load is None:
+        return None
+    return {
+        "command": load.command,
+        "requests": load.requests,
+        "how": "exited 0" if load.stopped_by == "exit" and load.exit_status == 0 else None,
+        "stopped_by": load.stopped_by,
+        "failure": load.failure,
     }
 
 

@@ -29,6 +29,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
             "server": p.target.server,
             "mode": p.target.mode,
             "exit_status": p.target.exit_status,
+            "cwd": p.target.cwd,
         },
         "sampling": {
             "rate_hz": p.sampling.rate_hz,
@@ -43,6 +44,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
             "coverage": round(p.sampling.coverage, 4),
             "behind_s": round(p.sampling.behind_s, 3),
             "max_lag_s": round(p.sampling.max_lag_s, 3),
+            "nonblocking": p.sampling.nonblocking,
         },
         "event_loop": {
             "busy_ms": _ms(loop.busy_ms),
@@ -116,6 +118,28 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         ],
         "processes": _processes(analysis),
         "fleet": _fleet(analysis),
+        "load": _load(analysis),
+    }
+
+
+def _load(analysis: Analysis) -> dict[str, Any] | None:
+    """The load run with --load / --load-url (None without one); `failure` says why it does
+    not count as a good run, None when it does."""
+    load = analysis.profile.load
+    if load is None:
+        return None
+    return {
+        "command": load.command,
+        "url": load.url,
+        "started_s": load.started_s,
+        "duration_s": load.duration_s,
+        "stopped_by": load.stopped_by,
+        "exit_status": load.exit_status,
+        "output_tail": list(load.output_tail),
+        "requests": load.requests,
+        "failed_requests": load.failed_requests,
+        "requests_by_path": dict(load.requests_by_path),
+        "failure": load.failure,
     }
 
 

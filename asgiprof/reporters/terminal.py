@@ -49,6 +49,15 @@ def loop_panel(analysis: Analysis) -> Panel:
         f" ({_fmt_ms(loop.blocked_ms)} in {loop.episodes} episodes of "
         f">= {analysis.params.block_threshold_ms:.0f} ms; longest {_fmt_ms(loop.longest_block_ms)})"
     )
+    load = analysis.profile.load
+    if load is not None:
+        text.append(f"\nload: {load.command[:160]}: ")
+        requests = f", {load.requests} requests" if load.requests is not None else ""
+        if load.failure is not None:
+            text.append(f"{load.failure}{requests}", style="bold red")
+        else:
+            how = "exited 0" if load.stopped_by == "exit" else f"stopped ({load.stopped_by})"
+            text.append(f"{how}{requests}")
     return Panel(text, title="asgiprof", title_align="left")
 
 

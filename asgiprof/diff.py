@@ -1,0 +1,609 @@
+"""`asgiprof diff BASE HEAD`: what changed between two profiles, and whether it is noise.
+
+Both output directories are loaded and analysed exactly as `asgiprof report` does (Profile
+-> Analysis); nothing here re-reads py-spy files. Every figure is a count of samples
+normalised by an exposure: the event-loop thread's sampling instants ("per sample", i.e.
+the share of the loop's time) or, where the load tool counted them, requests ("per
+request"). Samples, never wall time, are compared: scaling by duration or by a run's busy
+total makes unchanged code look changed when the rate or another route changes (CPython
+3.15's differential flamegraphs, python/cpython#154032 and #154062). The sample interval
+(1000 / rate ms) converts counts to milliseconds for display only.
+
+Significance: under "nothing changed" both runs draw their counts from one rate. py-spy
+spaces samples exponentially, so the samples landing in a stretch of time are Poisson, but
+the stretches themselves vary (requests arrive unevenly, other work slows the machine), so
+a count varies more than Poisson: Var(k) = D * k, with D measured in each run by batch
+means over one-second bins (the bins' spread around the run's rate; at least 1, Poisson).
+The test statistic is z = (r_head - r_base) / sqrt(D * r_pooled * (1/e_base + 1/e_head)),
+r = k / e, D pooled over both runs; with few effective events (k / D < 400) the exact
+conditional binomial test replaces the normal approximation. A change is significant when
+its two-sided p-value is below 0.05 divided by the number of figures compared
+(Bonferroni). Request counts move with throughput, a variance one run cannot measure: a
+per-request change counts as significant only when the per-sample change of the same
+figure is significant in the same direction.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from statistics import NormalDist
+from typing import Literal
+
+from asgiprof import store
+from asgiprof.analyze import analyze
+from asgiprof.analyze.frames import file_kind
+from asgiprof.analyze.loop import STATE_BUSY, LoopClassifier
+from asgiprof.analyze.result import (
+    ROUTE_VIEW_PREFIX,
+    VIEW_BLOCKING,
+    VIEW_LOOP,
+    Analysis,
+    AnalysisParams,
+    Culprit,
+)
+from asgiprof.errors import UsageError
+from asgiprof.identity import CulpritKey, culprit_key, portable_file
+from asgiprof.model import NO_STACK, Profile
+from asgiprof.sources import SourceCache
+
+FAMILY_ALPHA = 0.05
+Per = Literal["sample", "request"]
+Status = Literal["both", "new", "gone"]
+FrameKey = tuple[str, str, int, str]  # function, portable file, line, kind
+FLAME_VIEWS = (VIEW_LOOP, VIEW_BLOCKING)
+
+
+class IncomparableRunsError(UsageError):
+    """The two profiles cannot be compared (different rate or mode, nothing in common)."""
+
+
+def load_analysis(out: Path, params: AnalysisParams) -> Analysis:
+    """The Analysis of a saved output directory, as `asgiprof report` builds it."""
+    profile = store.load_profile(out)
+    return analyze(profile, params, SourceCache.load(out).read_line)
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """`count` samples over `exposure` (loop samples or requests), clustered by `dispersion`."""
+
+    count: float
+    exposure: float
+    dispersion: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.exposure if self.exposure > 0 else 0.0
+
+    @property
+    def sd(self) -> float:
+        return math.sqrt(self.dispersion * self.count) / self.exposure if self.exposure else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One figure in both runs: rates (samples per sample or per request), the difference
+    with its standard deviation, the test's z and p, and the verdict."""
+
+    what: Literal["blocked", "loop"]
+    per: Per
+    base: Figure
+    head: Figure
+    z: float
+    p: float
+    significant: bool
+
+    @property
+    def delta(self) -> float:
+        return self.head.rate - self.base.rate
+
+    @property
+    def delta_sd(self) -> float:
+        return math.hypot(self.base.sd, self.head.sd)
+
+    @property
+    def verdict(self) -> str:
+        return "significant" if self.significant else "within noise"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDiff:
+    route: str
+    status: Status
+    blocked: Change
+    loop: Change
+    # Per request of this route, when both runs' load counted them (asgiprof's generator)
+    blocked_per_request: Change | None = None
+    loop_per_request: Change | None = None
+
+    @property
+    def changes(self) -> list[Change]:
+        extra = [c for c in (self.blocked_per_request, self.loop_per_request) if c is not None]
+        return [self.blocked, self.loop, *extra]
+
+
+@dataclass(frozen=True, slots=True)
+class CulpritDiff:
+    key: CulpritKey
+    status: Status
+    base: Culprit | None
+    head: Culprit | None
+    blocked: Change
+
+    @property
+    def culprit(self) -> Culprit:
+        c = self.head or self.base
+        assert c is not None
+        return c
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    out: str
+    rate_hz: int
+    nonblocking: bool
+    duration_s: float
+    loop_samples: int
+    requests: int | None
+    load_command: str | None
+    route_requests: dict[str, int]  # requests per route, where the load tool counted them
+
+    @property
+    def interval_ms(self) -> float:
+        return 1000.0 / self.rate_hz
+
+
+@dataclass(frozen=True, slots=True)
+class DiffResult:
+    base: RunFacts
+    head: RunFacts
+    alpha: float  # per figure, after Bonferroni
+    totals: tuple[Change, ...]  # blocked and loop per sample, then per request if known
+    routes: tuple[RouteDiff, ...]
+    culprits: tuple[CulpritDiff, ...]
+    # view -> frame path -> (base, head) share of the loop's samples
+    flame: dict[str, dict[tuple[FrameKey, ...], tuple[float, float]]]
+
+    @property
+    def significant(self) -> list[Change]:
+        changes = [*self.totals]
+        for r in self.routes:
+            changes += r.changes
+        changes += [c.blocked for c in self.culprits]
+        return [c for c in changes if c.significant]
+
+
+# --- statistics --------------------------------------------------------------------------
+
+_NORMAL = NormalDist()
+_EXACT_MAX = 400  # below this many effective events, the exact binomial test
+
+
+def two_rate_test(base: Figure, head: Figure) -> tuple[float, float]:
+    """(z, two-sided p) for "both counts come from one rate" (see the module docstring).
+
+    Dividing counts by the pooled dispersion gives effective independent events; with few,
+    the exact conditional test (head's share of events is binomial with p = its share of
+    the exposure) replaces the normal approximation.
+    """
+    total = base.count + head.count
+    if total <= 0 or base.exposure <= 0 or head.exposure <= 0:
+        return 0.0, 1.0
+    d = max(1.0, _pooled_dispersion(base, head))
+    pooled = total / (base.exposure + head.exposure)
+    var = d * pooled * (1 / base.exposure + 1 / head.exposure)
+    z = (head.rate - base.rate) / math.sqrt(var) if var > 0 else 0.0
+    n = round(total / d)
+    if n < _EXACT_MAX:
+        share = head.exposure / (base.exposure + head.exposure)
+        return z, _binomial_two_sided(round(head.count / d), n, share)
+    return z, 2 * (1 - _NORMAL.cdf(abs(z)))
+
+
+def _pooled_dispersion(base: Figure, head: Figure) -> float:
+    total = base.count + head.count
+    return (base.dispersion * base.count + head.dispersion * head.count) / total
+
+
+def _binomial_two_sided(k: int, n: int, p: float) -> float:
+    """Exact two-sided p-value: the probability of outcomes no likelier than k."""
+    if n == 0:
+        return 1.0
+    k = min(max(k, 0), n)
+    logs = [
+        math.lgamma(n + 1)
+        - math.lgamma(i + 1)
+        - math.lgamma(n - i + 1)
+        + (i * math.log(p) if i else 0.0)
+        + ((n - i) * math.log1p(-p) if n - i else 0.0)
+        for i in range(n + 1)
+    ]
+    observed = logs[k]
+    return min(1.0, sum(math.exp(v) for v in logs if v <= observed + 1e-9))
+
+
+BIN_S = 1.0  # width of the time bins a run's own variability is measured over
+
+
+def batch_dispersion(counts: Sequence[float], exposure: Sequence[float]) -> float:
+    """Var(k) / k of a figure measured from its spread over a run's time bins (batch means),
+    at least 1 (Poisson): `counts[b]` its samples and `exposure[b]` the loop's in bin b."""
+    total_k, total_e = sum(counts), sum(exposure)
+    bins = [(k, e) for k, e in zip(counts, exposure, strict=True) if e > 0]
+    if total_k <= 0 or total_e <= 0 or len(bins) < 3:
+        return 1.0
+    rate = total_k / total_e
+    squares = sum((k - rate * e) ** 2 for k, e in bins)
+    var = len(bins) / (len(bins) - 1) * squares
+    return max(1.0, var / total_k)
+
+
+class _Bins:
+    """Per-bin sample counts of every figure of one run (see `batch_dispersion`)."""
+
+    def __init__(self, duration_s: float) -> None:
+        self.n = max(1, math.ceil(duration_s / BIN_S))
+        self.series: dict[tuple[str, object], list[float]] = {}
+
+    def add(self, key: tuple[str, object], start_s: float, dur_s: float, samples: float) -> None:
+        """Spread `samples` over [start_s, start_s + dur_s] by overlap with each bin."""
+        row = self.series.get(key)
+        if row is None:
+            row = self.series[key] = [0.0] * self.n
+        end_s = start_s + dur_s
+        first = min(self.n - 1, max(0, int(start_s / BIN_S)))
+        last = min(self.n - 1, max(first, int(end_s / BIN_S)))
+        if dur_s <= 0 or first == last:
+            row[first] += samples
+            return
+        for b in range(first, last + 1):
+            overlap = min(end_s, (b + 1) * BIN_S) - max(start_s, b * BIN_S)
+            if overlap > 0:
+                row[b] += samples * overlap / dur_s
+
+    def dispersion(self, key: tuple[str, object]) -> float:
+        row = self.series.get(key)
+        exposure = self.series.get(("exposure", None))
+        if row is None or exposure is None:
+            return 1.0
+        return batch_dispersion(row, exposure)
+
+
+# --- what each run measured ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Run:
+    analysis: Analysis
+    facts: RunFacts
+    ms_per_sample: float  # loop ms per loop sample (the mean period: converts ms to counts)
+    bins: _Bins
+
+    def samples(self, ms: float) -> float:
+        return ms / self.ms_per_sample if self.ms_per_sample > 0 else 0.0
+
+    def d(self, kind: str, subject: object = None) -> float:
+        return self.bins.dispersion((kind, subject))
+
+
+def _run(analysis: Analysis, out: str) -> _Run:
+    profile = analysis.profile
+    loop_ids = set(analysis.loop.threads)
+    loop_tls = [t for t in profile.threads if (t.thread.pid, t.thread.tid) in loop_ids]
+    n = sum(t.total_samples for t in loop_tls)
+    loop_ms = analysis.loop.busy_ms + analysis.loop.idle_ms
+    ms_per_sample = loop_ms / n if n else 0.0
+
+    route_of: dict[int, str] = {}
+    for view, weights in analysis.views.items():
+        if view.startswith(ROUTE_VIEW_PREFIX):
+            name = view[len(ROUTE_VIEW_PREFIX) :]
+            for sid in weights:
+                route_of[sid] = name
+    # Every figure's samples per one-second bin: how much it varies within the run (more
+    # than Poisson when requests arrive unevenly or the machine's load changes) is the
+    # noise a second run of the same code would show.
+    bins = _Bins(profile.sampling.duration_s)
+    classifier = LoopClassifier(profile)
+    for tl in loop_tls:
+        for start, dur, sid, k in tl.runs():
+            if sid == NO_STACK:
+                continue
+            bins.add(("exposure", None), start, dur, k)
+            route = route_of.get(sid)
+            if route is not None:
+                bins.add(("route-loop", route), start, dur, k)
+            if classifier.classify(sid).state == STATE_BUSY:
+                bins.add(("busy", None), start, dur, k)
+    per_sample = ms_per_sample or (1000.0 / profile.sampling.rate_hz)
+    for e in analysis.episodes:
+        dur_s = e.duration_ms / 1000
+        bins.add(("blocked", None), e.start_s, dur_s, e.samples)
+        if e.route is not None:
+            bins.add(("route-blocked", e.route), e.start_s, dur_s, e.samples)
+        for part in e.parts:
+            bins.add(("line", (part.file, part.line)), e.start_s, dur_s, part.ms / per_sample)
+        if not e.parts and e.culprit is not None:
+            bins.add(("line", e.culprit), e.start_s, dur_s, e.samples)
+
+    load = profile.load
+    requests = load.requests if load is not None and load.failure is None else None
+    facts = RunFacts(
+        out=out,
+        rate_hz=profile.sampling.rate_hz,
+        nonblocking=profile.sampling.nonblocking,
+        duration_s=profile.sampling.duration_s,
+        loop_samples=n,
+        requests=requests if requests else None,
+        load_command=load.command if load is not None else None,
+        route_requests=route_requests(profile) if requests else {},
+    )
+    return _Run(analysis, facts, ms_per_sample, bins)
+
+
+def _route_pattern(path: str) -> re.Pattern[str]:
+    """A route's path template as a regex: `{name}` one segment, `{name:path}` the rest."""
+    parts = re.split(r"(\{[^}]*\})", path)
+    return re.compile(
+        "".join(
+            (".+" if p.endswith(":path}") else "[^/]+") if p.startswith("{") else re.escape(p)
+            for p in parts
+        )
+        + "$"
+    )
+
+
+def route_requests(profile: Profile) -> dict[str, int]:
+    """Requests per route name from the load's per-path counts (GET, as the generator sends),
+    the first route whose template matches a path taking it, as the framework would."""
+    load = profile.load
+    if load is None or not load.requests_by_path:
+        return {}
+    routes = [
+        (r.name, _route_pattern(r.path))
+        for r in profile.routes.routes
+        if r.method in ("GET", "*") and r.path
+    ]
+    counts: dict[str, int] = defaultdict(int)
+    for path, n in load.requests_by_path:
+        bare = path.split("?", 1)[0]
+        name = next((name for name, pattern in routes if pattern.match(bare)), None)
+        if name is not None:
+            counts[name] += n
+    return dict(counts)
+
+
+def _refuse_incomparable(base: _Run, head: _Run) -> None:
+    b, h = base.facts, head.facts
+    why = None
+    if b.rate_hz != h.rate_hz:
+        why = (
+            f"BASE was sampled at {b.rate_hz} Hz and HEAD at {h.rate_hz} Hz: profile both at "
+            "one --rate"
+        )
+    elif b.nonblocking != h.nonblocking:
+        modes = {True: "--nonblocking", False: "paused (default)"}
+        why = (
+            f"BASE was sampled {modes[b.nonblocking]} and HEAD {modes[h.nonblocking]}: "
+            "profile both in one sampling mode"
+        )
+    elif b.loop_samples == 0 or h.loop_samples == 0:
+        which = "BASE" if b.loop_samples == 0 else "HEAD"
+        why = f"{which} has no event-loop samples: nothing to compare"
+    else:
+        routes = {r.route for r in base.analysis.routes} & {r.route for r in head.analysis.routes}
+        lines = set(_culprits(base)) & set(_culprits(head))
+        if not routes and not lines:
+            why = (
+                "the two runs have no route and no culprit in common: they profile different "
+                "apps (or the route table was not read in one of them)"
+            )
+    if why is not None:
+        raise IncomparableRunsError(f"incomparable runs: {why}")
+
+
+def _culprits(run: _Run) -> dict[CulpritKey, Culprit]:
+    cwd = run.analysis.profile.target.cwd
+    return {culprit_key(c.file, c.line, c.function, c.code, cwd): c for c in run.analysis.culprits}
+
+
+# --- the comparison -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    what: Literal["blocked", "loop"]
+    per: Per
+    base: Figure
+    head: Figure
+
+
+def compare(
+    base_analysis: Analysis, head_analysis: Analysis, names: tuple[str, str] = ("BASE", "HEAD")
+) -> DiffResult:
+    """Compare two analyses (IncomparableRunsError, exit 2, when they cannot be); `names`
+    label the runs (their output directories) in the result."""
+    base = _run(base_analysis, names[0])
+    head = _run(head_analysis, names[1])
+    _refuse_incomparable(base, head)
+    eb, eh = base.facts.loop_samples, head.facts.loop_samples
+
+    def per_sample(
+        what: Literal["blocked", "loop"], kb: float, db: float, kh: float, dh: float
+    ) -> _Pending:
+        return _Pending(what, "sample", Figure(kb, eb, db), Figure(kh, eh, dh))
+
+    pending_totals = [
+        per_sample(
+            "blocked",
+            base.samples(base_analysis.loop.blocked_ms),
+            base.d("blocked"),
+            head.samples(head_analysis.loop.blocked_ms),
+            head.d("blocked"),
+        ),
+        per_sample(
+            "loop",
+            base.samples(base_analysis.loop.busy_ms),
+            base.d("busy"),
+            head.samples(head_analysis.loop.busy_ms),
+            head.d("busy"),
+        ),
+    ]
+    rb, rh = base.facts.requests, head.facts.requests
+    if rb and rh:
+        pending_totals += [
+            _Pending(
+                "blocked",
+                "request",
+                Figure(t.base.count, rb, t.base.dispersion),
+                Figure(t.head.count, rh, t.head.dispersion),
+            )
+            for t in pending_totals[:1]
+        ]
+        busy = pending_totals[1]
+        pending_totals.append(
+            _Pending(
+                "loop",
+                "request",
+                Figure(busy.base.count, rb, busy.base.dispersion),
+                Figure(busy.head.count, rh, busy.head.dispersion),
+            )
+        )
+
+    base_routes = {r.route: r for r in base_analysis.routes}
+    head_routes = {r.route: r for r in head_analysis.routes}
+    route_names = sorted(set(base_routes) | set(head_routes))
+    pending_routes: list[tuple[str, Status, list[_Pending]]] = []
+    for name in route_names:
+        b, h = base_routes.get(name), head_routes.get(name)
+        status: Status = "both" if b and h else "new" if h else "gone"
+        figures = [
+            per_sample(
+                "blocked",
+                base.samples(b.blocked_ms) if b else 0.0,
+                base.d("route-blocked", name),
+                head.samples(h.blocked_ms) if h else 0.0,
+                head.d("route-blocked", name),
+            ),
+            per_sample(
+                "loop",
+                base.samples(b.loop_ms) if b else 0.0,
+                base.d("route-loop", name),
+                head.samples(h.loop_ms) if h else 0.0,
+                head.d("route-loop", name),
+            ),
+        ]
+        qb, qh = base.facts.route_requests.get(name), head.facts.route_requests.get(name)
+        if qb and qh:
+            figures += [
+                _Pending(
+                    f.what, "request", replace(f.base, exposure=qb), replace(f.head, exposure=qh)
+                )
+                for f in figures[:2]
+            ]
+        pending_routes.append((name, status, figures))
+
+    base_culprits, head_culprits = _culprits(base), _culprits(head)
+    pending_culprits: list[tuple[CulpritKey, Status, Culprit | None, Culprit | None, _Pending]] = []
+    for key in [*head_culprits, *(k for k in base_culprits if k not in head_culprits)]:
+        bc, hc = base_culprits.get(key), head_culprits.get(key)
+        status = "both" if bc and hc else "new" if hc else "gone"
+        pending_culprits.append(
+            (
+                key,
+                status,
+                bc,
+                hc,
+                per_sample(
+                    "blocked",
+                    base.samples(bc.blocked_ms) if bc else 0.0,
+                    base.d("line", (bc.file, bc.line)) if bc else 1.0,
+                    head.samples(hc.blocked_ms) if hc else 0.0,
+                    head.d("line", (hc.file, hc.line)) if hc else 1.0,
+                ),
+            )
+        )
+
+    m = len(pending_totals) + sum(len(f) for _, _, f in pending_routes) + len(pending_culprits)
+    alpha = FAMILY_ALPHA / max(1, m)
+
+    def judge(p: _Pending) -> Change:
+        z, pvalue = two_rate_test(p.base, p.head)
+        return Change(p.what, p.per, p.base, p.head, z, pvalue, pvalue < alpha)
+
+    return DiffResult(
+        base=base.facts,
+        head=head.facts,
+        alpha=alpha,
+        totals=tuple(_confirmed(t) for t in _pairs([judge(p) for p in pending_totals])),
+        routes=tuple(
+            _route_diff(name, status, [judge(f) for f in figures])
+            for name, status, figures in pending_routes
+        ),
+        culprits=tuple(
+            CulpritDiff(key, status, bc, hc, judge(p))
+            for key, status, bc, hc, p in pending_culprits
+        ),
+        flame={view: _flame(base, head, view) for view in FLAME_VIEWS},
+    )
+
+
+def _pairs(changes: list[Change]) -> list[tuple[Change, Change | None]]:
+    """Each change with the per-sample change of the same figure (for per-request ones):
+    the list holds per-sample figures first, then the per-request ones in the same order."""
+    per_sample = [c for c in changes if c.per == "sample"]
+    by_what = {c.what: c for c in per_sample}
+    return [(c, by_what.get(c.what) if c.per == "request" else None) for c in changes]
+
+
+def _confirmed(pair: tuple[Change, Change | None]) -> Change:
+    """A per-request change counts as significant only when the per-sample change of the same
+    figure is significant in the same direction: request counts move with throughput (the
+    machine's load), a variance no single run measures, while per-sample shares do not."""
+    change, per_sample = pair
+    if per_sample is None or not change.significant:
+        return change
+    agrees = per_sample.significant and (per_sample.delta > 0) == (change.delta > 0)
+    return change if agrees else replace(change, significant=False)
+
+
+def _route_diff(name: str, status: Status, changes: list[Change]) -> RouteDiff:
+    changes = [_confirmed(pair) for pair in _pairs(changes)]
+    if len(changes) == 4:
+        return RouteDiff(name, status, *changes)
+    return RouteDiff(name, status, changes[0], changes[1])
+
+
+def _paths(run: _Run, view: str) -> dict[tuple[FrameKey, ...], float]:
+    """Frame paths of one view, as shares of the run's loop samples."""
+    analysis = run.analysis
+    profile = analysis.profile
+    cwd = profile.target.cwd
+    n = run.facts.loop_samples
+    shares: dict[tuple[FrameKey, ...], float] = defaultdict(float)
+    keys: dict[int, FrameKey] = {}
+    for sid, ms in analysis.views.get(view, {}).items():
+        path: list[FrameKey] = []
+        for fid in profile.stacks[sid]:
+            key = keys.get(fid)
+            if key is None:
+                f = profile.frames[fid]
+                key = keys[fid] = (
+                    f.function,
+                    portable_file(f.file, cwd),
+                    f.line,
+                    file_kind(f.file),
+                )
+            path.append(key)
+        shares[tuple(path)] += run.samples(ms) / n if n else 0.0
+    return shares
+
+
+def _flame(base: _Run, head: _Run, view: str) -> dict[tuple[FrameKey, ...], tuple[float, float]]:
+    b, h = _paths(base, view), _paths(head, view)
+    return {path: (b.get(path, 0.0), h.get(path, 0.0)) for path in sorted(set(b) | set(h))}
