@@ -117,6 +117,20 @@ class RouteTable:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestCounts:
+    """Requests per route read from the server's access log (`run` only), over the whole
+    time the server ran: shares of traffic, not counts of the sampled window."""
+
+    source: Literal["access-log"]
+    by_route: tuple[tuple[str, int], ...]  # (route name, requests), most first
+    total: int  # request lines read
+    unmatched: int  # lines whose path no route matches (404s, static files)
+
+    def of(self, route: str) -> int:
+        return dict(self.by_route).get(route, 0)
+
+
+@dataclass(frozen=True, slots=True)
 class TargetInfo:
     pids: tuple[int, ...]
     command: tuple[str, ...]  # already redacted
@@ -235,6 +249,7 @@ class Profile:
     routes: RouteTable = field(default_factory=lambda: RouteTable((), "none", "not read"))
     resources: Resources = field(default_factory=Resources)
     problems: list[str] = field(default_factory=list)  # unreadable chunks and the like
+    requests: RequestCounts | None = None  # from the access log, when `run` captured one
 
     def stack_frames(self, stack_id: int) -> list[Frame]:
         return [self.frames[i] for i in self.stacks[stack_id]]

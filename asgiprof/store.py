@@ -5,7 +5,8 @@
     OUT/raw/chunk-NNNN.json    that chunk's wall-clock span and py-spy's counts
     OUT/routes.json            the app's route table (or why it could not be read)
     OUT/resources.jsonl        psutil polls (see collect/resources.py)
-    OUT/server.log             the launched server's output (run only)
+    OUT/server.log             the launched server's output (run only): its access log
+                               gives requests per route (see collect/access_log.py)
 
 `load_profile(OUT)` rebuilds the `Profile` from these files alone, so `asgiprof report`
 can regenerate every artifact.
@@ -26,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from asgiprof.collect.access_log import count_requests
 from asgiprof.collect.pyspy_format import parse_chunk, place_samples, seal
 from asgiprof.errors import CorruptProfileError, OutputDirError
 from asgiprof.model import (
@@ -519,6 +521,7 @@ def load_profile(out: Path) -> Profile:
         routes=routes,
         resources=resources,
         problems=problems,
+        requests=count_requests(out / SERVER_LOG, routes.routes),
     )
     return profile
 

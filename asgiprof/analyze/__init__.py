@@ -4,7 +4,8 @@ Every step is a plain function of the Profile (and earlier steps' results): no p
 no files. Source lines come in through `read_line` so the caller decides where they live.
 
     threads -> episodes -> request paths (middleware) + dependencies -> culprits
-    -> routes and views -> middleware, dependency, threadpool and resource summaries
+    -> views -> middleware, dependency summaries -> route costs (endpoints + dependency
+    shares, see route_costs.py) -> threadpool and resource summaries
     -> GIL stalls (culprit-less episodes while pool workers computed) -> findings -> notes
 """
 
@@ -48,9 +49,9 @@ from asgiprof.analyze.result import (
     Episode,
     Finding,
     LoopSummary,
-    RouteStats,
 )
 from asgiprof.analyze.roles import thread_roles, threads_with_role
+from asgiprof.analyze.route_costs import EndpointTime, route_costs
 from asgiprof.analyze.routes import RouteResolver
 from asgiprof.analyze.threadpool import (
     WorkerStacks,
@@ -146,13 +147,6 @@ def analyze(
                 if route is not None:
                     route_pool[route] += ms
 
-    routes = sorted(
-        (
-            RouteStats(r, route_samples[r], route_loop[r], route_blocked[r], route_pool[r])
-            for r in route_samples
-        ),
-        key=lambda rs: (-(rs.loop_ms + rs.threadpool_ms), rs.route),
-    )
     active = busy_ms + idle_ms
     loop = LoopSummary(
         busy_ms=busy_ms,
@@ -171,6 +165,12 @@ def analyze(
     worker_stacks = WorkerStacks.for_profile(profile)
     workers = worker_threads(profile, worker_stacks)
     dependencies = dependency_summary(deps, loop_runs, workers, worker_stacks.busy_entries(workers))
+    endpoint_time = {
+        r: EndpointTime(route_samples[r], route_loop[r], route_blocked[r], route_pool[r])
+        for r in route_samples
+    }
+    costs = route_costs(endpoint_time, dependencies, profile.requests)
+    routes, dependencies = costs.routes, costs.dependencies
     threadpool = threadpool_summary(
         profile,
         workers,
@@ -234,6 +234,7 @@ def analyze(
         threadpool=threadpool,
         resources=resources,
         findings=findings,
+        routes_evidence=costs.evidence,
     )
 
 

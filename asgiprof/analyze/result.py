@@ -146,13 +146,26 @@ class Culprit:
     calls: tuple[str, ...] = ()  # what the culprit line called (library chain), outermost first
 
 
+# What split a shared dependency's time among its routes (see analyze/route_costs.py):
+# request counts from the access log, samples of the routes' endpoints, an equal split when
+# neither tells, or nothing to split (one route).
+SplitEvidence = Literal["requests", "endpoint-samples", "equal", "one-route"]
+RoutesEvidence = Literal["access-log", "endpoint-samples"]
+
+
 @dataclass(frozen=True, slots=True)
 class RouteStats:
+    """What one route cost: its endpoint's samples plus its share of its dependencies."""
+
     route: str
-    samples: int
-    loop_ms: float
-    blocked_ms: float
-    threadpool_ms: float
+    samples: int  # samples whose stack shows the endpoint (dependencies never do)
+    loop_ms: float  # endpoint + dependency share, on the event loop
+    blocked_ms: float  # part of loop_ms inside blocking episodes
+    threadpool_ms: float  # endpoint + dependency share, in worker threads
+    # Additive: requests from the access log (None without one), and the part of loop_ms +
+    # threadpool_ms that is the route's share of its dependencies.
+    requests: int | None = None
+    dependency_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +233,11 @@ class DependencyStats:
     blocked_ms: float  # loop time inside blocking episodes
     threadpool_ms: float
     samples: int
-    routes: tuple[str, ...]  # routes that declare it (Depends(...) in the endpoint signature)
+    # Routes whose dependency tree holds it, most used first (by `split_by` evidence);
+    # with an access log, only routes that served requests.
+    routes: tuple[str, ...]
+    shares: tuple[float, ...] = ()  # each route's share of its time, as `routes`
+    split_by: SplitEvidence = "one-route"
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,3 +356,5 @@ class Analysis:
     )
     resources: ResourceSummary = field(default_factory=lambda: ResourceSummary(0.0))
     findings: list[Finding] = field(default_factory=list)
+    # Which evidence decided which routes served requests and split shared dependencies.
+    routes_evidence: RoutesEvidence = "endpoint-samples"

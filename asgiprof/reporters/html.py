@@ -1012,6 +1012,8 @@ def dependency_rows(analysis: Analysis) -> dict[str, Any] | None:
                 "blocked_ms": dep.blocked_ms,
                 "threadpool_ms": dep.threadpool_ms,
                 "routes": _routes_cell(dep.routes),
+                "shares": list(dep.shares) if len(dep.shares) == len(dep.routes) else [],
+                "split_by": dep.split_by,
             }
             for dep in d.dependencies
         ],
@@ -1161,6 +1163,8 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
                 "loop_ms": r.loop_ms,
                 "blocked_ms": r.blocked_ms,
                 "threadpool_ms": r.threadpool_ms,
+                "requests": r.requests,
+                "dependency_ms": r.dependency_ms,
                 "share": (r.loop_ms + r.threadpool_ms) / route_total if route_total > 0 else 0.0,
                 "view": ROUTE_VIEW_PREFIX + r.route
                 if ROUTE_VIEW_PREFIX + r.route in view_ids
@@ -1168,6 +1172,7 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
             }
             for r in analysis.routes
         ],
+        "routes_evidence": analysis.routes_evidence,
         "block_threshold_ms": analysis.params.block_threshold_ms,
         "culprit_rows": CULPRIT_ROWS,
         "payload": payload,

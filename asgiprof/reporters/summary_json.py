@@ -83,9 +83,12 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "loop_ms": _ms(r.loop_ms),
                 "blocked_ms": _ms(r.blocked_ms),
                 "threadpool_ms": _ms(r.threadpool_ms),
+                "requests": r.requests,
+                "dependency_ms": _ms(r.dependency_ms),
             }
             for r in analysis.routes
         ],
+        "routes_evidence": analysis.routes_evidence,
         "notes": list(analysis.notes),
         "middleware": _middleware(analysis),
         "dependencies": _dependencies(analysis),
@@ -179,6 +182,8 @@ def _dependencies(analysis: Analysis) -> dict[str, Any]:
                 "threadpool_ms": _ms(dep.threadpool_ms),
                 "samples": dep.samples,
                 "routes": list(dep.routes),
+                "shares": [round(share, 4) for share in dep.shares],
+                "split_by": dep.split_by,
             }
             for dep in d.dependencies
         ],

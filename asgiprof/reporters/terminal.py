@@ -173,9 +173,15 @@ def dependencies_table(analysis: Analysis, limit: int = 10) -> Table | None:
             _fmt_ms(d.loop_ms),
             _fmt_ms(d.blocked_ms) if d.blocked_ms else "-",
             _fmt_ms(d.threadpool_ms),
-            Text(", ".join(d.routes) or "-"),
+            Text(_shares(d.routes, d.shares) or "-"),
         )
     return table
+
+
+def _shares(routes: tuple[str, ...], shares: tuple[float, ...]) -> str:
+    if len(shares) != len(routes) or len(routes) < 2:
+        return ", ".join(routes)
+    return ", ".join(f"{r} {s:.0%}" for r, s in zip(routes, shares, strict=True))
 
 
 def threadpool_line(analysis: Analysis) -> Text | None:
@@ -236,17 +242,28 @@ def resources_lines(analysis: Analysis) -> Text | None:
 def routes_table(analysis: Analysis, limit: int = 15) -> Table | None:
     if not analysis.routes:
         return None
-    table = Table(title="Routes", title_justify="left")
-    for col in ("route", "samples", "loop", "blocked", "threadpool"):
+    by_requests = analysis.routes_evidence == "access-log"
+    table = Table(
+        title="Routes (endpoint + share of its dependencies)",
+        title_justify="left",
+        caption="shared dependencies split by "
+        + ("requests in the access log" if by_requests else "endpoint samples (no access log)"),
+        caption_justify="left",
+    )
+    columns = ("route", "requests", "samples", "loop", "blocked", "threadpool", "from deps")
+    for col in columns if by_requests else tuple(c for c in columns if c != "requests"):
         table.add_column(col, justify="left" if col == "route" else "right")
     for r in analysis.routes[:limit]:
-        table.add_row(
-            Text(r.route),
+        cells = [
             str(r.samples),
             _fmt_ms(r.loop_ms),
             _fmt_ms(r.blocked_ms),
             _fmt_ms(r.threadpool_ms),
-        )
+            _fmt_ms(r.dependency_ms) if r.dependency_ms else "-",
+        ]
+        if by_requests:
+            cells.insert(0, str(r.requests or 0))
+        table.add_row(Text(r.route), *cells)
     return table
 
 

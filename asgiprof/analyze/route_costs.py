@@ -1,0 +1,131 @@
+"""What each route costs: its endpoint's own time plus its share of its dependencies.
+
+FastAPI solves a route's dependencies before its endpoint runs, so no dependency stack shows
+the route, and a route whose endpoint only returns its dependency's result is almost never
+sampled at all. A dependency's loop, blocked and threadpool time is therefore split among
+the routes whose dependency tree holds it, by the best evidence there is:
+
+- requests per route from the server's access log (`run` captures it in OUT/server.log):
+  every request of a route runs its dependencies once, so shares of requests are shares of
+  the dependency's time (exact when each call costs the same);
+- otherwise the routes' endpoint samples, a proxy for their traffic (trivial endpoints are
+  under-counted: the report says which evidence was used);
+- an equal split when neither tells (none of the routes was seen).
+
+Every route that served requests is listed: with an access log, also routes no sample shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from asgiprof.analyze.result import (
+    DependencyStats,
+    DependencySummary,
+    RoutesEvidence,
+    RouteStats,
+    SplitEvidence,
+)
+from asgiprof.model import RequestCounts
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointTime:
+    """Sums over the stacks that show a route's endpoint."""
+
+    samples: int = 0
+    loop_ms: float = 0.0
+    blocked_ms: float = 0.0
+    threadpool_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCosts:
+    routes: list[RouteStats]
+    dependencies: DependencySummary  # route lists ordered and shared by evidence
+    evidence: RoutesEvidence
+
+
+def _split(
+    dep: DependencyStats,
+    endpoints: Mapping[str, EndpointTime],
+    requests: Mapping[str, int] | None,
+) -> tuple[list[tuple[str, float]], SplitEvidence]:
+    """(route, share) most first, and the evidence that decided the shares."""
+    users = list(dep.routes)
+    if not users:
+        return [], "one-route"
+    weights: dict[str, float] = {}
+    how: SplitEvidence = "requests"
+    if requests is not None:
+        served = {r: float(n) for r in users if (n := requests.get(r, 0)) > 0}
+        if served:
+            weights = served
+    if not weights:
+        how = "endpoint-samples"
+        weights = {r: float(endpoints[r].samples) for r in users if r in endpoints}
+        weights = {r: w for r, w in weights.items() if w > 0}
+    if not weights:
+        how = "equal"
+        weights = dict.fromkeys(users, 1.0)
+    if len(users) == 1:
+        how = "one-route"
+    total = sum(weights.values())
+    shares = sorted(((r, w / total) for r, w in weights.items()), key=lambda rs: (-rs[1], rs[0]))
+    if how != "requests":
+        # Without request counts no route is known to have served none: the unseen stay
+        # listed, last, with no share of the time.
+        shares.extend((r, 0.0) for r in sorted(set(users) - set(weights)))
+    return shares, how
+
+
+def route_costs(
+    endpoints: Mapping[str, EndpointTime],
+    dependencies: DependencySummary,
+    requests: RequestCounts | None,
+) -> RouteCosts:
+    """Routes (endpoint time + dependency shares), most expensive first, and the
+    dependency summary with each dependency's routes ordered by their share."""
+    usable = dict(requests.by_route) if requests is not None and requests.by_route else None
+    loop: dict[str, float] = {r: e.loop_ms for r, e in endpoints.items()}
+    blocked: dict[str, float] = {r: e.blocked_ms for r, e in endpoints.items()}
+    pool: dict[str, float] = {r: e.threadpool_ms for r, e in endpoints.items()}
+    from_deps: dict[str, float] = {}
+    deps: list[DependencyStats] = []
+    for dep in dependencies.dependencies:
+        shares, how = _split(dep, endpoints, usable)
+        for route, share in shares:
+            loop[route] = loop.get(route, 0.0) + dep.loop_ms * share
+            blocked[route] = blocked.get(route, 0.0) + dep.blocked_ms * share
+            pool[route] = pool.get(route, 0.0) + dep.threadpool_ms * share
+            from_deps[route] = from_deps.get(route, 0.0) + (dep.loop_ms + dep.threadpool_ms) * share
+        deps.append(
+            replace(
+                dep,
+                routes=tuple(r for r, _ in shares) if shares else dep.routes,
+                shares=tuple(s for _, s in shares),
+                split_by=how,
+            )
+        )
+    names = set(loop)
+    if usable is not None:
+        names.update(usable)
+    routes = [
+        RouteStats(
+            route=r,
+            samples=endpoints[r].samples if r in endpoints else 0,
+            loop_ms=loop.get(r, 0.0),
+            blocked_ms=blocked.get(r, 0.0),
+            threadpool_ms=pool.get(r, 0.0),
+            requests=usable.get(r, 0) if usable is not None else None,
+            dependency_ms=from_deps.get(r, 0.0),
+        )
+        for r in names
+    ]
+    routes.sort(key=lambda rs: (-(rs.loop_ms + rs.threadpool_ms), -(rs.requests or 0), rs.route))
+    return RouteCosts(
+        routes=routes,
+        dependencies=replace(dependencies, dependencies=tuple(deps)),
+        evidence="access-log" if usable is not None else "endpoint-samples",
+    )
