@@ -197,10 +197,10 @@ def analyze(
     gil_found = gil_findings(gil, duration_s, len(loop_threads), params)
     findings: list[Finding] = [
         *leak_findings(resources),
-        *threadpool_findings(threadpool, params),
+        *threadpool_findings(threadpool, params, profile.sampling.rate_hz),
         *gil_found,
         *middleware_findings(middleware, params),
-        *dependency_findings(dependencies, params.block_threshold_ms),
+        *dependency_findings(dependencies, culprits, params),
     ]
     explained = [s.episode for s in gil.stalls] if gil_found else []
     notes = _notes(profile, loop_threads, episodes, culprits, explained)

@@ -92,6 +92,12 @@ class AnalysisParams:
     # The finding needs stalls adding up to `one_off_factor` block thresholds (a single short
     # stall is as likely the OS), and is a warning from this share of the loops' time on.
     gil_warning_share: float = 0.05
+    # Every finding rests on at least this many samples of what it names (the dependency's,
+    # the layer's, the saturated workers', the stalled loop's): below it the time is a
+    # guess (1/sqrt(10): +-32% at one sd) and one stray stack, say a security scheme's
+    # `__call__` caught 2-3 times, would make a headline. Leak findings rest on
+    # `leak_min_points` polls instead.
+    finding_min_samples: int = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -1173,6 +1173,8 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
             for r in analysis.routes
         ],
         "routes_evidence": analysis.routes_evidence,
+        "loop_episodes": analysis.loop.episodes,
+        "loop_blocked_ms": analysis.loop.blocked_ms,
         "block_threshold_ms": analysis.params.block_threshold_ms,
         "culprit_rows": CULPRIT_ROWS,
         "payload": payload,

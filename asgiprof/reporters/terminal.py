@@ -47,6 +47,16 @@ def loop_panel(analysis: Analysis) -> Panel:
 
 def culprits_table(analysis: Analysis, limit: int = 10) -> Table | Text:
     if not analysis.culprits:
+        loop = analysis.loop
+        if loop.episodes:
+            # The header counts these episodes: say why none has a line, never "nothing".
+            return Text(
+                f"No blocking culprits: the {loop.episodes} blocking episode(s) "
+                f"({_fmt_ms(loop.blocked_ms)}) had no single line of your code holding the "
+                "loop (framework or library code, the GIL, or many short callbacks): see the "
+                "notes below and the 'blocking' flamegraph.",
+                style="yellow",
+            )
         return Text(
             "No blocking culprits: nothing in your code held the event loop for "
             f">= {analysis.params.block_threshold_ms:.0f} ms.",
