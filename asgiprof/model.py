@@ -238,6 +238,21 @@ class Resources:
 
 
 @dataclass(slots=True)
+class GilSamples:
+    """Who held the GIL, from py-spy `--gil` windows (collect/gil_sampler.py): at each
+    sampled instant only the holding thread is recorded, none while nobody holds it."""
+
+    windows: int
+    seconds: float  # wall time the windows spanned
+    # (pid, tid) -> stack id -> samples holding the GIL (stacks interned with the rest)
+    held: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict)
+
+    @property
+    def samples(self) -> int:
+        return sum(n for stacks in self.held.values() for n in stacks.values())
+
+
+@dataclass(slots=True)
 class Profile:
     """Everything measured: interned frames and stacks, per-thread runs, metadata."""
 
@@ -250,6 +265,7 @@ class Profile:
     resources: Resources = field(default_factory=Resources)
     problems: list[str] = field(default_factory=list)  # unreadable chunks and the like
     requests: RequestCounts | None = None  # from the access log, when `run` captured one
+    gil: GilSamples | None = None  # None: GIL holding was not measured
 
     def stack_frames(self, stack_id: int) -> list[Frame]:
         return [self.frames[i] for i in self.stacks[stack_id]]

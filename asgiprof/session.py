@@ -31,6 +31,7 @@ from asgiprof.analyze import analyze
 from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.result import Analysis, AnalysisParams
 from asgiprof.collect.command import find_target_python, parse_server_command, redact
+from asgiprof.collect.gil_sampler import GilConfig, GilSampler
 from asgiprof.collect.pyspy_format import parse_chunk
 from asgiprof.collect.resources import ResourceMonitor
 from asgiprof.collect.routes import read_route_table
@@ -71,6 +72,8 @@ class ProfileOptions:
     ready_timeout_s: float = 30.0
     # Stop with NotAsgiServerError when the first chunk shows no event-loop thread.
     require_event_loop: bool = True
+    # Short py-spy --gil windows beside the sampling: which thread held the GIL.
+    gil_windows: bool = True
 
 
 class _Stop:
@@ -306,6 +309,8 @@ def _profile(
         ),
         on_chunk=loop_check if options.require_event_loop else None,
     )
+    # Who holds the GIL, in short windows beside the main sampler (gil-contention evidence).
+    gil = GilSampler(target.pid, out, t0, GilConfig(pyspy=sampler.pyspy))
     monitor = ResourceMonitor(out / store.RESOURCES, info.pids, t0=t0)
     routes = threading.Thread(
         target=_read_routes, args=(target, info, out), name="asgiprof-routes", daemon=True
@@ -326,6 +331,8 @@ def _profile(
         monitor.start()
         routes.start()
         sampler.start()
+        if options.gil_windows:
+            gil.start()
         try:
             _wait(target, sampler, monitor, stop, options, console, t0)
         finally:
@@ -333,7 +340,9 @@ def _profile(
             if on_stop is not None:
                 on_stop()
             sampler.stop()
+            gil.stop()
             sampler.join(options.chunk_s + 30)
+            gil.join(30)
             if target.launched:
                 exit_status = target.exit_status()
                 stop_launched(target)

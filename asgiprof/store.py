@@ -3,6 +3,7 @@
     OUT/meta.json              target and sampling parameters (rewritten as sampling goes)
     OUT/raw/chunk-NNNN.speedscope.json   py-spy's own output, kept untouched
     OUT/raw/chunk-NNNN.json    that chunk's wall-clock span and py-spy's counts
+    OUT/raw/gil-NNNN.*.json    short py-spy --gil windows: who held the GIL (gil_sampler.py)
     OUT/routes.json            the app's route table (or why it could not be read)
     OUT/resources.jsonl        psutil polls (see collect/resources.py)
     OUT/server.log             the launched server's output (run only): its access log
@@ -34,6 +35,7 @@ from asgiprof.model import (
     NO_STACK,
     Chunk,
     Frame,
+    GilSamples,
     Interner,
     Profile,
     Resources,
@@ -53,6 +55,7 @@ ROUTES = "routes.json"
 RESOURCES = "resources.jsonl"
 SERVER_LOG = "server.log"
 PYSPY_LOG = "pyspy.log"  # in RAW_DIR: the output of every py-spy run
+GIL_LOG = "pyspy-gil.log"  # in RAW_DIR: the output of the `--gil` windows' py-spy runs
 FORMAT = 1
 
 
@@ -116,10 +119,15 @@ def discard(out: Path) -> None:
     output of a start that failed (no server, not an ASGI server), never a user's file."""
     raw = out / RAW_DIR
     try:
-        ours = [*raw.glob("chunk-*.json"), *raw.glob("*.tmp")] if raw.is_dir() else []
+        ours = (
+            [*raw.glob("chunk-*.json"), *raw.glob("gil-*.json"), *raw.glob("*.tmp")]
+            if raw.is_dir()
+            else []
+        )
         for path in ours:
             path.unlink(missing_ok=True)
         (raw / PYSPY_LOG).unlink(missing_ok=True)
+        (raw / GIL_LOG).unlink(missing_ok=True)
         for name in (META, ROUTES, RESOURCES, SERVER_LOG, f"{META}.tmp", f"{ROUTES}.tmp"):
             (out / name).unlink(missing_ok=True)
     except OSError:
@@ -468,6 +476,8 @@ def load_profile(out: Path) -> Profile:
                         tl.append(last_end, first - last_end, NO_STACK, 0)
                 _append_runs(tl, ts.stacks, ts.counts, first, period)
 
+    gil = _load_gil(raw_dir, interner, default_pid, problems)
+
     if chunk_files and not chunks:
         raise CorruptProfileError(
             f"no readable py-spy output in {raw_dir}: " + "; ".join(problems[:3])
@@ -522,8 +532,36 @@ def load_profile(out: Path) -> Profile:
         resources=resources,
         problems=problems,
         requests=count_requests(out / SERVER_LOG, routes.routes),
+        gil=gil,
     )
     return profile
+
+
+def _load_gil(
+    raw_dir: Path, interner: Interner, default_pid: int, problems: list[str]
+) -> GilSamples | None:
+    """The `--gil` windows (collect/gil_sampler.py): GIL-holding samples per thread; None
+    when there are none (sampled before they existed, or every window failed)."""
+    try:
+        paths = sorted(raw_dir.glob("gil-*.speedscope.json")) if raw_dir.is_dir() else []
+    except OSError:
+        return None
+    gil = GilSamples(windows=0, seconds=0.0)
+    for path in paths:
+        meta = _chunk_meta(raw_dir / path.name.replace(".speedscope.json", ".json"))
+        try:
+            threads = parse_chunk(path.read_bytes(), interner, default_pid=default_pid)
+        except (CorruptProfileError, OSError):
+            problems.append(f"unreadable GIL window skipped: {path.name}")
+            continue
+        gil.windows += 1
+        if meta is not None:
+            gil.seconds += meta["end_s"] - meta["start_s"]
+        for ts in threads:
+            held = gil.held.setdefault((ts.thread.pid, ts.thread.tid), {})
+            for sid, n in zip(ts.stacks, ts.counts, strict=True):
+                held[sid] = held.get(sid, 0) + n
+    return gil if gil.windows else None
 
 
 # Below these, the report says how much py-spy missed (see `sampling_problems`).

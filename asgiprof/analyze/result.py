@@ -92,6 +92,10 @@ class AnalysisParams:
     # The finding needs stalls adding up to `one_off_factor` block thresholds (a single short
     # stall is as likely the OS), and is a warning from this share of the loops' time on.
     gil_warning_share: float = 0.05
+    # ... and measured GIL holding: pool workers held the GIL in at least this share of the
+    # samples of py-spy's --gil windows (only the holder is sampled). A worker in native
+    # code that releases the GIL (argon2, bcrypt, hashlib) is not in them at all.
+    gil_workers_min_hold: float = 0.3
     # Every finding rests on at least this many samples of what it names (the dependency's,
     # the layer's, the saturated workers', the stalled loop's): below it the time is a
     # guess (1/sqrt(10): +-32% at one sd) and one stray stack, say a security scheme's
