@@ -550,7 +550,10 @@ def _load_gil(
     for path in paths:
         meta = _chunk_meta(raw_dir / path.name.replace(".speedscope.json", ".json"))
         try:
-            threads = parse_chunk(path.read_bytes(), interner, default_pid=default_pid)
+            data = path.read_bytes()
+            if meta is None:  # py-spy finished it after asgiprof died: never sealed
+                data = _seal_late(path, data)
+            threads = parse_chunk(data, interner, default_pid=default_pid)
         except (CorruptProfileError, OSError):
             problems.append(f"unreadable GIL window skipped: {path.name}")
             continue

@@ -36,8 +36,8 @@ class GilConfig:
     pyspy: str
     rate_hz: int = 50
     window_s: int = 1
-    every_s: float = 5.0
-    first_s: float = 1.0  # after the main sampler's first chunk has started
+    every_s: float = 3.0
+    first_s: float = 0.5  # once the main sampler has started
     subprocesses: bool = True
 
 
