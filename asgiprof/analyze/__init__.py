@@ -51,7 +51,7 @@ from asgiprof.analyze.result import (
     LoopSummary,
 )
 from asgiprof.analyze.roles import thread_roles, threads_with_role
-from asgiprof.analyze.route_costs import EndpointTime, route_costs
+from asgiprof.analyze.route_costs import EndpointTime, order_culprit_routes, route_costs
 from asgiprof.analyze.routes import RouteResolver
 from asgiprof.analyze.threadpool import (
     WorkerStacks,
@@ -171,6 +171,7 @@ def analyze(
     }
     costs = route_costs(endpoint_time, dependencies, profile.requests)
     routes, dependencies = costs.routes, costs.dependencies
+    culprits = order_culprit_routes(culprits, dependencies)
     threadpool = threadpool_summary(
         profile,
         workers,

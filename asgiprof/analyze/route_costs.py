@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from asgiprof.analyze.result import (
+    Culprit,
     DependencyStats,
     DependencySummary,
     RoutesEvidence,
@@ -129,3 +130,15 @@ def route_costs(
         dependencies=replace(dependencies, dependencies=tuple(deps)),
         evidence="access-log" if usable is not None else "endpoint-samples",
     )
+
+
+def order_culprit_routes(culprits: list[Culprit], dependencies: DependencySummary) -> list[Culprit]:
+    """A culprit inside a dependency names its dependency's routes in the same evidence
+    order (most used first; with an access log, only routes that served requests): its
+    `route` is then the route that paid most for it, never the alphabetically first."""
+    routes = {d.name: d.routes for d in dependencies.dependencies if d.routes}
+    ordered: list[Culprit] = []
+    for c in culprits:
+        users = routes.get(c.context_name or "") if c.context == "dependency" else None
+        ordered.append(replace(c, routes=users, route=users[0]) if users else c)
+    return ordered

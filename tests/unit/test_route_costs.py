@@ -158,3 +158,16 @@ def test_an_unseen_pair_of_routes_splits_equally() -> None:
     assert dep.split_by == "equal" and dep.shares == (0.5, 0.5)
     assert [r.loop_ms for r in a.routes] == pytest.approx([20.0, 20.0])
     assert a.routes[0].dependency_ms == pytest.approx(20.0)
+
+
+def test_a_dependency_culprit_names_its_routes_by_requests() -> None:
+    # GIVEN /profile served most requests and /orders none, by the access log
+    profile = shared_dependency_profile().build()
+    profile.requests = RequestCounts(
+        "access-log", (("GET /profile", 9), ("GET /items/{item_id}", 3)), 12, 0
+    )
+    a = analyze(profile, ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE))
+    # THEN the culprit in current_user is credited to /profile, never to the route
+    # alphabetically first that served nothing
+    (culprit,) = [c for c in a.culprits if c.context == "dependency"]
+    assert (culprit.route, culprit.routes) == ("GET /profile", ("GET /profile",))
