@@ -16,6 +16,8 @@ import orjson
 import pytest
 
 from asgiprof.load import free_port
+from tests.profiling import culprit_at
+from tests.servers import planted_lines
 from tests.targets import profile_under_load
 
 APP = '''
@@ -114,6 +116,11 @@ def test_shared_blocking_dependency_is_split_by_requests_within_15_percent(
     # ... the dependency lists its routes by requests served, most first
     (dep,) = [d for d in data["dependencies"]["items"] if d["name"] == "current_user"]
     assert dep["routes"] == list(SHARED) and dep["split_by"] == "requests", dep
+    # ... and so does the culprit line inside it
+    (line,) = planted_lines(tmp_path / "shared_dep.py")
+    culprit = culprit_at(data, tmp_path / "shared_dep.py", line)
+    assert culprit is not None, data["culprits"]
+    assert (culprit["route"], culprit["routes"]) == (SHARED[0], list(SHARED)), culprit
     # ... and each route's cost is within 15% of the sleep the app timed for it. The split is
     # exact (request counts), so the error is the dependency total's sampling error.
     total_s = sum(truth_ms.values()) / 1000.0

@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from asgiprof.analyze import analyze
 from asgiprof.collect.access_log import RouteMatcher, count_requests
 from asgiprof.model import RequestCounts, Route
+from asgiprof.reporters.html import render_html
 from asgiprof.reporters.summary_json import summary
+from asgiprof.reporters.terminal import print_summary
 from tests.profile_builder import IDLE, ONE_EPISODE_IS_ENOUGH, Builder, request, source_reader
 from tests.unit.test_diagnostics import (
     CURRENT_USER,
@@ -171,3 +174,24 @@ def test_a_dependency_culprit_names_its_routes_by_requests() -> None:
     # alphabetically first that served nothing
     (culprit,) = [c for c in a.culprits if c.context == "dependency"]
     assert (culprit.route, culprit.routes) == ("GET /profile", ("GET /profile",))
+
+
+def test_the_reports_say_which_evidence_split_the_dependencies() -> None:
+    profile = shared_dependency_profile().build()
+    profile.requests = RequestCounts(
+        "access-log", (("GET /orders/{order_id}", 30), ("GET /profile", 10)), 40, 0
+    )
+    a = analyze(profile, ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE))
+    page = render_html(a)
+    assert "the requests each route served in the server's access log" in page
+    assert '<th class="num">Requests</th>' in page and 'data-split="requests"' in page
+    console = Console(record=True, width=200)
+    print_summary(a, console)
+    text = console.export_text()
+    assert "shared dependencies split by requests in the access log" in text
+    assert "GET /orders/{order_id} 75%, GET /profile 25%" in text
+    # ... and without a log, that endpoint samples did
+    b = analyze(
+        shared_dependency_profile().build(), ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE)
+    )
+    assert "the routes' endpoint samples (no access log" in render_html(b)
