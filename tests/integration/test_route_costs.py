@@ -117,8 +117,8 @@ def test_shared_blocking_dependency_is_split_by_requests_within_15_percent(
     (dep,) = [d for d in data["dependencies"]["items"] if d["name"] == "current_user"]
     assert dep["routes"] == list(SHARED) and dep["split_by"] == "requests", dep
     # ... and so does the culprit line inside it
-    (line,) = planted_lines(tmp_path / "shared_dep.py")
-    culprit = culprit_at(data, tmp_path / "shared_dep.py", line)
+    (planted,) = planted_lines(tmp_path / "shared_dep.py")
+    culprit = culprit_at(data, tmp_path / "shared_dep.py", planted)
     assert culprit is not None, data["culprits"]
     assert (culprit["route"], culprit["routes"]) == (SHARED[0], list(SHARED)), culprit
     # ... and each route's cost is within 15% of the sleep the app timed for it. The split is
