@@ -121,19 +121,27 @@ def test_shared_blocking_dependency_is_split_by_requests_within_15_percent(
     culprit = culprit_at(data, tmp_path / "shared_dep.py", planted)
     assert culprit is not None, data["culprits"]
     assert (culprit["route"], culprit["routes"]) == (SHARED[0], list(SHARED)), culprit
-    # ... and each route's cost is within 15% of the sleep the app timed for it. The split is
-    # exact (request counts), so the error is the dependency total's sampling error.
-    total_s = sum(truth_ms.values()) / 1000.0
-    sd = 1.0 / math.sqrt(total_s * sampling["rate_hz"])
-    assert 3 * sd <= 0.15, f"too little load for a 15% bound: {total_s:.1f} s blocked"
+    # ... and each route's cost is within 15% of the sleep the app timed for it. The dependency
+    # total is sampled (3 sd of its sampling error must fit in 15%); the split by request
+    # counts is exact when every call costs the same. On a loaded machine a few calls are
+    # descheduled for 50-200 ms, and no access log can say which route they served: that
+    # unevenness, measured by the app (a route's truth against its calls times the mean
+    # call), is allowed on top.
+    total_ms = sum(truth_ms.values())
+    sd = 1.0 / math.sqrt(total_ms / 1000.0 * sampling["rate_hz"])
+    assert 3 * sd <= 0.15, f"too little load for a 15% bound: {total_ms:.0f} ms blocked"
+    measured_total = sum(routes[name]["dependency_ms"] for name in SHARED)
+    assert abs(measured_total / total_ms - 1.0) <= 3 * sd + 0.05, (measured_total, total_ms)
+    mean_call_ms = total_ms / sum(calls[name] for name in SHARED)
     for name in SHARED:
         measured = routes[name]["loop_ms"]
         error = measured / truth_ms[name] - 1.0
+        uneven = abs(truth_ms[name] / (calls[name] * mean_call_ms) - 1.0)
         print(
             f"{name}: requests {routes[name]['requests']}, truth {truth_ms[name]:.0f} ms, "
             f"loop {measured:.0f} ms ({error:+.1%}), of it dependency "
-            f"{routes[name]['dependency_ms']:.0f} ms"
+            f"{routes[name]['dependency_ms']:.0f} ms; calls uneven by {uneven:.1%}"
         )
-        assert abs(error) <= 0.15, (name, measured, truth_ms[name], data["routes"])
+        assert abs(error) <= 0.15 + uneven, (name, measured, truth_ms[name], data["routes"])
         assert routes[name]["dependency_ms"] >= 0.8 * measured
     assert routes["GET /health"]["loop_ms"] < 0.1 * truth_ms["GET /profile"]
