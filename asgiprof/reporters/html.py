@@ -1173,6 +1173,7 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
             for r in analysis.routes
         ],
         "routes_evidence": analysis.routes_evidence,
+        "finding_min_samples": analysis.params.finding_min_samples,
         "loop_episodes": analysis.loop.episodes,
         "loop_blocked_ms": analysis.loop.blocked_ms,
         "block_threshold_ms": analysis.params.block_threshold_ms,
