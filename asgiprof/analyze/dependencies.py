@@ -341,7 +341,7 @@ def dependency_findings(
         ):
             continue
         used_by = ", ".join(dep.routes) if dep.routes else "the routes that depend on it"
-        where = ", ".join(f"{c.file}:{c.line} {c.blocked_ms:.0f} ms" for c in under[:3])
+        where = ", ".join(f"{c.file}:{c.line} (culprit #{c.rank})" for c in under[:3])
         findings.append(
             Finding(
                 kind="blocking-dependency",
@@ -350,7 +350,7 @@ def dependency_findings(
                 detail=(
                     f"the async dependency {dep.name} ({dep.file}:{dep.line}) held the event "
                     f"loop {dep.blocked_ms:.0f} ms in blocking episodes ({dep.loop_ms:.0f} ms on "
-                    f"the loop in all, {dep.samples} samples), at {where}, in every request "
+                    f"the loop in all, {dep.samples} samples) at {where}, in every request "
                     f"of {used_by}"
                 ),
                 advice=(
