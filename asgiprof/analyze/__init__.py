@@ -51,7 +51,12 @@ from asgiprof.analyze.result import (
     LoopSummary,
 )
 from asgiprof.analyze.roles import thread_roles, threads_with_role
-from asgiprof.analyze.route_costs import EndpointTime, order_culprit_routes, route_costs
+from asgiprof.analyze.route_costs import (
+    EndpointTime,
+    order_culprit_routes,
+    request_overhead,
+    route_costs,
+)
 from asgiprof.analyze.routes import RouteResolver
 from asgiprof.analyze.threadpool import (
     WorkerStacks,
@@ -169,7 +174,13 @@ def analyze(
         r: EndpointTime(route_samples[r], route_loop[r], route_blocked[r], route_pool[r])
         for r in route_samples
     }
-    costs = route_costs(endpoint_time, dependencies, profile.requests)
+    overhead = request_overhead(
+        loop_runs,
+        lambda sid: paths.owner(sid) is not None,
+        resolver.route_of,
+        lambda sid: deps.on_loop(sid) is not None,
+    )
+    costs = route_costs(endpoint_time, dependencies, profile.requests, overhead)
     routes, dependencies = costs.routes, costs.dependencies
     culprits = order_culprit_routes(culprits, dependencies)
     threadpool = threadpool_summary(
@@ -236,6 +247,7 @@ def analyze(
         resources=resources,
         findings=findings,
         routes_evidence=costs.evidence,
+        request_overhead_ms=costs.unattributed_ms,
     )
 
 

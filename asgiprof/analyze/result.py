@@ -176,6 +176,9 @@ class RouteStats:
     # threadpool_ms that is the route's share of its dependencies.
     requests: int | None = None
     dependency_ms: float = 0.0
+    # Its requests' share of the request overhead (server, middleware, FastAPI's own work:
+    # loop time no stack attributes to a route), split by requests; 0 without a log.
+    overhead_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,3 +371,5 @@ class Analysis:
     findings: list[Finding] = field(default_factory=list)
     # Which evidence decided which routes served requests and split shared dependencies.
     routes_evidence: RoutesEvidence = "endpoint-samples"
+    # Request overhead given to no route (without an access log nothing tells the split).
+    request_overhead_ms: float = 0.0

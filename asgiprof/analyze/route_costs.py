@@ -12,14 +12,20 @@ the routes whose dependency tree holds it, by the best evidence there is:
   under-counted: the report says which evidence was used);
 - an equal split when neither tells (none of the routes was seen).
 
+Every request also pays loop time no stack attributes to a route: the server's protocol
+code, middleware, FastAPI's own work around the endpoint. With an access log it is split
+among the routes by their requests; without one it stays unattributed (summary.json's
+`request_overhead_ms` says how much), since endpoint samples measure work, not requests.
+
 Every route that served requests is listed: with an access log, also routes no sample shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns
 from asgiprof.analyze.result import (
     Culprit,
     DependencyStats,
@@ -28,7 +34,7 @@ from asgiprof.analyze.result import (
     RouteStats,
     SplitEvidence,
 )
-from asgiprof.model import RequestCounts
+from asgiprof.model import NO_STACK, RequestCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +48,40 @@ class EndpointTime:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestOverhead:
+    """Loop time on the request path outside every endpoint and dependency: the server's
+    protocol code, middleware, FastAPI's own solving and serialising. Every request pays
+    it; no stack of it shows which route it served."""
+
+    loop_ms: float = 0.0
+    blocked_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class RouteCosts:
     routes: list[RouteStats]
     dependencies: DependencySummary  # route lists ordered and shared by evidence
     evidence: RoutesEvidence
+    unattributed_ms: float = 0.0  # request overhead no route was given (no access log)
+
+
+def request_overhead(
+    loop_runs: Sequence[LoopThreadRuns],
+    on_request_path: Callable[[int], bool],
+    route_of: Callable[[int], str | None],
+    in_dependency: Callable[[int], bool],
+) -> RequestOverhead:
+    """Busy loop time of request-path stacks that show no route and no dependency."""
+    loop_ms = blocked_ms = 0.0
+    for lr in loop_runs:
+        for (_start, dur, sid, _n), label in zip(lr.timeline.runs(), lr.labels, strict=True):
+            if sid == NO_STACK or label not in (LABEL_BUSY, LABEL_BLOCKED):
+                continue
+            if route_of(sid) is None and on_request_path(sid) and not in_dependency(sid):
+                loop_ms += dur * 1000.0
+                if label == LABEL_BLOCKED:
+                    blocked_ms += dur * 1000.0
+    return RequestOverhead(loop_ms, blocked_ms)
 
 
 def _split(
@@ -85,9 +121,12 @@ def route_costs(
     endpoints: Mapping[str, EndpointTime],
     dependencies: DependencySummary,
     requests: RequestCounts | None,
+    overhead: RequestOverhead = RequestOverhead(),
 ) -> RouteCosts:
-    """Routes (endpoint time + dependency shares), most expensive first, and the
-    dependency summary with each dependency's routes ordered by their share."""
+    """Routes (endpoint time + dependency shares + request overhead share), most expensive
+    first, and the dependency summary with each dependency's routes ordered by their share.
+    The request overhead is split by requests only: without an access log nothing tells
+    how many requests each route served (endpoint samples measure work, not requests)."""
     usable = dict(requests.by_route) if requests is not None and requests.by_route else None
     loop: dict[str, float] = {r: e.loop_ms for r, e in endpoints.items()}
     blocked: dict[str, float] = {r: e.blocked_ms for r, e in endpoints.items()}
@@ -109,6 +148,15 @@ def route_costs(
                 split_by=how,
             )
         )
+    overhead_of: dict[str, float] = {}
+    unattributed = overhead.loop_ms
+    if usable is not None and overhead.loop_ms > 0:
+        served = sum(usable.values())
+        for route, n in usable.items():
+            loop[route] = loop.get(route, 0.0) + overhead.loop_ms * n / served
+            blocked[route] = blocked.get(route, 0.0) + overhead.blocked_ms * n / served
+            overhead_of[route] = overhead.loop_ms * n / served
+        unattributed = 0.0
     names = set(loop)
     if usable is not None:
         names.update(usable)
@@ -121,6 +169,7 @@ def route_costs(
             threadpool_ms=pool.get(r, 0.0),
             requests=usable.get(r, 0) if usable is not None else None,
             dependency_ms=from_deps.get(r, 0.0),
+            overhead_ms=overhead_of.get(r, 0.0),
         )
         for r in names
     ]
@@ -129,6 +178,7 @@ def route_costs(
         routes=routes,
         dependencies=replace(dependencies, dependencies=tuple(deps)),
         evidence="access-log" if usable is not None else "endpoint-samples",
+        unattributed_ms=unattributed,
     )
 
 

@@ -1165,6 +1165,7 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
                 "threadpool_ms": r.threadpool_ms,
                 "requests": r.requests,
                 "dependency_ms": r.dependency_ms,
+                "overhead_ms": r.overhead_ms,
                 "share": (r.loop_ms + r.threadpool_ms) / route_total if route_total > 0 else 0.0,
                 "view": ROUTE_VIEW_PREFIX + r.route
                 if ROUTE_VIEW_PREFIX + r.route in view_ids
@@ -1173,6 +1174,7 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
             for r in analysis.routes
         ],
         "routes_evidence": analysis.routes_evidence,
+        "request_overhead_ms": analysis.request_overhead_ms,
         "finding_min_samples": analysis.params.finding_min_samples,
         "loop_episodes": analysis.loop.episodes,
         "loop_blocked_ms": analysis.loop.blocked_ms,

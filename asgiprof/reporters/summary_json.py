@@ -85,10 +85,12 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "threadpool_ms": _ms(r.threadpool_ms),
                 "requests": r.requests,
                 "dependency_ms": _ms(r.dependency_ms),
+                "overhead_ms": _ms(r.overhead_ms),
             }
             for r in analysis.routes
         ],
         "routes_evidence": analysis.routes_evidence,
+        "request_overhead_ms": _ms(analysis.request_overhead_ms),
         "notes": list(analysis.notes),
         "middleware": _middleware(analysis),
         "dependencies": _dependencies(analysis),

@@ -253,15 +253,26 @@ def routes_table(analysis: Analysis, limit: int = 15) -> Table | None:
     if not analysis.routes:
         return None
     by_requests = analysis.routes_evidence == "access-log"
+    if by_requests:
+        caption = "shared dependencies and request overhead split by requests in the access log"
+    else:
+        caption = "shared dependencies split by endpoint samples (no access log)"
+        if analysis.request_overhead_ms > 0:
+            caption += (
+                f"; {_fmt_ms(analysis.request_overhead_ms)} of request overhead (server, "
+                "middleware, framework) in no route"
+            )
     table = Table(
-        title="Routes (endpoint + share of its dependencies)",
+        title="Routes (endpoint + share of its dependencies and request overhead)",
         title_justify="left",
-        caption="shared dependencies split by "
-        + ("requests in the access log" if by_requests else "endpoint samples (no access log)"),
+        caption=caption,
         caption_justify="left",
     )
-    columns = ("route", "requests", "samples", "loop", "blocked", "threadpool", "from deps")
-    for col in columns if by_requests else tuple(c for c in columns if c != "requests"):
+    columns = ["route", "samples", "loop", "blocked", "threadpool", "from deps"]
+    if by_requests:
+        columns[1:1] = ["requests"]
+        columns.append("overhead")
+    for col in columns:
         table.add_column(col, justify="left" if col == "route" else "right")
     for r in analysis.routes[:limit]:
         cells = [
@@ -273,6 +284,7 @@ def routes_table(analysis: Analysis, limit: int = 15) -> Table | None:
         ]
         if by_requests:
             cells.insert(0, str(r.requests or 0))
+            cells.append(_fmt_ms(r.overhead_ms))
         table.add_row(Text(r.route), *cells)
     return table
 

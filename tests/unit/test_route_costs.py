@@ -188,10 +188,36 @@ def test_the_reports_say_which_evidence_split_the_dependencies() -> None:
     console = Console(record=True, width=200)
     print_summary(a, console)
     text = console.export_text()
-    assert "shared dependencies split by requests in the access log" in text
+    assert "shared dependencies and request overhead split by requests in the access" in text
     assert "GET /orders/{order_id} 75%, GET /profile 25%" in text
     # ... and without a log, that endpoint samples did
     b = analyze(
         shared_dependency_profile().build(), ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE)
     )
     assert "the routes' endpoint samples (no access log" in render_html(b)
+
+
+def test_request_overhead_is_split_by_requests_or_left_unattributed() -> None:
+    # GIVEN 20 ms of request-path loop time in the router, no endpoint or dependency on it
+    def with_overhead() -> Builder:
+        b = shared_dependency_profile()
+        b.add(1, request(FASTAPI, *ENDPOINT[:3]), 2)
+        b.add(1, IDLE, 10)
+        return b
+
+    profile = with_overhead().build()
+    profile.requests = RequestCounts(
+        "access-log", (("GET /orders/{order_id}", 30), ("GET /profile", 10)), 40, 0
+    )
+    a = analyze(profile, ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE))
+    # THEN with an access log every request pays its share: 3:1
+    routes = {r.route: r for r in a.routes}
+    assert routes["GET /orders/{order_id}"].overhead_ms == pytest.approx(15.0)
+    assert routes["GET /orders/{order_id}"].loop_ms == pytest.approx(10.0 + 30.0 + 15.0)
+    assert routes["GET /profile"].overhead_ms == pytest.approx(5.0)
+    assert a.request_overhead_ms == 0.0
+    # ... and without one it is no route's: summary.json says how much
+    b = analyze(with_overhead().build(), ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE))
+    assert b.request_overhead_ms == pytest.approx(20.0)
+    assert all(r.overhead_ms == 0.0 for r in b.routes)
+    assert summary(b)["request_overhead_ms"] == 20.0
