@@ -56,6 +56,7 @@ from asgiprof.analyze.route_costs import (
     order_culprit_routes,
     request_overhead,
     route_costs,
+    server_work,
 )
 from asgiprof.analyze.routes import RouteResolver
 from asgiprof.analyze.threadpool import (
@@ -176,7 +177,7 @@ def analyze(
     }
     overhead = request_overhead(
         loop_runs,
-        lambda sid: paths.owner(sid) is not None,
+        lambda sid: paths.owner(sid) is not None or server_work(profile, sid),
         resolver.route_of,
         lambda sid: deps.on_loop(sid) is not None,
     )

@@ -49,6 +49,11 @@ _LIFESPAN: Final = re.compile(r"[/\\]lifespan[/\\]")
 _LOCALS: Final = ".<locals>."
 
 
+def is_server_code(file: str) -> bool:
+    """An ASGI server's own protocol code (parsing, `send`, access logs), not its lifespan."""
+    return bool(_SERVER_DIRS.search(file)) and not _LIFESPAN.search(file)
+
+
 def class_of(function: str) -> str | None:
     """`A.b` -> `A`; `A.__call__.<locals>.send` -> `A`; plain functions (and py-spy's names on
     Python < 3.11, which carry no class) -> None."""

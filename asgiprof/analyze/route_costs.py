@@ -13,7 +13,8 @@ the routes whose dependency tree holds it, by the best evidence there is:
 - an equal split when neither tells (none of the routes was seen).
 
 Every request also pays loop time no stack attributes to a route: the server's protocol
-code, middleware, FastAPI's own work around the endpoint. With an access log it is split
+code (in and outside the request's ASGI call: reading and parsing it, writing the response),
+middleware, FastAPI's own work around the endpoint. With an access log it is split
 among the routes by their requests; without one it stays unattributed (summary.json's
 `request_overhead_ms` says how much), since endpoint samples measure work, not requests.
 
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns
+from asgiprof.analyze.middleware import is_server_code
 from asgiprof.analyze.result import (
     Culprit,
     DependencyStats,
@@ -34,7 +36,7 @@ from asgiprof.analyze.result import (
     RouteStats,
     SplitEvidence,
 )
-from asgiprof.model import NO_STACK, RequestCounts
+from asgiprof.model import NO_STACK, Profile, RequestCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,12 @@ class RouteCosts:
     unattributed_ms: float = 0.0  # request overhead no route was given (no access log)
 
 
+def server_work(profile: Profile, sid: int) -> bool:
+    """A loop stack in the server's protocol code outside any request's ASGI call (reading
+    and parsing a request, writing a response, keep-alive): work done per request too."""
+    return any(is_server_code(profile.frames[fid].file) for fid in profile.stacks[sid])
+
+
 def request_overhead(
     loop_runs: Sequence[LoopThreadRuns],
     on_request_path: Callable[[int], bool],
@@ -73,11 +81,17 @@ def request_overhead(
 ) -> RequestOverhead:
     """Busy loop time of request-path stacks that show no route and no dependency."""
     loop_ms = blocked_ms = 0.0
+    overhead: dict[int, bool] = {}  # per stack id: decided once
     for lr in loop_runs:
         for (_start, dur, sid, _n), label in zip(lr.timeline.runs(), lr.labels, strict=True):
             if sid == NO_STACK or label not in (LABEL_BUSY, LABEL_BLOCKED):
                 continue
-            if route_of(sid) is None and on_request_path(sid) and not in_dependency(sid):
+            is_overhead = overhead.get(sid)
+            if is_overhead is None:
+                is_overhead = overhead[sid] = (
+                    route_of(sid) is None and on_request_path(sid) and not in_dependency(sid)
+                )
+            if is_overhead:
                 loop_ms += dur * 1000.0
                 if label == LABEL_BLOCKED:
                     blocked_ms += dur * 1000.0

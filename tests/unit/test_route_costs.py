@@ -10,11 +10,21 @@ from rich.console import Console
 
 from asgiprof.analyze import analyze
 from asgiprof.collect.access_log import RouteMatcher, count_requests
-from asgiprof.model import RequestCounts, Route
+from asgiprof.model import Frame, RequestCounts, Route
 from asgiprof.reporters.html import render_html
 from asgiprof.reporters.summary_json import summary
 from asgiprof.reporters.terminal import print_summary
-from tests.profile_builder import IDLE, ONE_EPISODE_IS_ENOUGH, Builder, request, source_reader
+from tests.profile_builder import (
+    HANDLE,
+    IDLE,
+    LOOP_BASE,
+    ONE_EPISODE_IS_ENOUGH,
+    RUN_ONCE,
+    SITE,
+    Builder,
+    request,
+    source_reader,
+)
 from tests.unit.test_diagnostics import (
     CURRENT_USER,
     ENDPOINT,
@@ -221,3 +231,19 @@ def test_request_overhead_is_split_by_requests_or_left_unattributed() -> None:
     assert b.request_overhead_ms == pytest.approx(20.0)
     assert all(r.overhead_ms == 0.0 for r in b.routes)
     assert summary(b)["request_overhead_ms"] == 20.0
+
+
+def test_server_protocol_work_outside_the_asgi_call_is_request_overhead() -> None:
+    # GIVEN uvicorn parsing a request (data_received), no ASGI call on its stack
+    data_received = Frame(
+        "H11Protocol.data_received", f"{SITE}/uvicorn/protocols/http/h11_impl.py", 221
+    )
+    b = shared_dependency_profile()
+    b.add(1, (*LOOP_BASE, RUN_ONCE, HANDLE, data_received), 4)
+    b.add(1, IDLE, 10)
+    profile = b.build()
+    profile.requests = RequestCounts("access-log", (("GET /profile", 1),), 1, 0)
+    a = analyze(profile, ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE))
+    # THEN its 40 ms are the requests' overhead
+    (profile_route,) = [r for r in a.routes if r.route == "GET /profile"]
+    assert profile_route.overhead_ms == pytest.approx(40.0)
