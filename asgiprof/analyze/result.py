@@ -177,7 +177,8 @@ class RouteStats:
     requests: int | None = None
     dependency_ms: float = 0.0
     # Its requests' share of the request overhead (server, middleware, FastAPI's own work:
-    # loop time no stack attributes to a route), split by requests; 0 without a log.
+    # loop time no stack attributes to a route), split by requests; 0 without a log. In
+    # loop_ms, not in blocked_ms (blocked framework time is the blocking request's).
     overhead_ms: float = 0.0
 
 

@@ -167,8 +167,9 @@ def route_costs(
     if usable is not None and overhead.loop_ms > 0:
         served = sum(usable.values())
         for route, n in usable.items():
+            # Not its blocked time: framework samples inside a blocking episode belong to
+            # the request that blocked, not to every route's requests alike.
             loop[route] = loop.get(route, 0.0) + overhead.loop_ms * n / served
-            blocked[route] = blocked.get(route, 0.0) + overhead.blocked_ms * n / served
             overhead_of[route] = overhead.loop_ms * n / served
         unattributed = 0.0
     names = set(loop)

@@ -247,3 +247,22 @@ def test_server_protocol_work_outside_the_asgi_call_is_request_overhead() -> Non
     # THEN its 40 ms are the requests' overhead
     (profile_route,) = [r for r in a.routes if r.route == "GET /profile"]
     assert profile_route.overhead_ms == pytest.approx(40.0)
+
+
+def test_request_overhead_never_makes_a_route_blocked() -> None:
+    # GIVEN a framework sample opening a blocking episode of /orders (its endpoint blocks)
+    b = Builder(routes=ROUTES)
+    b.add(1, IDLE, 10)
+    b.add(1, request(FASTAPI, *ENDPOINT[:3]), 1)
+    b.add(1, request(FASTAPI, *ENDPOINT, ORDER), 4)
+    b.add(1, IDLE, 10)
+    profile = b.build()
+    profile.requests = RequestCounts(
+        "access-log", (("GET /orders/{order_id}", 1), ("GET /profile", 9)), 10, 0
+    )
+    a = analyze(profile, ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE))
+    assert a.loop.blocked_ms == pytest.approx(50.0)  # the framework sample is blocked time
+    routes = {r.route: r for r in a.routes}
+    # THEN /profile pays its share of the overhead, but none of the blocking
+    assert routes["GET /profile"].overhead_ms > 0
+    assert routes["GET /profile"].blocked_ms == 0.0
