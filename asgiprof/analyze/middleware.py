@@ -429,6 +429,8 @@ def middleware_findings(summary: MiddlewareSummary, params: AnalysisParams) -> l
                 + ", ".join(parts)
             ),
             advice=advice,
-            subject=heavy[0].name if heavy else None,
+            # The heaviest layer, not the outermost heavy one: a layer at 20% beside one at
+            # 79% is not the one to name.
+            subject=max(heavy, key=lambda layer: layer.self_ms).name if heavy else None,
         )
     ]
