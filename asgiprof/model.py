@@ -9,7 +9,7 @@ thread costs one run per chunk and memory stays flat as profiles grow.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -128,6 +128,24 @@ class RequestCounts:
 
     def of(self, route: str) -> int:
         return dict(self.by_route).get(route, 0)
+
+    @staticmethod
+    def combined(counts: Sequence[RequestCounts | None]) -> RequestCounts | None:
+        """The counts of several runs (`asgiprof merge`) added up; None unless every run
+        had an access log (a partial count would split dependencies by the wrong share)."""
+        if not counts or any(c is None for c in counts):
+            return None
+        by_route: dict[str, int] = {}
+        for c in counts:
+            assert c is not None
+            for route, n in c.by_route:
+                by_route[route] = by_route.get(route, 0) + n
+        return RequestCounts(
+            source="access-log",
+            by_route=tuple(sorted(by_route.items(), key=lambda kv: (-kv[1], kv[0]))),
+            total=sum(c.total for c in counts if c is not None),
+            unmatched=sum(c.unmatched for c in counts if c is not None),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +268,16 @@ class GilSamples:
     @property
     def samples(self) -> int:
         return sum(n for stacks in self.held.values() for n in stacks.values())
+
+    def add(self, other: GilSamples, pid_map: Mapping[int, int], stack_map: Sequence[int]) -> None:
+        """Add another run's windows (`asgiprof merge`), its pids and stack ids mapped to
+        the merged profile's."""
+        self.windows += other.windows
+        self.seconds += other.seconds
+        for (pid, tid), stacks in other.held.items():
+            held = self.held.setdefault((pid_map.get(pid, pid), tid), {})
+            for sid, n in stacks.items():
+                held[stack_map[sid]] = held.get(stack_map[sid], 0) + n
 
 
 @dataclass(slots=True)

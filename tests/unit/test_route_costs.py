@@ -12,7 +12,7 @@ from asgiprof.analyze import analyze
 from asgiprof.analyze.result import DependencySummary
 from asgiprof.analyze.route_costs import EndpointTime, RequestOverhead, route_costs
 from asgiprof.collect.access_log import RouteMatcher, count_requests
-from asgiprof.model import Frame, RequestCounts, Route
+from asgiprof.model import Frame, GilSamples, RequestCounts, Route
 from asgiprof.reporters.html import render_html
 from asgiprof.reporters.summary_json import summary
 from asgiprof.reporters.terminal import print_summary
@@ -265,3 +265,21 @@ def test_request_overhead_never_makes_a_route_blocked() -> None:
     assert routes["GET /profile"].loop_ms == pytest.approx(18.0)
     assert routes["GET /profile"].blocked_ms == 0.0
     assert routes["GET /orders/{order_id}"].blocked_ms == pytest.approx(40.0)
+
+
+def test_counts_of_merged_runs_add_up_only_when_every_run_had_a_log() -> None:
+    a = RequestCounts("access-log", (("GET /a", 3), ("GET /b", 1)), 5, 1)
+    b = RequestCounts("access-log", (("GET /b", 4),), 4, 0)
+    merged = RequestCounts.combined([a, b])
+    assert merged is not None
+    assert merged.by_route == (("GET /b", 5), ("GET /a", 3))
+    assert (merged.total, merged.unmatched) == (9, 1)
+    assert RequestCounts.combined([a, None]) is None
+
+
+def test_gil_windows_of_merged_runs_keep_their_threads_apart() -> None:
+    merged = GilSamples(windows=1, seconds=1.0, held={(7, 7): {0: 5}})
+    merged.add(GilSamples(2, 2.0, {(7, 9): {1: 3}}), pid_map={7: 8199}, stack_map=[4, 6])
+    assert (merged.windows, merged.seconds) == (3, 3.0)
+    assert merged.held == {(7, 7): {0: 5}, (8199, 9): {6: 3}}
+    assert merged.samples == 8
