@@ -25,8 +25,10 @@ from asgiprof import store
 from asgiprof.errors import CorruptProfileError, UsageError
 from asgiprof.model import (
     Chunk,
+    GilSamples,
     Interner,
     Profile,
+    RequestCounts,
     Resources,
     RunSource,
     SamplingInfo,
@@ -85,6 +87,8 @@ def merge_profiles(named: list[tuple[str, Path, Profile]]) -> Profile:
     problems: list[str] = []
     sources: list[RunSource] = []
     taken: set[int] = set()
+    gil = GilSamples(0, 0.0)
+    measured_gil = False
     for k, (name, out, p) in enumerate(named):
         # The run's own target pids first (its main process), then any other sampled ones.
         seen = {t.thread.pid for t in p.threads}
@@ -107,6 +111,9 @@ def merge_profiles(named: list[tuple[str, Path, Profile]]) -> Profile:
         for pid, conns in p.resources.connections.items():
             new = pid_map.get(pid, pid)
             resources.connections[new] = replace(conns, pid=new)
+        if p.gil is not None:
+            gil.add(p.gil, pid_map, stack_map)
+            measured_gil = True
         chunks.extend(replace(c, file=f"{name}/{c.file}") for c in p.sampling.chunks)
         problems.extend(f"{name}: {text}" for text in p.problems)
         sources.append(
@@ -155,6 +162,8 @@ def merge_profiles(named: list[tuple[str, Path, Profile]]) -> Profile:
         resources=resources,
         problems=problems,
         sources=sources,
+        requests=RequestCounts.combined([p.requests for p in profiles]),
+        gil=gil if measured_gil else None,
     )
 
 

@@ -9,7 +9,7 @@ thread costs one run per chunk and memory stays flat as profiles grow.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -114,6 +114,38 @@ class RouteTable:
     source: Literal["app", "none"]  # "none": table could not be read
     error: str | None = None  # why the table could not be read
     dependency_error: str | None = None  # why some routes' dependency trees were not read
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCounts:
+    """Requests per route read from the server's access log (`run` only), over the whole
+    time the server ran: shares of traffic, not counts of the sampled window."""
+
+    source: Literal["access-log"]
+    by_route: tuple[tuple[str, int], ...]  # (route name, requests), most first
+    total: int  # request lines read
+    unmatched: int  # lines whose path no route matches (404s, static files)
+
+    def of(self, route: str) -> int:
+        return dict(self.by_route).get(route, 0)
+
+    @staticmethod
+    def combined(counts: Sequence[RequestCounts | None]) -> RequestCounts | None:
+        """The counts of several runs (`asgiprof merge`) added up; None unless every run
+        had an access log (a partial count would split dependencies by the wrong share)."""
+        if not counts or any(c is None for c in counts):
+            return None
+        by_route: dict[str, int] = {}
+        for c in counts:
+            assert c is not None
+            for route, n in c.by_route:
+                by_route[route] = by_route.get(route, 0) + n
+        return RequestCounts(
+            source="access-log",
+            by_route=tuple(sorted(by_route.items(), key=lambda kv: (-kv[1], kv[0]))),
+            total=sum(c.total for c in counts if c is not None),
+            unmatched=sum(c.unmatched for c in counts if c is not None),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +307,31 @@ class RunSource:
 
 
 @dataclass(slots=True)
+class GilSamples:
+    """Who held the GIL, from py-spy `--gil` windows (collect/gil_sampler.py): at each
+    sampled instant only the holding thread is recorded, none while nobody holds it."""
+
+    windows: int
+    seconds: float  # wall time the windows spanned
+    # (pid, tid) -> stack id -> samples holding the GIL (stacks interned with the rest)
+    held: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict)
+
+    @property
+    def samples(self) -> int:
+        return sum(n for stacks in self.held.values() for n in stacks.values())
+
+    def add(self, other: GilSamples, pid_map: Mapping[int, int], stack_map: Sequence[int]) -> None:
+        """Add another run's windows (`asgiprof merge`), its pids and stack ids mapped to
+        the merged profile's."""
+        self.windows += other.windows
+        self.seconds += other.seconds
+        for (pid, tid), stacks in other.held.items():
+            held = self.held.setdefault((pid_map.get(pid, pid), tid), {})
+            for sid, n in stacks.items():
+                held[stack_map[sid]] = held.get(stack_map[sid], 0) + n
+
+
+@dataclass(slots=True)
 class Profile:
     """Everything measured: interned frames and stacks, per-thread runs, metadata."""
 
@@ -288,6 +345,8 @@ class Profile:
     problems: list[str] = field(default_factory=list)  # unreadable chunks and the like
     sources: list[RunSource] = field(default_factory=list)  # the runs of a merged profile
     load: LoadInfo | None = None  # the load run with --load / --load-url, if any
+    requests: RequestCounts | None = None  # from the access log, when `run` captured one
+    gil: GilSamples | None = None  # None: GIL holding was not measured
 
     def stack_frames(self, stack_id: int) -> list[Frame]:
         return [self.frames[i] for i in self.stacks[stack_id]]

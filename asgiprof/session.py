@@ -31,6 +31,7 @@ from asgiprof.analyze import analyze
 from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.result import Analysis, AnalysisParams
 from asgiprof.collect.command import find_target_python, parse_server_command, redact
+from asgiprof.collect.gil_sampler import GilConfig, GilSampler
 from asgiprof.collect.load_run import LoadRunner, LoadSpec
 from asgiprof.collect.pyspy_format import parse_chunk
 from asgiprof.collect.resources import ResourceMonitor
@@ -83,6 +84,8 @@ class ProfileOptions:
     require_event_loop: bool = True
     # Load to drive once the server listens; sampling stops when it ends (--load).
     load: LoadSpec | None = None
+    # Short py-spy --gil windows beside the sampling: which thread held the GIL.
+    gil_windows: bool = True
 
 
 class _Stop:
@@ -337,6 +340,8 @@ def _profile(
         ),
         on_chunk=loop_check if options.require_event_loop else None,
     )
+    # Who holds the GIL, in short windows beside the main sampler (gil-contention evidence).
+    gil = GilSampler(target.pid, out, t0, GilConfig(pyspy=sampler.pyspy))
     monitor = ResourceMonitor(out / store.RESOURCES, info.pids, t0=t0)
     routes = threading.Thread(
         target=_read_routes, args=(target, info, out), name="asgiprof-routes", daemon=True
@@ -360,6 +365,8 @@ def _profile(
         monitor.start()
         routes.start()
         sampler.start()
+        if options.gil_windows:
+            gil.start()
         try:
             if load is not None:
                 shown = load.start(target.pids() or [target.pid], target.server_argv)
@@ -372,7 +379,9 @@ def _profile(
             if load is not None:
                 load.finish(_LOAD_STOPS.get(stop.reason, "error"))
             sampler.stop()
+            gil.stop()
             sampler.join(options.chunk_s + 30)
+            gil.join(30)
             if target.launched:
                 exit_status = target.exit_status()
                 stop_launched(target)

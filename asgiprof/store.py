@@ -3,9 +3,11 @@
     OUT/meta.json              target and sampling parameters (rewritten as sampling goes)
     OUT/raw/chunk-NNNN.speedscope.json   py-spy's own output, kept untouched
     OUT/raw/chunk-NNNN.json    that chunk's wall-clock span and py-spy's counts
+    OUT/raw/gil-NNNN.*.json    short py-spy --gil windows: who held the GIL (gil_sampler.py)
     OUT/routes.json            the app's route table (or why it could not be read)
     OUT/resources.jsonl        psutil polls (see collect/resources.py)
-    OUT/server.log             the launched server's output (run only)
+    OUT/server.log             the launched server's output (run only): its access log
+                               gives requests per route (see collect/access_log.py)
     OUT/load.json, load.log    the load command's outcome and output (--load, --load-url)
 
 `load_profile(OUT)` rebuilds the `Profile` from these files alone, so `asgiprof report`
@@ -27,12 +29,14 @@ from typing import Any
 
 import orjson
 
+from asgiprof.collect.access_log import count_requests
 from asgiprof.collect.pyspy_format import parse_chunk, place_samples, seal
 from asgiprof.errors import CorruptProfileError, OutputDirError
 from asgiprof.model import (
     NO_STACK,
     Chunk,
     Frame,
+    GilSamples,
     Interner,
     LoadInfo,
     Profile,
@@ -55,6 +59,7 @@ SERVER_LOG = "server.log"
 LOAD = "load.json"
 LOAD_LOG = "load.log"
 PYSPY_LOG = "pyspy.log"  # in RAW_DIR: the output of every py-spy run
+GIL_LOG = "pyspy-gil.log"  # in RAW_DIR: the output of the `--gil` windows' py-spy runs
 FORMAT = 1
 
 
@@ -118,10 +123,15 @@ def discard(out: Path) -> None:
     output of a start that failed (no server, not an ASGI server), never a user's file."""
     raw = out / RAW_DIR
     try:
-        ours = [*raw.glob("chunk-*.json"), *raw.glob("*.tmp")] if raw.is_dir() else []
+        ours = (
+            [*raw.glob("chunk-*.json"), *raw.glob("gil-*.json"), *raw.glob("*.tmp")]
+            if raw.is_dir()
+            else []
+        )
         for path in ours:
             path.unlink(missing_ok=True)
         (raw / PYSPY_LOG).unlink(missing_ok=True)
+        (raw / GIL_LOG).unlink(missing_ok=True)
         names = (
             META,
             ROUTES,
@@ -525,6 +535,8 @@ def load_profile(out: Path) -> Profile:
                         tl.append(last_end, first - last_end, NO_STACK, 0)
                 _append_runs(tl, ts.stacks, ts.counts, first, period)
 
+    gil = _load_gil(raw_dir, interner, default_pid, problems)
+
     if chunk_files and not chunks:
         raise CorruptProfileError(
             f"no readable py-spy output in {raw_dir}: " + "; ".join(problems[:3])
@@ -583,8 +595,40 @@ def load_profile(out: Path) -> Profile:
         resources=resources,
         problems=problems,
         load=load,
+        requests=count_requests(out / SERVER_LOG, routes.routes),
+        gil=gil,
     )
     return profile
+
+
+def _load_gil(
+    raw_dir: Path, interner: Interner, default_pid: int, problems: list[str]
+) -> GilSamples | None:
+    """The `--gil` windows (collect/gil_sampler.py): GIL-holding samples per thread; None
+    when there are none (sampled before they existed, or every window failed)."""
+    try:
+        paths = sorted(raw_dir.glob("gil-*.speedscope.json")) if raw_dir.is_dir() else []
+    except OSError:
+        return None
+    gil = GilSamples(windows=0, seconds=0.0)
+    for path in paths:
+        meta = _chunk_meta(raw_dir / path.name.replace(".speedscope.json", ".json"))
+        try:
+            data = path.read_bytes()
+            if meta is None:  # py-spy finished it after asgiprof died: never sealed
+                data = _seal_late(path, data)
+            threads = parse_chunk(data, interner, default_pid=default_pid)
+        except (CorruptProfileError, OSError):
+            problems.append(f"unreadable GIL window skipped: {path.name}")
+            continue
+        gil.windows += 1
+        if meta is not None:
+            gil.seconds += meta["end_s"] - meta["start_s"]
+        for ts in threads:
+            held = gil.held.setdefault((ts.thread.pid, ts.thread.tid), {})
+            for sid, n in zip(ts.stacks, ts.counts, strict=True):
+                held[sid] = held.get(sid, 0) + n
+    return gil if gil.windows else None
 
 
 # Below these, the report says how much py-spy missed (see `sampling_problems`).

@@ -40,8 +40,9 @@ LOOP_BASE = (
 IDLE = (*LOOP_BASE, RUN_ONCE_SELECT, SELECT)
 
 
-# Hand-built profiles often block once per line: rank even a single short episode.
-ONE_EPISODE_IS_ENOUGH = AnalysisParams(one_off_factor=0)
+# Hand-built profiles often block once per line, a few samples long: rank even a single
+# short episode, and draw findings from a single sample.
+ONE_EPISODE_IS_ENOUGH = AnalysisParams(one_off_factor=0, finding_min_samples=1)
 
 
 def busy(*frames: Frame) -> tuple[Frame, ...]:

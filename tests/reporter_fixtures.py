@@ -620,7 +620,7 @@ def diagnose(
         *leak_findings(summary),
         *threadpool_findings(threadpool, params),
         *middleware_findings(middleware, params),
-        *dependency_findings(dependencies, params.block_threshold_ms),
+        *dependency_findings(dependencies, culprits, params),
         *extra_findings,
     ]
     return dataclasses.replace(

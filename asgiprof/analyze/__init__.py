@@ -4,7 +4,8 @@ Every step is a plain function of the Profile (and earlier steps' results): no p
 no files. Source lines come in through `read_line` so the caller decides where they live.
 
     threads -> episodes -> request paths (middleware) + dependencies -> culprits
-    -> routes and views -> middleware, dependency, threadpool and resource summaries
+    -> views -> middleware, dependency summaries -> route costs (endpoints + dependency
+    shares, see route_costs.py) -> threadpool and resource summaries
     -> GIL stalls (culprit-less episodes while pool workers computed) -> findings -> notes
 """
 
@@ -51,9 +52,15 @@ from asgiprof.analyze.result import (
     Episode,
     Finding,
     LoopSummary,
-    RouteStats,
 )
 from asgiprof.analyze.roles import thread_roles, threads_with_role
+from asgiprof.analyze.route_costs import (
+    EndpointTime,
+    order_culprit_routes,
+    request_overhead,
+    route_costs,
+    server_work,
+)
 from asgiprof.analyze.routes import RouteResolver
 from asgiprof.analyze.threadpool import (
     WorkerStacks,
@@ -151,13 +158,6 @@ def analyze(
                 if route is not None:
                     route_pool[route] += ms
 
-    routes = sorted(
-        (
-            RouteStats(r, route_samples[r], route_loop[r], route_blocked[r], route_pool[r])
-            for r in route_samples
-        ),
-        key=lambda rs: (-(rs.loop_ms + rs.threadpool_ms), rs.route),
-    )
     active = busy_ms + idle_ms
     loop = LoopSummary(
         busy_ms=busy_ms,
@@ -176,6 +176,19 @@ def analyze(
     worker_stacks = WorkerStacks.for_profile(profile)
     workers = worker_threads(profile, worker_stacks)
     dependencies = dependency_summary(deps, loop_runs, workers, worker_stacks.busy_entries(workers))
+    endpoint_time = {
+        r: EndpointTime(route_samples[r], route_loop[r], route_blocked[r], route_pool[r])
+        for r in route_samples
+    }
+    overhead = request_overhead(
+        loop_runs,
+        lambda sid: paths.owner(sid) is not None or server_work(profile, sid),
+        resolver.route_of,
+        lambda sid: deps.on_loop(sid) is not None,
+    )
+    costs = route_costs(endpoint_time, dependencies, profile.requests, overhead)
+    routes, dependencies = costs.routes, costs.dependencies
+    culprits = order_culprit_routes(culprits, dependencies)
     threadpool = threadpool_summary(
         profile,
         workers,
@@ -202,10 +215,10 @@ def analyze(
     gil_found = gil_findings(gil, duration_s, len(loop_threads), params)
     findings: list[Finding] = [
         *leak_findings(resources),
-        *threadpool_findings(threadpool, params),
+        *threadpool_findings(threadpool, params, profile.sampling.rate_hz),
         *gil_found,
         *middleware_findings(middleware, params),
-        *dependency_findings(dependencies, params.block_threshold_ms),
+        *dependency_findings(dependencies, culprits, params),
     ]
     explained = [s.episode for s in gil.stalls] if gil_found else []
     notes = _notes(profile, loop_threads, episodes, culprits, explained)
@@ -242,6 +255,8 @@ def analyze(
         findings=findings,
         sample_labels=per_sample,
         fleet=fleet_summary(profile, episodes, culprits, per_sample),
+        routes_evidence=costs.evidence,
+        request_overhead_ms=costs.unattributed_ms,
     )
 
 

@@ -18,14 +18,20 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns
 from asgiprof.analyze.frames import bare_function, file_kind
 from asgiprof.analyze.middleware import class_of
-from asgiprof.analyze.result import DependencyStats, DependencySummary, Finding
+from asgiprof.analyze.result import (
+    AnalysisParams,
+    Culprit,
+    DependencyStats,
+    DependencySummary,
+    Finding,
+)
 from asgiprof.model import NO_STACK, Frame, Profile, Route, ThreadTimeline
 
 SourceReader = Callable[[str, int], "str | None"]
@@ -313,13 +319,29 @@ def dependency_summary(
     return DependencySummary(solving_ms=solving_ms, dependencies=tuple(stats))
 
 
-def dependency_findings(summary: DependencySummary, min_blocked_ms: float) -> list[Finding]:
-    """A finding per dependency that blocked the event loop at least `min_blocked_ms`."""
+def dependency_findings(
+    summary: DependencySummary, culprits: Sequence[Culprit], params: AnalysisParams
+) -> list[Finding]:
+    """A finding per dependency that blocked the event loop, only with evidence: at least
+    a block threshold of blocked time, `finding_min_samples` samples, and a ranked culprit
+    line under it (time in a dependency that only awaits is not blocking, whatever
+    episodes it shared)."""
     findings: list[Finding] = []
+    lines: dict[str, list[Culprit]] = defaultdict(list)
+    for c in culprits:
+        if c.context == "dependency" and c.context_name is not None:
+            lines[c.context_name].append(c)
     for dep in summary.dependencies:
-        if dep.blocked_ms < min_blocked_ms or dep.blocked_ms <= 0:
+        under = lines.get(dep.name)
+        if (
+            not under
+            or dep.blocked_ms < params.block_threshold_ms
+            or dep.blocked_ms <= 0
+            or dep.samples < params.finding_min_samples
+        ):
             continue
         used_by = ", ".join(dep.routes) if dep.routes else "the routes that depend on it"
+        where = ", ".join(f"{c.file}:{c.line} (culprit #{c.rank})" for c in under[:3])
         findings.append(
             Finding(
                 kind="blocking-dependency",
@@ -328,7 +350,8 @@ def dependency_findings(summary: DependencySummary, min_blocked_ms: float) -> li
                 detail=(
                     f"the async dependency {dep.name} ({dep.file}:{dep.line}) held the event "
                     f"loop {dep.blocked_ms:.0f} ms in blocking episodes ({dep.loop_ms:.0f} ms on "
-                    f"the loop in all), in every request of {used_by}"
+                    f"the loop in all, {dep.samples} samples) at {where}, in every request "
+                    f"of {used_by}"
                 ),
                 advice=(
                     "FastAPI awaits `async def` dependencies on the event loop: make its "

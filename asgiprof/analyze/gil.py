@@ -8,6 +8,12 @@ no line of the user's code on them. The stacks alone cannot tell that from frame
 work; per-thread CPU can: a starved loop is mostly not running while the workers together
 are (see `AnalysisParams.gil_*` for the measurements behind the thresholds).
 
+CPU alone cannot tell a worker holding the GIL from one in native code that released it
+(argon2, bcrypt, hashlib: on a machine short of cores they starve the loop of CPU, not of
+the GIL). The finding, and the lines it names, therefore come from py-spy's `--gil` windows
+(collect/gil_sampler.py), where only the thread holding the GIL is sampled: no windows, or
+workers rarely in them, no finding.
+
 Workers are judged per episode (their CPU is steady under load); the loop's own CPU per
 episode is too noisy (sample times are estimates good to ~0.1 s, polls come every 50 ms), so
 it is judged once per loop thread over all the episodes whose workers computed.
@@ -55,6 +61,14 @@ class GilStall:
 class GilStalls:
     stalls: tuple[GilStall, ...] = ()
     holders: tuple[GilHolder, ...] = ()  # most samples first
+    # Measured GIL holding (py-spy --gil windows) in the stalled processes: samples of any
+    # thread holding it, and of their pool workers; None when it was not measured.
+    gil_samples: int | None = None
+    worker_gil_samples: int = 0
+
+    @property
+    def worker_gil_share(self) -> float:
+        return self.worker_gil_samples / self.gil_samples if self.gil_samples else 0.0
 
     @property
     def stalled_ms(self) -> float:
@@ -124,29 +138,39 @@ def find_gil_stalls(
             if candidate is not None:
                 candidates[ep.pid, ep.tid].append(candidate)
     stalls: list[GilStall] = []
-    # Per line, not per frame: a `sum(<genexpr>)` line is sampled in both its function's
-    # frame and the generator's, and the line is what the user changes.
-    seconds: dict[Line, float] = defaultdict(float)
-    samples: dict[Line, float] = defaultdict(float)
-    functions: dict[Line, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    routes: dict[Line, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    frames = profile.frames
     for measured in candidates.values():
         thread = GilStalls(tuple(stall for stall, _ in measured))
         if thread.loop_cpu_ratio > params.gil_loop_max_cpu_ratio:
             continue  # the loop ran its own work (C code that released the GIL, say)
         stalls.extend(thread.stalls)
-        for sid, (s, n) in ((sid, sb) for _, busy in measured for sid, sb in busy.items()):
-            fid = user_frames.deepest(sid)
-            if fid is None:
-                continue
-            line = (frames[fid].file, frames[fid].line)
-            seconds[line] += s
-            samples[line] += n
-            functions[line][frames[fid].function] += s
-            route = route_of(sid)
-            if route is not None:
-                routes[line][route] += s
+    stalls.sort(key=lambda st: (st.episode.start_s, st.episode.pid, st.episode.tid))
+    gil = profile.gil
+    if gil is None:
+        return GilStalls(tuple(stalls))
+    # Who held the GIL, measured: only the holder's stack is in a --gil sample, so a worker
+    # in native code that releases it (argon2, bcrypt, hashlib, sleep) never is.
+    pids = {st.episode.pid for st in stalls}
+    pool_keys = {(tl.thread.pid, tl.thread.tid) for tl in workers}
+    held = [(key, sid, n) for key, stacks in gil.held.items() for sid, n in stacks.items()]
+    in_pids = [(key, sid, n) for key, sid, n in held if key[0] in pids]
+    by_workers = [(sid, n) for key, sid, n in in_pids if key in pool_keys]
+    # Per line, not per frame: a `sum(<genexpr>)` line is sampled in both its function's
+    # frame and the generator's, and the line is what the user changes.
+    samples: dict[Line, float] = defaultdict(float)
+    functions: dict[Line, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    routes: dict[Line, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    frames = profile.frames
+    period_s = gil.seconds / gil.samples if gil.samples else 0.0
+    for sid, n in by_workers:
+        fid = user_frames.deepest(sid)
+        if fid is None:
+            continue
+        line = (frames[fid].file, frames[fid].line)
+        samples[line] += n
+        functions[line][frames[fid].function] += n
+        route = route_of(sid)
+        if route is not None:
+            routes[line][route] += n
     holders = sorted(
         (
             GilHolder(
@@ -154,15 +178,19 @@ def find_gil_stalls(
                 line=line,
                 function=_function(functions[file, line]),
                 route=_most(routes[file, line]),
-                samples=round(samples[file, line]),
-                ms=s * 1000.0,
+                samples=round(n),
+                ms=n * period_s * 1000.0,
             )
-            for (file, line), s in seconds.items()
+            for (file, line), n in samples.items()
         ),
         key=lambda h: (-h.samples, -h.ms, h.file, h.line),
     )
-    stalls.sort(key=lambda st: (st.episode.start_s, st.episode.pid, st.episode.tid))
-    return GilStalls(tuple(stalls), tuple(holders))
+    return GilStalls(
+        tuple(stalls),
+        tuple(holders),
+        gil_samples=sum(n for _, _, n in in_pids),
+        worker_gil_samples=sum(n for _, n in by_workers),
+    )
 
 
 def _most(weights: Mapping[str, float]) -> str | None:
@@ -225,6 +253,15 @@ def gil_findings(
     stalled_ms = stalls.stalled_ms
     if not stalls.stalls or stalled_ms < params.one_off_factor * params.block_threshold_ms:
         return []
+    # Only measured GIL holding makes the finding: workers busy on CPU may be in native
+    # code that released the GIL (a machine short of cores starves the loop alike).
+    if (
+        stalls.gil_samples is None
+        or stalls.worker_gil_samples < params.finding_min_samples
+        or stalls.worker_gil_share < params.gil_workers_min_hold
+        or sum(s.episode.samples for s in stalls.stalls) < params.finding_min_samples
+    ):
+        return []
     loop_ms = duration_s * 1000.0 * max(loop_threads, 1)
     share = stalled_ms / loop_ms if loop_ms > 0 else 0.0
     total = sum(h.samples for h in stalls.holders) or 1
@@ -246,8 +283,10 @@ def gil_findings(
                 f"({share:.0%} of the event loop's time), had no line of your code on the "
                 f"loop: the loop thread ran only {stalls.loop_cpu_ratio:.0%} of its busy "
                 "time, waiting for the GIL, while threadpool workers ran "
-                f"{stalls.workers_cpu:.1f} CPU-seconds per second. "
-                "Workers were running: " + (", ".join(parts) if parts else "no line of your code")
+                f"{stalls.workers_cpu:.1f} CPU-seconds per second, and held the GIL in "
+                f"{stalls.worker_gil_share:.0%} of {stalls.gil_samples} GIL samples "
+                "(py-spy --gil). Holding it: "
+                + (", ".join(parts) if parts else "no line of your code")
             ),
             advice=(
                 "Pure-Python CPU work in a thread still holds the GIL, and the event loop "

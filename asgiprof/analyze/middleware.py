@@ -49,6 +49,11 @@ _LIFESPAN: Final = re.compile(r"[/\\]lifespan[/\\]")
 _LOCALS: Final = ".<locals>."
 
 
+def is_server_code(file: str) -> bool:
+    """An ASGI server's own protocol code (parsing, `send`, access logs), not its lifespan."""
+    return bool(_SERVER_DIRS.search(file)) and not _LIFESPAN.search(file)
+
+
 def class_of(function: str) -> str | None:
     """`A.b` -> `A`; `A.__call__.<locals>.send` -> `A`; plain functions (and py-spy's names on
     Python < 3.11, which carry no class) -> None."""
@@ -382,9 +387,17 @@ def middleware_findings(summary: MiddlewareSummary, params: AnalysisParams) -> l
     """One finding when middleware takes a large share of request time on the loop."""
     request_ms = summary.request_ms
     layers = [layer for layer in summary.layers if layer.role == "middleware"]
-    heavy = [layer for layer in layers if layer.share >= params.middleware_layer_share]
+    heavy = [
+        layer
+        for layer in layers
+        if layer.share >= params.middleware_layer_share
+        and layer.samples >= params.finding_min_samples
+    ]
     total = summary.layers_ms / request_ms if request_ms > 0 else 0.0
-    if not heavy and total < params.middleware_total_share:
+    samples = sum(layer.samples for layer in layers)
+    if not heavy and (
+        total < params.middleware_total_share or samples < params.finding_min_samples
+    ):
         return []
     top = sorted((layer for layer in layers if layer.self_ms > 0), key=lambda x: -x.self_ms)
     parts = []
@@ -412,9 +425,12 @@ def middleware_findings(summary: MiddlewareSummary, params: AnalysisParams) -> l
             title=f"middleware takes {total:.0%} of request time on the event loop",
             detail=(
                 f"{len(layers)} middleware layers; their own time was {summary.layers_ms:.0f} "
-                f"of {request_ms:.0f} ms of request time on the loop: " + ", ".join(parts)
+                f"of {request_ms:.0f} ms of request time on the loop ({samples} samples): "
+                + ", ".join(parts)
             ),
             advice=advice,
-            subject=heavy[0].name if heavy else None,
+            # The heaviest layer, not the outermost heavy one: a layer at 20% beside one at
+            # 79% is not the one to name.
+            subject=max(heavy, key=lambda layer: layer.self_ms).name if heavy else None,
         )
     ]

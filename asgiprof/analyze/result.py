@@ -104,6 +104,16 @@ class AnalysisParams:
     # The finding needs stalls adding up to `one_off_factor` block thresholds (a single short
     # stall is as likely the OS), and is a warning from this share of the loops' time on.
     gil_warning_share: float = 0.05
+    # ... and measured GIL holding: pool workers held the GIL in at least this share of the
+    # samples of py-spy's --gil windows (only the holder is sampled). A worker in native
+    # code that releases the GIL (argon2, bcrypt, hashlib) is not in them at all.
+    gil_workers_min_hold: float = 0.3
+    # Every finding rests on at least this many samples of what it names (the dependency's,
+    # the layer's, the saturated workers', the stalled loop's): below it the time is a
+    # guess (1/sqrt(10): +-32% at one sd) and one stray stack, say a security scheme's
+    # `__call__` caught 2-3 times, would make a headline. Leak findings rest on
+    # `leak_min_points` polls instead.
+    finding_min_samples: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +169,30 @@ class Culprit:
     kind_evidence: str = ""  # why `kind` is what it is, in a sentence
 
 
+# What split a shared dependency's time among its routes (see analyze/route_costs.py):
+# request counts from the access log, samples of the routes' endpoints, an equal split when
+# neither tells, or nothing to split (one route).
+SplitEvidence = Literal["requests", "endpoint-samples", "equal", "one-route"]
+RoutesEvidence = Literal["access-log", "endpoint-samples"]
+
+
 @dataclass(frozen=True, slots=True)
 class RouteStats:
+    """What one route cost: its endpoint's samples plus its share of its dependencies."""
+
     route: str
-    samples: int
-    loop_ms: float
-    blocked_ms: float
-    threadpool_ms: float
+    samples: int  # samples whose stack shows the endpoint (dependencies never do)
+    loop_ms: float  # endpoint + dependency share, on the event loop
+    blocked_ms: float  # part of loop_ms inside blocking episodes
+    threadpool_ms: float  # endpoint + dependency share, in worker threads
+    # Additive: requests from the access log (None without one), and the part of loop_ms +
+    # threadpool_ms that is the route's share of its dependencies.
+    requests: int | None = None
+    dependency_ms: float = 0.0
+    # Its requests' share of the request overhead (server, middleware, FastAPI's own work:
+    # loop time no stack attributes to a route), split by requests; 0 without a log. In
+    # loop_ms, not in blocked_ms (blocked framework time is the blocking request's).
+    overhead_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +260,11 @@ class DependencyStats:
     blocked_ms: float  # loop time inside blocking episodes
     threadpool_ms: float
     samples: int
-    routes: tuple[str, ...]  # routes that declare it (Depends(...) in the endpoint signature)
+    # Routes whose dependency tree holds it, most used first (by `split_by` evidence);
+    # with an access log, only routes that served requests.
+    routes: tuple[str, ...]
+    shares: tuple[float, ...] = ()  # each route's share of its time, as `routes`
+    split_by: SplitEvidence = "one-route"
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,3 +439,7 @@ class Analysis:
     findings: list[Finding] = field(default_factory=list)
     sample_labels: SampleLabels = field(default_factory=SampleLabels)
     fleet: FleetSummary = field(default_factory=FleetSummary)
+    # Which evidence decided which routes served requests and split shared dependencies.
+    routes_evidence: RoutesEvidence = "endpoint-samples"
+    # Request overhead given to no route (without an access log nothing tells the split).
+    request_overhead_ms: float = 0.0

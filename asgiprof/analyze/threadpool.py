@@ -280,9 +280,14 @@ def _spread(
         peak[b] = max(peak[b], count)
 
 
-def threadpool_findings(summary: ThreadpoolSummary, params: AnalysisParams) -> list[Finding]:
-    """A saturation finding when every worker was busy for a noticeable share of the time."""
+def threadpool_findings(
+    summary: ThreadpoolSummary, params: AnalysisParams, rate_hz: int = 100
+) -> list[Finding]:
+    """A saturation finding when every worker was busy for a noticeable share of the time,
+    over at least `finding_min_samples` sampling instants."""
     if summary.at_limit_share < params.threadpool_saturation_share or summary.at_limit_ms <= 0:
+        return []
+    if summary.at_limit_ms * rate_hz / 1000.0 < params.finding_min_samples:
         return []
     holders = [h for h in summary.holders if h.at_limit_ms > 0] or list(summary.holders)
     at_limit_total = sum(h.at_limit_ms for h in holders) or 1.0

@@ -1024,6 +1024,8 @@ def dependency_rows(analysis: Analysis) -> dict[str, Any] | None:
                 "blocked_ms": dep.blocked_ms,
                 "threadpool_ms": dep.threadpool_ms,
                 "routes": _routes_cell(dep.routes),
+                "shares": list(dep.shares) if len(dep.shares) == len(dep.routes) else [],
+                "split_by": dep.split_by,
             }
             for dep in d.dependencies
         ],
@@ -1211,6 +1213,9 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
                 "loop_ms": r.loop_ms,
                 "blocked_ms": r.blocked_ms,
                 "threadpool_ms": r.threadpool_ms,
+                "requests": r.requests,
+                "dependency_ms": r.dependency_ms,
+                "overhead_ms": r.overhead_ms,
                 "share": (r.loop_ms + r.threadpool_ms) / route_total if route_total > 0 else 0.0,
                 "view": ROUTE_VIEW_PREFIX + r.route
                 if ROUTE_VIEW_PREFIX + r.route in view_ids
@@ -1218,6 +1223,11 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
             }
             for r in analysis.routes
         ],
+        "routes_evidence": analysis.routes_evidence,
+        "request_overhead_ms": analysis.request_overhead_ms,
+        "finding_min_samples": analysis.params.finding_min_samples,
+        "loop_episodes": analysis.loop.episodes,
+        "loop_blocked_ms": analysis.loop.blocked_ms,
         "block_threshold_ms": analysis.params.block_threshold_ms,
         "culprit_rows": CULPRIT_ROWS,
         "payload": payload,

@@ -96,9 +96,14 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "loop_ms": _ms(r.loop_ms),
                 "blocked_ms": _ms(r.blocked_ms),
                 "threadpool_ms": _ms(r.threadpool_ms),
+                "requests": r.requests,
+                "dependency_ms": _ms(r.dependency_ms),
+                "overhead_ms": _ms(r.overhead_ms),
             }
             for r in analysis.routes
         ],
+        "routes_evidence": analysis.routes_evidence,
+        "request_overhead_ms": _ms(analysis.request_overhead_ms),
         "notes": list(analysis.notes),
         "middleware": _middleware(analysis),
         "dependencies": _dependencies(analysis),
@@ -236,6 +241,8 @@ def _dependencies(analysis: Analysis) -> dict[str, Any]:
                 "threadpool_ms": _ms(dep.threadpool_ms),
                 "samples": dep.samples,
                 "routes": list(dep.routes),
+                "shares": [round(share, 4) for share in dep.shares],
+                "split_by": dep.split_by,
             }
             for dep in d.dependencies
         ],

@@ -63,6 +63,16 @@ def loop_panel(analysis: Analysis) -> Panel:
 
 def culprits_table(analysis: Analysis, limit: int = 10) -> Table | Text:
     if not analysis.culprits:
+        loop = analysis.loop
+        if loop.episodes:
+            # The header counts these episodes: say why none has a line, never "nothing".
+            return Text(
+                f"No blocking culprits: the {loop.episodes} blocking episode(s) "
+                f"({_fmt_ms(loop.blocked_ms)}) had no single line of your code holding the "
+                "loop (framework or library code, the GIL, or many short callbacks): see the "
+                "notes below and the 'blocking' flamegraph.",
+                style="yellow",
+            )
         return Text(
             "No blocking culprits: nothing in your code held the event loop for "
             f">= {analysis.params.block_threshold_ms:.0f} ms.",
@@ -189,9 +199,15 @@ def dependencies_table(analysis: Analysis, limit: int = 10) -> Table | None:
             _fmt_ms(d.loop_ms),
             _fmt_ms(d.blocked_ms) if d.blocked_ms else "-",
             _fmt_ms(d.threadpool_ms),
-            Text(", ".join(d.routes) or "-"),
+            Text(_shares(d.routes, d.shares) or "-"),
         )
     return table
+
+
+def _shares(routes: tuple[str, ...], shares: tuple[float, ...]) -> str:
+    if len(shares) != len(routes) or len(routes) < 2:
+        return ", ".join(routes)
+    return ", ".join(f"{r} {s:.0%}" for r, s in zip(routes, shares, strict=True))
 
 
 def threadpool_line(analysis: Analysis) -> Text | None:
@@ -252,17 +268,40 @@ def resources_lines(analysis: Analysis) -> Text | None:
 def routes_table(analysis: Analysis, limit: int = 15) -> Table | None:
     if not analysis.routes:
         return None
-    table = Table(title="Routes", title_justify="left")
-    for col in ("route", "samples", "loop", "blocked", "threadpool"):
+    by_requests = analysis.routes_evidence == "access-log"
+    if by_requests:
+        caption = "shared dependencies and request overhead split by requests in the access log"
+    else:
+        caption = "shared dependencies split by endpoint samples (no access log)"
+        if analysis.request_overhead_ms > 0:
+            caption += (
+                f"; {_fmt_ms(analysis.request_overhead_ms)} of request overhead (server, "
+                "middleware, framework) in no route"
+            )
+    table = Table(
+        title="Routes (endpoint + share of its dependencies and request overhead)",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
+    columns = ["route", "samples", "loop", "blocked", "threadpool", "from deps"]
+    if by_requests:
+        columns[1:1] = ["requests"]
+        columns.append("overhead")
+    for col in columns:
         table.add_column(col, justify="left" if col == "route" else "right")
     for r in analysis.routes[:limit]:
-        table.add_row(
-            Text(r.route),
+        cells = [
             str(r.samples),
             _fmt_ms(r.loop_ms),
             _fmt_ms(r.blocked_ms),
             _fmt_ms(r.threadpool_ms),
-        )
+            _fmt_ms(r.dependency_ms) if r.dependency_ms else "-",
+        ]
+        if by_requests:
+            cells.insert(0, str(r.requests or 0))
+            cells.append(_fmt_ms(r.overhead_ms))
+        table.add_row(Text(r.route), *cells)
     return table
 
 

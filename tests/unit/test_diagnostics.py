@@ -174,7 +174,8 @@ def test_middleware_layers_in_order_with_exact_self_time() -> None:
 
 
 def test_blocking_in_middleware_is_a_culprit_in_that_layer() -> None:
-    a = analyze(middleware_profile().build(), read_line=read_line)
+    params = AnalysisParams(finding_min_samples=1)  # a hand-built profile: 13 samples
+    a = analyze(middleware_profile().build(), params, read_line=read_line)
     (culprit,) = a.culprits
     assert (culprit.file, culprit.line, culprit.function) == (MW, 61, "AuditMiddleware.dispatch")
     assert (culprit.context, culprit.context_name) == ("middleware", "AuditMiddleware")

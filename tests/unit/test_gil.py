@@ -9,7 +9,7 @@ import pytest
 
 from asgiprof.analyze import analyze
 from asgiprof.analyze.result import Analysis, AnalysisParams, Finding
-from asgiprof.model import Frame, Route, ThreadCpu
+from asgiprof.model import Frame, GilSamples, Route, ThreadCpu
 from asgiprof.reporters.summary_json import summary
 from tests.profile_builder import (
     APP,
@@ -82,14 +82,39 @@ def add_cpu(b: Builder, tid: int, rate: Callable[[float], float], end_s: float) 
         b.profile.resources.add_cpu(ThreadCpu(poll_t, 1, tid, cpu))
 
 
-def measured(b: Builder, loop_rate: float, worker_rate: float) -> Analysis:
+def add_gil(b: Builder, *, native: bool = False) -> None:
+    """py-spy --gil windows over the whole profile: at each sample a worker runs Python it
+    holds the GIL (never when `native`: in C code that releases it), the loop holds it
+    whenever it is not idle, nobody while all wait."""
+    profile = b.profile
+    held: dict[tuple[int, int], dict[int, int]] = {}
+    for tl in profile.threads:
+        stacks: dict[int, int] = {}
+        for _start, _dur, sid, n in tl.runs():
+            frames = profile.stack_frames(sid)
+            if tl.thread.tid == LOOP:
+                holds = tuple(frames) != IDLE
+            else:
+                holds = not native and frames[-1] != QUEUE_GET
+            if holds:
+                stacks[sid] = stacks.get(sid, 0) + n
+        held[(tl.thread.pid, tl.thread.tid)] = stacks
+    profile.gil = GilSamples(windows=1, seconds=profile.sampling.duration_s, held=held)
+
+
+def measured(
+    b: Builder, loop_rate: float, worker_rate: float, *, gil: bool = True, native: bool = False
+) -> Analysis:
     """Analyse `b` with CPU polls: the loop runs `loop_rate` of its busy time, worker A runs
-    `worker_rate` CPU s/s throughout, worker B (idle) nothing."""
+    `worker_rate` CPU s/s throughout, worker B (idle) nothing; with GIL windows (`add_gil`)
+    unless not `gil`."""
     profile = b.build()
     end = profile.sampling.duration_s
     add_cpu(b, LOOP, lambda t: loop_rate if loop_busy_at(t) else 0.0, end)
     add_cpu(b, WORKER_A, lambda t: worker_rate, end)
     add_cpu(b, WORKER_B, lambda t: 0.0, end)
+    if gil:
+        add_gil(b, native=native)
     return analyze(profile)
 
 
@@ -151,6 +176,7 @@ def test_the_loop_ratio_bound_is_the_parameter() -> None:
     end = profile.sampling.duration_s
     add_cpu(b, LOOP, lambda t: 0.5 if loop_busy_at(t) else 0.0, end)
     add_cpu(b, WORKER_A, lambda t: 1.0, end)
+    add_gil(b)
     assert gil_finding(analyze(profile, strict)) is None
 
 
@@ -198,8 +224,9 @@ def test_worker_lines_are_ranked_by_samples_with_their_routes() -> None:
     a = measured(b, loop_rate=0.2, worker_rate=1.0)
     f = gil_finding(a)
     assert f is not None
-    assert f"checksum ({APP}:43) in GET /reports/checksum 67%" in f.detail
-    assert f"resize ({APP}:52) in GET /images/resize 33%" in f.detail
+    # ... by their GIL samples: A held it 170 samples, B 75
+    assert f"checksum ({APP}:43) in GET /reports/checksum 69%" in f.detail
+    assert f"resize ({APP}:52) in GET /images/resize 31%" in f.detail
     assert f.detail.index("checksum (") < f.detail.index("resize (")
 
 
@@ -236,6 +263,7 @@ def test_the_loop_is_judged_over_all_stalls_not_one_by_one() -> None:
 
     add_cpu(b, LOOP, loop_rate, end)
     add_cpu(b, WORKER_A, lambda t: 1.0, end)
+    add_gil(b)
     f = gil_finding(analyze(profile))
     # THEN all six are GIL stalls: over them the loop ran 60% of its busy time
     assert f is not None
@@ -255,3 +283,27 @@ def test_asyncio_executor_workers_hold_the_gil_too() -> None:
     f = gil_finding(measured(b, loop_rate=0.2, worker_rate=1.0))
     assert f is not None
     assert f"resize ({APP}:52) in GET /images/resize 100%" in f.detail
+
+
+def test_without_gil_windows_there_is_no_finding() -> None:
+    # GIVEN every CPU sign of GIL contention, but GIL holding never measured
+    a = measured(stalls_profile(), loop_rate=0.2, worker_rate=1.0, gil=False)
+    assert len([e for e in a.episodes if e.culprit is None]) == 6
+    # THEN no finding: the episodes stay in the culprit-less note
+    assert gil_finding(a) is None
+    assert any(n.startswith("6 blocking episode(s)") for n in a.notes), a.notes
+
+
+def test_workers_in_native_code_that_releases_the_gil_are_not_named() -> None:
+    # GIVEN workers on CPU (argon2, bcrypt, pbkdf2: native code), the loop starved of CPU,
+    # and the GIL windows showing only the loop holding the GIL
+    a = measured(stalls_profile(), loop_rate=0.2, worker_rate=1.0, native=True)
+    # THEN no finding names the worker's line
+    assert gil_finding(a) is None
+
+
+def test_the_finding_states_the_measured_gil_share() -> None:
+    f = gil_finding(measured(stalls_profile(), loop_rate=0.2, worker_rate=1.0))
+    assert f is not None
+    # worker A holds the GIL at each of its 170 samples, the loop at its 30 busy ones
+    assert "held the GIL in 85% of 200 GIL samples (py-spy --gil)" in f.detail
