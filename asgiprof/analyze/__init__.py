@@ -59,6 +59,7 @@ from asgiprof.analyze.threadpool import (
     worker_threads,
 )
 from asgiprof.analyze.timeline import loop_timeline
+from asgiprof.analyze.traffic import traffic_summary
 from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
 
 __all__ = ["analyze"]
@@ -234,6 +235,7 @@ def analyze(
         threadpool=threadpool,
         resources=resources,
         findings=findings,
+        traffic=traffic_summary(loop, routes, middleware, params),
     )
 
 

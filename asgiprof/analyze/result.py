@@ -92,6 +92,11 @@ class AnalysisParams:
     # The finding needs stalls adding up to `one_off_factor` block thresholds (a single short
     # stall is as likely the OS), and is a warning from this share of the loops' time on.
     gil_warning_share: float = 0.05
+    # Traffic: "little traffic" when less than this much request handling (loop and
+    # threadpool time in request code) was sampled, or the loop idled this share of the time;
+    # "none" when no request was seen at all. Half a second is ~50 samples at 100 Hz.
+    traffic_min_request_ms: float = 500.0
+    traffic_idle_share: float = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +323,20 @@ class Finding:
     subject: str | None = None  # metric, layer, dependency or route the finding is about
 
 
+TrafficLevel = Literal["none", "low", "ok"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSummary:
+    """Whether the profile saw enough requests to judge the routes (see analyze/traffic.py)."""
+
+    level: TrafficLevel
+    route_samples: int  # samples in a route's own code, any thread
+    request_ms: float  # request handling sampled: loop request path, or route loop+pool time
+    idle_share: float  # of the event loop's sampled time
+    warning: str | None = None
+
+
 @dataclass(slots=True)
 class Analysis:
     params: AnalysisParams
@@ -339,3 +358,4 @@ class Analysis:
     )
     resources: ResourceSummary = field(default_factory=lambda: ResourceSummary(0.0))
     findings: list[Finding] = field(default_factory=list)
+    traffic: TrafficSummary = field(default_factory=lambda: TrafficSummary("ok", 0, 0.0, 0.0))

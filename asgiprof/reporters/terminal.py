@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import textwrap
+
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
@@ -45,30 +48,98 @@ def loop_panel(analysis: Analysis) -> Panel:
     return Panel(text, title="asgiprof", title_align="left")
 
 
+# Below this width the culprits are a list (one header line each, code and fix under it):
+# a table's columns would fold file:line and route character by character.
+TABLE_MIN_WIDTH = 120
+CODE_MIN_WIDTH = 20  # the table layout needs this much room left for the code column
+TABLE_OVERHEAD = 3 * 8 + 1  # borders and padding of the eight-column table
+
+
+def display_path(file: str, root: str) -> str:
+    """`file` relative to the app's root (the server's working directory) when inside it,
+    the part after `site-packages/` for libraries, else as the target saw it."""
+    if root:
+        prefix = root.rstrip("/\\") + os.sep
+        if file.startswith(prefix):
+            return file[len(prefix) :]
+    for marker in ("site-packages/", "dist-packages/"):
+        _, found, rest = file.rpartition(marker)
+        if found:
+            return rest
+    return file
+
+
+def _where_text(analysis: Analysis, c: Culprit) -> str:
+    return f"{display_path(c.file, analysis.profile.target.cwd)}:{c.line}"
+
+
+def _context(c: Culprit) -> str:
+    if c.context in ("middleware", "dependency") and c.context_name:
+        return f"{c.context} {c.context_name}"
+    return c.function
+
+
+def _route_text(c: Culprit) -> str:
+    route = c.route or "-"
+    return f"{route} +{len(c.routes) - 1}" if len(c.routes) > 1 else route
+
+
+def _no_culprits(analysis: Analysis) -> Text:
+    text = Text(
+        "No blocking culprits: nothing in your code held the event loop for "
+        f">= {analysis.params.block_threshold_ms:.0f} ms",
+        style="green",
+    )
+    if analysis.traffic.level != "ok":
+        text.append(" (but see the traffic warning: too little was seen to be sure)", "yellow")
+    text.append(".", style="green")
+    return text
+
+
+def _more(analysis: Analysis, limit: int) -> Text | None:
+    more = len(analysis.culprits) - limit
+    if more <= 0:
+        return None
+    return Text(f"+{more} more culprit{'s' if more > 1 else ''} in report.html", style="dim")
+
+
+def table_fits(analysis: Analysis, width: int, limit: int = 10) -> bool:
+    """Whether the table layout shows every file:line and route whole at `width`."""
+    if width < TABLE_MIN_WIDTH:
+        return False
+    shown = analysis.culprits[:limit]
+    where = max((len(_where_text(analysis, c)) for c in shown), default=9)
+    route = max(
+        (
+            max(len(_route_text(c)), len(_context(c)) if c.context != "endpoint" else 0)
+            for c in shown
+        ),
+        default=5,
+    )
+    fixed = 2 + route + where + len("unknown") + 8 + len("episodes") + 8
+    return fixed + TABLE_OVERHEAD + CODE_MIN_WIDTH <= width
+
+
 def culprits_table(analysis: Analysis, limit: int = 10) -> Table | Text:
     if not analysis.culprits:
-        return Text(
-            "No blocking culprits: nothing in your code held the event loop for "
-            f">= {analysis.params.block_threshold_ms:.0f} ms.",
-            style="green",
-        )
+        return _no_culprits(analysis)
     table = Table(title="Blocking culprits (lines that held the event loop)", title_justify="left")
     for col, kw in (
-        ("#", {"justify": "right"}),
-        ("route", {}),
-        ("file:line", {"overflow": "fold"}),
-        ("code", {"overflow": "fold"}),
-        ("kind", {}),
-        ("blocked", {"justify": "right"}),
-        ("episodes", {"justify": "right"}),
-        ("max", {"justify": "right"}),
+        ("#", {"justify": "right", "no_wrap": True}),
+        ("route", {"no_wrap": True}),
+        ("file:line", {"no_wrap": True}),
+        ("code", {"overflow": "fold", "min_width": CODE_MIN_WIDTH}),
+        ("kind", {"no_wrap": True}),
+        ("blocked", {"justify": "right", "no_wrap": True}),
+        ("episodes", {"justify": "right", "no_wrap": True}),
+        ("max", {"justify": "right", "no_wrap": True}),
     ):
-        table.add_column(col, **kw)  # type: ignore[arg-type]
+        table.add_column(col, **kw)
     for c in analysis.culprits[:limit]:
         table.add_row(
             str(c.rank),
             _where(c),
-            Text(f"{c.file}:{c.line}"),
+            Text(_where_text(analysis, c)),
             Text((c.code or "").strip()),
             Text(c.kind, style=KIND_STYLE[c.kind]),
             _fmt_ms(c.blocked_ms),
@@ -88,7 +159,73 @@ def _where(c: Culprit) -> Text:
     return text
 
 
-def advice_lines(analysis: Analysis, limit: int = 5) -> Text:
+def _pieces_lines(pieces: list[Text], width: int, indent: str) -> list[Text]:
+    """Lay out `pieces` (each kept whole) two spaces apart, a new indented line when the
+    next one would pass `width`; a piece longer than a line gets a line of its own."""
+    lines: list[Text] = []
+    line = Text()
+    for piece in pieces:
+        if line.plain.strip() and len(line.plain) + 2 + len(piece.plain) > width:
+            lines.append(line)
+            line = Text(indent)
+        elif line.plain.strip():
+            line.append("  ")
+        line.append_text(piece)
+    if line.plain.strip():
+        lines.append(line)
+    for text in lines:
+        # Never folded by rich: a path or route cut in two reads as a different one.
+        text.no_wrap = True
+        text.overflow = "ignore"
+    return lines
+
+
+def _wrapped(label: str, body: str, width: int, indent: str, style: str = "") -> Text:
+    """`label body` wrapped at spaces (runs of spaces kept), continuation lines indented."""
+    rows = textwrap.wrap(
+        f"{label} {body}" if label else body,
+        width=max(20, width),
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+    text = Text("\n".join(rows), style=style)
+    text.no_wrap = True
+    text.overflow = "ignore"
+    return text
+
+
+def culprits_list(analysis: Analysis, width: int, limit: int = 10) -> Group | Text:
+    """Narrow layout: per culprit, one line with rank, time, kind, file:line, context and
+    route, then its code and fix indented under it."""
+    if not analysis.culprits:
+        return _no_culprits(analysis)
+    indent = "    "
+    parts: list[Text] = [Text("Blocking culprits (lines that held the event loop)", style="bold")]
+    for c in analysis.culprits[:limit]:
+        pieces = [
+            Text(f"{c.rank:>2}", style="bold"),
+            Text(f"{_fmt_ms(c.blocked_ms):>7}", style="bold red"),
+            Text(c.kind, style=KIND_STYLE[c.kind]),
+            Text(_where_text(analysis, c), style="bold"),
+            Text(_context(c), style="yellow" if c.context != "endpoint" else ""),
+            Text(_route_text(c)),
+        ]
+        parts.extend(_pieces_lines(pieces, width, indent))
+        parts.append(
+            Text(f"{indent}{c.episodes} episodes, longest {_fmt_ms(c.max_ms)}", style="dim")
+        )
+        if c.code:
+            parts.append(_wrapped("", c.code.strip(), width, indent, style="cyan"))
+        if c.advice:
+            parts.append(_wrapped("fix:", c.advice, width, indent))
+        if c.context == "dependency" and len(c.routes) > 1:
+            parts.append(_wrapped("used by:", ", ".join(c.routes), width, indent, style="dim"))
+    return Group(*parts)
+
+
+def advice_lines(analysis: Analysis, limit: int = 10) -> Text:
     text = Text()
     for c in analysis.culprits[:limit]:
         if c.advice:
@@ -104,7 +241,7 @@ def advice_lines(analysis: Analysis, limit: int = 5) -> Text:
     return text
 
 
-def findings_lines(analysis: Analysis) -> Text | None:
+def findings_lines(analysis: Analysis, width: int = 100) -> Text | None:
     if not analysis.findings:
         return None
     text = Text()
@@ -112,9 +249,17 @@ def findings_lines(analysis: Analysis) -> Text | None:
     for f in analysis.findings:
         text.append("! " if f.severity == "warning" else "- ", style=SEVERITY_STYLE[f.severity])
         text.append(f.title + "\n", style=SEVERITY_STYLE[f.severity])
-        text.append(f"  {f.detail}\n")
-        text.append(f"  fix: {f.advice}\n", style="dim")
+        detail = _relative_paths(f.detail, analysis.profile.target.cwd)
+        text.append_text(_wrapped("", detail, width, "  "))
+        text.append("\n")
+        text.append_text(_wrapped("fix:", f.advice, width, "  ", style="dim"))
+        text.append("\n")
     return text
+
+
+def _relative_paths(text: str, root: str) -> str:
+    """Paths inside the app's root shown relative to it, as in the culprit list."""
+    return text.replace(root.rstrip("/\\") + os.sep, "") if root else text
 
 
 def middleware_table(analysis: Analysis, limit: int = 20) -> Table | None:
@@ -130,9 +275,9 @@ def middleware_table(analysis: Analysis, limit: int = 20) -> Table | None:
     )
     for col in ("#", "layer", "where", "self", "share", "blocked"):
         table.add_column(col, justify="left" if col in ("layer", "where") else "right")
-    for layer in sorted(layers, key=lambda x: x.order)[:limit]:
+    for number, layer in enumerate(sorted(layers, key=lambda x: x.order)[:limit], start=1):
         table.add_row(
-            str(layer.order),
+            str(number),
             Text(layer.name),
             Text(layer.origin, style="bold" if layer.origin == "user" else "dim"),
             _fmt_ms(layer.self_ms),
@@ -165,7 +310,8 @@ def dependencies_table(analysis: Analysis, limit: int = 10) -> Table | None:
     table = Table(title="Dependencies (FastAPI Depends)", title_justify="left")
     for col in ("dependency", "runs on", "loop", "blocked", "threadpool", "routes"):
         justify = "right" if col in ("loop", "blocked", "threadpool") else "left"
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        # One route per row, never folded: `GET /api/v1/...` cut in two is another route.
+        table.add_column(col, justify=justify, no_wrap=col == "routes", overflow="fold")  # type: ignore[arg-type]
     for d in deps[:limit]:
         table.add_row(
             Text(d.name),
@@ -173,7 +319,7 @@ def dependencies_table(analysis: Analysis, limit: int = 10) -> Table | None:
             _fmt_ms(d.loop_ms),
             _fmt_ms(d.blocked_ms) if d.blocked_ms else "-",
             _fmt_ms(d.threadpool_ms),
-            Text(", ".join(d.routes) or "-"),
+            Text("\n".join(d.routes) or "-"),
         )
     return table
 
@@ -250,11 +396,34 @@ def routes_table(analysis: Analysis, limit: int = 15) -> Table | None:
     return table
 
 
+def traffic_line(analysis: Analysis) -> Text | None:
+    warning = analysis.traffic.warning
+    if warning is None:
+        return None
+    head = "no traffic" if analysis.traffic.level == "none" else "little traffic"
+    text = Text(f"! {head}: ", style="bold yellow")
+    text.append(warning.split(": ", 1)[1] if warning.startswith(head) else warning, "yellow")
+    return text
+
+
 def print_summary(analysis: Analysis, console: Console) -> None:
-    parts: list[object] = [loop_panel(analysis), culprits_table(analysis)]
-    adv = advice_lines(analysis)
-    if adv.plain:
-        parts.append(adv)
+    limit = 10
+    wide = table_fits(analysis, console.width, limit)
+    parts: list[object] = [loop_panel(analysis)]
+    traffic = traffic_line(analysis)
+    if traffic is not None:
+        parts.append(traffic)
+    if wide:
+        parts.append(culprits_table(analysis, limit))
+    else:
+        parts.append(culprits_list(analysis, console.width, limit))
+    more = _more(analysis, limit)
+    if more is not None:
+        parts.append(more)
+    if wide:
+        adv = advice_lines(analysis, limit)
+        if adv.plain:
+            parts.append(adv)
     rt = routes_table(analysis)
     if rt is not None:
         parts.append(rt)
@@ -263,7 +432,7 @@ def print_summary(analysis: Analysis, console: Console) -> None:
         dependencies_table(analysis),
         threadpool_line(analysis),
         resources_lines(analysis),
-        findings_lines(analysis),
+        findings_lines(analysis, console.width),
     )
     parts.extend(section for section in sections if section is not None)
     parts.extend(Text(f"note: {note}", style="yellow") for note in analysis.notes)

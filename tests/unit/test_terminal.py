@@ -1,0 +1,47 @@
+"""The terminal summary's layout, from the hostile sample analysis (four culprits)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from rich.console import Console
+
+from asgiprof.analyze.result import TrafficSummary
+from asgiprof.reporters.terminal import display_path, print_summary
+from tests.reporter_fixtures import sample_analysis
+
+
+def _render(width: int, **changes: object) -> list[str]:
+    analysis = sample_analysis()
+    for name, value in changes.items():
+        setattr(analysis, name, value)
+    console = Console(width=width, record=True, color_system=None)
+    print_summary(analysis, console)
+    return console.export_text().splitlines()
+
+
+def test_paths_relative_to_the_app_root() -> None:
+    assert display_path("/srv/app/api/users.py", "/srv/app") == "api/users.py"
+    assert display_path("/srv/application.py", "/srv/app") == "/srv/application.py"
+    lib = "/venv/lib/python3.12/site-packages/httpx/_client.py"
+    assert display_path(lib, "/srv/app") == "httpx/_client.py"
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_more_culprits_than_shown_are_counted(width: int) -> None:
+    analysis = sample_analysis()
+    many = [replace(analysis.culprits[0], rank=i + 1, line=100 + i) for i in range(13)]
+    lines = _render(width, culprits=many)
+    assert "+3 more culprits in report.html" in lines
+
+
+@pytest.mark.parametrize("level", ["none", "low"])
+def test_traffic_warning_is_shown_first(level: str) -> None:
+    traffic = TrafficSummary(level, 0, 0.0, 0.99, warning=f"{level} warning text")  # type: ignore[arg-type]
+    lines = _render(100, traffic=traffic)
+    head = "no traffic" if level == "none" else "little traffic"
+    warned = [i for i, line in enumerate(lines) if line.startswith(f"! {head}")]
+    assert warned, lines
+    culprits = next(i for i, line in enumerate(lines) if line.startswith("Blocking culprits"))
+    assert warned[0] < culprits
