@@ -1147,6 +1147,8 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "threads": role_counts,
         "cards": header_cards(analysis),
         "notes": list(analysis.notes),
+        "traffic": analysis.traffic.warning,
+        "traffic_level": analysis.traffic.level,
         "findings": findings,
         "culprits": culprit_rows(analysis),
         "workers": worker_rows(analysis, payload),

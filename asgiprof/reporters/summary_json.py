@@ -87,6 +87,14 @@ def summary(analysis: Analysis) -> dict[str, Any]:
             for r in analysis.routes
         ],
         "notes": list(analysis.notes),
+        # Whether requests were seen at all: "none" and "low" carry the warning shown.
+        "traffic": {
+            "level": analysis.traffic.level,
+            "warning": analysis.traffic.warning,
+            "request_ms": _ms(analysis.traffic.request_ms),
+            "route_samples": analysis.traffic.route_samples,
+            "idle_share": round(analysis.traffic.idle_share, 4),
+        },
         "middleware": _middleware(analysis),
         "dependencies": _dependencies(analysis),
         "threadpool": _threadpool(analysis),

@@ -396,21 +396,21 @@ def routes_table(analysis: Analysis, limit: int = 15) -> Table | None:
     return table
 
 
-def traffic_line(analysis: Analysis) -> Text | None:
+def traffic_line(analysis: Analysis, width: int) -> Text | None:
     warning = analysis.traffic.warning
     if warning is None:
         return None
     head = "no traffic" if analysis.traffic.level == "none" else "little traffic"
-    text = Text(f"! {head}: ", style="bold yellow")
-    text.append(warning.split(": ", 1)[1] if warning.startswith(head) else warning, "yellow")
-    return text
+    text = Text(f"! {head}:", style="bold yellow")
+    body = _wrapped("", warning, width, "  ", style="yellow")
+    return Text("\n").join([text, body])
 
 
 def print_summary(analysis: Analysis, console: Console) -> None:
     limit = 10
     wide = table_fits(analysis, console.width, limit)
     parts: list[object] = [loop_panel(analysis)]
-    traffic = traffic_line(analysis)
+    traffic = traffic_line(analysis, console.width)
     if traffic is not None:
         parts.append(traffic)
     if wide:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from asgiprof.demo import uvicorn_command
+from asgiprof.load import free_port
 from tests.profiling import asgiprof, summary
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
@@ -70,3 +72,36 @@ def test_terminal_shows_every_culprit_whole_at_each_width(
             assert header.lstrip().startswith(f"{c['rank']} "), header
     if width >= 200:
         assert "┃ file:line" in text  # room for the table layout
+
+
+def test_demo_under_load_has_traffic(demo_profile: Path) -> None:
+    traffic = summary(demo_profile)["traffic"]
+    assert traffic["level"] == "ok", traffic
+    assert traffic["warning"] is None
+
+
+def test_run_without_load_says_no_traffic(tmp_path: Path, examples_dir: Path) -> None:
+    out = tmp_path / "idle"
+    port = free_port()
+    done = asgiprof(
+        "run",
+        "--duration",
+        "5",
+        "--out",
+        str(out),
+        "--",
+        *uvicorn_command("healthy", port),
+        cwd=examples_dir,
+        env={"COLUMNS": "100"},
+        timeout_s=90.0,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "! no traffic:" in done.stdout, done.stdout
+    assert "no requests were seen" in done.stdout
+    traffic = summary(out)["traffic"]
+    assert traffic["level"] == "none", traffic
+    assert traffic["route_samples"] == 0
+    assert traffic["idle_share"] > 0.9
+    assert summary(out)["schema"] == 1
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert 'class="traffic-warning"' in html and "No traffic" in html
