@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,7 @@ from rich.console import Console
 
 from asgiprof import __version__
 from asgiprof.analyze.result import AnalysisParams
-from asgiprof.errors import AsgiprofError
+from asgiprof.errors import AsgiprofError, UsageError
 from asgiprof.session import ProfileOptions, attach_server, render, run_server
 
 app = typer.Typer(
@@ -51,7 +52,26 @@ Nonblocking = Annotated[
         help="Do not pause the target while sampling (less overhead, some torn stacks).",
     ),
 ]
+App = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="The ASGI app whose route table to read, when the command does not name it "
+        "(e.g. `python serve.py` calling uvicorn.run(app)).",
+    ),
+]
 DEFAULT_THRESHOLD = AnalysisParams().block_threshold_ms
+_APP_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def _app_spec(value: str | None) -> str | None:
+    if value is not None and not _APP_SPEC.fullmatch(value):
+        raise UsageError(
+            f"--app {value!r} is not MODULE:ATTR: give the module and the app's name in it, "
+            "e.g. --app serve:app or --app mypkg.main:app"
+        )
+    return value
 
 
 def _options(
@@ -61,6 +81,7 @@ def _options(
     open_: bool,
     threshold_ms: float,
     nonblocking: bool,
+    app_spec: str | None = None,
 ) -> ProfileOptions:
     return ProfileOptions(
         duration_s=duration,
@@ -69,6 +90,7 @@ def _options(
         open_browser=open_,
         params=AnalysisParams(block_threshold_ms=threshold_ms),
         nonblocking=nonblocking,
+        app_spec=_app_spec(app_spec),
     )
 
 
@@ -99,9 +121,10 @@ def run(
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
     nonblocking: Nonblocking = False,
+    app_spec: App = None,
 ) -> None:
     """Launch a server under the profiler: asgiprof run -- uvicorn app:app --port 8000"""
-    options = _options(duration, out, rate, open_, threshold_ms, nonblocking)
+    options = _options(duration, out, rate, open_, threshold_ms, nonblocking, app_spec)
     run_server(list(command), options, Console())
 
 
@@ -115,9 +138,10 @@ def attach(
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
     nonblocking: Nonblocking = False,
+    app_spec: App = None,
 ) -> None:
     """Attach to a running server; it keeps running when asgiprof stops."""
-    options = _options(duration, out, rate, open_, threshold_ms, nonblocking)
+    options = _options(duration, out, rate, open_, threshold_ms, nonblocking, app_spec)
     attach_server(pid, options, Console())
 
 

@@ -46,7 +46,6 @@ from asgiprof.collect.target import (
     stopped_pids,
 )
 from asgiprof.errors import (
-    AppImportError,
     AsgiprofError,
     CorruptProfileError,
     NotAsgiServerError,
@@ -71,6 +70,9 @@ class ProfileOptions:
     ready_timeout_s: float = 30.0
     # Stop with NotAsgiServerError when the first chunk shows no event-loop thread.
     require_event_loop: bool = True
+    # `--app module:attr`: the app whose route table to read, when the command line does
+    # not name it (`python serve.py` calling `uvicorn.run(app)`) or names another.
+    app_spec: str | None = None
 
 
 class _Stop:
@@ -184,7 +186,9 @@ def render(out: Path, params: AnalysisParams, console: Console, open_browser: bo
     return analysis
 
 
-def _target_info(target: Target, mode: str, exit_status: int | None = None) -> TargetInfo:
+def _target_info(
+    target: Target, mode: str, exit_status: int | None = None, app_spec: str | None = None
+) -> TargetInfo:
     cmd = parse_server_command(target.server_argv)
     return TargetInfo(
         pids=tuple(target.pids() or [target.pid]),
@@ -192,31 +196,46 @@ def _target_info(target: Target, mode: str, exit_status: int | None = None) -> T
         server=cmd.server,
         cwd=target.cwd,
         python=find_target_python(target.cmdline, target.exe, target.cwd),
-        app_spec=cmd.app_spec,
+        app_spec=app_spec or cmd.app_spec,
         mode="attach" if mode == "attach" else "run",
         exit_status=exit_status,
     )
 
 
-def _read_routes(target: Target, info: TargetInfo, out: Path) -> None:
+def _read_routes(target: Target, info: TargetInfo, out: Path, app_spec: str | None) -> None:
     """Runs in a thread while sampling: imports the app in the target's interpreter."""
     cmd = parse_server_command(target.server_argv)
-    if not cmd.app_spec:
-        table = RouteTable((), "none", "no app spec found in the server command line")
-    else:
-        try:
+    spec = app_spec or cmd.app_spec
+    try:
+        if spec:
+            app_dir = cmd.app_dir
+            if app_spec and cmd.script and not app_dir:
+                app_dir = os.path.dirname(cmd.script) or None  # `python src/serve.py`
             table = read_route_table(
-                cmd.app_spec,
+                spec,
                 python=info.python,
                 cwd=target.cwd,
                 env=target.environ or None,
-                factory=cmd.factory,
-                app_dir=cmd.app_dir,
+                factory=cmd.factory and not app_spec,
+                app_dir=app_dir,
             )
-        except AppImportError as exc:
-            table = RouteTable((), "none", exc.message)
-        except AsgiprofError as exc:
-            table = RouteTable((), "none", exc.message)
+        elif cmd.script:
+            # Started from code: import the script without its __main__ block, find the app.
+            table = read_route_table(
+                cmd.script,
+                python=info.python,
+                cwd=target.cwd,
+                env=target.environ or None,
+                script=True,
+            )
+        else:
+            table = RouteTable(
+                (),
+                "none",
+                "no app spec found in the server command line: name the app with --app module:attr",
+            )
+    except AsgiprofError as exc:
+        table = RouteTable((), "none", exc.message)
     store.write_routes(out, table)
 
 
@@ -283,7 +302,7 @@ def _profile(
 ) -> Analysis:
     t0 = time.time()
     mode = "run" if target.launched else "attach"
-    info = _target_info(target, mode)
+    info = _target_info(target, mode, app_spec=options.app_spec)
     sampling = SamplingInfo(options.rate_hz, t0, 0.0, 0, 0, stopped_by="running")
     store.write_meta(out, info, sampling)
 
@@ -308,7 +327,10 @@ def _profile(
     )
     monitor = ResourceMonitor(out / store.RESOURCES, info.pids, t0=t0)
     routes = threading.Thread(
-        target=_read_routes, args=(target, info, out), name="asgiprof-routes", daemon=True
+        target=_read_routes,
+        args=(target, info, out, options.app_spec),
+        name="asgiprof-routes",
+        daemon=True,
     )
     stopped_before = set() if target.launched else stopped_pids(target.pids())
 

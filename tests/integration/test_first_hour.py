@@ -4,14 +4,16 @@ columns, the warning when no traffic was seen, and a clean Ctrl-C during startup
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from asgiprof.demo import uvicorn_command
-from asgiprof.load import free_port
-from tests.profiling import asgiprof, summary
+from asgiprof.load import drive_load, free_port
+from tests.profiling import Finished, asgiprof, finish, start_asgiprof, summary, wait_until_serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
@@ -105,3 +107,135 @@ def test_run_without_load_says_no_traffic(tmp_path: Path, examples_dir: Path) ->
     assert summary(out)["schema"] == 1
     html = (out / "report.html").read_text(encoding="utf-8")
     assert 'class="traffic-warning"' in html and "No traffic" in html
+
+
+# A server started from code, as in many Dockerfiles: `python serve.py`. Routers with
+# prefixes live in another module; the app is made at module level and served by
+# `uvicorn.run(app)` under `if __name__ == "__main__"`. A second app object (`admin`)
+# is there to be named with --app.
+SERVE_PY = """
+import os
+import sys
+
+import uvicorn
+from fastapi import FastAPI
+
+from shop_api import router
+
+app = FastAPI()
+app.include_router(router, prefix="/api/v1")
+
+admin = FastAPI()
+
+
+@admin.get("/admin/stats")
+async def stats() -> dict[str, int]:
+    return {"ok": 1}
+
+
+if __name__ == "__main__":
+    uvicorn.run(
+        admin if os.environ.get("SERVE_ADMIN") else app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        loop="asyncio",
+        log_level="warning",
+    )
+"""
+
+SHOP_API_PY = """
+import time
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/shipping")
+
+
+@router.get("/quotes/{order_id}")
+async def quote(order_id: int) -> dict[str, int]:
+    time.sleep(0.03)  # planted: a sync client call in async def
+    return {"order_id": order_id}
+"""
+
+
+def _serve_py_app(root: Path) -> Path:
+    app_dir = root / "svc"
+    app_dir.mkdir()
+    (app_dir / "serve.py").write_text(SERVE_PY, encoding="utf-8")
+    (app_dir / "shop_api.py").write_text(SHOP_API_PY, encoding="utf-8")
+    return app_dir
+
+
+def _profile_serve_py(app_dir: Path, out: Path, path: str, *args: str) -> Finished:
+    port = free_port()
+    proc = start_asgiprof(
+        "run",
+        "--duration",
+        "5",
+        "--out",
+        str(out),
+        *args,
+        "--",
+        sys.executable,
+        "serve.py",
+        str(port),
+        cwd=app_dir,
+    )
+    try:
+        wait_until_serving(port, path=path)
+        drive_load(f"http://127.0.0.1:{port}", [path], duration_s=3.0, concurrency=2)
+    finally:
+        done = finish(proc, 90.0)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_server_started_from_code_gets_its_route_templates(tmp_path: Path) -> None:
+    app_dir = _serve_py_app(tmp_path)
+    out = tmp_path / "out"
+    _profile_serve_py(app_dir, out, "/api/v1/shipping/quotes/7")
+    data = summary(out)
+    route = "GET /api/v1/shipping/quotes/{order_id}"
+    assert [r["route"] for r in data["routes"]][:1] == [route], data["routes"]
+    culprit = data["culprits"][0]
+    assert (Path(culprit["file"]).name, culprit["route"]) == ("shop_api.py", route)
+    assert not any("route table not read" in note for note in data["notes"]), data["notes"]
+
+
+def test_app_option_names_the_app_a_script_serves(tmp_path: Path) -> None:
+    app_dir = _serve_py_app(tmp_path)
+    out = tmp_path / "out"
+    port = free_port()
+    proc = start_asgiprof(
+        "run",
+        "--duration",
+        "4",
+        "--out",
+        str(out),
+        "--app",
+        "serve:admin",
+        "--",
+        sys.executable,
+        "serve.py",
+        str(port),
+        cwd=app_dir,
+        env={"SERVE_ADMIN": "1"},
+    )
+    try:
+        wait_until_serving(port, path="/admin/stats")
+        drive_load(f"http://127.0.0.1:{port}", ["/admin/stats"], duration_s=2.5, concurrency=2)
+    finally:
+        done = finish(proc, 90.0)
+    assert done.returncode == 0, done.stdout + done.stderr
+    routes = orjson.loads((out / "routes.json").read_bytes())
+    declared = {(r["method"], r["path"]) for r in routes["routes"]}
+    # The admin app's table (FastAPI adds its docs routes), not the module's `app`.
+    assert ("GET", "/admin/stats") in declared, declared
+    assert not any(path.startswith("/api/") for _, path in declared), declared
+
+
+def test_app_option_must_be_module_colon_attr(tmp_path: Path) -> None:
+    done = asgiprof("run", "--app", "serve.py", "--", "python", "serve.py", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--app 'serve.py' is not MODULE:ATTR" in done.stderr
+    assert "Traceback" not in done.stderr
