@@ -115,16 +115,24 @@ def analyze(
     route_blocked: dict[str, float] = defaultdict(float)
     route_pool: dict[str, float] = defaultdict(float)
     busy_ms = blocked_ms = idle_ms = 0.0
+    first_request_s: float | None = None  # the first sample of request handling
     labels_of = {id(lr.timeline): lr.labels for lr in loop_runs}
     for tl in profile.threads:
         role = roles.get((tl.thread.pid, tl.thread.tid), "other")
         labels = labels_of.get(id(tl))
-        for i, (_start, dur, sid, n) in enumerate(tl.runs()):
+        for i, (start, dur, sid, n) in enumerate(tl.runs()):
             if sid == NO_STACK:
                 continue
             ms = dur * 1000.0
             views[VIEW_ALL][sid] += ms
             route = resolver.route_of(sid)
+            if route is not None or (
+                labels is not None
+                and labels[i] in (LABEL_BUSY, LABEL_BLOCKED)
+                and paths.owner(sid) is not None
+            ):
+                if first_request_s is None or start < first_request_s:
+                    first_request_s = start
             if route is not None:
                 route_samples[route] += n
                 views[ROUTE_VIEW_PREFIX + route][sid] += ms
@@ -182,7 +190,7 @@ def analyze(
         duration_s,
         params.timeline_bins,
     )
-    resources = resource_summary(profile.resources, params)
+    resources = resource_summary(profile.resources, params, first_request_s)
     pool, pool_entries = pool_threads(profile, worker_stacks, loop_threads)
     gil = find_gil_stalls(
         profile,
@@ -196,12 +204,13 @@ def analyze(
         params,
     )
     gil_found = gil_findings(gil, duration_s, len(loop_threads), params)
+    # Leaks come last: blocking is measured on every sample, a leak is a trend to confirm.
     findings: list[Finding] = [
-        *leak_findings(resources),
         *threadpool_findings(threadpool, params),
         *gil_found,
         *middleware_findings(middleware, params),
         *dependency_findings(dependencies, params.block_threshold_ms),
+        *leak_findings(resources),
     ]
     explained = [s.episode for s in gil.stalls] if gil_found else []
     notes = _notes(profile, loop_threads, episodes, culprits, explained)

@@ -60,12 +60,17 @@ class AnalysisParams:
     threadpool_limit: int = 40
     # A saturation finding needs all workers busy for at least this share of the profile.
     threadpool_saturation_share: float = 0.05
-    # Leaks: resource polls in the first `leak_warmup_s` of each process are left out (imports,
-    # pools and worker threads fill up at startup); the rest must grow steadily, a
-    # least-squares line with r^2 >= `leak_min_r2` over >= `leak_min_points` polls, by at
-    # least `leak_min_relative` of its start value and by an absolute minimum
-    # (`leak_min_rss_mb` MiB of RSS, `leak_min_count` fds, threads or connections).
+    # Leaks: resource polls before the first request and in the `leak_warmup_s` after it are
+    # left out (imports, caches, pools and worker threads fill up at startup and as load
+    # begins; without requests the window starts at the first poll); the rest must span at
+    # least `leak_min_trend_s` and grow steadily, a least-squares line with
+    # r^2 >= `leak_min_r2` over >= `leak_min_points` polls, by at least `leak_min_relative`
+    # of its start value and by an absolute minimum (`leak_min_rss_mb` MiB of RSS,
+    # `leak_min_count` fds, threads or connections), and keep growing: its second half's
+    # slope at least `leak_min_late_slope` of the first half's (a warm-up levels off).
     leak_warmup_s: float = 5.0
+    leak_min_trend_s: float = 6.0
+    leak_min_late_slope: float = 0.5
     leak_min_points: int = 5
     leak_min_r2: float = 0.8
     leak_min_relative: float = 0.1
@@ -288,6 +293,9 @@ class MetricGrowth:
     relative: float
     r2: float
     leak: bool  # grows steadily enough to report a possible leak
+    from_s: float | None = None  # time of the first poll in the fit
+    # Why a growing metric is not called a leak ("too short", "levels off"), else None.
+    not_leak: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +316,9 @@ class ResourceSeries:
 class ResourceSummary:
     warmup_s: float
     processes: tuple[ResourceSeries, ...] = ()
+    # The first request seen (seconds since the profile started): the warm-up counts from
+    # there. None when no request was seen (the warm-up counts from the first poll).
+    first_request_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -681,7 +681,7 @@ def _fit(
     `g.duration_s` (how the analysis fitted it)."""
     if g.points < 2 or g.duration_s <= 0 or not times:
         return []
-    after = times[0] + warmup_s
+    after = times[0] + warmup_s if g.from_s is None else g.from_s
     t0 = next((t for t, v in zip(times, values, strict=True) if t >= after and v is not None), None)
     if t0 is None:
         return []

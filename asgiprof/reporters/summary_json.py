@@ -236,6 +236,7 @@ def _resources(analysis: Analysis) -> dict[str, Any]:
     r = analysis.resources
     return {
         "warmup_s": r.warmup_s,
+        "first_request_s": None if r.first_request_s is None else round(r.first_request_s, 3),
         "processes": [
             {
                 "pid": proc.pid,
@@ -258,6 +259,8 @@ def _resources(analysis: Analysis) -> dict[str, Any]:
                         "relative": round(g.relative, 4),
                         "r2": round(g.r2, 4),
                         "leak": g.leak,
+                        "from_s": None if g.from_s is None else round(g.from_s, 3),
+                        "not_leak": g.not_leak,
                     }
                     for g in proc.growth
                 ],

@@ -343,10 +343,12 @@ def threadpool_line(analysis: Analysis) -> Text | None:
 
 def resources_lines(analysis: Analysis) -> Text | None:
     """Per process: each metric's first and last poll after the warm-up, leaks marked."""
-    warmup_s = analysis.resources.warmup_s
+    r = analysis.resources
+    warmup_s = r.warmup_s
     text = Text()
-    for proc in analysis.resources.processes:
-        keep = [i for i, t in enumerate(proc.t_s) if t >= proc.t_s[0] + warmup_s]
+    for proc in r.processes:
+        start = proc.t_s[0] if r.first_request_s is None else r.first_request_s
+        keep = [i for i, t in enumerate(proc.t_s) if t >= start + warmup_s]
         if len(keep) < 2:
             continue
         first, last = keep[0], keep[-1]
@@ -372,8 +374,10 @@ def resources_lines(analysis: Analysis) -> Text | None:
                 f"{METRIC_LABEL[metric]} {shown}",
                 style="bold red" if metric in leaks else "",
             )
+        since = "the first request" if r.first_request_s is not None else "the first poll"
         text.append(
-            f" (after {warmup_s:.0f} s warm-up, over {proc.t_s[last] - proc.t_s[first]:.0f} s)\n",
+            f" (over {proc.t_s[last] - proc.t_s[first]:.0f} s, after a {warmup_s:.0f} s "
+            f"warm-up from {since})\n",
             style="dim",
         )
     return text if text.plain else None
