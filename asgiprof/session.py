@@ -49,6 +49,7 @@ from asgiprof.errors import (
     AsgiprofError,
     CorruptProfileError,
     NotAsgiServerError,
+    StartupInterrupted,
     UsageError,
 )
 from asgiprof.model import Frame, Interner, Profile, RouteTable, SamplingInfo, TargetInfo
@@ -147,6 +148,11 @@ def run_server(
     except AsgiprofError:
         store.discard_if_empty(out)
         raise
+    except KeyboardInterrupt:  # launch() has stopped the server already
+        store.discard(out)
+        raise StartupInterrupted(
+            "interrupted while the server was starting: it was stopped and nothing was written"
+        ) from None
     try:
         on_stop = on_ready(target) if on_ready is not None else None
         return _profile(target, out, options, console, pyspy, on_stop=on_stop)
@@ -368,6 +374,13 @@ def _profile(
             store.discard(out)
             raise _not_asgi(target, loop_check.threads)
         if sampler.chunks == 0:
+            if stop.reason == "interrupt" and sampler.error is None:
+                store.discard(out)
+                what = "the server was stopped" if target.launched else "the target runs on"
+                raise StartupInterrupted(
+                    f"interrupted before the first samples were saved: {what} and nothing "
+                    "was written"
+                )
             if sampler.error is not None:
                 raise sampler.error
             if target.launched and exit_status is not None:

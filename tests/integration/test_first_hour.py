@@ -4,11 +4,14 @@ columns, the warning when no traffic was seen, and a clean Ctrl-C during startup
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 
 from asgiprof.demo import uvicorn_command
@@ -239,3 +242,41 @@ def test_app_option_must_be_module_colon_attr(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--app 'serve.py' is not MODULE:ATTR" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+SLOW_START_PY = """
+import time
+
+from fastapi import FastAPI
+
+time.sleep(8)  # a slow import: connecting to services, loading a model, ...
+app = FastAPI()
+"""
+
+
+def test_ctrl_c_while_the_server_starts_prints_one_line_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "slow_start.py").write_text(SLOW_START_PY, encoding="utf-8")
+    out = tmp_path / "out"
+    proc = start_asgiprof(
+        "run", "--out", str(out), "--", *uvicorn_command("slow_start", free_port()), cwd=tmp_path
+    )
+    # Wait (bounded) for the server to be started, then Ctrl-C about 1 s in.
+    deadline = time.monotonic() + 10.0
+    children: list[psutil.Process] = []
+    while not children and time.monotonic() < deadline:
+        time.sleep(0.1)
+        children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "asgiprof started no server"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    done = finish(proc, 30.0)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "interrupted while the server was starting" in lines[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not out.exists(), list(out.rglob("*"))
+    _, alive = psutil.wait_procs(children, timeout=10.0)
+    assert not alive, alive
