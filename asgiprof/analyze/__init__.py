@@ -11,7 +11,9 @@ no files. Source lines come in through `read_line` so the caller decides where t
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
+from asgiprof.analyze.advice import kind_reason
 from asgiprof.analyze.culprits import CulpritContexts, SourceReader, rank_culprits
 from asgiprof.analyze.dependencies import (
     DependencyFrames,
@@ -107,6 +109,14 @@ def analyze(
     if short:
         episodes = sorted([*episodes, *short], key=lambda e: (e.start_s, e.pid, e.tid))
         culprits = rank_culprits(profile, episodes, read_line, params, contexts)
+    culprits = [
+        replace(
+            c, kind_reason=kind_reason(c.cpu_ratio, params.cpu_min_ratio, params.io_max_cpu_ratio)
+        )
+        if c.kind == "unknown"
+        else c
+        for c in culprits
+    ]
 
     # Views and per-route sums in one pass over the runs.
     views: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
@@ -209,7 +219,7 @@ def analyze(
         *threadpool_findings(threadpool, params),
         *gil_found,
         *middleware_findings(middleware, params),
-        *dependency_findings(dependencies, params.block_threshold_ms),
+        *dependency_findings(dependencies, params.block_threshold_ms, read_line),
         *leak_findings(resources),
     ]
     explained = [s.episode for s in gil.stalls] if gil_found else []

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from asgiprof.analyze.advice import function_awaits
 from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns
 from asgiprof.analyze.frames import bare_function, file_kind
 from asgiprof.analyze.middleware import class_of
@@ -313,8 +314,13 @@ def dependency_summary(
     return DependencySummary(solving_ms=solving_ms, dependencies=tuple(stats))
 
 
-def dependency_findings(summary: DependencySummary, min_blocked_ms: float) -> list[Finding]:
-    """A finding per dependency that blocked the event loop at least `min_blocked_ms`."""
+def dependency_findings(
+    summary: DependencySummary,
+    min_blocked_ms: float,
+    read_line: Callable[[str, int], str | None] | None = None,
+) -> list[Finding]:
+    """A finding per dependency that blocked the event loop at least `min_blocked_ms`.
+    With `read_line`, a dependency that awaits is not told to become a plain `def`."""
     findings: list[Finding] = []
     for dep in summary.dependencies:
         if dep.blocked_ms < min_blocked_ms or dep.blocked_ms <= 0:
@@ -332,6 +338,11 @@ def dependency_findings(summary: DependencySummary, min_blocked_ms: float) -> li
                 ),
                 advice=(
                     "FastAPI awaits `async def` dependencies on the event loop: make its "
+                    "blocking call async (an async client or driver), or run it with "
+                    "`await anyio.to_thread.run_sync(...)` (the dependency awaits, so it "
+                    "cannot become a plain `def`)."
+                    if read_line is not None and function_awaits(read_line, dep.file, dep.line)
+                    else "FastAPI awaits `async def` dependencies on the event loop: make its "
                     "blocking call async (an async client or driver), or declare the "
                     "dependency with plain `def` so FastAPI runs it in the threadpool."
                 ),

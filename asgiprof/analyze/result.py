@@ -154,6 +154,7 @@ class Culprit:
     context: CulpritContext = "endpoint"
     context_name: str | None = None  # the middleware layer or dependency function
     calls: tuple[str, ...] = ()  # what the culprit line called (library chain), outermost first
+    kind_reason: str | None = None  # why the kind is "unknown"
 
 
 @dataclass(frozen=True, slots=True)

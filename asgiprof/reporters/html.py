@@ -892,6 +892,7 @@ def culprit_rows(analysis: Analysis) -> list[dict[str, Any]]:
             "function": c.function,
             "code": c.code,
             "kind": c.kind,
+            "kind_reason": c.kind_reason,
             "blocked_ms": c.blocked_ms,
             "episodes": c.episodes,
             "max_ms": c.max_ms,

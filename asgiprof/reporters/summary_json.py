@@ -73,6 +73,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "context": c.context,
                 "context_name": c.context_name,
                 "calls": list(c.calls),
+                "kind_reason": c.kind_reason,
             }
             for c in analysis.culprits
         ],

@@ -218,6 +218,8 @@ def culprits_list(analysis: Analysis, width: int, limit: int = 10) -> Group | Te
         )
         if c.code:
             parts.append(_wrapped("", c.code.strip(), width, indent, style="cyan"))
+        if c.kind_reason:
+            parts.append(_wrapped("kind unknown:", c.kind_reason, width, indent, style="dim"))
         if c.advice:
             parts.append(_wrapped("fix:", c.advice, width, indent))
         if c.context == "dependency" and len(c.routes) > 1:
@@ -232,6 +234,8 @@ def advice_lines(analysis: Analysis, limit: int = 10) -> Text:
             text.append(f"#{c.rank} ", style="bold")
             text.append(f"{c.function}: ")
             text.append(c.advice + "\n")
+            if c.kind_reason:
+                text.append(f"   kind unknown: {c.kind_reason}\n", style="dim")
             if c.calls:
                 chain = " -> ".join(call.split(" (", 1)[0] for call in c.calls[:CHAIN_CALLS])
                 more = " -> ..." if len(c.calls) > CHAIN_CALLS else ""
