@@ -23,6 +23,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: typer's rich panels print `<bool>` after flags, as if they took a
+    # value (`--open <bool>`); click shows flags bare and values by name (`--duration FLOAT`).
+    rich_markup_mode=None,
 )
 
 Duration = Annotated[

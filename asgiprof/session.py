@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import webbrowser
@@ -188,8 +189,29 @@ def render(out: Path, params: AnalysisParams, console: Console, open_browser: bo
         Text(f"\nwrote {out}/: summary.json, report.html, profile.speedscope.json, stacks.folded")
     )
     if open_browser and report.exists():
-        webbrowser.open(report.resolve().as_uri())
+        open_report(report.resolve().as_uri(), console)
     return analysis
+
+
+def _has_display() -> bool:
+    """Whether a graphical browser could open: on Linux and the BSDs only with a display
+    (without one, webbrowser may start a text browser in this terminal, or nothing)."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_report(uri: str, console: Console) -> None:
+    """Open the report in a browser, or say where it is when none can open here."""
+    opened = False
+    if _has_display():
+        try:
+            opened = webbrowser.open(uri)
+        except webbrowser.Error:
+            opened = False
+    if not opened:
+        # One unbroken line: a URL folded at the terminal width cannot be copied.
+        console.print(Text(f"no browser to open here (no display): open {uri}"), soft_wrap=True)
 
 
 def _target_info(
@@ -370,6 +392,8 @@ def _profile(
         if not target.launched:
             for pid in resume_if_stopped(target.pids(), stopped_before):
                 console.print(Text(f"warning: process {pid} was left stopped; resumed it"))
+            if target.alive():
+                console.print(Text(f"detached, PID {target.pid} still running"), style="dim")
         if stop.reason == "not-asgi":
             store.discard(out)
             raise _not_asgi(target, loop_check.threads)

@@ -63,6 +63,7 @@ from asgiprof.analyze.threadpool import (
 from asgiprof.analyze.timeline import loop_timeline
 from asgiprof.analyze.traffic import traffic_summary
 from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
+from asgiprof.store import COVERAGE_NOTE
 
 __all__ = ["analyze"]
 
@@ -223,7 +224,7 @@ def analyze(
         *leak_findings(resources),
     ]
     explained = [s.episode for s in gil.stalls] if gil_found else []
-    notes = _notes(profile, loop_threads, episodes, culprits, explained)
+    notes = _notes(params, profile, loop_threads, episodes, culprits, explained)
     saturated_ms = sum(lr.saturated_ms for lr in loop_runs)
     if saturated_ms > 0:
         stretches = sum(lr.saturated_stretches for lr in loop_runs)
@@ -238,6 +239,10 @@ def analyze(
             "stretch(es) were many short callbacks back to back (no one line or stack held "
             f"them), counted as busy, not blocked: {remedy}"
         )
+    traffic = traffic_summary(loop, routes, middleware, params)
+    if traffic.level == "none" and loop.busy_ms == 0:
+        # Nothing ran: what py-spy missed of an idle loop changes nothing in the report.
+        notes = [n for n in notes if not n.startswith(COVERAGE_NOTE)]
     return Analysis(
         params=params,
         profile=profile,
@@ -254,11 +259,12 @@ def analyze(
         threadpool=threadpool,
         resources=resources,
         findings=findings,
-        traffic=traffic_summary(loop, routes, middleware, params),
+        traffic=traffic,
     )
 
 
 def _notes(
+    params: AnalysisParams,
     profile: Profile,
     loop_threads: list[ThreadTimeline],
     episodes: list[Episode],
@@ -274,13 +280,16 @@ def _notes(
     if profile.routes.source == "none":
         why = profile.routes.error or "unknown reason"
         notes.append(f"route table not read ({why}): routes are endpoint function names")
+    one_off_ms = params.one_off_factor * params.block_threshold_ms
     ranked = {(c.file, c.line) for c in culprits}
     one_offs = [e for e in episodes if e.culprit is not None and e.culprit not in ranked]
     if one_offs:
         ms = sum(e.duration_ms for e in one_offs)
+        longest = max(e.duration_ms for e in one_offs)
         notes.append(
-            f"{len(one_offs)} one-off short episode(s), {ms:.0f} ms, were not ranked as "
-            "culprits: a single short stall is as likely the OS scheduling the loop out"
+            f"{len(one_offs)} episode(s) of lines that blocked the loop only once (the longest "
+            f"{longest:.0f} ms, {ms:.0f} ms in all) were not ranked as culprits: one stall under "
+            f"{one_off_ms:.0f} ms is as likely the OS scheduling the loop out as the line"
         )
     # Episodes the gil-contention finding explains are not counted again here.
     stalled = {id(e) for e in gil_stalls}

@@ -17,6 +17,7 @@ import pytest
 from asgiprof.demo import uvicorn_command
 from asgiprof.load import drive_load, free_port
 from tests.profiling import Finished, asgiprof, finish, start_asgiprof, summary, wait_until_serving
+from tests.servers import ServerFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
@@ -280,3 +281,45 @@ def test_ctrl_c_while_the_server_starts_prints_one_line_and_leaves_nothing(
     assert not out.exists(), list(out.rglob("*"))
     _, alive = psutil.wait_procs(children, timeout=10.0)
     assert not alive, alive
+
+
+def test_help_shows_flags_without_a_value(tmp_path: Path) -> None:
+    for command in ("run", "attach", "report"):
+        done = asgiprof(command, "--help", cwd=tmp_path, env={"COLUMNS": "100"})
+        assert done.returncode == 0, done.stderr
+        assert "<bool>" not in done.stdout, done.stdout
+        (line,) = [x for x in done.stdout.splitlines() if x.strip().startswith("--open")]
+        assert line.split()[1] == "Open", line  # `--open` takes no value
+
+
+def test_open_on_a_machine_without_a_display_prints_the_url(demo_profile: Path) -> None:
+    done = asgiprof(
+        "report",
+        str(demo_profile),
+        "--open",
+        cwd=demo_profile,
+        env={"DISPLAY": "", "WAYLAND_DISPLAY": "", "COLUMNS": "80"},
+        timeout_s=60.0,
+    )
+    assert done.returncode == 0, done.stderr
+    uri = (demo_profile / "report.html").resolve().as_uri()
+    assert any(line.endswith(f"open {uri}") for line in done.stdout.splitlines()), done.stdout
+
+
+def test_attach_says_it_detached_and_the_server_runs_on(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    server = server_factory("healthy")
+    done = asgiprof(
+        "attach",
+        str(server.pid),
+        "--duration",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=server.cwd,
+        timeout_s=60.0,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"detached, PID {server.pid} still running" in done.stdout
+    assert psutil.pid_exists(server.pid) and psutil.Process(server.pid).status() != "zombie"

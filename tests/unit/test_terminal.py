@@ -45,3 +45,16 @@ def test_traffic_warning_is_shown_first(level: str) -> None:
     assert warned, lines
     culprits = next(i for i, line in enumerate(lines) if line.startswith("Blocking culprits"))
     assert warned[0] < culprits
+
+
+def test_middleware_layers_are_numbered_from_one_without_gaps() -> None:
+    lines = _render(200)
+    start = next(i for i, line in enumerate(lines) if line.startswith("Middleware: own time"))
+    numbers = []
+    for line in lines[start + 4 :]:  # title, top border, header, rule
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if not line.startswith("│"):
+            break
+        if cells[0].isdigit():
+            numbers.append(int(cells[0]))
+    assert numbers and numbers == list(range(1, len(numbers) + 1)), numbers
