@@ -971,14 +971,15 @@ def middleware_rows(analysis: Analysis) -> dict[str, Any] | None:
         )
 
     add(f"server ({analysis.profile.target.server})", m.server_ms, role="server")
-    for layer in sorted(m.layers, key=lambda x: x.order):
+    # Numbered 1, 2, ... as listed (the analysis's order counts from 0).
+    for number, layer in enumerate(sorted(m.layers, key=lambda x: x.order), start=1):
         add(
             layer.name,
             layer.self_ms,
             role=layer.role,
             origin=layer.origin,
             blocked=layer.blocked_ms,
-            order=layer.order,
+            order=number,
             where=f"{layer.function} ({layer.file}:{layer.line})",
             short=f"{short_path(layer.file, 2)}:{layer.line}",
         )
