@@ -14,6 +14,9 @@ import orjson
 import psutil
 import pytest
 
+from asgiprof import store
+from asgiprof.analyze.leaks import leak_findings, resource_summary
+from asgiprof.analyze.result import AnalysisParams
 from asgiprof.demo import uvicorn_command
 from asgiprof.load import drive_load, free_port
 from tests.profiling import Finished, asgiprof, finish, start_asgiprof, summary, wait_until_serving
@@ -323,3 +326,70 @@ def test_attach_says_it_detached_and_the_server_runs_on(
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"detached, PID {server.pid} still running" in done.stdout
     assert psutil.pid_exists(server.pid) and psutil.Process(server.pid).status() != "zombie"
+
+
+# An app whose first minute under load fills a cache (RSS grows steadily, then levels off):
+# a short run sees only this warm-up of the load, which is no evidence of a leak.
+WARMUP_APP_PY = """
+import time
+
+from fastapi import FastAPI
+
+app = FastAPI()
+CACHE: list[bytes] = []
+FIRST: list[float] = []
+FILL_S = 60.0  # the cache fills for this long after the first request, steadily
+PER_S = 20  # entries of 256 KiB a second: 5 MiB/s
+
+
+@app.get("/item/{n}")
+async def item(n: int) -> dict[str, int]:
+    now = time.monotonic()
+    if not FIRST:
+        FIRST.append(now)
+    due = int(min(now - FIRST[0], FILL_S) * PER_S)
+    while len(CACHE) < due:
+        CACHE.append(b"x" * (256 * 1024))  # touched pages: counted in RSS
+    return {"n": n, "cached": len(CACHE)}
+"""
+
+
+def test_a_run_that_only_saw_the_load_warm_up_makes_no_leak_finding(tmp_path: Path) -> None:
+    (tmp_path / "warmup_app.py").write_text(WARMUP_APP_PY, encoding="utf-8")
+    out = tmp_path / "out"
+    port = free_port()
+    proc = start_asgiprof(
+        "run",
+        "--duration",
+        "14",
+        "--out",
+        str(out),
+        "--",
+        *uvicorn_command("warmup_app", port),
+        cwd=tmp_path,
+    )
+    try:
+        wait_until_serving(port, path="/docs")
+        time.sleep(1.5)  # the server idles first: load starts seconds after it
+        drive_load(f"http://127.0.0.1:{port}", ["/item/1"], duration_s=10.0, concurrency=4)
+    finally:
+        done = finish(proc, 90.0)
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = summary(out)
+    resources = data["resources"]
+    (series,) = [p["series"] for p in resources["processes"]]
+    grew_mib = (max(series["rss_bytes"]) - min(series["rss_bytes"])) / 2**20
+    assert grew_mib > 8, grew_mib  # the warm-up was there to be mistaken for a leak
+    # The warm-up counted from the first request (the load started seconds in) ...
+    assert resources["first_request_s"] is not None and resources["first_request_s"] > 1.0
+    # ... so the cache filling under load is no leak: after the warm-up, too short a trend
+    # (or, once the load stopped, one that levels off).
+    assert not [f for f in data["findings"] if f["kind"] == "possible-leak"], data["findings"]
+    assert "possible leak" not in done.stdout
+    (rss,) = [g for g in resources["processes"][0]["growth"] if g["metric"] == "rss_bytes"]
+    assert rss["not_leak"] is not None, rss
+    # Control: the old rule (warm-up from the first poll, any span, levelling off or not)
+    # calls these very polls a leak.
+    profile = store.load_profile(out)
+    old = AnalysisParams(leak_min_trend_s=0.0, leak_min_late_slope=0.0)
+    assert leak_findings(resource_summary(profile.resources, old, None)), series["rss_bytes"]
