@@ -183,7 +183,7 @@ def leak_findings(summary: ResourceSummary) -> list[Finding]:
                 f"a {summary.warmup_s:.0f} s warm-up from the first request "
                 f"(at {summary.first_request_s:.1f} s)"
                 if summary.first_request_s is not None
-                else f"a {summary.warmup_s:.0f} s warm-up (no request was seen)"
+                else f"a {summary.warmup_s:.0f} s warm-up from the first poll (no request was seen)"
             )
             load = " under load" if summary.first_request_s is not None else ""
             findings.append(
@@ -194,7 +194,7 @@ def leak_findings(summary: ResourceSummary) -> list[Finding]:
                     detail=(
                         f"{what} grew from {_fmt(attr, g.start_value)} to "
                         f"{_fmt(attr, g.end_value)} ({rate}) in a straight line (r\u00b2="
-                        f"{g.r2:.2f}, {g.points} polls over {g.duration_s:.0f} s after {since}), "
+                        f"{g.r2:.2f}, {g.points} polls over {g.duration_s:.0f} s) after {since}, "
                         "as fast at the end as at the start: a warm-up levels off, this did "
                         "not. Confirm with a longer run"
                     ),

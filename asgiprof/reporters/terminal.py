@@ -307,15 +307,21 @@ def middleware_table(analysis: Analysis, limit: int = 20) -> Table | None:
     return table
 
 
-def dependencies_table(analysis: Analysis, limit: int = 10) -> Table | None:
+def dependencies_table(analysis: Analysis, limit: int = 10, width: int = 120) -> Table | None:
     deps = analysis.dependencies.dependencies
     if not deps:
         return None
     table = Table(title="Dependencies (FastAPI Depends)", title_justify="left")
-    for col in ("dependency", "runs on", "loop", "blocked", "threadpool", "routes"):
-        justify = "right" if col in ("loop", "blocked", "threadpool") else "left"
-        # One route per row, never folded: `GET /api/v1/...` cut in two is another route.
-        table.add_column(col, justify=justify, no_wrap=col == "routes", overflow="fold")  # type: ignore[arg-type]
+    name_width = min(24, max(12, *(len(d.name) for d in deps[:limit])))
+    table.add_column("dependency", width=name_width, overflow="fold")
+    fixed = {"runs on": 10, "loop": 8, "blocked": 8, "threadpool": 10}
+    for col, col_width in fixed.items():
+        justify = "left" if col == "runs on" else "right"
+        table.add_column(col, justify=justify, no_wrap=True, width=col_width)  # type: ignore[arg-type]
+    # One route per row, never folded: `GET /api/v1/...` cut in two reads as another route;
+    # what does not fit ends in an ellipsis. 6 columns: 7 borders, 2 padding each.
+    room = width - name_width - sum(fixed.values()) - 7 - 2 * 6
+    table.add_column("routes", no_wrap=True, overflow="ellipsis", max_width=max(16, room))
     for d in deps[:limit]:
         table.add_row(
             Text(d.name),
@@ -326,6 +332,29 @@ def dependencies_table(analysis: Analysis, limit: int = 10) -> Table | None:
             Text("\n".join(d.routes) or "-"),
         )
     return table
+
+
+def dependencies_list(analysis: Analysis, width: int, limit: int = 10) -> Group | None:
+    """Narrow layout: per dependency one line of figures, then the routes using it, one a
+    line (a route is never folded)."""
+    deps = analysis.dependencies.dependencies
+    if not deps:
+        return None
+    parts: list[Text] = [Text("Dependencies (FastAPI Depends)", style="bold")]
+    for d in deps[:limit]:
+        blocked = f", {_fmt_ms(d.blocked_ms)} blocked" if d.blocked_ms else ""
+        pieces = [
+            Text(d.name, style="bold"),
+            Text(f"runs on {d.runs_on}"),
+            Text(f"loop {_fmt_ms(d.loop_ms)}{blocked}"),
+            Text(f"threadpool {_fmt_ms(d.threadpool_ms)}"),
+        ]
+        parts.extend(_pieces_lines(pieces, width, "    "))
+        for route in d.routes:
+            line = Text(f"    {route}", style="dim")
+            line.no_wrap, line.overflow = True, "ignore"
+            parts.append(line)
+    return Group(*parts)
 
 
 def threadpool_line(analysis: Analysis) -> Text | None:
@@ -437,7 +466,9 @@ def print_summary(analysis: Analysis, console: Console) -> None:
         parts.append(rt)
     sections = (
         middleware_table(analysis),
-        dependencies_table(analysis),
+        dependencies_table(analysis, width=console.width)
+        if wide
+        else dependencies_list(analysis, console.width),
         threadpool_line(analysis),
         resources_lines(analysis),
         findings_lines(analysis, console.width),
@@ -445,7 +476,9 @@ def print_summary(analysis: Analysis, console: Console) -> None:
     parts.extend(section for section in sections if section is not None)
     parts.extend(Text(f"note: {note}", style="yellow") for note in analysis.notes)
     # Names, paths and code come from the target: never let them drive the terminal.
-    console.print(Printable(Group(*parts)))  # type: ignore[arg-type]
+    # Not cropped: a path longer than the terminal is shown whole (the terminal wraps it)
+    # rather than cut into a different, valid-looking one.
+    console.print(Printable(Group(*parts)), crop=False)  # type: ignore[arg-type]
 
 
 __all__ = ["print_summary", "escape"]

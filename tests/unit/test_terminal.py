@@ -58,3 +58,12 @@ def test_middleware_layers_are_numbered_from_one_without_gaps() -> None:
         if cells[0].isdigit():
             numbers.append(int(cells[0]))
     assert numbers and numbers == list(range(1, len(numbers) + 1)), numbers
+
+
+def test_a_path_longer_than_the_terminal_is_shown_whole() -> None:
+    analysis = sample_analysis()
+    long = "/srv/app/" + "very_long_package_name/" * 4 + "module_with_a_long_name.py"
+    first = replace(analysis.culprits[0], file=long)
+    lines = _render(60, culprits=[first, *analysis.culprits[1:]])
+    shown = f"{display_path(long, '/srv/app')}:{first.line}"
+    assert any(shown in line for line in lines), [x for x in lines if "very_long" in x]
