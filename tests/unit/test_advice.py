@@ -280,3 +280,28 @@ def test_unknown_kind_says_why() -> None:
     assert "no CPU measurement" in (kind_reason(None, 0.7, 0.3) or "")
     assert "on CPU 50%" in (kind_reason(0.5, 0.7, 0.3) or "")
     assert kind_reason(0.9, 0.7, 0.3) is None
+
+
+def test_a_dependency_that_awaits_is_not_told_to_become_a_def() -> None:
+    from asgiprof.analyze.dependencies import dependency_findings
+    from asgiprof.analyze.result import DependencyStats, DependencySummary
+
+    source = [
+        "async def current_user(session: AsyncSession = Depends(db)):",
+        "    claims = jwt_decode_sync(token)",  # the blocking line (line 2)
+        "    return await session.get(User, claims['sub'])",
+        "",
+        "async def plain_dep():",
+        "    time.sleep(0.05)",  # line 6
+        "    return 1",
+    ]
+    read = _source(source)
+
+    def summary_for(name: str, line: int) -> DependencySummary:
+        stats = DependencyStats(name, "deps.py", line, "loop", 500.0, 400.0, 0.0, 50, ("GET /me",))
+        return DependencySummary(0.0, (stats,))
+
+    (awaiting,) = dependency_findings(summary_for("current_user", 2), 20.0, read)
+    assert "plain `def` so" not in awaiting.advice and "to_thread" in awaiting.advice
+    (plain,) = dependency_findings(summary_for("plain_dep", 6), 20.0, read)
+    assert "plain `def` so FastAPI runs it in the threadpool" in plain.advice
