@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from asgiprof.analyze.advice import kind_reason
+from asgiprof.analyze.blocks import group_blocks
 from asgiprof.analyze.culprits import CulpritContexts, SourceReader, rank_culprits
 from asgiprof.analyze.dependencies import (
     DependencyFrames,
@@ -110,14 +111,16 @@ def analyze(
     if short:
         episodes = sorted([*episodes, *short], key=lambda e: (e.start_s, e.pid, e.tid))
         culprits = rank_culprits(profile, episodes, read_line, params, contexts)
-    culprits = [
-        replace(
-            c, kind_reason=kind_reason(c.cpu_ratio, params.cpu_min_ratio, params.io_max_cpu_ratio)
-        )
-        if c.kind == "unknown"
-        else c
-        for c in culprits
-    ]
+    # Why a kind is unknown, and which lines are one block of one function (one fix).
+    cpu_min, io_max = params.cpu_min_ratio, params.io_max_cpu_ratio
+    culprits = group_blocks(
+        [
+            replace(c, kind_reason=kind_reason(c.cpu_ratio, cpu_min, io_max))
+            if c.kind == "unknown"
+            else c
+            for c in culprits
+        ]
+    )
 
     # Views and per-route sums in one pass over the runs.
     views: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))

@@ -155,6 +155,9 @@ class Culprit:
     context_name: str | None = None  # the middleware layer or dependency function
     calls: tuple[str, ...] = ()  # what the culprit line called (library chain), outermost first
     kind_reason: str | None = None  # why the kind is "unknown"
+    # Rank of the culprit leading the block this line belongs to (neighbouring lines of one
+    # function, see analyze/blocks.py); None for a leader or a line on its own.
+    block_of: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -893,6 +893,7 @@ def culprit_rows(analysis: Analysis) -> list[dict[str, Any]]:
             "code": c.code,
             "kind": c.kind,
             "kind_reason": c.kind_reason,
+            "block_of": c.block_of,
             "blocked_ms": c.blocked_ms,
             "episodes": c.episodes,
             "max_ms": c.max_ms,

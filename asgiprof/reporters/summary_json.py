@@ -74,6 +74,7 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "context_name": c.context_name,
                 "calls": list(c.calls),
                 "kind_reason": c.kind_reason,
+                "block_of": c.block_of,
             }
             for c in analysis.culprits
         ],

@@ -96,8 +96,25 @@ def _no_culprits(analysis: Analysis) -> Text:
     return text
 
 
+def _shown(analysis: Analysis, limit: int) -> list[tuple[Culprit, list[Culprit]]]:
+    """The first `limit` culprits that lead a block or stand alone, each with the other
+    lines of its block (see analyze/blocks.py): one entry, one fix."""
+    members: dict[int, list[Culprit]] = {}
+    for c in analysis.culprits:
+        if c.block_of is not None:
+            members.setdefault(c.block_of, []).append(c)
+    leaders = [c for c in analysis.culprits if c.block_of is None]
+    return [(c, members.get(c.rank, [])) for c in leaders[:limit]]
+
+
+def _block_text(analysis: Analysis, members: list[Culprit]) -> str:
+    lines = ", ".join(f"{m.line} ({_fmt_ms(m.blocked_ms)})" for m in members)
+    return f"with line{'s' if len(members) > 1 else ''} {lines} of the same block"
+
+
 def _more(analysis: Analysis, limit: int) -> Text | None:
-    more = len(analysis.culprits) - limit
+    shown = sum(1 + len(members) for _, members in _shown(analysis, limit))
+    more = len(analysis.culprits) - shown
     if more <= 0:
         return None
     return Text(f"+{more} more culprit{'s' if more > 1 else ''} in report.html", style="dim")
@@ -107,7 +124,7 @@ def table_fits(analysis: Analysis, width: int, limit: int = 10) -> bool:
     """Whether the table layout shows every file:line and route whole at `width`."""
     if width < TABLE_MIN_WIDTH:
         return False
-    shown = analysis.culprits[:limit]
+    shown = [c for c, _ in _shown(analysis, limit)]
     where = max((len(_where_text(analysis, c)) for c in shown), default=9)
     route = max(
         (
@@ -135,12 +152,15 @@ def culprits_table(analysis: Analysis, limit: int = 10) -> Table | Text:
         ("max", {"justify": "right", "no_wrap": True}),
     ):
         table.add_column(col, **kw)
-    for c in analysis.culprits[:limit]:
+    for c, members in _shown(analysis, limit):
+        code = Text((c.code or "").strip())
+        if members:
+            code.append("\n" + _block_text(analysis, members), style="dim")
         table.add_row(
             str(c.rank),
             _where(c),
             Text(_where_text(analysis, c)),
-            Text((c.code or "").strip()),
+            code,
             Text(c.kind, style=KIND_STYLE[c.kind]),
             _fmt_ms(c.blocked_ms),
             str(c.episodes),
@@ -203,7 +223,7 @@ def culprits_list(analysis: Analysis, width: int, limit: int = 10) -> Group | Te
         return _no_culprits(analysis)
     indent = "    "
     parts: list[Text] = [Text("Blocking culprits (lines that held the event loop)", style="bold")]
-    for c in analysis.culprits[:limit]:
+    for c, members in _shown(analysis, limit):
         pieces = [
             Text(f"{c.rank:>2}", style="bold"),
             Text(f"{_fmt_ms(c.blocked_ms):>7}", style="bold red"),
@@ -218,6 +238,8 @@ def culprits_list(analysis: Analysis, width: int, limit: int = 10) -> Group | Te
         )
         if c.code:
             parts.append(_wrapped("", c.code.strip(), width, indent, style="cyan"))
+        if members:
+            parts.append(_wrapped("", _block_text(analysis, members), width, indent, "dim"))
         if c.kind_reason:
             parts.append(_wrapped("kind unknown:", c.kind_reason, width, indent, style="dim"))
         if c.advice:
@@ -229,7 +251,7 @@ def culprits_list(analysis: Analysis, width: int, limit: int = 10) -> Group | Te
 
 def advice_lines(analysis: Analysis, limit: int = 10) -> Text:
     text = Text()
-    for c in analysis.culprits[:limit]:
+    for c, _members in _shown(analysis, limit):
         if c.advice:
             text.append(f"#{c.rank} ", style="bold")
             text.append(f"{c.function}: ")

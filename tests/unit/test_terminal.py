@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from asgiprof.analyze.result import TrafficSummary
+from asgiprof.analyze.blocks import group_blocks
+from asgiprof.analyze.result import Culprit, TrafficSummary
 from asgiprof.reporters.terminal import display_path, print_summary
 from tests.reporter_fixtures import sample_analysis
 
@@ -67,3 +68,30 @@ def test_a_path_longer_than_the_terminal_is_shown_whole() -> None:
     lines = _render(60, culprits=[first, *analysis.culprits[1:]])
     shown = f"{display_path(long, '/srv/app')}:{first.line}"
     assert any(shown in line for line in lines), [x for x in lines if "very_long" in x]
+
+
+def _line(base: Culprit, rank: int, line: int, ms: float, function: str = "audit") -> Culprit:
+    return replace(
+        base, rank=rank, line=line, blocked_ms=ms, function=function, code=f"line {line}"
+    )
+
+
+def test_neighbouring_lines_of_one_function_are_one_block() -> None:
+    base = sample_analysis().culprits[0]
+    culprits = [
+        _line(base, 1, 41, 300.0),  # f = open(...)
+        _line(base, 2, 90, 250.0, "other"),
+        _line(base, 3, 43, 200.0),  # f.write(...)   (a blank line between)
+        _line(base, 4, 44, 100.0),  # os.fsync(...)
+        _line(base, 5, 60, 50.0),  # far from the block: a line of its own
+    ]
+    grouped = group_blocks(culprits)
+    assert [c.block_of for c in grouped] == [None, None, 1, 1, None]
+    # The terminal shows the block once, led by its top line, and counts nothing twice.
+    for width in (80, 200):
+        lines = _render(width, culprits=grouped)
+        text = "\n".join(lines)
+        assert "with lines 43 (200 ms), 44 (100 ms) of the same block" in " ".join(text.split())
+        assert not any(line.lstrip().startswith("3 ") for line in lines), text
+        assert "line 43" not in text and "line 44" not in text  # not shown as entries
+        assert "more culprits" not in text
