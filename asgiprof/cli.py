@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,7 +14,7 @@ from rich.console import Console
 from asgiprof import __version__
 from asgiprof.analyze.result import AnalysisParams
 from asgiprof.collect.load_run import LoadSpec
-from asgiprof.errors import AsgiprofError
+from asgiprof.errors import AsgiprofError, UsageError
 from asgiprof.gate import FailOn, Rules
 from asgiprof.session import ProfileOptions, attach_server, render, run_server
 
@@ -24,6 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: typer's rich panels print `<bool>` after flags, as if they took a
+    # value (`--open <bool>`); click shows flags bare and values by name (`--duration FLOAT`).
+    rich_markup_mode=None,
 )
 
 Duration = Annotated[
@@ -74,6 +78,25 @@ Concurrency = Annotated[
 ]
 DEFAULT_THRESHOLD = AnalysisParams().block_threshold_ms
 CheckFormat = Literal["text", "json"]
+App = Annotated[
+    str | None,
+    typer.Option(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="The ASGI app whose route table to read, when the command does not name it "
+        "(e.g. `python serve.py` calling uvicorn.run(app)).",
+    ),
+]
+_APP_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def _app_spec(value: str | None) -> str | None:
+    if value is not None and not _APP_SPEC.fullmatch(value):
+        raise UsageError(
+            f"--app {value!r} is not MODULE:ATTR: give the module and the app's name in it, "
+            "e.g. --app serve:app or --app mypkg.main:app"
+        )
+    return value
 
 
 def _options(
@@ -86,6 +109,7 @@ def _options(
     load: str | None = None,
     load_url: list[str] | None = None,
     concurrency: int = 8,
+    app_spec: str | None = None,
 ) -> ProfileOptions:
     spec = (
         LoadSpec(load, tuple(load_url or ()), concurrency, duration)
@@ -100,6 +124,7 @@ def _options(
         params=AnalysisParams(block_threshold_ms=threshold_ms),
         nonblocking=nonblocking,
         load=spec,
+        app_spec=_app_spec(app_spec),
     )
 
 
@@ -133,10 +158,11 @@ def run(
     load: Load = None,
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,
+    app_spec: App = None,
 ) -> None:
     """Launch a server under the profiler: asgiprof run -- uvicorn app:app --port 8000"""
     options = _options(
-        duration, out, rate, open_, threshold_ms, nonblocking, load, load_url, concurrency
+        duration, out, rate, open_, threshold_ms, nonblocking, load, load_url, concurrency, app_spec
     )
     run_server(list(command), options, Console())
 
@@ -154,10 +180,11 @@ def attach(
     load: Load = None,
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,
+    app_spec: App = None,
 ) -> None:
     """Attach to a running server; it keeps running when asgiprof stops."""
     options = _options(
-        duration, out, rate, open_, threshold_ms, nonblocking, load, load_url, concurrency
+        duration, out, rate, open_, threshold_ms, nonblocking, load, load_url, concurrency, app_spec
     )
     attach_server(pid, options, Console())
 

@@ -69,3 +69,8 @@ PTRACE_HELP = (
     "target's user with CAP_SYS_PTRACE (sudo asgiprof ...), set "
     "`sysctl kernel.yama.ptrace_scope=0`, or start containers with --cap-add SYS_PTRACE"
 )
+
+
+class StartupInterrupted(AsgiprofError):
+    """Ctrl-C before anything was measured: nothing to analyse, nothing written (exit 1:
+    not a success, not bad input)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import webbrowser
@@ -48,10 +49,10 @@ from asgiprof.collect.target import (
     stopped_pids,
 )
 from asgiprof.errors import (
-    AppImportError,
     AsgiprofError,
     CorruptProfileError,
     NotAsgiServerError,
+    StartupInterrupted,
     UsageError,
 )
 from asgiprof.merge import is_merge, load_merged, load_runs, write_merge_file
@@ -86,6 +87,9 @@ class ProfileOptions:
     load: LoadSpec | None = None
     # Short py-spy --gil windows beside the sampling: which thread held the GIL.
     gil_windows: bool = True
+    # `--app module:attr`: the app whose route table to read, when the command line does
+    # not name it (`python serve.py` calling `uvicorn.run(app)`) or names another.
+    app_spec: str | None = None
 
 
 class _Stop:
@@ -162,6 +166,11 @@ def run_server(
     except AsgiprofError:
         store.discard_if_empty(out)
         raise
+    except KeyboardInterrupt:  # launch() has stopped the server already
+        store.discard(out)
+        raise StartupInterrupted(
+            "interrupted while the server was starting: it was stopped and nothing was written"
+        ) from None
     try:
         on_stop = on_ready(target) if on_ready is not None else None
         return _profile(target, out, options, console, pyspy, on_stop=on_stop)
@@ -202,7 +211,7 @@ def render(out: Path, params: AnalysisParams, console: Console, open_browser: bo
         )
     )
     if open_browser and report.exists():
-        webbrowser.open(report.resolve().as_uri())
+        open_report(report.resolve().as_uri(), console)
     return analysis
 
 
@@ -216,7 +225,30 @@ def merge_runs(
     return render(out, params, console, open_)
 
 
-def _target_info(target: Target, mode: str, exit_status: int | None = None) -> TargetInfo:
+def _has_display() -> bool:
+    """Whether a graphical browser could open: on Linux and the BSDs only with a display
+    (without one, webbrowser may start a text browser in this terminal, or nothing)."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_report(uri: str, console: Console) -> None:
+    """Open the report in a browser, or say where it is when none can open here."""
+    opened = False
+    if _has_display():
+        try:
+            opened = webbrowser.open(uri)
+        except webbrowser.Error:
+            opened = False
+    if not opened:
+        # One unbroken line: a URL folded at the terminal width cannot be copied.
+        console.print(Text(f"no browser to open here (no display): open {uri}"), soft_wrap=True)
+
+
+def _target_info(
+    target: Target, mode: str, exit_status: int | None = None, app_spec: str | None = None
+) -> TargetInfo:
     cmd = parse_server_command(target.server_argv)
     return TargetInfo(
         pids=tuple(target.pids() or [target.pid]),
@@ -224,31 +256,46 @@ def _target_info(target: Target, mode: str, exit_status: int | None = None) -> T
         server=cmd.server,
         cwd=target.cwd,
         python=find_target_python(target.cmdline, target.exe, target.cwd),
-        app_spec=cmd.app_spec,
+        app_spec=app_spec or cmd.app_spec,
         mode="attach" if mode == "attach" else "run",
         exit_status=exit_status,
     )
 
 
-def _read_routes(target: Target, info: TargetInfo, out: Path) -> None:
+def _read_routes(target: Target, info: TargetInfo, out: Path, app_spec: str | None) -> None:
     """Runs in a thread while sampling: imports the app in the target's interpreter."""
     cmd = parse_server_command(target.server_argv)
-    if not cmd.app_spec:
-        table = RouteTable((), "none", "no app spec found in the server command line")
-    else:
-        try:
+    spec = app_spec or cmd.app_spec
+    try:
+        if spec:
+            app_dir = cmd.app_dir
+            if app_spec and cmd.script and not app_dir:
+                app_dir = os.path.dirname(cmd.script) or None  # `python src/serve.py`
             table = read_route_table(
-                cmd.app_spec,
+                spec,
                 python=info.python,
                 cwd=target.cwd,
                 env=target.environ or None,
-                factory=cmd.factory,
-                app_dir=cmd.app_dir,
+                factory=cmd.factory and not app_spec,
+                app_dir=app_dir,
             )
-        except AppImportError as exc:
-            table = RouteTable((), "none", exc.message)
-        except AsgiprofError as exc:
-            table = RouteTable((), "none", exc.message)
+        elif cmd.script:
+            # Started from code: import the script without its __main__ block, find the app.
+            table = read_route_table(
+                cmd.script,
+                python=info.python,
+                cwd=target.cwd,
+                env=target.environ or None,
+                script=True,
+            )
+        else:
+            table = RouteTable(
+                (),
+                "none",
+                "no app spec found in the server command line: name the app with --app module:attr",
+            )
+    except AsgiprofError as exc:
+        table = RouteTable((), "none", exc.message)
     store.write_routes(out, table)
 
 
@@ -315,7 +362,7 @@ def _profile(
 ) -> Analysis:
     t0 = time.time()
     mode = "run" if target.launched else "attach"
-    info = _target_info(target, mode)
+    info = _target_info(target, mode, app_spec=options.app_spec)
     sampling = SamplingInfo(
         options.rate_hz, t0, 0.0, 0, 0, stopped_by="running", nonblocking=options.nonblocking
     )
@@ -344,7 +391,10 @@ def _profile(
     gil = GilSampler(target.pid, out, t0, GilConfig(pyspy=sampler.pyspy))
     monitor = ResourceMonitor(out / store.RESOURCES, info.pids, t0=t0)
     routes = threading.Thread(
-        target=_read_routes, args=(target, info, out), name="asgiprof-routes", daemon=True
+        target=_read_routes,
+        args=(target, info, out, options.app_spec),
+        name="asgiprof-routes",
+        daemon=True,
     )
     stopped_before = set() if target.launched else stopped_pids(target.pids())
     load = LoadRunner(options.load, out, t0) if options.load is not None else None
@@ -390,10 +440,19 @@ def _profile(
         if not target.launched:
             for pid in resume_if_stopped(target.pids(), stopped_before):
                 console.print(Text(f"warning: process {pid} was left stopped; resumed it"))
+            if target.alive():
+                console.print(Text(f"detached, PID {target.pid} still running"), style="dim")
         if stop.reason == "not-asgi":
             store.discard(out)
             raise _not_asgi(target, loop_check.threads)
         if sampler.chunks == 0:
+            if stop.reason == "interrupt" and sampler.error is None:
+                store.discard(out)
+                what = "the server was stopped" if target.launched else "the target runs on"
+                raise StartupInterrupted(
+                    f"interrupted before the first samples were saved: {what} and nothing "
+                    "was written"
+                )
             if sampler.error is not None:
                 raise sampler.error
             if target.launched and exit_status is not None:

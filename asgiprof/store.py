@@ -634,6 +634,7 @@ def _load_gil(
 # Below these, the report says how much py-spy missed (see `sampling_problems`).
 MIN_COVERAGE = 0.9
 MAX_ERROR_SHARE = 0.01
+COVERAGE_NOTE = "py-spy sampled "  # how the coverage problem starts (analyze drops it when idle)
 
 
 def sampling_problems(sampling: SamplingInfo) -> list[str]:
@@ -648,7 +649,7 @@ def sampling_problems(sampling: SamplingInfo) -> list[str]:
             else ""
         )
         problems.append(
-            f"py-spy sampled {intervals} of the {expected} instants asked for "
+            f"{COVERAGE_NOTE}{intervals} of the {expected} instants asked for "
             f"({sampling.coverage:.0%}): it fell {sampling.behind_s:.1f} s behind its rate"
             f"{lag}, and restarts between chunks; times are estimates, lower --rate or load "
             "the machine less"

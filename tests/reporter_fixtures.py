@@ -617,11 +617,11 @@ def diagnose(
     )
     summary = resource_summary(points, params)
     findings = [
-        *leak_findings(summary),
         *threadpool_findings(threadpool, params),
         *middleware_findings(middleware, params),
         *dependency_findings(dependencies, culprits, params),
         *extra_findings,
+        *leak_findings(summary),  # last, as analyze() ranks them
     ]
     return dataclasses.replace(
         analysis,
@@ -699,6 +699,7 @@ def _sample_diagnostics(base: Analysis) -> Analysis:
         threadpool_limit=2,
         threadpool_saturation_share=0.01,
         leak_warmup_s=2.0,
+        leak_min_trend_s=4.0,  # the polls span 8 s
     )
     dep_routes = (ROUTE_LOGIN, ROUTE_TMPL, ROUTE_USER, ROUTE_ITEMS)
     culprits = []

@@ -12,7 +12,9 @@ no files. Source lines come in through `read_line` so the caller decides where t
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
+from asgiprof.analyze.blocks import group_blocks
 from asgiprof.analyze.culprits import CulpritContexts, SourceReader, rank_culprits
 from asgiprof.analyze.dependencies import (
     DependencyFrames,
@@ -69,7 +71,9 @@ from asgiprof.analyze.threadpool import (
     worker_threads,
 )
 from asgiprof.analyze.timeline import loop_timeline
+from asgiprof.analyze.traffic import traffic_summary
 from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
+from asgiprof.store import COVERAGE_NOTE
 
 __all__ = ["analyze"]
 
@@ -118,6 +122,11 @@ def analyze(
     fitted = fit_line_cpu(loop_runs, episodes, profile.resources)
     python = {line for line, ev in evidence.items() if ev.python_running}
     culprits = rank_culprits(profile, episodes, read_line, params, contexts, fitted, python)
+    # Why a kind is unknown (its evidence says), and which lines are one block of one
+    # function (one fix).
+    culprits = group_blocks(
+        [replace(c, kind_reason=c.kind_evidence) if c.kind == "unknown" else c for c in culprits]
+    )
 
     # Views and per-route sums in one pass over the runs.
     views: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
@@ -126,16 +135,24 @@ def analyze(
     route_blocked: dict[str, float] = defaultdict(float)
     route_pool: dict[str, float] = defaultdict(float)
     busy_ms = blocked_ms = idle_ms = 0.0
+    first_request_s: float | None = None  # the first sample of request handling
     labels_of = {id(lr.timeline): lr.labels for lr in loop_runs}
     for tl in profile.threads:
         role = roles.get((tl.thread.pid, tl.thread.tid), "other")
         labels = labels_of.get(id(tl))
-        for i, (_start, dur, sid, n) in enumerate(tl.runs()):
+        for i, (start, dur, sid, n) in enumerate(tl.runs()):
             if sid == NO_STACK:
                 continue
             ms = dur * 1000.0
             views[VIEW_ALL][sid] += ms
             route = resolver.route_of(sid)
+            if route is not None or (
+                labels is not None
+                and labels[i] in (LABEL_BUSY, LABEL_BLOCKED)
+                and paths.owner(sid) is not None
+            ):
+                if first_request_s is None or start < first_request_s:
+                    first_request_s = start
             if route is not None:
                 route_samples[route] += n
                 views[ROUTE_VIEW_PREFIX + route][sid] += ms
@@ -199,7 +216,7 @@ def analyze(
         duration_s,
         params.timeline_bins,
     )
-    resources = resource_summary(profile.resources, params)
+    resources = resource_summary(profile.resources, params, first_request_s)
     pool, pool_entries = pool_threads(profile, worker_stacks, loop_threads)
     gil = find_gil_stalls(
         profile,
@@ -213,15 +230,16 @@ def analyze(
         params,
     )
     gil_found = gil_findings(gil, duration_s, len(loop_threads), params)
+    # Leaks come last: blocking is measured on every sample, a leak is a trend to confirm.
     findings: list[Finding] = [
-        *leak_findings(resources),
         *threadpool_findings(threadpool, params, profile.sampling.rate_hz),
         *gil_found,
         *middleware_findings(middleware, params),
-        *dependency_findings(dependencies, culprits, params),
+        *dependency_findings(dependencies, culprits, params, read_line),
+        *leak_findings(resources),
     ]
     explained = [s.episode for s in gil.stalls] if gil_found else []
-    notes = _notes(profile, loop_threads, episodes, culprits, explained)
+    notes = _notes(params, profile, loop_threads, episodes, culprits, explained)
     saturated_ms = sum(lr.saturated_ms for lr in loop_runs)
     if saturated_ms > 0:
         stretches = sum(lr.saturated_stretches for lr in loop_runs)
@@ -237,6 +255,10 @@ def analyze(
             f"them), counted as busy, not blocked: {remedy}"
         )
     per_sample = sample_labels(profile, loop_runs, episodes, culprits, resolver.route_of, params)
+    traffic = traffic_summary(loop, routes, middleware, params)
+    if traffic.level == "none" and loop.busy_ms == 0:
+        # Nothing ran: what py-spy missed of an idle loop changes nothing in the report.
+        notes = [n for n in notes if not n.startswith(COVERAGE_NOTE)]
     return Analysis(
         params=params,
         profile=profile,
@@ -257,10 +279,12 @@ def analyze(
         fleet=fleet_summary(profile, episodes, culprits, per_sample),
         routes_evidence=costs.evidence,
         request_overhead_ms=costs.unattributed_ms,
+        traffic=traffic,
     )
 
 
 def _notes(
+    params: AnalysisParams,
     profile: Profile,
     loop_threads: list[ThreadTimeline],
     episodes: list[Episode],
@@ -276,13 +300,16 @@ def _notes(
     if profile.routes.source == "none":
         why = profile.routes.error or "unknown reason"
         notes.append(f"route table not read ({why}): routes are endpoint function names")
+    one_off_ms = params.one_off_factor * params.block_threshold_ms
     ranked = {(c.file, c.line) for c in culprits}
     one_offs = [e for e in episodes if e.culprit is not None and e.culprit not in ranked]
     if one_offs:
         ms = sum(e.duration_ms for e in one_offs)
+        longest = max(e.duration_ms for e in one_offs)
         notes.append(
-            f"{len(one_offs)} one-off short episode(s), {ms:.0f} ms, were not ranked as "
-            "culprits: a single short stall is as likely the OS scheduling the loop out"
+            f"{len(one_offs)} episode(s) of lines that blocked the loop only once (the longest "
+            f"{longest:.0f} ms, {ms:.0f} ms in all) were not ranked as culprits: one stall under "
+            f"{one_off_ms:.0f} ms is as likely the OS scheduling the loop out as the line"
         )
     # Episodes the gil-contention finding explains are not counted again here.
     stalled = {id(e) for e in gil_stalls}

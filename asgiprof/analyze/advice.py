@@ -8,12 +8,16 @@ An entry matches a culprit by evidence, strongest first:
 3. `near`: the lines of the culprit's function above it (where the client was made).
 Within one kind of evidence, the first matching entry wins; `GENERIC_DB` (any `.execute(`)
 comes last. Every entry has a unit test in tests/unit/test_advice.py.
+
+Advice is checked against the code it is shown on: a fix whose premise is false for that
+function is not given. "Make it a plain `def`" is wrong for a function that awaits
+something (a `def` cannot await), so entries carry `text_awaiting`, said instead there.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from asgiprof.analyze.result import Kind
@@ -29,6 +33,8 @@ class Advice:
     path: re.Pattern[str] | None = None  # matched against files on the culprit's stack
     unless_path: re.Pattern[str] | None = None  # ... unless one of them matches this
     near: re.Pattern[str] | None = None  # matched against the function's lines above it
+    # Said instead of `text` when the culprit's function awaits (no "make it a `def`").
+    text_awaiting: str | None = None
 
 
 def _c(pattern: str) -> re.Pattern[str]:
@@ -44,6 +50,11 @@ SQLALCHEMY_SYNC = Advice(
     "(sqlalchemy.ext.asyncio) with an async driver (postgresql+asyncpg, sqlite+aiosqlite, "
     "mysql+aiomysql) and `await session.execute(...)`, or make the route a plain `def` so "
     "it runs in the threadpool.",
+    text_awaiting=(
+        "A sync SQLAlchemy Session waits for the database on the event loop: use "
+        "`AsyncSession` (sqlalchemy.ext.asyncio) with an async driver (postgresql+asyncpg, "
+        "sqlite+aiosqlite, mysql+aiomysql) and `await session.execute(...)`."
+    ),
     path=_c(rf"{_SEP}sqlalchemy{_SEP}"),
     unless_path=_c(rf"{_SEP}sqlalchemy{_SEP}(?:ext{_SEP}asyncio|util{_SEP}_concurrency_py3k)"),
     code=_c(r"\.query\("),
@@ -65,6 +76,11 @@ CATALOGUE: tuple[Advice, ...] = (
         "sqlite3 calls block the event loop while sqlite reads and computes: use `aiosqlite` "
         "(or SQLAlchemy's AsyncSession with sqlite+aiosqlite), or move the work to a `def` "
         "route.",
+        text_awaiting=(
+            "sqlite3 calls block the event loop while sqlite reads and computes: use "
+            "`aiosqlite` (or SQLAlchemy's AsyncSession with sqlite+aiosqlite), or run the "
+            "query with `await anyio.to_thread.run_sync(...)`."
+        ),
         path=_c(rf"{_SEP}sqlite3{_SEP}"),
         code=_c(r"\bsqlite3\."),
         near=_c(r"\bsqlite3\b"),
@@ -86,6 +102,19 @@ CATALOGUE: tuple[Advice, ...] = (
         "AsyncSession with mysql+aiomysql.",
         path=_c(rf"{_SEP}(?:pymysql|MySQLdb){_SEP}"),
         near=_c(r"\b(?:pymysql|MySQLdb)\b"),
+    ),
+    Advice(
+        "HTTP client per request",
+        "cpu",
+        "Creating an HTTP client builds an SSL context (it reads and parses the CA bundle) on "
+        "the event loop, for every request that makes one: create one `httpx.AsyncClient` "
+        "(or aiohttp `ClientSession`) in the app's lifespan, keep it on `app.state`, and "
+        "reuse it (it also pools connections).",
+        path=_c(rf"{_SEP}httpx{_SEP}_config\.py$|{_SEP}certifi{_SEP}"),
+        code=_c(
+            r"\bhttpx\.(?:Async)?Client\s*\(|\bAsyncClient\s*\(|\bClientSession\s*\("
+            r"|\bssl\.create_default_context\s*\("
+        ),
     ),
     Advice(
         "requests",
@@ -166,12 +195,21 @@ CATALOGUE: tuple[Advice, ...] = (
         path=_c(rf"{_SEP}fastapi{_SEP}encoders\.py$"),
     ),
     Advice(
+        "fsync",
+        "io",
+        "`os.fsync` (and `flush` before it) waits until the disk has the data, on the event "
+        "loop, in every request that runs it: write per-request records (audit or access "
+        "logs) from a background task or a `logging.handlers.QueueHandler` thread, or batch "
+        "them and sync once in a while with `await anyio.to_thread.run_sync(os.fsync, fd)`.",
+        code=_c(r"\bos\.(?:fsync|fdatasync)\s*\(|\.flush\s*\(\s*\)"),
+    ),
+    Advice(
         "file I/O",
         "io",
         "Reading or writing files blocks the loop on slow disks and big files: use "
         "`anyio.Path` / aiofiles, or `anyio.to_thread.run_sync`.",
         path=_c(rf"{_SEP}(?:pathlib|shutil)\.py$"),
-        code=_c(r"\bopen\s*\(|\.read(?:_text|_bytes)?\s*\(|\.write(?:_text|_bytes)?\s*\("),
+        code=_c(r"\bopen\s*\(|\.read(?:_text|_bytes)?\s*\(|\.write(?:_text|_bytes|lines)?\s*\("),
     ),
 )
 
@@ -183,6 +221,11 @@ GENERIC_DB = Advice(
     "(aiosqlite for sqlite3, asyncpg or psycopg's AsyncConnection for psycopg2, aiomysql for "
     "PyMySQL, SQLAlchemy's AsyncSession with one of them), or make the route a plain `def`.",
     code=_c(r"\.execute(?:many)?\(|\.fetch(?:all|one|many)\(|\.commit\(\)"),
+    text_awaiting=(
+        "A synchronous database call waits on the event loop: use the driver's async API "
+        "(aiosqlite for sqlite3, asyncpg or psycopg's AsyncConnection for psycopg2, aiomysql "
+        "for PyMySQL, SQLAlchemy's AsyncSession with one of them)."
+    ),
 )
 
 GENERIC_CPU = (
@@ -193,6 +236,54 @@ GENERIC_IO = (
     "A synchronous wait in an `async def` holds the event loop: use the library's async "
     "API, or make the route a plain `def` so FastAPI runs it in the threadpool."
 )
+# The function also awaits: it cannot become a `def`.
+GENERIC_CPU_AWAITING = (
+    "CPU-bound work in an `async def` holds the event loop: run it with "
+    "`await anyio.to_thread.run_sync(...)` (C code that releases the GIL) or in a process "
+    "pool (`await loop.run_in_executor(pool, ...)`) for pure-Python work."
+)
+GENERIC_IO_AWAITING = (
+    "A synchronous wait in an `async def` holds the event loop: use the library's async "
+    "API, or run the call with `await anyio.to_thread.run_sync(...)`."
+)
+# Kind unknown (neither clearly waiting nor clearly computing): both remedies apply.
+GENERIC_UNKNOWN = (
+    "This line holds the event loop synchronously (see why its kind is unknown): if it "
+    "waits (network, disk, a lock), use an async API or `await anyio.to_thread.run_sync(...)`;"
+    " if it computes, move the work to a thread or process pool."
+)
+_AWAIT = re.compile(r"\bawait\b|\basync\s+(?:with|for)\b")
+_DEF_LINE = re.compile(r"^(\s*)(?:async\s+)?def\b")
+FUNCTION_LINES = 80  # how far function_awaits reads above and below the line
+
+
+def function_awaits(read_line: Callable[[str, int], str | None], file: str, line: int) -> bool:
+    """Whether the function holding `file:line` awaits anything (its lines from its `def`
+    down to the next line indented no deeper than the `def`)."""
+    indent: int | None = None
+    for number in range(line, max(0, line - FUNCTION_LINES), -1):
+        text = read_line(file, number)
+        if text is None:
+            return False
+        if _AWAIT.search(text):
+            return True
+        match = _DEF_LINE.match(text)
+        if match is not None:
+            indent = len(match.group(1))
+            break
+    if indent is None:
+        return False
+    for number in range(line + 1, line + FUNCTION_LINES):
+        text = read_line(file, number)
+        if text is None:
+            break
+        stripped = text.strip()
+        if stripped and not stripped.startswith("#"):
+            if len(text) - len(text.lstrip()) <= indent:
+                break
+            if _AWAIT.search(text):
+                return True
+    return False
 
 
 def _path_matches(entry: Advice, files: Sequence[str]) -> bool:
@@ -238,11 +329,13 @@ def find_advice(
     return None
 
 
-def advice_text(entry: Advice | None, kind: Kind) -> str | None:
+def advice_text(entry: Advice | None, kind: Kind, awaits: bool = False) -> str | None:
+    """The fix to show: the entry's (without "make it a `def`" when the function
+    `awaits`), else the generic one for the kind."""
     if entry is not None:
-        return entry.text
+        return entry.text_awaiting if awaits and entry.text_awaiting else entry.text
     if kind == "cpu":
-        return GENERIC_CPU
+        return GENERIC_CPU_AWAITING if awaits else GENERIC_CPU
     if kind == "io":
-        return GENERIC_IO
-    return None
+        return GENERIC_IO_AWAITING if awaits else GENERIC_IO
+    return GENERIC_UNKNOWN

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Final
 
-from asgiprof.analyze.advice import advice_text, find_advice
+from asgiprof.analyze.advice import advice_text, find_advice, function_awaits
 from asgiprof.analyze.dependencies import DependencyFrames
 from asgiprof.analyze.frames import short_name
 from asgiprof.analyze.middleware import OWNER_ROUTE, OWNER_SERVER, RequestPaths
@@ -200,7 +200,7 @@ def rank_culprits(
                 max_ms=longest.duration_ms,
                 stack=tuple(short_name(f) for f in stack),
                 stack_id=longest.stack_id,
-                advice=advice_text(entry, kind),
+                advice=advice_text(entry, kind, function_awaits(read_line, file, line)),
                 cpu_ratio=ratio,
                 context=context,
                 context_name=context_name,

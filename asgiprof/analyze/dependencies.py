@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from asgiprof.analyze.advice import function_awaits
 from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns
 from asgiprof.analyze.frames import bare_function, file_kind
 from asgiprof.analyze.middleware import class_of
@@ -320,12 +321,16 @@ def dependency_summary(
 
 
 def dependency_findings(
-    summary: DependencySummary, culprits: Sequence[Culprit], params: AnalysisParams
+    summary: DependencySummary,
+    culprits: Sequence[Culprit],
+    params: AnalysisParams,
+    read_line: Callable[[str, int], str | None] | None = None,
 ) -> list[Finding]:
     """A finding per dependency that blocked the event loop, only with evidence: at least
     a block threshold of blocked time, `finding_min_samples` samples, and a ranked culprit
     line under it (time in a dependency that only awaits is not blocking, whatever
-    episodes it shared)."""
+    episodes it shared). With `read_line`, a dependency that awaits is not told to become
+    a plain `def`."""
     findings: list[Finding] = []
     lines: dict[str, list[Culprit]] = defaultdict(list)
     for c in culprits:
@@ -355,6 +360,11 @@ def dependency_findings(
                 ),
                 advice=(
                     "FastAPI awaits `async def` dependencies on the event loop: make its "
+                    "blocking call async (an async client or driver), or run it with "
+                    "`await anyio.to_thread.run_sync(...)` (the dependency awaits, so it "
+                    "cannot become a plain `def`)."
+                    if read_line is not None and function_awaits(read_line, dep.file, dep.line)
+                    else "FastAPI awaits `async def` dependencies on the event loop: make its "
                     "blocking call async (an async client or driver), or declare the "
                     "dependency with plain `def` so FastAPI runs it in the threadpool."
                 ),

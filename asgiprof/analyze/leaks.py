@@ -1,9 +1,12 @@
 """Resource series per process (RSS, open fds, threads, connections, connections per remote
 port) and 'possible leak' findings when one grows steadily after a warm-up window.
 
-Imports, connection pools and worker threads fill up while a server starts and load begins,
-so polls in the first `leak_warmup_s` of each process are left out of the fit; the rest must
-rise along a least-squares line (r^2, relative and absolute minimums in `AnalysisParams`).
+Imports, caches, connection pools and worker threads fill up while a server starts and as
+load begins, so the warm-up counts from the first request (the first sample of request
+handling), not from the server's start, and polls before its end are left out of the fit.
+The rest must span long enough to call a trend and rise along a least-squares line that
+does not level off (r^2, relative and absolute minimums, `AnalysisParams`). Polls of a
+process that had exited (RSS 0) are not resources.
 """
 
 from __future__ import annotations
@@ -59,12 +62,13 @@ _ADVICE: Final[dict[str, str]] = {
 
 
 def _after_warmup(
-    points: Sequence[ResourcePoint], warmup_s: float
+    points: Sequence[ResourcePoint], warmup_s: float, first_request_s: float | None
 ) -> tuple[list[ResourcePoint], float]:
+    """The polls after the warm-up, and when the warm-up started."""
     if not points:
         return [], 0.0
-    first = points[0].t_s
-    return [p for p in points if p.t_s >= first + warmup_s], first
+    start = points[0].t_s if first_request_s is None else first_request_s
+    return [p for p in points if p.t_s >= start + warmup_s], start
 
 
 def _min_growth(metric: str, params: AnalysisParams) -> float:
@@ -83,6 +87,19 @@ def _as_growth(
         min_relative=params.leak_min_relative,
     )
     leak = g.steady and (g.end_value - g.start_value) >= _min_growth(attr, params)
+    not_leak: str | None = None
+    if leak and g.duration_s < params.leak_min_trend_s:
+        leak, not_leak = False, f"grew over {g.duration_s:.0f} s only: too short to call a trend"
+    elif leak:
+        half = len(points) // 2
+        early = growth(Resources(points=points[: half + 1]), attr, pid, min_points=2)
+        late = growth(Resources(points=points[half:]), attr, pid, min_points=2)
+        if late.slope_per_min < params.leak_min_late_slope * early.slope_per_min:
+            leak = False
+            not_leak = (
+                "levels off (a warm-up): the second half grew at "
+                f"{late.slope_per_min / max(early.slope_per_min, 1e-9):.0%} of the first's rate"
+            )
     return MetricGrowth(
         metric=metric,
         points=g.points,
@@ -93,19 +110,25 @@ def _as_growth(
         relative=g.relative,
         r2=g.r2,
         leak=leak,
+        from_s=points[0].t_s if points else None,
+        not_leak=not_leak,
     )
 
 
-def resource_summary(resources: Resources, params: AnalysisParams) -> ResourceSummary:
+def resource_summary(
+    resources: Resources, params: AnalysisParams, first_request_s: float | None = None
+) -> ResourceSummary:
     """Series and growth per process, connections per remote port included when the
-    resource log had them."""
+    resource log had them. The warm-up starts at `first_request_s` when a request was seen."""
     by_pid: dict[int, list[ResourcePoint]] = {}
     for p in resources.points:
+        if p.rss_bytes <= 0:
+            continue  # polled after the process exited: nothing was measured
         by_pid.setdefault(p.pid, []).append(p)
     processes: list[ResourceSeries] = []
     for pid in sorted(by_pid):
         points = sorted(by_pid[pid], key=lambda p: p.t_s)
-        kept, first = _after_warmup(points, params.leak_warmup_s)
+        kept, first = _after_warmup(points, params.leak_warmup_s, first_request_s)
         growths = [_as_growth(m, kept, m, pid, params) for m in METRICS]
         ports: list[tuple[int, tuple[int, ...]]] = []
         series = resources.connections.get(pid)
@@ -131,7 +154,11 @@ def resource_summary(resources: Resources, params: AnalysisParams) -> ResourceSu
                 remote_ports=tuple(ports),
             )
         )
-    return ResourceSummary(warmup_s=params.leak_warmup_s, processes=tuple(processes))
+    return ResourceSummary(
+        warmup_s=params.leak_warmup_s,
+        processes=tuple(processes),
+        first_request_s=first_request_s,
+    )
 
 
 def _fmt(metric: str, value: float) -> str:
@@ -152,16 +179,24 @@ def leak_findings(summary: ResourceSummary) -> list[Finding]:
                 what = f"connections to remote port {g.metric.removeprefix('port:')}"
             slope = g.slope_per_min
             rate = f"{slope / _MIB:+,.1f} MiB/min" if attr == "rss_bytes" else f"{slope:+,.0f}/min"
+            since = (
+                f"a {summary.warmup_s:.0f} s warm-up from the first request "
+                f"(at {summary.first_request_s:.1f} s)"
+                if summary.first_request_s is not None
+                else f"a {summary.warmup_s:.0f} s warm-up from the first poll (no request was seen)"
+            )
+            load = " under load" if summary.first_request_s is not None else ""
             findings.append(
                 Finding(
                     kind="possible-leak",
                     severity="warning",
-                    title=f"possible leak: {what} of PID {proc.pid} grew steadily",
+                    title=f"possible leak: {what} of PID {proc.pid} kept growing{load}",
                     detail=(
                         f"{what} grew from {_fmt(attr, g.start_value)} to "
-                        f"{_fmt(attr, g.end_value)} ({rate}, r\u00b2={g.r2:.2f}, "
-                        f"{g.points} polls over {g.duration_s:.0f} s after a "
-                        f"{summary.warmup_s:.0f} s warm-up)"
+                        f"{_fmt(attr, g.end_value)} ({rate}) in a straight line (r\u00b2="
+                        f"{g.r2:.2f}, {g.points} polls over {g.duration_s:.0f} s) after {since}, "
+                        "as fast at the end as at the start: a warm-up levels off, this did "
+                        "not. Confirm with a longer run"
                     ),
                     advice=_ADVICE[attr],
                     pid=proc.pid,

@@ -72,12 +72,17 @@ class AnalysisParams:
     threadpool_limit: int = 40
     # A saturation finding needs all workers busy for at least this share of the profile.
     threadpool_saturation_share: float = 0.05
-    # Leaks: resource polls in the first `leak_warmup_s` of each process are left out (imports,
-    # pools and worker threads fill up at startup); the rest must grow steadily, a
-    # least-squares line with r^2 >= `leak_min_r2` over >= `leak_min_points` polls, by at
-    # least `leak_min_relative` of its start value and by an absolute minimum
-    # (`leak_min_rss_mb` MiB of RSS, `leak_min_count` fds, threads or connections).
+    # Leaks: resource polls before the first request and in the `leak_warmup_s` after it are
+    # left out (imports, caches, pools and worker threads fill up at startup and as load
+    # begins; without requests the window starts at the first poll); the rest must span at
+    # least `leak_min_trend_s` and grow steadily, a least-squares line with
+    # r^2 >= `leak_min_r2` over >= `leak_min_points` polls, by at least `leak_min_relative`
+    # of its start value and by an absolute minimum (`leak_min_rss_mb` MiB of RSS,
+    # `leak_min_count` fds, threads or connections), and keep growing: its second half's
+    # slope at least `leak_min_late_slope` of the first half's (a warm-up levels off).
     leak_warmup_s: float = 5.0
+    leak_min_trend_s: float = 6.0
+    leak_min_late_slope: float = 0.5
     leak_min_points: int = 5
     leak_min_r2: float = 0.8
     leak_min_relative: float = 0.1
@@ -114,6 +119,11 @@ class AnalysisParams:
     # `__call__` caught 2-3 times, would make a headline. Leak findings rest on
     # `leak_min_points` polls instead.
     finding_min_samples: int = 10
+    # Traffic: "little traffic" when less than this much request handling (loop and
+    # threadpool time in request code) was sampled, or the loop idled this share of the time;
+    # "none" when no request was seen at all. Half a second is ~50 samples at 100 Hz.
+    traffic_min_request_ms: float = 500.0
+    traffic_idle_share: float = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +177,10 @@ class Culprit:
     context_name: str | None = None  # the middleware layer or dependency function
     calls: tuple[str, ...] = ()  # what the culprit line called (library chain), outermost first
     kind_evidence: str = ""  # why `kind` is what it is, in a sentence
+    kind_reason: str | None = None  # why the kind is "unknown" (its evidence)
+    # Rank of the culprit leading the block this line belongs to (neighbouring lines of one
+    # function, see analyze/blocks.py); None for a leader or a line on its own.
+    block_of: int | None = None
 
 
 # What split a shared dependency's time among its routes (see analyze/route_costs.py):
@@ -327,6 +341,9 @@ class MetricGrowth:
     relative: float
     r2: float
     leak: bool  # grows steadily enough to report a possible leak
+    from_s: float | None = None  # time of the first poll in the fit
+    # Why a growing metric is not called a leak ("too short", "levels off"), else None.
+    not_leak: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +364,9 @@ class ResourceSeries:
 class ResourceSummary:
     warmup_s: float
     processes: tuple[ResourceSeries, ...] = ()
+    # The first request seen (seconds since the profile started): the warm-up counts from
+    # there. None when no request was seen (the warm-up counts from the first poll).
+    first_request_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +436,20 @@ class FleetSummary:
     culprit_sources: dict[tuple[str, int], tuple[SourceShare, ...]] = field(default_factory=dict)
 
 
+TrafficLevel = Literal["none", "low", "ok"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSummary:
+    """Whether the profile saw enough requests to judge the routes (see analyze/traffic.py)."""
+
+    level: TrafficLevel
+    route_samples: int  # samples in a route's own code, any thread
+    request_ms: float  # request handling sampled: loop request path, or route loop+pool time
+    idle_share: float  # of the event loop's sampled time
+    warning: str | None = None
+
+
 @dataclass(slots=True)
 class Analysis:
     params: AnalysisParams
@@ -443,3 +477,4 @@ class Analysis:
     routes_evidence: RoutesEvidence = "endpoint-samples"
     # Request overhead given to no route (without an access log nothing tells the split).
     request_overhead_ms: float = 0.0
+    traffic: TrafficSummary = field(default_factory=lambda: TrafficSummary("ok", 0, 0.0, 0.0))

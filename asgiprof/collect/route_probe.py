@@ -1,7 +1,10 @@
 """Standalone probe: import an ASGI app and print its route table as one JSON line.
 
 Runs in the TARGET's interpreter and working directory (stdlib only, CPython 3.9+, never
-imports asgiprof): `python route_probe.py MODULE:ATTR [--factory] [--app-dir DIR]`.
+imports asgiprof): `python route_probe.py MODULE:ATTR [--factory] [--app-dir DIR]`, or
+`python route_probe.py --script PATH` for a server started from code (`python serve.py`
+calling `uvicorn.run(app)`): the script is imported as a module, so its `__main__` block
+does not run, and the ASGI app is found among its globals.
 Each FastAPI route also carries its dependency tree, read from FastAPI's `route.dependant`.
 """
 
@@ -70,6 +73,7 @@ class ProbeResult(TypedDict, total=False):
     routes: list[RouteRecord]
     skipped: list[str]  # what could not be read: route types by name, mount cycles
     reason: str  # status "no-table"
+    app: str  # --script: the app found, as "module:attr"
     dependency_error: str  # why some routes' dependency trees could not be read (said once)
     stage: str  # status "error": "import", "attribute", "factory"
     error_type: str
@@ -122,6 +126,54 @@ def load_app(spec: str, factory: bool, app_dirs: list[str]) -> object:
         except BaseException as exc:
             raise ProbeError("factory", exc) from exc
     return app
+
+
+def load_script(path: str) -> tuple[object, str]:
+    """Import the script `path` under its own module name (its `if __name__ == "__main__"`
+    block, which starts the server, does not run) and find the ASGI app in its globals:
+    (app, "module:attr")."""
+    import importlib.util
+
+    path = os.path.abspath(path)
+    name = os.path.splitext(os.path.basename(path))[0]
+    # As `python path` does: the script's folder first on sys.path.
+    sys.path.insert(0, os.path.dirname(path))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path} as a module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # import-time code can raise anything, SystemExit included
+        raise ProbeError("import", exc) from exc
+    found = find_app_in(vars(module))
+    if found is None:
+        message = (
+            f"no ASGI app with a route table among the globals of {os.path.basename(path)} "
+            "(is it created inside a function?): name it with --app module:attr"
+        )
+        raise ProbeError("attribute", LookupError(message))
+    attr, app = found
+    return app, f"{name}:{attr}"
+
+
+def find_app_in(namespace: dict[str, object]) -> tuple[str, object] | None:
+    """The module-level ASGI app: `app` first, then an application object (one with a
+    `.router`, or a werkzeug url map), then any object with a route table (a bare Router)."""
+    best: tuple[int, str, object] | None = None
+    for attr, obj in namespace.items():
+        if attr.startswith("__") or isinstance(obj, type) or inspect.ismodule(obj):
+            continue
+        if not callable(obj):
+            continue
+        is_app = _attr(obj, "router") is not None or find_werkzeug_rules(obj) is not None
+        if not is_app and find_routes(obj) is None:
+            continue
+        rank = 0 if attr == "app" and is_app else 1 if is_app else 2
+        if best is None or rank < best[0]:
+            best = (rank, attr, obj)
+    return None if best is None else (best[1], best[2])
 
 
 # --- finding and walking the route table -------------------------------------------------------
@@ -483,9 +535,15 @@ def describe(endpoint: object) -> tuple[str, str, int, int, bool]:
 # --- main -------------------------------------------------------------------------------------
 
 
-def probe(spec: str, factory: bool, app_dirs: list[str]) -> tuple[ProbeResult, int]:
+def probe(
+    spec: str, factory: bool, app_dirs: list[str], script: bool = False
+) -> tuple[ProbeResult, int]:
+    found = ""
     try:
-        app = load_app(spec, factory, app_dirs)
+        if script:
+            app, found = load_script(spec)
+        else:
+            app = load_app(spec, factory, app_dirs)
     except ProbeError as error:
         exc = error.exc
         return (
@@ -498,7 +556,10 @@ def probe(spec: str, factory: bool, app_dirs: list[str]) -> tuple[ProbeResult, i
             ),
             EXIT_IMPORT_FAILED,
         )
-    return probe_app(app), EXIT_OK
+    result = probe_app(app)
+    if found:
+        result["app"] = found  # the module:attr the script's app was found as
+    return result, EXIT_OK
 
 
 def probe_app(app: object) -> ProbeResult:
@@ -548,7 +609,8 @@ def probe_app(app: object) -> ProbeResult:
 
 def main(argv: list[str], out: TextIO) -> int:
     parser = argparse.ArgumentParser(prog="route_probe", description=__doc__)
-    parser.add_argument("app", help="MODULE:ATTR")
+    parser.add_argument("app", help="MODULE:ATTR, or with --script the script's path")
+    parser.add_argument("--script", action="store_true")
     parser.add_argument("--factory", action="store_true")
     parser.add_argument("--app-dir", action="append", default=[])
     args = parser.parse_args(argv)
@@ -556,7 +618,7 @@ def main(argv: list[str], out: TextIO) -> int:
     sys.argv = [sys.argv[0]]
     sys.stdout = sys.stderr
     try:
-        result, status = probe(args.app, args.factory, args.app_dir)
+        result, status = probe(args.app, args.factory, args.app_dir, args.script)
     finally:
         sys.stdout = out
     out.write("\n" + MARKER + json.dumps(result, sort_keys=True) + "\n")

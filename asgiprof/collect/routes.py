@@ -30,11 +30,18 @@ def probe_source() -> str:
 
 
 def probe_argv(
-    python: str, app_spec: str, *, factory: bool = False, app_dir: str | None = None
+    python: str,
+    app_spec: str,
+    *,
+    factory: bool = False,
+    app_dir: str | None = None,
+    script: bool = False,
 ) -> list[str]:
     """The command that runs the probe. `-c` (not the file's path) also keeps asgiprof's own
     folder off the target's sys.path, where it could shadow the app's modules."""
     argv = [python, "-c", probe_source(), app_spec]
+    if script:
+        argv.append("--script")
     if factory:
         argv.append("--factory")
     if app_dir is not None:
@@ -51,8 +58,11 @@ def read_route_table(
     factory: bool = False,
     app_dir: str | None = None,
     timeout_s: float = 20.0,
+    script: bool = False,
 ) -> RouteTable:
-    """Import `app_spec` with `python` in `cwd` and read its routes.
+    """Import `app_spec` with `python` in `cwd` and read its routes. With `script`,
+    `app_spec` is the path of the script the server was started as (`python serve.py`):
+    it is imported without running its `__main__` block and its app found in its globals.
 
     Raises AppImportError when the app cannot be imported. Returns a table with source
     "none" and the reason when the app imported but its routes could not be read (an
@@ -62,7 +72,7 @@ def read_route_table(
         raise AppImportError(
             f"could not import app {app_spec!r}: its working directory {cwd} does not exist"
         )
-    argv = probe_argv(python, app_spec, factory=factory, app_dir=app_dir)
+    argv = probe_argv(python, app_spec, factory=factory, app_dir=app_dir, script=script)
     returncode, stdout, stderr, timed_out = _run_bounded(argv, cwd, _probe_env(env), timeout_s)
     where = f"with {python} in {cwd}"
     result = _find_result(stdout)

@@ -693,7 +693,7 @@ def _fit(
     `g.duration_s` (how the analysis fitted it)."""
     if g.points < 2 or g.duration_s <= 0 or not times:
         return []
-    after = times[0] + warmup_s
+    after = times[0] + warmup_s if g.from_s is None else g.from_s
     t0 = next((t for t, v in zip(times, values, strict=True) if t >= after and v is not None), None)
     if t0 is None:
         return []
@@ -904,6 +904,8 @@ def culprit_rows(analysis: Analysis) -> list[dict[str, Any]]:
             "function": c.function,
             "code": c.code,
             "kind": c.kind,
+            "kind_reason": c.kind_reason,
+            "block_of": c.block_of,
             "blocked_ms": c.blocked_ms,
             "episodes": c.episodes,
             "max_ms": c.max_ms,
@@ -982,14 +984,15 @@ def middleware_rows(analysis: Analysis) -> dict[str, Any] | None:
         )
 
     add(f"server ({analysis.profile.target.server})", m.server_ms, role="server")
-    for layer in sorted(m.layers, key=lambda x: x.order):
+    # Numbered 1, 2, ... as listed (the analysis's order counts from 0).
+    for number, layer in enumerate(sorted(m.layers, key=lambda x: x.order), start=1):
         add(
             layer.name,
             layer.self_ms,
             role=layer.role,
             origin=layer.origin,
             blocked=layer.blocked_ms,
-            order=layer.order,
+            order=number,
             where=f"{layer.function} ({layer.file}:{layer.line})",
             short=f"{short_path(layer.file, 2)}:{layer.line}",
         )
@@ -1198,6 +1201,8 @@ def report_context(analysis: Analysis) -> dict[str, Any]:
         "threads": role_counts,
         "cards": header_cards(analysis),
         "notes": list(analysis.notes),
+        "traffic": analysis.traffic.warning,
+        "traffic_level": analysis.traffic.level,
         "findings": findings,
         "culprits": culprit_rows(analysis),
         "workers": worker_rows(analysis, payload),

@@ -76,6 +76,8 @@ def summary(analysis: Analysis) -> dict[str, Any]:
                 "context": c.context,
                 "context_name": c.context_name,
                 "calls": list(c.calls),
+                "kind_reason": c.kind_reason,
+                "block_of": c.block_of,
                 # merged runs (`asgiprof merge`): this line's share in each run
                 "sources": [
                     {
@@ -105,6 +107,14 @@ def summary(analysis: Analysis) -> dict[str, Any]:
         "routes_evidence": analysis.routes_evidence,
         "request_overhead_ms": _ms(analysis.request_overhead_ms),
         "notes": list(analysis.notes),
+        # Whether requests were seen at all: "none" and "low" carry the warning shown.
+        "traffic": {
+            "level": analysis.traffic.level,
+            "warning": analysis.traffic.warning,
+            "request_ms": _ms(analysis.traffic.request_ms),
+            "route_samples": analysis.traffic.route_samples,
+            "idle_share": round(analysis.traffic.idle_share, 4),
+        },
         "middleware": _middleware(analysis),
         "dependencies": _dependencies(analysis),
         "threadpool": _threadpool(analysis),
@@ -292,6 +302,7 @@ def _resources(analysis: Analysis) -> dict[str, Any]:
     r = analysis.resources
     return {
         "warmup_s": r.warmup_s,
+        "first_request_s": None if r.first_request_s is None else round(r.first_request_s, 3),
         "processes": [
             {
                 "pid": proc.pid,
@@ -314,6 +325,8 @@ def _resources(analysis: Analysis) -> dict[str, Any]:
                         "relative": round(g.relative, 4),
                         "r2": round(g.r2, 4),
                         "leak": g.leak,
+                        "from_s": None if g.from_s is None else round(g.from_s, 3),
+                        "not_leak": g.not_leak,
                     }
                     for g in proc.growth
                 ],

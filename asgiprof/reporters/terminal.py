@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import textwrap
+
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
@@ -61,41 +64,129 @@ def loop_panel(analysis: Analysis) -> Panel:
     return Panel(text, title="asgiprof", title_align="left")
 
 
+# Below this width the culprits are a list (one header line each, code and fix under it):
+# a table's columns would fold file:line and route character by character.
+TABLE_MIN_WIDTH = 120
+CODE_MIN_WIDTH = 20  # the table layout needs this much room left for the code column
+TABLE_OVERHEAD = 3 * 8 + 1  # borders and padding of the eight-column table
+
+
+def display_path(file: str, root: str) -> str:
+    """`file` relative to the app's root (the server's working directory) when inside it,
+    the part after `site-packages/` for libraries, else as the target saw it."""
+    if root:
+        prefix = root.rstrip("/\\") + os.sep
+        if file.startswith(prefix):
+            return file[len(prefix) :]
+    for marker in ("site-packages/", "dist-packages/"):
+        _, found, rest = file.rpartition(marker)
+        if found:
+            return rest
+    return file
+
+
+def _where_text(analysis: Analysis, c: Culprit) -> str:
+    return f"{display_path(c.file, analysis.profile.target.cwd)}:{c.line}"
+
+
+def _context(c: Culprit) -> str:
+    if c.context in ("middleware", "dependency") and c.context_name:
+        return f"{c.context} {c.context_name}"
+    return c.function
+
+
+def _route_text(c: Culprit) -> str:
+    route = c.route or "-"
+    return f"{route} +{len(c.routes) - 1}" if len(c.routes) > 1 else route
+
+
+def _no_culprits(analysis: Analysis) -> Text:
+    loop = analysis.loop
+    if loop.episodes:
+        # The header counts these episodes: say why none has a line, never "nothing".
+        return Text(
+            f"No blocking culprits: the {loop.episodes} blocking episode(s) "
+            f"({_fmt_ms(loop.blocked_ms)}) had no single line of your code holding the "
+            "loop (framework or library code, the GIL, or many short callbacks): see the "
+            "notes below and the 'blocking' flamegraph.",
+            style="yellow",
+        )
+    text = Text(
+        "No blocking culprits: nothing in your code held the event loop for "
+        f">= {analysis.params.block_threshold_ms:.0f} ms",
+        style="green",
+    )
+    if analysis.traffic.level != "ok":
+        text.append(" (but see the traffic warning: too little was seen to be sure)", "yellow")
+    text.append(".", style="green")
+    return text
+
+
+def _shown(analysis: Analysis, limit: int) -> list[tuple[Culprit, list[Culprit]]]:
+    """The first `limit` culprits that lead a block or stand alone, each with the other
+    lines of its block (see analyze/blocks.py): one entry, one fix."""
+    members: dict[int, list[Culprit]] = {}
+    for c in analysis.culprits:
+        if c.block_of is not None:
+            members.setdefault(c.block_of, []).append(c)
+    leaders = [c for c in analysis.culprits if c.block_of is None]
+    return [(c, members.get(c.rank, [])) for c in leaders[:limit]]
+
+
+def _block_text(analysis: Analysis, members: list[Culprit]) -> str:
+    lines = ", ".join(f"{m.line} ({_fmt_ms(m.blocked_ms)})" for m in members)
+    return f"with line{'s' if len(members) > 1 else ''} {lines} of the same block"
+
+
+def _more(analysis: Analysis, limit: int) -> Text | None:
+    shown = sum(1 + len(members) for _, members in _shown(analysis, limit))
+    more = len(analysis.culprits) - shown
+    if more <= 0:
+        return None
+    return Text(f"+{more} more culprit{'s' if more > 1 else ''} in report.html", style="dim")
+
+
+def table_fits(analysis: Analysis, width: int, limit: int = 10) -> bool:
+    """Whether the table layout shows every file:line and route whole at `width`."""
+    if width < TABLE_MIN_WIDTH:
+        return False
+    shown = [c for c, _ in _shown(analysis, limit)]
+    where = max((len(_where_text(analysis, c)) for c in shown), default=9)
+    route = max(
+        (
+            max(len(_route_text(c)), len(_context(c)) if c.context != "endpoint" else 0)
+            for c in shown
+        ),
+        default=5,
+    )
+    fixed = 2 + route + where + len("unknown") + 8 + len("episodes") + 8
+    return fixed + TABLE_OVERHEAD + CODE_MIN_WIDTH <= width
+
+
 def culprits_table(analysis: Analysis, limit: int = 10) -> Table | Text:
     if not analysis.culprits:
-        loop = analysis.loop
-        if loop.episodes:
-            # The header counts these episodes: say why none has a line, never "nothing".
-            return Text(
-                f"No blocking culprits: the {loop.episodes} blocking episode(s) "
-                f"({_fmt_ms(loop.blocked_ms)}) had no single line of your code holding the "
-                "loop (framework or library code, the GIL, or many short callbacks): see the "
-                "notes below and the 'blocking' flamegraph.",
-                style="yellow",
-            )
-        return Text(
-            "No blocking culprits: nothing in your code held the event loop for "
-            f">= {analysis.params.block_threshold_ms:.0f} ms.",
-            style="green",
-        )
+        return _no_culprits(analysis)
     table = Table(title="Blocking culprits (lines that held the event loop)", title_justify="left")
     for col, kw in (
-        ("#", {"justify": "right"}),
-        ("route", {}),
-        ("file:line", {"overflow": "fold"}),
-        ("code", {"overflow": "fold"}),
-        ("kind", {}),
-        ("blocked", {"justify": "right"}),
-        ("episodes", {"justify": "right"}),
-        ("max", {"justify": "right"}),
+        ("#", {"justify": "right", "no_wrap": True}),
+        ("route", {"no_wrap": True}),
+        ("file:line", {"no_wrap": True}),
+        ("code", {"overflow": "fold", "min_width": CODE_MIN_WIDTH}),
+        ("kind", {"no_wrap": True}),
+        ("blocked", {"justify": "right", "no_wrap": True}),
+        ("episodes", {"justify": "right", "no_wrap": True}),
+        ("max", {"justify": "right", "no_wrap": True}),
     ):
-        table.add_column(col, **kw)  # type: ignore[arg-type]
-    for c in analysis.culprits[:limit]:
+        table.add_column(col, **kw)
+    for c, members in _shown(analysis, limit):
+        code = Text((c.code or "").strip())
+        if members:
+            code.append("\n" + _block_text(analysis, members), style="dim")
         table.add_row(
             str(c.rank),
             _where(c),
-            Text(f"{c.file}:{c.line}"),
-            Text((c.code or "").strip()),
+            Text(_where_text(analysis, c)),
+            code,
             Text(c.kind, style=KIND_STYLE[c.kind]),
             _fmt_ms(c.blocked_ms),
             str(c.episodes),
@@ -114,13 +205,85 @@ def _where(c: Culprit) -> Text:
     return text
 
 
-def advice_lines(analysis: Analysis, limit: int = 5) -> Text:
+def _pieces_lines(pieces: list[Text], width: int, indent: str) -> list[Text]:
+    """Lay out `pieces` (each kept whole) two spaces apart, a new indented line when the
+    next one would pass `width`; a piece longer than a line gets a line of its own."""
+    lines: list[Text] = []
+    line = Text()
+    for piece in pieces:
+        if line.plain.strip() and len(line.plain) + 2 + len(piece.plain) > width:
+            lines.append(line)
+            line = Text(indent)
+        elif line.plain.strip():
+            line.append("  ")
+        line.append_text(piece)
+    if line.plain.strip():
+        lines.append(line)
+    for text in lines:
+        # Never folded by rich: a path or route cut in two reads as a different one.
+        text.no_wrap = True
+        text.overflow = "ignore"
+    return lines
+
+
+def _wrapped(label: str, body: str, width: int, indent: str, style: str = "") -> Text:
+    """`label body` wrapped at spaces (runs of spaces kept), continuation lines indented."""
+    rows = textwrap.wrap(
+        f"{label} {body}" if label else body,
+        width=max(20, width),
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+    text = Text("\n".join(rows), style=style)
+    text.no_wrap = True
+    text.overflow = "ignore"
+    return text
+
+
+def culprits_list(analysis: Analysis, width: int, limit: int = 10) -> Group | Text:
+    """Narrow layout: per culprit, one line with rank, time, kind, file:line, context and
+    route, then its code and fix indented under it."""
+    if not analysis.culprits:
+        return _no_culprits(analysis)
+    indent = "    "
+    parts: list[Text] = [Text("Blocking culprits (lines that held the event loop)", style="bold")]
+    for c, members in _shown(analysis, limit):
+        pieces = [
+            Text(f"{c.rank:>2}", style="bold"),
+            Text(f"{_fmt_ms(c.blocked_ms):>7}", style="bold red"),
+            Text(c.kind, style=KIND_STYLE[c.kind]),
+            Text(_where_text(analysis, c), style="bold"),
+            Text(_context(c), style="yellow" if c.context != "endpoint" else ""),
+            Text(_route_text(c)),
+        ]
+        parts.extend(_pieces_lines(pieces, width, indent))
+        parts.append(
+            Text(f"{indent}{c.episodes} episodes, longest {_fmt_ms(c.max_ms)}", style="dim")
+        )
+        if c.code:
+            parts.append(_wrapped("", c.code.strip(), width, indent, style="cyan"))
+        if members:
+            parts.append(_wrapped("", _block_text(analysis, members), width, indent, "dim"))
+        if c.kind_reason:
+            parts.append(_wrapped("kind unknown:", c.kind_reason, width, indent, style="dim"))
+        if c.advice:
+            parts.append(_wrapped("fix:", c.advice, width, indent))
+        if c.context == "dependency" and len(c.routes) > 1:
+            parts.append(_wrapped("used by:", ", ".join(c.routes), width, indent, style="dim"))
+    return Group(*parts)
+
+
+def advice_lines(analysis: Analysis, limit: int = 10) -> Text:
     text = Text()
-    for c in analysis.culprits[:limit]:
+    for c, _members in _shown(analysis, limit):
         if c.advice:
             text.append(f"#{c.rank} ", style="bold")
             text.append(f"{c.function}: ")
             text.append(c.advice + "\n")
+            if c.kind_reason:
+                text.append(f"   kind unknown: {c.kind_reason}\n", style="dim")
             if c.calls:
                 chain = " -> ".join(call.split(" (", 1)[0] for call in c.calls[:CHAIN_CALLS])
                 more = " -> ..." if len(c.calls) > CHAIN_CALLS else ""
@@ -130,7 +293,7 @@ def advice_lines(analysis: Analysis, limit: int = 5) -> Text:
     return text
 
 
-def findings_lines(analysis: Analysis) -> Text | None:
+def findings_lines(analysis: Analysis, width: int = 100) -> Text | None:
     if not analysis.findings:
         return None
     text = Text()
@@ -138,9 +301,17 @@ def findings_lines(analysis: Analysis) -> Text | None:
     for f in analysis.findings:
         text.append("! " if f.severity == "warning" else "- ", style=SEVERITY_STYLE[f.severity])
         text.append(f.title + "\n", style=SEVERITY_STYLE[f.severity])
-        text.append(f"  {f.detail}\n")
-        text.append(f"  fix: {f.advice}\n", style="dim")
+        detail = _relative_paths(f.detail, analysis.profile.target.cwd)
+        text.append_text(_wrapped("", detail, width, "  "))
+        text.append("\n")
+        text.append_text(_wrapped("fix:", f.advice, width, "  ", style="dim"))
+        text.append("\n")
     return text
+
+
+def _relative_paths(text: str, root: str) -> str:
+    """Paths inside the app's root shown relative to it, as in the culprit list."""
+    return text.replace(root.rstrip("/\\") + os.sep, "") if root else text
 
 
 def middleware_table(analysis: Analysis, limit: int = 20) -> Table | None:
@@ -156,9 +327,9 @@ def middleware_table(analysis: Analysis, limit: int = 20) -> Table | None:
     )
     for col in ("#", "layer", "where", "self", "share", "blocked"):
         table.add_column(col, justify="left" if col in ("layer", "where") else "right")
-    for layer in sorted(layers, key=lambda x: x.order)[:limit]:
+    for number, layer in enumerate(sorted(layers, key=lambda x: x.order)[:limit], start=1):
         table.add_row(
-            str(layer.order),
+            str(number),
             Text(layer.name),
             Text(layer.origin, style="bold" if layer.origin == "user" else "dim"),
             _fmt_ms(layer.self_ms),
@@ -184,14 +355,21 @@ def middleware_table(analysis: Analysis, limit: int = 20) -> Table | None:
     return table
 
 
-def dependencies_table(analysis: Analysis, limit: int = 10) -> Table | None:
+def dependencies_table(analysis: Analysis, limit: int = 10, width: int = 120) -> Table | None:
     deps = analysis.dependencies.dependencies
     if not deps:
         return None
     table = Table(title="Dependencies (FastAPI Depends)", title_justify="left")
-    for col in ("dependency", "runs on", "loop", "blocked", "threadpool", "routes"):
-        justify = "right" if col in ("loop", "blocked", "threadpool") else "left"
-        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    name_width = min(24, max(12, *(len(d.name) for d in deps[:limit])))
+    table.add_column("dependency", width=name_width, overflow="fold")
+    fixed = {"runs on": 10, "loop": 8, "blocked": 8, "threadpool": 10}
+    for col, col_width in fixed.items():
+        justify = "left" if col == "runs on" else "right"
+        table.add_column(col, justify=justify, no_wrap=True, width=col_width)  # type: ignore[arg-type]
+    # One route per row, never folded: `GET /api/v1/...` cut in two reads as another route;
+    # what does not fit ends in an ellipsis. 6 columns: 7 borders, 2 padding each.
+    room = width - name_width - sum(fixed.values()) - 7 - 2 * 6
+    table.add_column("routes", no_wrap=True, overflow="ellipsis", max_width=max(16, room))
     for d in deps[:limit]:
         table.add_row(
             Text(d.name),
@@ -199,15 +377,39 @@ def dependencies_table(analysis: Analysis, limit: int = 10) -> Table | None:
             _fmt_ms(d.loop_ms),
             _fmt_ms(d.blocked_ms) if d.blocked_ms else "-",
             _fmt_ms(d.threadpool_ms),
-            Text(_shares(d.routes, d.shares) or "-"),
+            Text("\n".join(_shares(d.routes, d.shares)) or "-"),
         )
     return table
 
 
-def _shares(routes: tuple[str, ...], shares: tuple[float, ...]) -> str:
+def _shares(routes: tuple[str, ...], shares: tuple[float, ...]) -> list[str]:
+    """One route a line (a route is never folded), with its share of the dependency."""
     if len(shares) != len(routes) or len(routes) < 2:
-        return ", ".join(routes)
-    return ", ".join(f"{r} {s:.0%}" for r, s in zip(routes, shares, strict=True))
+        return list(routes)
+    return [f"{r} {s:.0%}" for r, s in zip(routes, shares, strict=True)]
+
+
+def dependencies_list(analysis: Analysis, width: int, limit: int = 10) -> Group | None:
+    """Narrow layout: per dependency one line of figures, then the routes using it, one a
+    line (a route is never folded)."""
+    deps = analysis.dependencies.dependencies
+    if not deps:
+        return None
+    parts: list[Text] = [Text("Dependencies (FastAPI Depends)", style="bold")]
+    for d in deps[:limit]:
+        blocked = f", {_fmt_ms(d.blocked_ms)} blocked" if d.blocked_ms else ""
+        pieces = [
+            Text(d.name, style="bold"),
+            Text(f"runs on {d.runs_on}"),
+            Text(f"loop {_fmt_ms(d.loop_ms)}{blocked}"),
+            Text(f"threadpool {_fmt_ms(d.threadpool_ms)}"),
+        ]
+        parts.extend(_pieces_lines(pieces, width, "    "))
+        for route in _shares(d.routes, d.shares):
+            line = Text(f"    {route}", style="dim")
+            line.no_wrap, line.overflow = True, "ignore"
+            parts.append(line)
+    return Group(*parts)
 
 
 def threadpool_line(analysis: Analysis) -> Text | None:
@@ -229,10 +431,12 @@ def threadpool_line(analysis: Analysis) -> Text | None:
 
 def resources_lines(analysis: Analysis) -> Text | None:
     """Per process: each metric's first and last poll after the warm-up, leaks marked."""
-    warmup_s = analysis.resources.warmup_s
+    r = analysis.resources
+    warmup_s = r.warmup_s
     text = Text()
-    for proc in analysis.resources.processes:
-        keep = [i for i, t in enumerate(proc.t_s) if t >= proc.t_s[0] + warmup_s]
+    for proc in r.processes:
+        start = proc.t_s[0] if r.first_request_s is None else r.first_request_s
+        keep = [i for i, t in enumerate(proc.t_s) if t >= start + warmup_s]
         if len(keep) < 2:
             continue
         first, last = keep[0], keep[-1]
@@ -258,8 +462,10 @@ def resources_lines(analysis: Analysis) -> Text | None:
                 f"{METRIC_LABEL[metric]} {shown}",
                 style="bold red" if metric in leaks else "",
             )
+        since = "the first request" if r.first_request_s is not None else "the first poll"
         text.append(
-            f" (after {warmup_s:.0f} s warm-up, over {proc.t_s[last] - proc.t_s[first]:.0f} s)\n",
+            f" (over {proc.t_s[last] - proc.t_s[first]:.0f} s, after a {warmup_s:.0f} s "
+            f"warm-up from {since})\n",
             style="dim",
         )
     return text if text.plain else None
@@ -332,29 +538,55 @@ def fleet_table(analysis: Analysis) -> Table | None:
     return table
 
 
+def traffic_line(analysis: Analysis, width: int) -> Text | None:
+    warning = analysis.traffic.warning
+    if warning is None:
+        return None
+    head = "no traffic" if analysis.traffic.level == "none" else "little traffic"
+    text = Text(f"! {head}:", style="bold yellow")
+    body = _wrapped("", warning, width, "  ", style="yellow")
+    return Text("\n").join([text, body])
+
+
 def print_summary(analysis: Analysis, console: Console) -> None:
+    limit = 10
+    wide = table_fits(analysis, console.width, limit)
     parts: list[object] = [loop_panel(analysis)]
     fleet = fleet_table(analysis)
     if fleet is not None:
         parts.append(fleet)
-    parts.append(culprits_table(analysis))
-    adv = advice_lines(analysis)
-    if adv.plain:
-        parts.append(adv)
+    traffic = traffic_line(analysis, console.width)
+    if traffic is not None:
+        parts.append(traffic)
+    if wide:
+        parts.append(culprits_table(analysis, limit))
+    else:
+        parts.append(culprits_list(analysis, console.width, limit))
+    more = _more(analysis, limit)
+    if more is not None:
+        parts.append(more)
+    if wide:
+        adv = advice_lines(analysis, limit)
+        if adv.plain:
+            parts.append(adv)
     rt = routes_table(analysis)
     if rt is not None:
         parts.append(rt)
     sections = (
         middleware_table(analysis),
-        dependencies_table(analysis),
+        dependencies_table(analysis, width=console.width)
+        if wide
+        else dependencies_list(analysis, console.width),
         threadpool_line(analysis),
         resources_lines(analysis),
-        findings_lines(analysis),
+        findings_lines(analysis, console.width),
     )
     parts.extend(section for section in sections if section is not None)
     parts.extend(Text(f"note: {note}", style="yellow") for note in analysis.notes)
     # Names, paths and code come from the target: never let them drive the terminal.
-    console.print(Printable(Group(*parts)))  # type: ignore[arg-type]
+    # Not cropped: a path longer than the terminal is shown whole (the terminal wraps it)
+    # rather than cut into a different, valid-looking one.
+    console.print(Printable(Group(*parts)), crop=False)  # type: ignore[arg-type]
 
 
 __all__ = ["print_summary", "escape"]

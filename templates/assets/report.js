@@ -140,6 +140,26 @@
     firstChild[parent[j]] = j;
   }
 
+  // "Start at your code": a frame of your code is where a view starts when something not
+  // yours calls it (a framework, the loop); frames above it are left out, and stacks with no
+  // code of yours are drawn as one collapsed frame. `fromUser[n]`: n is such a frame or
+  // below one; `reachesUser[n]`: n's subtree holds one.
+  var fromUser = new Uint8Array(N);
+  var notUserAbove = new Uint8Array(N);
+  var reachesUser = new Uint8Array(N);
+  var anyUser = false;
+  for (var u = 1; u < N; u++) {
+    var pu = parent[u];
+    var mine = FR.kind[nframe[u]] === 0;
+    notUserAbove[u] = notUserAbove[pu] || (pu !== 0 && FR.kind[nframe[pu]] !== 0) ? 1 : 0;
+    fromUser[u] = fromUser[pu] || (mine && notUserAbove[u]) ? 1 : 0;
+    if (fromUser[u]) anyUser = true;
+  }
+  for (var r = N - 1; r >= 1; r--) {
+    if (fromUser[r]) reachesUser[r] = 1;
+    if (reachesUser[r]) reachesUser[parent[r]] = 1;
+  }
+
   var views = data.views;
   var viewById = {};
   views.forEach(function (v) { viewById[v.id] = v; });
@@ -179,7 +199,8 @@
     focus: null, // Uint8Array over frames of the selected culprit
     match: null, // Uint8Array over frames matching the search
     query: '',
-    rects: { x: [], w: [], node: [], rows: [] },
+    rects: { x: [], w: [], node: [], d: [], collapsed: [], rows: [] },
+    fromUser: false, // start at your code (see fromUser above)
     avgChar: 6.5,
     rendered: false
   };
@@ -192,26 +213,47 @@
   function layoutFlame(width) {
     var tot = flame.totals;
     var z = flame.zoom;
-    var xs = [], ws = [], ns = [], rows = [];
+    var xs = [], ws = [], ns = [], ds = [], cs = [], rows = [];
     var maxDepth = -1;
-    function put(n, x, w) {
-      var d = depth[n];
+    function put(n, x, w, d, collapsed) {
       if (!rows[d]) rows[d] = [];
       rows[d].push(xs.length);
-      xs.push(x); ws.push(w); ns.push(n);
+      xs.push(x); ws.push(w); ns.push(n); ds.push(d); cs.push(collapsed ? 1 : 0);
       if (d > maxDepth) maxDepth = d;
     }
-    if (tot[z] > 0) {
+    if (tot[z] > 0 && flame.fromUser && z === 0) {
+      var scaleU = width / tot[0];
+      put(0, 0, width, 0, false);
+      // (node, x, row): a node left out passes its row on to its children.
+      var sN = [0], sX = [0], sD = [0];
+      while (sN.length) {
+        var pn = sN.pop(), px = sX.pop(), pd = sD.pop();
+        var ux = px;
+        for (var uc = firstChild[pn]; uc !== -1; uc = nextSibling[uc]) {
+          var ut = tot[uc];
+          if (ut <= 0) continue;
+          var uw = ut * scaleU;
+          if (uw >= MIN_WIDTH) {
+            if (fromUser[uc]) { put(uc, ux, uw, pd + 1, false); sN.push(uc); sX.push(ux); sD.push(pd + 1); }
+            else if (reachesUser[uc]) { sN.push(uc); sX.push(ux); sD.push(pd); }
+            else put(uc, ux, uw, pd + 1, true);
+          }
+          ux += uw;
+        }
+      }
+      // Left-out frames reorder the walk: rows must run left to right for hit tests.
+      rows.forEach(function (row) { row.sort(function (a, b) { return xs[a] - xs[b]; }); });
+    } else if (tot[z] > 0) {
       var chain = [];
       for (var a = parent[z]; a !== -1; a = parent[a]) chain.push(a);
-      for (var c = chain.length - 1; c >= 0; c--) put(chain[c], 0, width);
+      for (var c = chain.length - 1; c >= 0; c--) put(chain[c], 0, width, depth[chain[c]], false);
       var scale = width / tot[z];
       var stackN = [z], stackX = [0];
       var kids = [];
       while (stackN.length) {
         var n = stackN.pop();
         var x = stackX.pop();
-        put(n, x, tot[n] * scale);
+        put(n, x, tot[n] * scale, depth[n], false);
         kids.length = 0;
         var cx = x;
         for (var ch = firstChild[n]; ch !== -1; ch = nextSibling[ch]) {
@@ -225,7 +267,7 @@
         for (var k = kids.length - 2; k >= 0; k -= 2) { stackN.push(kids[k]); stackX.push(kids[k + 1]); }
       }
     }
-    return { x: xs, w: ws, node: ns, rows: rows, maxDepth: maxDepth };
+    return { x: xs, w: ws, node: ns, d: ds, collapsed: cs, rows: rows, maxDepth: maxDepth };
   }
 
   function fitText(ctx, text, room) {
@@ -264,10 +306,11 @@
     var match = flame.match, focus = flame.focus;
     for (var i = 0; i < L.node.length; i++) {
       var n = L.node[i], x = L.x[i], w = L.w[i];
-      var y = depth[n] * ROW;
+      var y = L.d[i] * ROW;
       var fr = nframe[n];
       var fill, ink;
       if (n === 0) { fill = '#dde2ea'; ink = '#1d2330'; }
+      else if (L.collapsed[i]) { fill = '#e4e7ed'; ink = '#4a5263'; }
       else { fill = frameColor[fr]; ink = frameTextColor[fr]; }
       if (match) {
         if (n !== 0 && match[fr]) { fill = '#b148d2'; ink = '#ffffff'; }
@@ -277,7 +320,8 @@
       ctx.fillStyle = fill;
       ctx.fillRect(x, y, w > 2 ? w - 1 : w, ROW - 1);
       if (w > 20) {
-        var label = n === 0 ? flame.view.label + ' \u2014 ' + fmtMs(flame.totals[0]) : frameLabel(fr);
+        var label = n === 0 ? flame.view.label + ' \u2014 ' + fmtMs(flame.totals[0])
+          : L.collapsed[i] ? '\u22ef no code of yours: ' + frameLabel(fr) : frameLabel(fr);
         var t = fitText(ctx, label, w - 8);
         if (t) { ctx.fillStyle = ink; ctx.fillText(t, x + 4, y + ROW / 2); }
       }
@@ -351,7 +395,7 @@
     var n = flame.rects.node[idx];
     // Outline the hovered frame with a positioned element: no canvas redraw per move.
     flameHover.style.left = flame.rects.x[idx] + 'px';
-    flameHover.style.top = depth[n] * ROW + 'px';
+    flameHover.style.top = flame.rects.d[idx] * ROW + 'px';
     flameHover.style.width = Math.max(flame.rects.w[idx] - 1, 1) + 'px';
     flameHover.style.height = (ROW - 1) + 'px';
     flameHover.hidden = false;
@@ -392,6 +436,18 @@
     });
     crumbs.replaceChildren.apply(crumbs, items);
   }
+
+  // Views start at your code unless "Full stacks" is checked (or no frame is yours).
+  var fullStacks = $('flame-full-stacks');
+  flame.fromUser = anyUser;
+  fullStacks.checked = !anyUser;
+  fullStacks.disabled = !anyUser;
+  fullStacks.addEventListener('change', function () {
+    flame.fromUser = !fullStacks.checked;
+    flame.zoom = 0;
+    hideFlameHover();
+    drawFlame();
+  });
 
   var resetButton = $('flame-reset');
   resetButton.addEventListener('click', function () { setZoom(0); });
@@ -1283,7 +1339,7 @@
       for (var i = 0; i < R.node.length; i++) {
         var n = R.node[i];
         if (n !== 0 && R.w[i] >= 4 && nodeLabel(n).indexOf(text) >= 0) {
-          return { x: r.left + R.x[i], y: r.top + depth[n] * ROW, w: R.w[i], h: ROW - 1, node: n };
+          return { x: r.left + R.x[i], y: r.top + R.d[i] * ROW, w: R.w[i], h: ROW - 1, node: n };
         }
       }
       return null;

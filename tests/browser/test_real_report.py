@@ -11,6 +11,7 @@ import pytest
 from asgiprof.demo import uvicorn_command
 from asgiprof.load import drive_load, free_port
 from tests.browser.conftest import ARTIFACTS, Page
+from tests.browser.test_layout_browser import assert_no_overflow
 from tests.browser.test_report_browser import FLAME_PIXELS, INKED_PIXELS, center_of, click_frame
 from tests.profiling import finish, start_asgiprof, summary, wait_until_serving
 from tests.servers import HOST, planted_lines
@@ -96,6 +97,8 @@ def test_report_of_a_real_run_lists_the_planted_line_and_draws(
     ARTIFACTS.mkdir(exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(ARTIFACTS / "report-real-run.png")
+    # AND it reads at 800 and 1400 px: nothing runs off the page or out of its table
+    assert_no_overflow(page, "layout-real-run")
 
 
 @pytest.mark.timeout(120)

@@ -98,6 +98,9 @@ def test_report_draws_offline_without_errors(page: Page, tmp_path: Path) -> None
 
 def test_click_on_a_frame_zooms_and_reset_restores(page: Page, tmp_path: Path) -> None:
     open_report(page, tmp_path)
+    # (the framework frame is drawn with the full stacks only)
+    page.click(*center_of(page, "#flame-full-stacks"))
+    page.wait_for("window.__asgiprof.locate('run_endpoint_function') !== null", timeout=5)
     before = page.evaluate(FLAME_PIXELS)
     # WHEN a frame is clicked
     node = click_frame(page, "run_endpoint_function")

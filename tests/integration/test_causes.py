@@ -143,11 +143,12 @@ def test_leaked_sessions_grow_steadily_and_the_fixed_twin_stays_flat(
     paths = ("/accounts/1/balance", "/accounts/2/balance")
     leaky = server_factory("leaky_session", ready_path="/openapi.json")
     fixed = server_factory("leaky_session_fixed", ready_path="/openapi.json")
-    # WHEN both are profiled for 14 s under the same steady load
+    # WHEN both are profiled for 16 s under the same steady load (a trend needs >= 6 s after
+    # the 5 s warm-up from the first request)
     p_leaky, p_fixed = both(
-        lambda: attach_under_load(leaky, paths, tmp_path / "leaky", duration_s=14, concurrency=2),
-        lambda: attach_under_load(fixed, paths, tmp_path / "fixed", duration_s=14, concurrency=2),
-        14 + 150.0,
+        lambda: attach_under_load(leaky, paths, tmp_path / "leaky", duration_s=16, concurrency=2),
+        lambda: attach_under_load(fixed, paths, tmp_path / "fixed", duration_s=16, concurrency=2),
+        16 + 150.0,
     )
     assert p_leaky.load.failed == 0 and p_fixed.load.failed == 0
     # THEN the leaky one has a possible-leak finding for open files (and memory), with series

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from asgiprof.analyze.advice import (
@@ -9,10 +11,13 @@ from asgiprof.analyze.advice import (
     GENERIC_CPU,
     GENERIC_DB,
     GENERIC_IO,
+    GENERIC_UNKNOWN,
     Advice,
     advice_text,
     find_advice,
+    function_awaits,
 )
+from asgiprof.analyze.result import Kind
 from asgiprof.model import Frame
 
 SITE = "/venv/lib/python3.11/site-packages"
@@ -163,6 +168,22 @@ CASES: list[tuple[str, str | None, list[Frame], list[str], tuple[str, ...]]] = [
         ("aiofiles",),
     ),
     ("file I/O", "with open(path, 'rb') as f:", [], [], ("aiofiles",)),
+    (
+        "HTTP client per request",
+        "async with httpx.AsyncClient() as client:",
+        [],
+        [],
+        ("lifespan", "app.state"),
+    ),
+    (
+        "HTTP client per request",
+        "_client = httpx.AsyncClient(timeout=5)",
+        [lib(f"{SITE}/httpx/_config.py", "create_ssl_context"), lib(f"{LIB}/ssl.py")],
+        ["if _client is None:"],
+        ("lifespan",),
+    ),
+    ("fsync", "os.fsync(log.fileno())", [], [], ("QueueHandler", "background task")),
+    ("fsync", "log.flush()", [], ["log.write(line)"], ("QueueHandler",)),
     ("sync database call", "cur.execute(QUERY)", [], [], ("asyncpg", "aiosqlite")),
 ]
 
@@ -212,5 +233,106 @@ def test_library_frames_beat_the_source_line() -> None:
 def test_generic_text_by_kind_when_nothing_matches() -> None:
     assert advice_text(None, "cpu") == GENERIC_CPU
     assert advice_text(None, "io") == GENERIC_IO
-    assert advice_text(None, "unknown") is None
+    assert advice_text(None, "unknown") == GENERIC_UNKNOWN
     assert advice_text(entry("time.sleep"), "cpu") == entry("time.sleep").text
+
+
+def test_a_lazily_created_async_client_is_not_told_to_become_a_def_route() -> None:
+    found = find_advice("_client = httpx.AsyncClient()", [USER], ["if _client is None:"])
+    assert found is not None and found.name == "HTTP client per request"
+    text = advice_text(found, "io", awaits=True)
+    assert text is not None and "lifespan" in text and "`def`" not in text
+
+
+def _source(lines: list[str]) -> Callable[[str, int], str | None]:
+    return lambda file, line: lines[line - 1] if 1 <= line <= len(lines) else None
+
+
+FUNCTION = [
+    "async def get_orders(db: AsyncSession = Depends(session)):",
+    "    rows = sync_lookup(db)",
+    "    more = await db.execute(q)",
+    "    return rows",
+    "",
+    "async def plain():",
+    "    time.sleep(1)",
+    "    return 1",
+]
+
+
+def test_function_awaits_reads_the_whole_function_and_only_it() -> None:
+    read = _source(FUNCTION)
+    assert function_awaits(read, "f.py", 2)  # the await is below the line
+    assert not function_awaits(read, "f.py", 7)  # the next function's await is not its own
+
+
+@pytest.mark.parametrize("kind", ["cpu", "io"])
+def test_no_def_advice_for_a_function_that_awaits(kind: Kind) -> None:
+    for entry_ in (None, entry("sync database call"), entry("sqlite3")):
+        text = advice_text(entry_, kind, awaits=True)
+        assert text is not None and "`def`" not in text, (entry_, text)
+        plain = advice_text(entry_, kind, awaits=False)
+        assert plain is not None and "def" in plain  # the control: it is said otherwise
+
+
+def test_unknown_kind_says_why() -> None:
+    from asgiprof.analyze.culprits import decide_kind
+    from asgiprof.analyze.result import AnalysisParams
+
+    params = AnalysisParams()
+    kind, _, why = decide_kind(None, None, None, params)
+    assert kind == "unknown" and "could not be split" in why
+    kind, _, why = decide_kind(0.5, None, None, params)
+    assert kind == "unknown" and "on the CPU 50%" in why
+    assert decide_kind(0.9, None, None, params)[0] == "cpu"
+
+
+def test_a_dependency_that_awaits_is_not_told_to_become_a_def() -> None:
+    from asgiprof.analyze.dependencies import dependency_findings
+    from asgiprof.analyze.result import AnalysisParams, Culprit, DependencyStats, DependencySummary
+
+    source = [
+        "async def current_user(session: AsyncSession = Depends(db)):",
+        "    claims = jwt_decode_sync(token)",  # the blocking line (line 2)
+        "    return await session.get(User, claims['sub'])",
+        "",
+        "async def plain_dep():",
+        "    time.sleep(0.05)",  # line 6
+        "    return 1",
+    ]
+    read = _source(source)
+
+    def summary_for(name: str, line: int) -> DependencySummary:
+        stats = DependencyStats(name, "deps.py", line, "loop", 500.0, 400.0, 0.0, 50, ("GET /me",))
+        return DependencySummary(0.0, (stats,))
+
+    def culprit_in(name: str, line: int) -> Culprit:
+        return Culprit(
+            1,
+            "deps.py",
+            line,
+            name,
+            None,
+            "GET /me",
+            ("GET /me",),
+            "cpu",
+            400.0,
+            8,
+            60.0,
+            (),
+            0,
+            None,
+            None,
+            context="dependency",
+            context_name=name,
+        )
+
+    params = AnalysisParams()
+    (awaiting,) = dependency_findings(
+        summary_for("current_user", 2), [culprit_in("current_user", 2)], params, read
+    )
+    assert "plain `def` so" not in awaiting.advice and "to_thread" in awaiting.advice
+    (plain,) = dependency_findings(
+        summary_for("plain_dep", 6), [culprit_in("plain_dep", 6)], params, read
+    )
+    assert "plain `def` so FastAPI runs it in the threadpool" in plain.advice

@@ -213,7 +213,7 @@ def test_a_single_short_stall_is_a_note_not_a_culprit() -> None:
     b.add(1, IDLE, 10)
     a = analyze(b.build())
     assert [c.line for c in a.culprits] == [12]
-    assert any("one-off short episode" in n for n in a.notes)
+    assert any("blocked the loop only once" in n for n in a.notes)
     assert a.loop.episodes == 2
 
 
@@ -420,3 +420,22 @@ def test_a_worker_importing_the_app_at_an_endpoints_decorator_line_is_startup() 
     # WHEN analysed THEN no route is read into it and nothing is a culprit
     a = analyze(b.build())
     assert a.culprits == [] and a.routes == []
+
+
+def test_the_coverage_note_is_not_given_for_an_idle_server() -> None:
+    from asgiprof.store import COVERAGE_NOTE
+
+    note = f"{COVERAGE_NOTE}400 of the 500 instants asked for (80%): it fell 1.0 s behind"
+    idle = Builder()
+    idle.add(1, IDLE, 400)
+    profile = idle.build()
+    profile.problems.append(note)
+    a = analyze(profile)
+    assert a.traffic.level == "none" and note not in a.notes
+    # Control: the same note on a server that was serving stays.
+    serving = Builder(routes=ROUTES)
+    serving.add(1, IDLE, 200)
+    serving.add(1, busy(HEALTHY), 200)
+    profile = serving.build()
+    profile.problems.append(note)
+    assert note in analyze(profile).notes

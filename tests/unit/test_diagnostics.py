@@ -324,9 +324,65 @@ def test_steady_growth_after_warmup_is_a_possible_leak() -> None:
     assert not growth["threads"].leak and not growth["connections"].leak
     leaks = [f for f in a.findings if f.kind == "possible-leak"]
     assert [f.subject for f in leaks] == ["rss_bytes", "fds"]
-    assert leaks[1].title == "possible leak: open file descriptors of PID 1 grew steadily"
-    assert "from 200 to 400 (+1,200/min, r\u00b2=1.00, 11 polls over 10 s" in leaks[1].detail
+    assert leaks[1].title == "possible leak: open file descriptors of PID 1 kept growing"
+    assert "from 200 to 400 (+1,200/min) in a straight line (r\u00b2=1.00, 11 polls over 10 s" in (
+        leaks[1].detail
+    )
+    assert "no request was seen" in leaks[1].detail  # the warm-up counted from the first poll
     assert "yield" in leaks[1].advice
+
+
+def _requests_from(b: Builder, start_s: float, end_s: float) -> None:
+    """Loop thread: idle until `start_s`, then requests (busy on the request path) to `end_s`."""
+    b.add(2, IDLE, int(start_s * 100))
+    for _ in range(int((end_s - start_s) * 10)):
+        b.add(2, request(FASTAPI, ROUTER, ROUTE_HANDLE, HANDLER, RUN_ENDPOINT, ITEM), 2)
+        b.add(2, IDLE, 8)
+
+
+def test_the_warmup_starts_at_the_first_request_and_a_warmup_only_run_is_no_leak() -> None:
+    # GIVEN a server idle for 6 s, then under load from 6 s: its caches fill for ~5 s (fds and
+    # RSS grow by a lot) and stay flat to the end at 16 s
+    fds = [10] * 6 + [10 + 40 * i for i in range(6)] + [210] * 5
+    rss = [40.0] * 6 + [40.0 + 6 * i for i in range(6)] + [70.0] * 5
+    # (the level-off rule is off here: this is about where the warm-up starts)
+    params = AnalysisParams(leak_min_late_slope=0.0, leak_min_trend_s=4.0)
+    for rule in (params, AnalysisParams()):
+        b = resource_profile(fds, rss)
+        _requests_from(b, 6.0, 16.0)
+        a = analyze(b.build(), rule)
+        # THEN the warm-up counts from the first request, not the first poll ...
+        assert a.resources.first_request_s == pytest.approx(6.0, abs=0.01)
+        # ... and the load's warm-up is no leak
+        assert not [f for f in a.findings if f.kind == "possible-leak"]
+        assert not any(g.leak for g in a.resources.processes[0].growth)
+    # Control: counted from the first poll (the old rule), the same polls read as a leak.
+    control = analyze(resource_profile(fds, rss).build(), params)
+    assert [f.subject for f in control.findings if f.kind == "possible-leak"]
+
+
+def test_a_trend_needs_time_and_must_not_level_off() -> None:
+    params = AnalysisParams()
+    # Steady growth for 5 s after the warm-up: too short to call a trend.
+    short = [10] * 5 + [10 + 30 * i for i in range(6)]
+    a = analyze(resource_profile(short).build(), params)
+    fd = next(g for g in a.resources.processes[0].growth if g.metric == "fds")
+    assert not fd.leak and fd.not_leak is not None and "too short" in fd.not_leak
+    # 12 s of growth that levels off: +40 a second, then +4.
+    levelling = [10] * 5 + [10 + 40 * i for i in range(7)] + [250 + 4 * i for i in range(1, 7)]
+    a = analyze(resource_profile(levelling).build(), params)
+    fd = next(g for g in a.resources.processes[0].growth if g.metric == "fds")
+    assert fd.r2 >= params.leak_min_r2  # a straight-enough line ...
+    assert not fd.leak and fd.not_leak is not None and "levels off" in fd.not_leak
+
+
+def test_polls_after_the_process_exited_are_left_out() -> None:
+    fds = [20] * 12
+    b = resource_profile(fds)
+    b.profile.resources.points.append(ResourcePoint(12.0, 1, 0, -1, 0, -1))
+    a = analyze(b.build())
+    (proc,) = a.resources.processes
+    assert len(proc.t_s) == 12 and min(proc.rss_bytes) > 0
 
 
 def test_startup_growth_and_flat_series_are_not_leaks() -> None:
@@ -361,7 +417,7 @@ def test_connections_per_remote_port() -> None:
     growth = {g.metric: g for g in proc.growth}
     assert growth["port:5432"].leak and not growth["port:6379"].leak
     (finding,) = [f for f in a.findings if f.kind == "possible-leak"]
-    assert finding.title == "possible leak: connections to remote port 5432 of PID 1 grew steadily"
+    assert finding.title == "possible leak: connections to remote port 5432 of PID 1 kept growing"
 
 
 def test_culprit_lists_the_library_calls_it_made() -> None:
