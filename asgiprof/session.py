@@ -355,6 +355,8 @@ def _profile(
             stop.reason = "target-exit"
         if sampler.error is not None:
             console.print(Text(terminal_safe(f"warning: sampling stopped early: {sampler.error}")))
+        for event in sampler.watchdog.report.events:
+            console.print(Text(terminal_safe(f"warning: watchdog: {event}")))
         final = SamplingInfo(
             options.rate_hz,
             t0,
@@ -362,6 +364,8 @@ def _profile(
             sampler.samples,
             sampler.errors,
             stopped_by=stop.reason,
+            rate_changes=tuple(sampler.rate_changes),
+            watchdog=tuple(sampler.watchdog.report.events),
         )
         store.write_meta(
             out,

@@ -1,0 +1,181 @@
+"""Make sure no target thread stays stopped because of py-spy.
+
+py-spy pauses the target's threads for each sample (ptrace, unless --nonblocking). When
+py-spy dies the kernel releases them; when it hangs while holding them (py-spy #390,
+#811), they stay in a tracing stop (`t`) until py-spy ends; and a job-control stop (`T`)
+outlives whoever caused it. The watchdog polls the state of every thread of the target
+(and of its workers) in /proc/PID/task/*/stat: a thread held in `t` by one of our py-spy
+processes for longer than a sample could take means that py-spy hangs, and it is killed
+(the kernel lets the thread run on); a thread in `T` that was not stopped before sampling
+began gets SIGCONT, as soon as no py-spy of ours could be the cause.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import psutil
+
+# A sample holds the threads for well under a millisecond; a starved machine can stretch
+# that, never to this. Short enough that the target answers within 1 s of a hang.
+HANG_S = 0.4
+POLL_S = 0.1
+_CHILDREN_EVERY_S = 1.0
+
+
+def task_states(pid: int) -> dict[int, str]:
+    """{tid: state letter} from /proc/PID/task/*/stat ("R", "S", "t", "T", ...)."""
+    states: dict[int, str] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return states
+    for name in tids:
+        try:
+            with open(f"/proc/{pid}/task/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended
+        # The command name may hold spaces and parentheses: the state follows the last ")".
+        rest = stat[stat.rfind(b")") + 2 :]
+        if rest:
+            states[int(name)] = chr(rest[0])
+    return states
+
+
+def _status_field(path: str, field: str) -> int:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return 0
+
+
+def tracer_of(pid: int, tid: int) -> int:
+    """The process (thread group) tracing a thread: 0 for none, or unreadable.
+
+    /proc shows the tracing *thread* (py-spy samples from a thread of its own): its Tgid
+    is the py-spy process."""
+    tracer = _status_field(f"/proc/{pid}/task/{tid}/status", "TracerPid")
+    if tracer == 0:
+        return 0
+    return _status_field(f"/proc/{tracer}/status", "Tgid") or tracer
+
+
+def stopped_tasks(pids: Iterable[int]) -> set[tuple[int, int]]:
+    """(pid, tid) of every thread among `pids` in a job-control stop (`T`)."""
+    return {(pid, tid) for pid in pids for tid, s in task_states(pid).items() if s == "T"}
+
+
+@dataclass(slots=True)
+class WatchdogReport:
+    """What the watchdog had to do; empty when py-spy behaved."""
+
+    hung_kills: int = 0  # py-spy processes killed because they held a thread too long
+    resumed: int = 0  # processes sent SIGCONT because a thread of theirs was left stopped
+    events: list[str] = field(default_factory=list)
+
+
+class Watchdog:
+    """Polls the target's threads in a thread of its own while py-spy samples.
+
+    `samplers()` returns the PIDs of the py-spy processes running now; `kill(pid)` kills
+    one of them. `check()` may also be called directly (after a py-spy exits).
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        samplers: Callable[[], list[int]],
+        kill: Callable[[int], None],
+        *,
+        hang_s: float = HANG_S,
+        poll_s: float = POLL_S,
+    ) -> None:
+        self.pid = pid
+        self.samplers = samplers
+        self.kill = kill
+        self.hang_s = hang_s
+        self.poll_s = poll_s
+        self.report = WatchdogReport()
+        self._pids = [pid]
+        self._children_at = 0.0
+        self.stopped_before = stopped_tasks(self._target_pids())
+        self._held_since: dict[tuple[int, int], float] = {}
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="asgiprof-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._done.set()
+        self._thread.join(timeout_s)
+        self.check(settled=True)  # the last py-spy has ended: nothing may be held now
+
+    def _target_pids(self) -> list[int]:
+        now = time.monotonic()
+        if now - self._children_at >= _CHILDREN_EVERY_S:
+            self._children_at = now
+            try:
+                kids = psutil.Process(self.pid).children(recursive=True)
+                self._pids = [self.pid, *(k.pid for k in kids)]
+            except psutil.Error:
+                self._pids = [self.pid]
+        return self._pids
+
+    def _run(self) -> None:
+        while not self._done.wait(self.poll_s):
+            self.check()
+
+    def check(self, settled: bool = False) -> None:
+        """One look at every thread: kill a py-spy that holds one too long, resume a
+        process left stopped (`settled`: at once, no py-spy should be running). Safe to
+        call from any thread."""
+        with self._lock:
+            self._check(0.0 if settled else self.hang_s)
+
+    def _check(self, hang_s: float) -> None:
+        now = time.monotonic()
+        ours = set(self.samplers())
+        held: dict[tuple[int, int], float] = {}
+        for pid in self._target_pids():
+            for tid, state in task_states(pid).items():
+                if state == "t" or (state == "T" and (pid, tid) not in self.stopped_before):
+                    held[(pid, tid)] = self._held_since.get((pid, tid), now)
+        self._held_since = held
+        stopped: set[int] = set()
+        for (pid, tid), since in held.items():
+            if now - since < hang_s:
+                continue
+            tracer = tracer_of(pid, tid)
+            if tracer in ours:
+                self.kill(tracer)
+                ours.discard(tracer)
+                self.report.hung_kills += 1
+                self.report.events.append(
+                    f"py-spy {tracer} held thread {tid} of process {pid} for "
+                    f"{now - since:.1f} s: killed it, the thread runs on"
+                )
+            stopped.add(pid)
+        # A job-control stop outlives py-spy: once no py-spy of ours holds the thread,
+        # SIGCONT (which a process only ever gets from us after it was stopped here).
+        for pid in sorted(stopped):
+            if any(s == "T" for s in task_states(pid).values()) and not ours & {
+                tracer_of(pid, tid) for tid in task_states(pid)
+            }:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except OSError:
+                    continue
+                self.report.resumed += 1
+                self.report.events.append(f"process {pid} was left stopped: resumed it")
