@@ -282,6 +282,7 @@ class _Run:
     started_s: float | None = None  # it said "Sampling process"
     stopped_s: float | None = None  # its output file appeared
     interrupted_s: float | None = None  # we sent SIGINT (the next chunk took over, or stop)
+    halted: bool = False  # the watchdog stopped it (it held a target thread too long)
 
 
 # py-spy writes its file within milliseconds of SIGINT; one that does not end by then hangs.
@@ -337,7 +338,7 @@ class Sampler:
         self._startup_s = 0.3  # how long py-spy takes to start sampling (measured)
         self._clean_chunks = 0
         self._thread = threading.Thread(target=self._run, name="asgiprof-sampler", daemon=True)
-        self.watchdog = Watchdog(pid, self.pyspy_pids, self._kill_pid)
+        self.watchdog = Watchdog(pid, self.pyspy_pids, self._halt_pid)
 
     # -- control ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -366,14 +367,30 @@ class Sampler:
                     except ProcessLookupError:
                         pass
 
-    def _kill_pid(self, pid: int) -> None:
+    def _halt_pid(self, pid: int, kill: bool) -> None:
+        """The watchdog saw py-spy `pid` hold a target thread without letting it run: stop
+        it (it writes its samples) or kill it, and sample more gently from now on."""
         with self._lock:
             for run in self._runs:
-                if run.proc.pid == pid and run.proc.returncode is None:
-                    try:
-                        run.proc.kill()
-                    except ProcessLookupError:
-                        pass
+                if run.proc.pid != pid or run.proc.returncode is not None:
+                    continue
+                run.halted = True
+                if run.interrupted_s is None:
+                    run.interrupted_s = self._now()
+                try:
+                    run.proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+                if not kill and run.rate_hz == self.rate_hz:
+                    self._set_rate(
+                        max(_MIN_RATE_HZ, run.rate_hz // 2),
+                        "py-spy held a target thread without letting it run",
+                    )
+
+    def _set_rate(self, to_hz: int, why: str) -> None:
+        if to_hz != self.rate_hz:
+            self.rate_changes.append(RateChange(round(self._now(), 3), self.rate_hz, to_hz, why))
+            self.rate_hz = to_hz
 
     def pyspy_pids(self) -> list[int]:
         """The py-spy processes running now."""
@@ -435,8 +452,10 @@ class Sampler:
                     if self._finish(run):
                         failures = 0
                         continue
-                    failures += 1
                     self.failed_runs += 1
+                    if run.halted and run.rate_hz > _MIN_RATE_HZ:
+                        continue  # the next runs sample more gently: not a failure yet
+                    failures += 1
                     if _is_gone(self.pid):
                         self.target_exited = self.chunks > 0 or self.target_exited
                         if self.chunks == 0:
@@ -614,9 +633,7 @@ class Sampler:
             self._clean_chunks = 0
             to_hz = min(asked, int(self.rate_hz * 1.5))
             why = f"py-spy kept up for {_CLEAN_CHUNKS_TO_RAISE} chunks"
-        if to_hz != self.rate_hz:
-            self.rate_changes.append(RateChange(round(self._now(), 3), self.rate_hz, to_hz, why))
-            self.rate_hz = to_hz
+        self._set_rate(to_hz, why)
 
 
 def _exited(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:

@@ -21,9 +21,14 @@ from dataclasses import dataclass, field
 
 import psutil
 
-# A sample holds the threads for well under a millisecond; a starved machine can stretch
-# that, never to this. Short enough that the target answers within 1 s of a hang.
-HANG_S = 0.4
+# A sample holds the threads for well under a millisecond, and a thread released between
+# two samples runs (its schedstat count moves). A thread held this long without running
+# means py-spy hangs, or samples so hard (deep stacks at a high rate, py-spy #811) that
+# the target no longer runs: py-spy is asked to stop (SIGINT: it writes its samples),
+# and killed if it still holds the thread GRACE_S later. The target runs again within
+# HANG_S + GRACE_S + 2 x POLL_S = 0.8 s.
+HANG_S = 0.3
+GRACE_S = 0.3
 POLL_S = 0.1
 _CHILDREN_EVERY_S = 1.0
 
@@ -70,6 +75,18 @@ def tracer_of(pid: int, tid: int) -> int:
     return _status_field(f"/proc/{tracer}/status", "Tgid") or tracer
 
 
+def times_scheduled(pid: int, tid: int) -> int:
+    """How often the thread has run on a CPU (/proc/PID/task/TID/schedstat), -1 unknown.
+
+    A thread py-spy stops and releases for sample after sample shows `t` at every look
+    at a high rate; only one that stays stopped keeps this count still."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+            return int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
 def stopped_tasks(pids: Iterable[int]) -> set[tuple[int, int]]:
     """(pid, tid) of every thread among `pids` in a job-control stop (`T`)."""
     return {(pid, tid) for pid in pids for tid, s in task_states(pid).items() if s == "T"}
@@ -79,7 +96,8 @@ def stopped_tasks(pids: Iterable[int]) -> set[tuple[int, int]]:
 class WatchdogReport:
     """What the watchdog had to do; empty when py-spy behaved."""
 
-    hung_kills: int = 0  # py-spy processes killed because they held a thread too long
+    holds: int = 0  # py-spy processes stopped because they held a thread too long
+    hung_kills: int = 0  # ... of which did not stop on SIGINT and were killed
     resumed: int = 0  # processes sent SIGCONT because a thread of theirs was left stopped
     events: list[str] = field(default_factory=list)
 
@@ -87,29 +105,34 @@ class WatchdogReport:
 class Watchdog:
     """Polls the target's threads in a thread of its own while py-spy samples.
 
-    `samplers()` returns the PIDs of the py-spy processes running now; `kill(pid)` kills
-    one of them. `check()` may also be called directly (after a py-spy exits).
+    `samplers()` returns the PIDs of the py-spy processes running now; `halt(pid, kill)`
+    stops one of them (SIGINT, or SIGKILL when `kill`). `check()` may also be called
+    directly (after a py-spy exits).
     """
 
     def __init__(
         self,
         pid: int,
         samplers: Callable[[], list[int]],
-        kill: Callable[[int], None],
+        halt: Callable[[int, bool], None],
         *,
         hang_s: float = HANG_S,
+        grace_s: float = GRACE_S,
         poll_s: float = POLL_S,
     ) -> None:
         self.pid = pid
         self.samplers = samplers
-        self.kill = kill
+        self.halt = halt
         self.hang_s = hang_s
+        self.grace_s = grace_s
+        self._asked: dict[int, float] = {}  # py-spy PID -> when it was asked to stop
         self.poll_s = poll_s
         self.report = WatchdogReport()
         self._pids = [pid]
         self._children_at = 0.0
         self.stopped_before = stopped_tasks(self._target_pids())
-        self._held_since: dict[tuple[int, int], float] = {}
+        # (pid, tid) -> (since when it is seen stopped and not run, its schedstat count)
+        self._held_since: dict[tuple[int, int], tuple[float, int]] = {}
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="asgiprof-watchdog", daemon=True)
@@ -147,25 +170,37 @@ class Watchdog:
     def _check(self, hang_s: float) -> None:
         now = time.monotonic()
         ours = set(self.samplers())
-        held: dict[tuple[int, int], float] = {}
+        held: dict[tuple[int, int], tuple[float, int]] = {}
         for pid in self._target_pids():
             for tid, state in task_states(pid).items():
                 if state == "t" or (state == "T" and (pid, tid) not in self.stopped_before):
-                    held[(pid, tid)] = self._held_since.get((pid, tid), now)
+                    runs = times_scheduled(pid, tid)
+                    since, seen_runs = self._held_since.get((pid, tid), (now, runs))
+                    # A thread that ran since the last look was released in between.
+                    held[(pid, tid)] = (since, runs) if runs == seen_runs else (now, runs)
         self._held_since = held
         stopped: set[int] = set()
-        for (pid, tid), since in held.items():
+        for (pid, tid), (since, _) in held.items():
             if now - since < hang_s:
                 continue
             tracer = tracer_of(pid, tid)
             if tracer in ours:
-                self.kill(tracer)
-                ours.discard(tracer)
-                self.report.hung_kills += 1
-                self.report.events.append(
-                    f"py-spy {tracer} held thread {tid} of process {pid} for "
-                    f"{now - since:.1f} s: killed it, the thread runs on"
-                )
+                asked = self._asked.get(tracer)
+                if asked is None:
+                    self._asked[tracer] = now
+                    self.halt(tracer, False)
+                    self.report.holds += 1
+                    self.report.events.append(
+                        f"py-spy {tracer} held thread {tid} of process {pid} for "
+                        f"{now - since:.1f} s without letting it run: stopped it"
+                    )
+                elif now - asked >= self.grace_s or hang_s == 0.0:
+                    self.halt(tracer, True)
+                    ours.discard(tracer)
+                    self.report.hung_kills += 1
+                    self.report.events.append(
+                        f"py-spy {tracer} still held thread {tid} of process {pid}: killed it"
+                    )
             stopped.add(pid)
         # A job-control stop outlives py-spy: once no py-spy of ours holds the thread,
         # SIGCONT (which a process only ever gets from us after it was stopped here).
