@@ -51,6 +51,14 @@ Nonblocking = Annotated[
         help="Do not pause the target while sampling (less overhead, some torn stacks).",
     ),
 ]
+LiveOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--live/--no-live",
+        help="Show the event loop live while sampling (default: on in a terminal).",
+        show_default=False,
+    ),
+]
 DEFAULT_THRESHOLD = AnalysisParams().block_threshold_ms
 
 
@@ -61,6 +69,7 @@ def _options(
     open_: bool,
     threshold_ms: float,
     nonblocking: bool,
+    live: bool | None = None,
 ) -> ProfileOptions:
     return ProfileOptions(
         duration_s=duration,
@@ -69,6 +78,7 @@ def _options(
         open_browser=open_,
         params=AnalysisParams(block_threshold_ms=threshold_ms),
         nonblocking=nonblocking,
+        live=live,
     )
 
 
@@ -99,9 +109,10 @@ def run(
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
     nonblocking: Nonblocking = False,
+    live: LiveOption = None,
 ) -> None:
     """Launch a server under the profiler: asgiprof run -- uvicorn app:app --port 8000"""
-    options = _options(duration, out, rate, open_, threshold_ms, nonblocking)
+    options = _options(duration, out, rate, open_, threshold_ms, nonblocking, live)
     run_server(list(command), options, Console())
 
 
@@ -115,9 +126,10 @@ def attach(
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
     nonblocking: Nonblocking = False,
+    live: LiveOption = None,
 ) -> None:
     """Attach to a running server; it keeps running when asgiprof stops."""
-    options = _options(duration, out, rate, open_, threshold_ms, nonblocking)
+    options = _options(duration, out, rate, open_, threshold_ms, nonblocking, live)
     attach_server(pid, options, Console())
 
 

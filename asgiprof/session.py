@@ -12,6 +12,7 @@ its workers and py-spy end with asgiprof, and an attached target runs on.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
 import time
@@ -52,6 +53,7 @@ from asgiprof.errors import (
     NotAsgiServerError,
     UsageError,
 )
+from asgiprof.live import LiveView
 from asgiprof.model import Frame, Interner, Profile, RouteTable, SamplingInfo, TargetInfo
 from asgiprof.reporters import write_all
 from asgiprof.reporters.terminal import print_summary
@@ -71,6 +73,8 @@ class ProfileOptions:
     ready_timeout_s: float = 30.0
     # Stop with NotAsgiServerError when the first chunk shows no event-loop thread.
     require_event_loop: bool = True
+    # The live panel while sampling; None: on when the terminal (stderr) is one.
+    live: bool | None = None
 
 
 class _Stop:
@@ -294,6 +298,13 @@ def _profile(
         sampler.stop()
 
     loop_check = _LoopCheck(out, target.pid, not_asgi)
+    finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def on_chunk(index: int) -> None:  # in the sampler thread: hand over, never wait
+        if options.require_event_loop:
+            loop_check(index)
+        finished.put(index)
+
     sampler = Sampler(
         target.pid,
         out,
@@ -304,7 +315,7 @@ def _profile(
             nonblocking=options.nonblocking,
             pyspy=pyspy,
         ),
-        on_chunk=loop_check if options.require_event_loop else None,
+        on_chunk=on_chunk,
     )
     monitor = ResourceMonitor(out / store.RESOURCES, info.pids, t0=t0)
     routes = threading.Thread(
@@ -327,7 +338,7 @@ def _profile(
         routes.start()
         sampler.start()
         try:
-            _wait(target, sampler, monitor, stop, options, console, t0)
+            _wait(target, sampler, monitor, stop, options, console, t0, out, finished)
         finally:
             stop.request("duration")  # a no-op after a stop: from now on Ctrl-C aborts
             if on_stop is not None:
@@ -392,11 +403,16 @@ def _wait(
     options: ProfileOptions,
     console: Console,
     t0: float,
+    out: Path,
+    finished: queue.SimpleQueue[int],
 ) -> None:
-    """Show progress until Ctrl-C, --duration, the target exiting, or a sampler failure."""
+    """Show progress until Ctrl-C, --duration, the target exiting, or a sampler failure:
+    the live panel (each chunk read once, as it reaches OUT) or one line."""
     deadline = t0 + options.duration_s if options.duration_s else None
     known = set(target.pids())
     progress = Console(stderr=True, force_terminal=console.is_terminal or None)
+    show_live = progress.is_terminal if options.live is None else options.live
+    view = LiveView(out, target.pid, options.params.block_threshold_ms / 1000)
     with Live(console=progress, refresh_per_second=4, transient=True) as live:
         while not stop.event.wait(0.25):
             now = time.time()
@@ -413,13 +429,21 @@ def _wait(
                 monitor.add_pid(pid)
                 known.add(pid)
             elapsed = now - t0
-            est = sampler.samples + int(
-                (now - t0 - (sampler.current_chunk_started or elapsed)) * options.rate_hz
-            )
             left = f", {deadline - now:.0f} s left" if deadline else ", Ctrl-C to stop"
-            live.update(
-                Text(
-                    f"sampling PID {target.pid}: {elapsed:5.1f} s, ~{est} samples, "
-                    f"{sampler.chunks} chunks saved, target alive{left}"
-                )
+            status = f"sampling PID {target.pid}: {elapsed:5.1f} s{left}"
+            sampling = (
+                f"{sampler.chunks} chunks, {sampler.sampled_s:.1f} s sampled "
+                f"(coverage {sampler.coverage:.0%}), {sampler.rate_hz} Hz"
             )
+            if sampler.max_lag_s:
+                sampling += f", py-spy fell up to {sampler.max_lag_s:.1f} s behind"
+            if not show_live:
+                live.update(Text(terminal_safe(f"{status}; {sampling}, target alive")))
+                continue
+            while True:
+                try:
+                    view.add_chunk(finished.get_nowait())
+                except queue.Empty:
+                    break
+            stale = f"; view {elapsed - sampler.last_end_s:.1f} s old" if sampler.chunks else ""
+            live.update(view.render(status, sampling + stale))

@@ -402,6 +402,23 @@ def _chunk_meta(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def read_chunk_meta(path: Path) -> Chunk:
+    """A chunk's span and counts from its meta file (raises CorruptProfileError)."""
+    data = _chunk_meta(path)
+    if data is None:
+        raise CorruptProfileError(f"{path} is missing or unreadable")
+    return Chunk(
+        f"{RAW_DIR}/{path.name}",
+        data["start_s"],
+        data["end_s"],
+        data["samples"],
+        data["errors"],
+        data["intervals"],
+        data["lag_s"],
+        data["rate_hz"],
+    )
+
+
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     """Loading allocates many small tuples that all stay alive: pause the cyclic collector,

@@ -326,6 +326,9 @@ class Sampler:
         self.errors = 0
         self.intervals = 0  # sampling instants: the chunks' longest thread sample counts
         self.sampled_s = 0.0  # instants / their chunk's rate: time sampled at the rate asked
+        self.first_start_s: float | None = None  # when the first chunk kept started
+        self.last_end_s = 0.0  # when the last chunk kept ended (seconds since t0)
+        self.max_lag_s = 0.0  # the furthest py-spy said it fell behind
         self.failed_runs = 0  # py-spy runs that left no output
         self.rate_hz = config.rate_hz  # the rate of the next chunk
         self.rate_changes: list[RateChange] = []
@@ -408,6 +411,14 @@ class Sampler:
     @property
     def current_chunk_started(self) -> float | None:
         return self._chunk_started
+
+    @property
+    def coverage(self) -> float:
+        """Seconds sampled at the asked rate / seconds from the first chunk's start to the
+        last one's end (py-spy's random spacing makes this vary by 1/sqrt(instants))."""
+        if self.first_start_s is None or self.last_end_s <= self.first_start_s:
+            return 0.0
+        return min(1.0, self.sampled_s / (self.last_end_s - self.first_start_s))
 
     # -- work ------------------------------------------------------------------------------
     def _command(self, path: Path, rate_hz: int) -> list[str]:
@@ -594,6 +605,10 @@ class Sampler:
         self.errors += errors
         self.intervals += intervals
         self.sampled_s += intervals / run.rate_hz
+        self.last_end_s = max(self.last_end_s, end_s)
+        if self.first_start_s is None:
+            self.first_start_s = start_s
+        self.max_lag_s = max(self.max_lag_s, lag_s)
         self._adapt_rate(run, intervals, end_s - start_s, lag_s)
         if self.on_chunk is not None:
             self.on_chunk(run.index)
