@@ -250,6 +250,8 @@ def variants(polling: bool) -> list[Variant]:
         Variant("unprofiled (A/A)", "plain"),
         Variant("asgiprof attach", "plain", "asgiprof"),
         Variant("asgiprof attach --nonblocking", "plain", "asgiprof", ("--nonblocking",)),
+        # The live view reads each chunk in asgiprof while py-spy samples the next one.
+        Variant("asgiprof attach --live", "plain", "asgiprof", ("--live",)),
         Variant("py-spy record", "plain", "py-spy"),
         Variant("py-spy record --nonblocking", "plain", "py-spy", ("--nonblocking",)),
         Variant("pyinstrument middleware", "pyinstrument"),
