@@ -283,6 +283,7 @@ class _Run:
     stopped_s: float | None = None  # its output file appeared
     interrupted_s: float | None = None  # we sent SIGINT (the next chunk took over, or stop)
     halted: bool = False  # the watchdog stopped it (it held a target thread too long)
+    alongside: bool = False  # started while another py-spy sampled (an overlapping handover)
 
 
 # py-spy writes its file within milliseconds of SIGINT; one that does not end by then hangs.
@@ -292,7 +293,7 @@ _HUNG_AFTER_SIGINT_S = 5.0
 _BEHIND_COVERAGE = 0.9
 _MIN_RATE_HZ = 10
 # ... and this many clean chunks in a row raise it a step back towards the asked rate.
-_CLEAN_CHUNKS_TO_RAISE = 10
+_CLEAN_CHUNKS_TO_RAISE = 5
 
 
 class Sampler:
@@ -340,6 +341,7 @@ class Sampler:
         self._chunk_started: float | None = None
         self._startup_s = 0.3  # how long py-spy takes to start sampling (measured)
         self._clean_chunks = 0
+        self._overlap = True  # start the next py-spy before the current one stops
         self._thread = threading.Thread(target=self._run, name="asgiprof-sampler", daemon=True)
         self.watchdog = Watchdog(pid, self.pyspy_pids, self._halt_pid)
 
@@ -466,6 +468,11 @@ class Sampler:
                     self.failed_runs += 1
                     if run.halted and run.rate_hz > _MIN_RATE_HZ:
                         continue  # the next runs sample more gently: not a failure yet
+                    if run.alongside:
+                        # A py-spy can fail to attach while another one holds the target
+                        # hard (a high rate): hand the next chunk over one after the other.
+                        self._overlap = False
+                        continue
                     failures += 1
                     if _is_gone(self.pid):
                         self.target_exited = self.chunks > 0 or self.target_exited
@@ -500,8 +507,22 @@ class Sampler:
         current = live[0]
         if current.started_s is None:
             return False
+        now = self._now()
+        if not self._overlap:  # stop this one first; the next starts once it ended
+            if now >= current.started_s + self.config.chunk_s:
+                self._interrupt(current)
+            return False
         lead = min(2 * self._startup_s + 0.05, self.config.chunk_s / 2)
-        return self._now() >= current.started_s + self.config.chunk_s - lead
+        return now >= current.started_s + self.config.chunk_s - lead
+
+    def _interrupt(self, run: _Run) -> None:
+        with self._lock:
+            if run.interrupted_s is None:
+                run.interrupted_s = self._now()
+            try:
+                run.proc.send_signal(signal.SIGINT)
+            except ProcessLookupError:
+                pass
 
     def _poll(self, runs: list[_Run]) -> bool:
         """Note starts and stops; hand over to a py-spy that started. True while something
@@ -563,7 +584,10 @@ class Sampler:
                 preexec_fn=pdeathsig(signal.SIGINT),
                 start_new_session=True,  # the terminal's Ctrl-C is ours to forward
             )
-            self._runs.append(_Run(index, proc, log_path, self.rate_hz, self._now()))
+            alongside = any(r.proc.returncode is None for r in self._runs)
+            self._runs.append(
+                _Run(index, proc, log_path, self.rate_hz, self._now(), alongside=alongside)
+            )
 
     def _finish(self, run: _Run) -> bool:
         """A py-spy ended: keep its chunk (True) or drop what it left (False)."""
@@ -601,6 +625,7 @@ class Sampler:
             rate_hz=run.rate_hz,
         )
         self.chunks += 1
+        self._overlap = True  # try the overlapping handover again
         self.samples += samples
         self.errors += errors
         self.intervals += intervals
