@@ -3,8 +3,10 @@
 py-spy writes its output only when it stops, and a killed py-spy writes nothing: short
 chunks bound what a crash can lose. Every py-spy gets SIGINT (which makes it write its
 file) when the thread that started it dies, so even a killed asgiprof keeps its samples;
-py-spy prints to OUT/raw/pyspy.log, never to a pipe of ours, because a py-spy whose
-stdout pipe lost its reader dies on the broken pipe before it writes its file.
+each py-spy prints to a file (OUT/raw/chunk-NNNN.log, appended to OUT/raw/pyspy.log when
+it ends), never to a pipe of ours, because a py-spy whose stdout pipe lost its reader dies
+on the broken pipe before it writes its file. Chunks overlap at handover and a watchdog
+keeps the target running (see `Sampler`).
 """
 
 from __future__ import annotations
@@ -338,7 +340,6 @@ class Sampler:
         self._stop = threading.Event()
         self._runs: list[_Run] = []
         self._lock = threading.Lock()
-        self._chunk_started: float | None = None
         self._startup_s = 0.3  # how long py-spy takes to start sampling (measured)
         self._clean_chunks = 0
         self._overlap = True  # start the next py-spy before the current one stops
@@ -409,10 +410,6 @@ class Sampler:
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
-
-    @property
-    def current_chunk_started(self) -> float | None:
-        return self._chunk_started
 
     @property
     def coverage(self) -> float:
@@ -534,7 +531,6 @@ class Sampler:
                 busy = True
                 if _STARTED in _read_bytes_from(run.log, 0, 4096):
                     run.started_s = now
-                    self._chunk_started = now
                     self._startup_s = 0.7 * self._startup_s + 0.3 * (now - run.spawned_s)
             if run.stopped_s is None and run.interrupted_s is not None:
                 busy = True
