@@ -286,6 +286,7 @@ class _Run:
     interrupted_s: float | None = None  # we sent SIGINT (the next chunk took over, or stop)
     halted: bool = False  # the watchdog stopped it (it held a target thread too long)
     alongside: bool = False  # started while another py-spy sampled (an overlapping handover)
+    said: str = ""  # its log, once it ended
 
 
 # py-spy writes its file within milliseconds of SIGINT; one that does not end by then hangs.
@@ -474,7 +475,7 @@ class Sampler:
                     if _is_gone(self.pid):
                         self.target_exited = self.chunks > 0 or self.target_exited
                         if self.chunks == 0:
-                            self.error = classify_failure(self.pid, _read_from(run.log, 0))
+                            self.error = classify_failure(self.pid, run.said)
                         self.stop()
                     elif not self._stop.is_set() and (
                         (self.chunks == 0 and run.proc.returncode >= 0)
@@ -482,7 +483,7 @@ class Sampler:
                     ):
                         # A py-spy that failed on its own (not killed by a signal): its
                         # words say why (no permission, not Python, ...).
-                        self.error = classify_failure(self.pid, _read_from(run.log, 0))
+                        self.error = classify_failure(self.pid, run.said)
                         self.stop()
                 with self._lock:
                     if stopping and not self._runs:
@@ -591,7 +592,7 @@ class Sampler:
         path = self._chunk_path(run.index)
         if run.stopped_s is None and path.exists():
             run.stopped_s = self._now()
-        said = _read_from(run.log, 0)
+        said = run.said = _read_from(run.log, 0)
         self._append_log(run, said)
         ok = run.started_s is not None and path.exists() and path.stat().st_size > 0
         if not ok:
