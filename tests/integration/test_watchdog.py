@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from asgiprof import store
 from asgiprof.collect.sampler import Sampler, SamplerConfig
-from asgiprof.collect.watchdog import task_states, tracer_of
+from asgiprof.collect.watchdog import Watchdog, task_states, tracer_of
 from asgiprof.load import start_load_thread
 from tests.servers import ServerFactory
 
@@ -161,3 +162,38 @@ def test_a_pyspy_that_hangs_holding_a_thread_is_killed_and_the_target_runs_on(
     # a frozen py-spy cannot obey SIGINT: the watchdog stopped, then killed, each of them
     assert sampler.watchdog.report.holds >= 3, sampler.watchdog.report
     print(f"\n{hangs}/3 frozen py-spys ended by the watchdog: {sampler.watchdog.report}")
+
+
+def _state_of(pid: int, timeout_s: float, want: str) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = task_states(pid).get(pid, "?")
+        if state == want or time.monotonic() >= deadline:
+            return state
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_left_behind_is_resumed_but_not_one_the_user_made_before() -> None:
+    # GIVEN two real processes: one the user stopped before sampling, one running
+    before = subprocess.Popen(["sleep", "60"])
+    during = subprocess.Popen(["sleep", "60"])
+    try:
+        os.kill(before.pid, signal.SIGSTOP)
+        assert _state_of(before.pid, 5, "T") == "T"
+        dogs = [Watchdog(p, lambda: [], lambda pid, kill: None) for p in (before.pid, during.pid)]
+        # WHEN the running one is left in a job-control stop while sampling
+        os.kill(during.pid, signal.SIGCONT)
+        os.kill(during.pid, signal.SIGSTOP)
+        assert _state_of(during.pid, 5, "T") == "T"
+        for dog in dogs:
+            dog.start()
+            dog.stop()  # sampling ended: the last look resumes what sampling left stopped
+        # THEN it runs again, and the user's own stop is left alone
+        assert _state_of(during.pid, 5, "S") == "S"
+        assert _state_of(before.pid, 0.5, "S") == "T"
+        assert dogs[1].report.resumed == 1 and dogs[0].report.resumed == 0
+    finally:
+        for proc in (before, during):
+            proc.kill()
+            proc.wait(10)
