@@ -333,6 +333,7 @@ def _profile(
 
     stop.abort = abort
     exit_status: int | None = None
+    sampling_ended: float | None = None
     with stop.handlers():
         monitor.start()
         routes.start()
@@ -345,6 +346,9 @@ def _profile(
                 on_stop()
             sampler.stop()
             sampler.join(options.chunk_s + 30)
+            # The profile's wall time ends with sampling, not after the server stopped:
+            # coverage compares what was sampled with this.
+            sampling_ended = time.time()
             if target.launched:
                 exit_status = target.exit_status()
                 stop_launched(target)
@@ -371,7 +375,7 @@ def _profile(
         final = SamplingInfo(
             options.rate_hz,
             t0,
-            round(time.time() - t0, 3),
+            round((sampling_ended or time.time()) - t0, 3),
             sampler.samples,
             sampler.errors,
             stopped_by=stop.reason,
