@@ -156,7 +156,7 @@ def test_overlapping_chunks_count_each_instant_once_and_cut_by_time_alone(
     # THEN the overlap is cut from the newer chunk: its first 0.1 s (10 samples) go,
     # whatever they hold, and no run of the timeline starts before the one before it ends
     c1, c2 = profile.sampling.chunks
-    assert (c2.start_s, c2.intervals, c2.overlap_s) == (1.0, 100, pytest.approx(0.1))
+    assert (c2.start_s, c2.intervals) == (1.0, 100) and c2.overlap_s == pytest.approx(0.1)
     (tl,) = profile.threads
     assert tl.total_samples == 200
     assert profile.stacks[tl.stack[-1]] == profile.stacks[tl.stack[0]]  # `handler` is gone
