@@ -278,7 +278,7 @@ def sampled_windows(out: Path) -> list[tuple[float, float]]:
     store.load_profile spreads its samples (nothing between chunks)."""
     meta = json.loads((out / "meta.json").read_text())
     t0 = meta["sampling"]["started_at"]
-    spans = []
+    spans: list[tuple[float, float]] = []
     for path in sorted((out / "raw").glob("chunk-*.json")):
         if path.name.endswith(".speedscope.json"):
             continue
