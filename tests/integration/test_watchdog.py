@@ -142,6 +142,10 @@ def test_a_pyspy_that_hangs_holding_a_thread_is_killed_and_the_target_runs_on(
                 os.kill(pyspy, signal.SIGSTOP)
             except (ProcessLookupError, psutil.NoSuchProcess):
                 continue
+            # A signal lands asynchronously: look at what it holds once all of it stopped.
+            frozen_by = time.monotonic() + 0.5
+            while time.monotonic() < frozen_by and set(task_states(pyspy).values()) - {"T"}:
+                time.sleep(0.001)
             if not _held(server.pid, pyspy):
                 try:
                     os.kill(pyspy, signal.SIGCONT)  # it held nothing: try another moment
