@@ -76,6 +76,14 @@ LoadUrl = Annotated[
 Concurrency = Annotated[
     int, typer.Option("--concurrency", help="Clients of --load-url.", min=1, max=1000)
 ]
+LiveOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--live/--no-live",
+        help="Show the event loop live while sampling (default: on in a terminal).",
+        show_default=False,
+    ),
+]
 DEFAULT_THRESHOLD = AnalysisParams().block_threshold_ms
 CheckFormat = Literal["text", "json"]
 App = Annotated[
@@ -110,6 +118,7 @@ def _options(
     load_url: list[str] | None = None,
     concurrency: int = 8,
     app_spec: str | None = None,
+    live: bool | None = None,
 ) -> ProfileOptions:
     spec = (
         LoadSpec(load, tuple(load_url or ()), concurrency, duration)
@@ -125,6 +134,7 @@ def _options(
         nonblocking=nonblocking,
         load=spec,
         app_spec=_app_spec(app_spec),
+        live=live,
     )
 
 
@@ -159,10 +169,21 @@ def run(
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,
     app_spec: App = None,
+    live: LiveOption = None,
 ) -> None:
     """Launch a server under the profiler: asgiprof run -- uvicorn app:app --port 8000"""
     options = _options(
-        duration, out, rate, open_, threshold_ms, nonblocking, load, load_url, concurrency, app_spec
+        duration,
+        out,
+        rate,
+        open_,
+        threshold_ms,
+        nonblocking,
+        load,
+        load_url,
+        concurrency,
+        app_spec,
+        live,
     )
     run_server(list(command), options, Console())
 
@@ -181,10 +202,21 @@ def attach(
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,
     app_spec: App = None,
+    live: LiveOption = None,
 ) -> None:
     """Attach to a running server; it keeps running when asgiprof stops."""
     options = _options(
-        duration, out, rate, open_, threshold_ms, nonblocking, load, load_url, concurrency, app_spec
+        duration,
+        out,
+        rate,
+        open_,
+        threshold_ms,
+        nonblocking,
+        load,
+        load_url,
+        concurrency,
+        app_spec,
+        live,
     )
     attach_server(pid, options, Console())
 

@@ -75,6 +75,20 @@ class Chunk:
     errors: int  # samples py-spy failed to read
     intervals: int = 0  # sampling instants (the longest thread's sample count)
     lag_s: float = 0.0  # the furthest py-spy said it fell behind its rate
+    rate_hz: int = 0  # the rate this chunk asked py-spy for (0: the profile's rate)
+    # Seconds cut from the chunk's start because the chunk before it still sampled then
+    # (chunks overlap by a few ms at each handover, so that no instant goes unsampled).
+    overlap_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateChange:
+    """The sampler changed its rate from the chunk that started at `at_s` on."""
+
+    at_s: float  # seconds since the profile started
+    from_hz: int
+    to_hz: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,25 +187,50 @@ class SamplingInfo:
     stopped_by: str = "duration"
     # py-spy --nonblocking: runs sampled this way are not compared with paused ones (diff).
     nonblocking: bool = False
+    rate_changes: tuple[RateChange, ...] = ()
+    # What the watchdog did to keep the target running (a hung py-spy killed, a stopped
+    # process resumed): empty when py-spy behaved.
+    watchdog: tuple[str, ...] = ()
 
     @property
     def intervals(self) -> int:
         """Sampling instants py-spy took."""
         return sum(c.intervals for c in self.chunks)
 
+    def chunk_rate(self, chunk: Chunk) -> int:
+        return chunk.rate_hz or self.rate_hz
+
+    @property
+    def sampled_s(self) -> float:
+        """Seconds sampled at the rate each chunk asked for: instants x their period."""
+        return sum(c.intervals / self.chunk_rate(c) for c in self.chunks if self.chunk_rate(c))
+
     @property
     def coverage(self) -> float:
-        """Sampling instants taken / instants the rate asks for over `duration_s`, 0..1:
-        below 1 when py-spy fell behind or between chunks (py-spy restarting)."""
-        expected = self.rate_hz * self.duration_s
-        return min(1.0, self.intervals / expected) if expected > 0 else 0.0
+        """Seconds sampled (instants taken x 1/their chunk's rate) / `duration_s`, 0..1:
+        below 1 when py-spy fell behind or left time between chunks unsampled. With one
+        rate throughout: instants taken / instants the rate asks for."""
+        return min(1.0, self.sampled_s / self.duration_s) if self.duration_s > 0 else 0.0
+
+    @property
+    def span_coverage(self) -> float:
+        """Share of the time from the first chunk's start to the last one's end that lay
+        inside some py-spy's sampling span, 0..1: below 1 by the gaps between chunks.
+        Unlike `coverage` it does not move with py-spy's random (exponential) spacing of
+        instants, which makes a count of N instants vary by about 1/sqrt(N)."""
+        spans = [c for c in self.chunks if c.end_s > c.start_s]
+        if not spans:
+            return 0.0
+        whole = max(c.end_s for c in spans) - min(c.start_s for c in spans)
+        inside = sum(c.end_s - c.start_s for c in spans)
+        return min(1.0, inside / whole) if whole > 0 else 0.0
 
     @property
     def behind_s(self) -> float:
         """Wall time inside chunks beyond what their instants take at the rate: how far
         py-spy fell behind (exponential spacing makes this noisy by ~0.1 s per chunk)."""
         span = sum(max(0.0, c.end_s - c.start_s) for c in self.chunks if c.intervals)
-        return max(0.0, span - self.intervals / self.rate_hz) if self.rate_hz > 0 else 0.0
+        return max(0.0, span - self.sampled_s)
 
     @property
     def max_lag_s(self) -> float:

@@ -12,6 +12,7 @@ its workers and py-spy end with asgiprof, and an attached target runs on.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import sys
 import threading
@@ -55,6 +56,7 @@ from asgiprof.errors import (
     StartupInterrupted,
     UsageError,
 )
+from asgiprof.live import LiveView
 from asgiprof.merge import is_merge, load_merged, load_runs, write_merge_file
 from asgiprof.model import (
     Frame,
@@ -90,6 +92,8 @@ class ProfileOptions:
     # `--app module:attr`: the app whose route table to read, when the command line does
     # not name it (`python serve.py` calling `uvicorn.run(app)`) or names another.
     app_spec: str | None = None
+    # The live panel while sampling; None: on when the terminal (stderr) is one.
+    live: bool | None = None
 
 
 class _Stop:
@@ -375,6 +379,13 @@ def _profile(
         sampler.stop()
 
     loop_check = _LoopCheck(out, target.pid, not_asgi)
+    finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def on_chunk(index: int) -> None:  # in the sampler thread: hand over, never wait
+        if options.require_event_loop:
+            loop_check(index)
+        finished.put(index)
+
     sampler = Sampler(
         target.pid,
         out,
@@ -385,7 +396,7 @@ def _profile(
             nonblocking=options.nonblocking,
             pyspy=pyspy,
         ),
-        on_chunk=loop_check if options.require_event_loop else None,
+        on_chunk=on_chunk,
     )
     # Who holds the GIL, in short windows beside the main sampler (gil-contention evidence).
     gil = GilSampler(target.pid, out, t0, GilConfig(pyspy=sampler.pyspy))
@@ -411,6 +422,7 @@ def _profile(
 
     stop.abort = abort
     exit_status: int | None = None
+    sampling_ended: float | None = None
     with stop.handlers():
         monitor.start()
         routes.start()
@@ -421,7 +433,7 @@ def _profile(
             if load is not None:
                 shown = load.start(target.pids() or [target.pid], target.server_argv)
                 console.print(Text(terminal_safe(f"load: {shown}")), style="dim")
-            _wait(target, sampler, monitor, stop, options, console, t0, load)
+            _wait(target, sampler, monitor, stop, options, console, t0, out, finished, load)
         finally:
             stop.request("duration")  # a no-op after a stop: from now on Ctrl-C aborts
             if on_stop is not None:
@@ -432,6 +444,9 @@ def _profile(
             gil.stop()
             sampler.join(options.chunk_s + 30)
             gil.join(30)
+            # The profile's wall time ends with sampling, not after the server stopped:
+            # coverage compares what was sampled with this.
+            sampling_ended = time.time()
             if target.launched:
                 exit_status = target.exit_status()
                 stop_launched(target)
@@ -462,14 +477,18 @@ def _profile(
             stop.reason = "target-exit"
         if sampler.error is not None:
             console.print(Text(terminal_safe(f"warning: sampling stopped early: {sampler.error}")))
+        for event in sampler.watchdog.report.events:
+            console.print(Text(terminal_safe(f"warning: watchdog: {event}")))
         final = SamplingInfo(
             options.rate_hz,
             t0,
-            round(time.time() - t0, 3),
+            round((sampling_ended or time.time()) - t0, 3),
             sampler.samples,
             sampler.errors,
             stopped_by=stop.reason,
             nonblocking=options.nonblocking,
+            rate_changes=tuple(sampler.rate_changes),
+            watchdog=tuple(sampler.watchdog.report.events),
         )
         store.write_meta(
             out,
@@ -505,13 +524,18 @@ def _wait(
     options: ProfileOptions,
     console: Console,
     t0: float,
+    out: Path,
+    finished: queue.SimpleQueue[int],
     load: LoadRunner | None = None,
 ) -> None:
     """Show progress until Ctrl-C, --duration, the target exiting, a sampler failure, or
-    the end of the load."""
+    the end of the load: the live panel (each chunk read once, as it reaches OUT) or one
+    line."""
     deadline = t0 + options.duration_s if options.duration_s else None
     known = set(target.pids())
     progress = Console(stderr=True, force_terminal=console.is_terminal or None)
+    show_live = progress.is_terminal if options.live is None else options.live
+    view = LiveView(out, target.pid, options.params.block_threshold_ms / 1000)
     with Live(console=progress, refresh_per_second=4, transient=True) as live:
         while not stop.event.wait(0.25):
             now = time.time()
@@ -531,9 +555,6 @@ def _wait(
                 monitor.add_pid(pid)
                 known.add(pid)
             elapsed = now - t0
-            est = sampler.samples + int(
-                (now - t0 - (sampler.current_chunk_started or elapsed)) * options.rate_hz
-            )
             left = (
                 f", {deadline - now:.0f} s left"
                 if deadline
@@ -541,9 +562,20 @@ def _wait(
                 if load is not None
                 else ", Ctrl-C to stop"
             )
-            live.update(
-                Text(
-                    f"sampling PID {target.pid}: {elapsed:5.1f} s, ~{est} samples, "
-                    f"{sampler.chunks} chunks saved, target alive{left}"
-                )
+            status = f"sampling PID {target.pid}: {elapsed:5.1f} s{left}"
+            sampling = (
+                f"{sampler.chunks} chunks, {sampler.sampled_s:.1f} s sampled "
+                f"(coverage {sampler.coverage:.0%}), {sampler.rate_hz} Hz"
             )
+            if sampler.max_lag_s:
+                sampling += f", py-spy fell up to {sampler.max_lag_s:.1f} s behind"
+            if not show_live:
+                live.update(Text(terminal_safe(f"{status}; {sampling}, target alive")))
+                continue
+            while True:
+                try:
+                    view.add_chunk(finished.get_nowait())
+                except queue.Empty:
+                    break
+            stale = f"; view {elapsed - sampler.last_end_s:.1f} s old" if sampler.chunks else ""
+            live.update(view.render(status, sampling + stale))

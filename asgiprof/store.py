@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from asgiprof.collect.access_log import count_requests
-from asgiprof.collect.pyspy_format import parse_chunk, place_samples, seal
+from asgiprof.collect.pyspy_format import ThreadSamples, parse_chunk, place_samples, seal
 from asgiprof.errors import CorruptProfileError, OutputDirError
 from asgiprof.model import (
     NO_STACK,
@@ -40,6 +40,7 @@ from asgiprof.model import (
     Interner,
     LoadInfo,
     Profile,
+    RateChange,
     Resources,
     Route,
     RouteDependency,
@@ -124,7 +125,12 @@ def discard(out: Path) -> None:
     raw = out / RAW_DIR
     try:
         ours = (
-            [*raw.glob("chunk-*.json"), *raw.glob("gil-*.json"), *raw.glob("*.tmp")]
+            [
+                *raw.glob("chunk-*.json"),
+                *raw.glob("chunk-*.log"),
+                *raw.glob("gil-*.json"),
+                *raw.glob("*.tmp"),
+            ]
             if raw.is_dir()
             else []
         )
@@ -251,10 +257,12 @@ def write_chunk_meta(
     rc: int,
     intervals: int = 0,
     lag_s: float = 0.0,
+    rate_hz: int = 0,
 ) -> None:
     """The chunk's span (sampling start to py-spy's exit) and py-spy's counts: `samples`
     thread stacks and `errors` failed reads as py-spy printed them, `intervals` sampling
-    instants, `lag_s` the furthest py-spy said it fell behind."""
+    instants, `lag_s` the furthest py-spy said it fell behind, `rate_hz` the rate it
+    was asked for."""
     write_json(
         out / RAW_DIR / f"{chunk_name(index)}.json",
         {
@@ -265,6 +273,7 @@ def write_chunk_meta(
             "rc": rc,
             "intervals": intervals,
             "lag_s": lag_s,
+            "rate_hz": rate_hz,
         },
     )
 
@@ -318,6 +327,46 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {value!r:.40}")
     return value
+
+
+def _rate_change(data: Any) -> RateChange:
+    if not isinstance(data, dict):
+        raise TypeError("a rate change is not a JSON object")
+    return RateChange(
+        _float(data.get("at_s")),
+        _int(data.get("from_hz")),
+        _int(data.get("to_hz")),
+        str(data.get("reason", "")),
+    )
+
+
+def _trim_overlap(
+    threads: list[ThreadSamples],
+    longest: int,
+    span_start_s: float,
+    span_end_s: float,
+    keep_from_s: float,
+    rate_hz: float,
+) -> int:
+    """Drop, in place, every sample placed before `keep_from_s` in a chunk that spans
+    span_start_s..span_end_s; returns how many instants (of the longest thread) went."""
+    dropped_instants = 0
+    for ts in threads:
+        n = ts.n_samples
+        first, period = place_samples(n, longest, span_start_s, span_end_s, rate_hz)
+        if period <= 0 or first >= keep_from_s:
+            continue
+        drop = min(n, math.ceil((keep_from_s - first) / period - 1e-9))
+        if n == longest:
+            dropped_instants = max(dropped_instants, drop)
+        while drop and ts.counts:
+            if ts.counts[0] <= drop:
+                drop -= ts.counts[0]
+                del ts.counts[0], ts.stacks[0]
+            else:
+                ts.counts[0] -= drop
+                drop = 0
+    return dropped_instants
 
 
 def _float(value: Any) -> float:
@@ -414,9 +463,27 @@ def _chunk_meta(path: Path) -> dict[str, Any] | None:
             "errors": max(0, _int(data.get("errors", 0))),
             "intervals": max(0, _int(data.get("intervals", 0))),
             "lag_s": max(0.0, _float(data.get("lag_s", 0.0))),
+            "rate_hz": max(0, _int(data.get("rate_hz", 0))),
         }
     except (OSError, orjson.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError):
         return None
+
+
+def read_chunk_meta(path: Path) -> Chunk:
+    """A chunk's span and counts from its meta file (raises CorruptProfileError)."""
+    data = _chunk_meta(path)
+    if data is None:
+        raise CorruptProfileError(f"{path} is missing or unreadable")
+    return Chunk(
+        f"{RAW_DIR}/{path.name}",
+        data["start_s"],
+        data["end_s"],
+        data["samples"],
+        data["errors"],
+        data["intervals"],
+        data["lag_s"],
+        data["rate_hz"],
+    )
 
 
 @contextmanager
@@ -454,6 +521,8 @@ def load_profile(out: Path) -> Profile:
         nonblocking = s.get("nonblocking", False)
         if not isinstance(nonblocking, bool):
             raise TypeError(f"expected true or false for nonblocking, got {nonblocking!r:.40}")
+        rate_changes = tuple(_rate_change(r) for r in _list(s.get("rate_changes", [])))
+        watchdog = tuple(str(w) for w in _list(s.get("watchdog", [])))
     except (TypeError, ValueError) as exc:
         raise CorruptProfileError(
             f"{out / META} is damaged ({exc}): it cannot be reported; py-spy's own files are "
@@ -505,22 +574,36 @@ def load_profile(out: Path) -> Profile:
                     "errors": 0,
                     "intervals": longest,
                     "lag_s": 0.0,
+                    "rate_hz": 0,
                 }
-            # Chunks follow each other: a span before the previous chunk's end is damage.
-            start_s = max(cmeta["start_s"], prev_end_s)
-            end_s = max(cmeta["end_s"], start_s)
+            chunk_rate = cmeta["rate_hz"] or rate_hz
+            # Each chunk starts while the one before it still samples (a few ms, so that
+            # no instant goes unsampled): cut the overlap from this chunk's start, by time
+            # alone, so that no instant counts twice and what is cut does not depend on
+            # what the target was doing. A chunk that ends before the previous one is damage.
+            span_start_s, span_end_s = cmeta["start_s"], max(cmeta["end_s"], cmeta["start_s"])
+            start_s = max(span_start_s, prev_end_s)
+            end_s = max(span_end_s, start_s)
             prev_end_s = end_s
+            cut = 0
+            if start_s > span_start_s and longest:
+                cut = _trim_overlap(threads, longest, span_start_s, span_end_s, start_s, chunk_rate)
+            intervals = max(0, (cmeta["intervals"] or longest) - cut)
+            samples = max(0, cmeta["samples"] - cut * sum(1 for t in threads if t.n_samples))
             chunks.append(
                 Chunk(
                     f"{RAW_DIR}/{path.name}",
                     start_s,
                     end_s,
-                    cmeta["samples"],
+                    samples,
                     cmeta["errors"],
-                    cmeta["intervals"] or longest,
+                    intervals,
                     cmeta["lag_s"],
+                    cmeta["rate_hz"],
+                    round(start_s - span_start_s, 6),
                 )
             )
+            longest = max((t.n_samples for t in threads), default=0)
             for ts in threads:
                 key = (ts.thread.pid, ts.thread.tid)
                 tl = timelines.get(key)
@@ -528,7 +611,7 @@ def load_profile(out: Path) -> Profile:
                     tl = timelines[key] = ThreadTimeline(ts.thread)
                 elif not tl.thread.name and ts.thread.name:
                     tl.thread = ThreadInfo(ts.thread.pid, ts.thread.tid, ts.thread.name)
-                first, period = place_samples(ts.n_samples, longest, start_s, end_s, rate_hz)
+                first, period = place_samples(ts.n_samples, longest, start_s, end_s, chunk_rate)
                 if len(tl) and tl.stack[-1] != NO_STACK:
                     last_end = tl.start_s[-1] + tl.duration_s[-1]
                     if first > last_end:
@@ -572,11 +655,14 @@ def load_profile(out: Path) -> Profile:
         chunks=tuple(chunks),
         stopped_by=stopped_by,
         nonblocking=nonblocking,
+        rate_changes=rate_changes,
+        watchdog=watchdog,
     )
     problems.extend(sampling_problems(sampling))
     load = load_load(out)
     if load is not None and load.failure is not None:
         problems.append(f"{load.failure}: the profile may not show the load you meant (load.log)")
+    problems.extend(f"watchdog: {event}" for event in watchdog)
     routes = load_routes(out)
     if routes.dependency_error is not None:
         problems.append(routes.dependency_error)
@@ -640,8 +726,13 @@ COVERAGE_NOTE = "py-spy sampled "  # how the coverage problem starts (analyze dr
 def sampling_problems(sampling: SamplingInfo) -> list[str]:
     """Sentences for the report when py-spy fell behind or failed to read samples."""
     problems: list[str] = []
-    expected = round(sampling.rate_hz * sampling.duration_s)
     intervals = sampling.intervals
+    # What the rates asked for (one rate: rate x duration).
+    expected = (
+        round(intervals / sampling.coverage)
+        if sampling.coverage > 0
+        else round(sampling.rate_hz * sampling.duration_s)
+    )
     if expected >= sampling.rate_hz and intervals and sampling.coverage < MIN_COVERAGE:
         lag = (
             f"; it reported falling up to {sampling.max_lag_s:.1f} s behind"
@@ -651,8 +742,13 @@ def sampling_problems(sampling: SamplingInfo) -> list[str]:
         problems.append(
             f"{COVERAGE_NOTE}{intervals} of the {expected} instants asked for "
             f"({sampling.coverage:.0%}): it fell {sampling.behind_s:.1f} s behind its rate"
-            f"{lag}, and restarts between chunks; times are estimates, lower --rate or load "
-            "the machine less"
+            f"{lag}; times are estimates, lower --rate or load the machine less"
+        )
+    for change in sampling.rate_changes:
+        verb = "lowered" if change.to_hz < change.from_hz else "raised"
+        problems.append(
+            f"the sampler {verb} its rate from {change.from_hz} to {change.to_hz} Hz at "
+            f"{change.at_s:.1f} s: {change.reason}"
         )
     if intervals and sampling.errors > MAX_ERROR_SHARE * intervals:
         problems.append(

@@ -278,12 +278,17 @@ def sampled_windows(out: Path) -> list[tuple[float, float]]:
     store.load_profile spreads its samples (nothing between chunks)."""
     meta = json.loads((out / "meta.json").read_text())
     t0 = meta["sampling"]["started_at"]
-    spans = []
+    spans: list[tuple[float, float]] = []
     for path in sorted((out / "raw").glob("chunk-*.json")):
         if path.name.endswith(".speedscope.json"):
             continue
         cm = json.loads(path.read_text())
-        spans.append((t0 + cm["start_s"], t0 + cm["end_s"]))
+        start = t0 + cm["start_s"]
+        # Chunks overlap by a few ms at each handover and the store cuts the overlap from
+        # the newer one: count that time once.
+        if spans and start < spans[-1][1]:
+            start = spans[-1][1]
+        spans.append((start, max(start, t0 + cm["end_s"])))
     return spans
 
 

@@ -221,9 +221,15 @@ class Profiler:
             def sampling() -> bool:
                 if alive() is not None:
                     raise RuntimeError(f"asgiprof exited: {self.log.read_text()[-2000:]}")
+
+                def is_pyspy(kid: psutil.Process) -> bool:
+                    try:  # a py-spy handing over may have just ended (a zombie)
+                        return "py-spy" in " ".join(kid.cmdline())
+                    except psutil.Error:
+                        return False
+
                 kids = psutil.Process(self.proc.pid).children(recursive=True)
-                pyspy = any("py-spy" in " ".join(k.cmdline()) for k in kids)
-                return pyspy and (self.out / "routes.json").exists()
+                return any(map(is_pyspy, kids)) and (self.out / "routes.json").exists()
 
             wait_for(sampling, 60, "asgiprof to start sampling")
         time.sleep(1.0)
@@ -250,6 +256,8 @@ def variants(polling: bool) -> list[Variant]:
         Variant("unprofiled (A/A)", "plain"),
         Variant("asgiprof attach", "plain", "asgiprof"),
         Variant("asgiprof attach --nonblocking", "plain", "asgiprof", ("--nonblocking",)),
+        # The live view reads each chunk in asgiprof while py-spy samples the next one.
+        Variant("asgiprof attach --live", "plain", "asgiprof", ("--live",)),
         Variant("py-spy record", "plain", "py-spy"),
         Variant("py-spy record --nonblocking", "plain", "py-spy", ("--nonblocking",)),
         Variant("pyinstrument middleware", "pyinstrument"),

@@ -102,9 +102,10 @@ def attach_under_load(
     duration_s: float,
     concurrency: int = 4,
     timeout_s: float = 90.0,
+    extra: Sequence[str] = (),
 ) -> Profiled:
-    """Load the server for the whole of a `python -m asgiprof attach --duration` run
-    (asgiprof is given `timeout_s` beyond the duration)."""
+    """Load the server for the whole of a `python -m asgiprof attach --duration [EXTRA]`
+    run (asgiprof is given `timeout_s` beyond the duration)."""
     load = start_load_thread(
         server.url, paths, duration_s=duration_s + 20.0, concurrency=concurrency, timeout_s=30.0
     )
@@ -116,6 +117,7 @@ def attach_under_load(
             str(duration_s),
             "--out",
             str(out),
+            *extra,
             cwd=server.cwd,
             timeout_s=duration_s + timeout_s,
         )

@@ -3,13 +3,16 @@
 py-spy writes its output only when it stops, and a killed py-spy writes nothing: short
 chunks bound what a crash can lose. Every py-spy gets SIGINT (which makes it write its
 file) when the thread that started it dies, so even a killed asgiprof keeps its samples;
-py-spy prints to OUT/raw/pyspy.log, never to a pipe of ours, because a py-spy whose
-stdout pipe lost its reader dies on the broken pipe before it writes its file.
+each py-spy prints to a file (OUT/raw/chunk-NNNN.log, appended to OUT/raw/pyspy.log when
+it ends), never to a pipe of ours, because a py-spy whose stdout pipe lost its reader dies
+on the broken pipe before it writes its file. Chunks overlap at handover and a watchdog
+keeps the target running (see `Sampler`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import re
 import shutil
@@ -26,6 +29,7 @@ import psutil
 
 from asgiprof import store
 from asgiprof.collect.command import is_python_program
+from asgiprof.collect.watchdog import Watchdog
 from asgiprof.errors import (
     PTRACE_HELP,
     AsgiprofError,
@@ -36,6 +40,7 @@ from asgiprof.errors import (
     SamplerError,
     TargetNotFoundError,
 )
+from asgiprof.model import RateChange
 
 # Set to a py-spy executable to use that one instead of searching.
 PYSPY_ENV = "ASGIPROF_PYSPY"
@@ -162,6 +167,8 @@ class SamplerConfig:
     subprocesses: bool = True
     nonblocking: bool = False
     pyspy: str = ""  # resolved by find_pyspy() when empty
+    # py-spy runs in a row that may fail (killed, crashed) before sampling gives up.
+    max_failures: int = 3
 
 
 # --- why py-spy failed ----------------------------------------------------------------------
@@ -265,20 +272,41 @@ def _lag_s(log: str) -> float:
 # --- the sampler ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Ended:
-    """A py-spy run that ended: where and when it sampled, what it said."""
+@dataclass(slots=True)
+class _Run:
+    """One py-spy process recording one chunk."""
 
     index: int
-    ok: bool  # it left a non-empty output file
-    said: str
-    start_s: float
-    end_s: float
-    rc: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    rate_hz: int
+    spawned_s: float
+    started_s: float | None = None  # it said "Sampling process"
+    stopped_s: float | None = None  # its output file appeared
+    interrupted_s: float | None = None  # we sent SIGINT (the next chunk took over, or stop)
+    halted: bool = False  # the watchdog stopped it (it held a target thread too long)
+    alongside: bool = False  # started while another py-spy sampled (an overlapping handover)
+    said: str = ""  # its log, once it ended
+
+
+# py-spy writes its file within milliseconds of SIGINT; one that does not end by then hangs.
+_HUNG_AFTER_SIGINT_S = 5.0
+# Rate control: a chunk that sampled less than this share of the instants it asked for
+# (or whose py-spy said it fell behind) lowers the rate of the chunks after it...
+_BEHIND_COVERAGE = 0.9
+_MIN_RATE_HZ = 10
+# ... and this many clean chunks in a row raise it a step back towards the asked rate.
+_CLEAN_CHUNKS_TO_RAISE = 5
 
 
 class Sampler:
     """Runs py-spy chunk after chunk on `pid` in a background thread until stopped.
+
+    Chunks overlap by a few milliseconds: the next py-spy starts while the current one
+    still samples, and the current one is stopped (SIGINT) once the next says it samples,
+    so no instant goes unsampled between chunks (py-spy takes 50-300 ms to start). The
+    store cuts the overlap (see `store.load_profile`). A watchdog makes sure py-spy never
+    leaves a target thread stopped (see `collect/watchdog.py`).
 
     `on_chunk(index)` runs in the sampler thread after each chunk reached OUT/raw.
     """
@@ -301,16 +329,27 @@ class Sampler:
         self.samples = 0
         self.errors = 0
         self.intervals = 0  # sampling instants: the chunks' longest thread sample counts
+        self.sampled_s = 0.0  # instants / their chunk's rate: time sampled at the rate asked
+        self.first_start_s: float | None = None  # when the first chunk kept started
+        self.last_end_s = 0.0  # when the last chunk kept ended (seconds since t0)
+        self.max_lag_s = 0.0  # the furthest py-spy said it fell behind
+        self.failed_runs = 0  # py-spy runs that left no output
+        self.rate_hz = config.rate_hz  # the rate of the next chunk
+        self.rate_changes: list[RateChange] = []
         self.error: AsgiprofError | None = None
         self.target_exited = False
         self._stop = threading.Event()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._runs: list[_Run] = []
         self._lock = threading.Lock()
-        self._chunk_started: float | None = None
+        self._startup_s = 0.3  # how long py-spy takes to start sampling (measured)
+        self._clean_chunks = 0
+        self._overlap = True  # start the next py-spy before the current one stops
         self._thread = threading.Thread(target=self._run, name="asgiprof-sampler", daemon=True)
+        self.watchdog = Watchdog(pid, self.pyspy_pids, self._halt_pid)
 
     # -- control ---------------------------------------------------------------------------
     def start(self) -> None:
+        self.watchdog.start()
         self._thread.start()
 
     def stop(self) -> None:
@@ -326,12 +365,44 @@ class Sampler:
 
     def _signal(self, sig: int) -> None:
         with self._lock:
-            proc = self._proc
-            if proc is not None and proc.returncode is None:
+            for run in self._runs:
+                if run.proc.returncode is None:
+                    if sig == signal.SIGINT and run.interrupted_s is None:
+                        run.interrupted_s = self._now()
+                    try:
+                        run.proc.send_signal(sig)
+                    except ProcessLookupError:
+                        pass
+
+    def _halt_pid(self, pid: int, kill: bool) -> None:
+        """The watchdog saw py-spy `pid` hold a target thread without letting it run: stop
+        it (it writes its samples) or kill it, and sample more gently from now on."""
+        with self._lock:
+            for run in self._runs:
+                if run.proc.pid != pid or run.proc.returncode is not None:
+                    continue
+                run.halted = True
+                if run.interrupted_s is None:
+                    run.interrupted_s = self._now()
                 try:
-                    proc.send_signal(sig)
+                    run.proc.send_signal(signal.SIGKILL if kill else signal.SIGINT)
                 except ProcessLookupError:
                     pass
+                if not kill and run.rate_hz == self.rate_hz:
+                    self._set_rate(
+                        max(_MIN_RATE_HZ, run.rate_hz // 2),
+                        "py-spy held a target thread without letting it run",
+                    )
+
+    def _set_rate(self, to_hz: int, why: str) -> None:
+        if to_hz != self.rate_hz:
+            self.rate_changes.append(RateChange(round(self._now(), 3), self.rate_hz, to_hz, why))
+            self.rate_hz = to_hz
+
+    def pyspy_pids(self) -> list[int]:
+        """The py-spy processes running now."""
+        with self._lock:
+            return [r.proc.pid for r in self._runs if r.proc.returncode is None]
 
     def join(self, timeout_s: float) -> bool:
         self._thread.join(timeout_s)
@@ -342,163 +413,264 @@ class Sampler:
         return self._thread.is_alive()
 
     @property
-    def current_chunk_started(self) -> float | None:
-        return self._chunk_started
+    def coverage(self) -> float:
+        """Seconds sampled at the asked rate / seconds from the first chunk's start to the
+        last one's end (py-spy's random spacing makes this vary by 1/sqrt(instants))."""
+        if self.first_start_s is None or self.last_end_s <= self.first_start_s:
+            return 0.0
+        return min(1.0, self.sampled_s / (self.last_end_s - self.first_start_s))
 
     # -- work ------------------------------------------------------------------------------
-    def _command(self, path: Path) -> list[str]:
+    def _command(self, path: Path, rate_hz: int) -> list[str]:
+        # --duration is a backstop: the next chunk's start ends this one (SIGINT).
+        backstop = self.config.chunk_s * 2 + 10
         cmd = [self.pyspy, "record", "--idle", "--threads", "--format", "speedscope"]
-        cmd += ["--rate", str(self.config.rate_hz), "--duration", str(self.config.chunk_s)]
+        cmd += ["--rate", str(rate_hz), "--duration", str(backstop)]
         if self.config.subprocesses:
             cmd.append("--subprocesses")
         if self.config.nonblocking:
             cmd.append("--nonblocking")
         return [*cmd, "--pid", str(self.pid), "--output", str(path)]
 
+    def _now(self) -> float:
+        return time.time() - self.t0
+
     def _run(self) -> None:
-        failures = 0
         index = 0
-        # The chunk that just ended is sealed while the next one samples: the time
-        # between two chunks is not sampled, so it holds nothing but starting py-spy.
-        unsealed: _Ended | None = None
+        failures = 0
         try:
-            while not self._stop.is_set():
-                if _is_gone(self.pid):
+            while True:
+                stopping = self._stop.is_set()
+                if not stopping and _is_gone(self.pid):
                     self.target_exited = True
-                    break
-                index += 1
-                spawned = self._spawn(index)
-                if unsealed is not None:
-                    self._seal(unsealed)
-                    unsealed = None
-                if spawned is None:
-                    break
-                ended = self._collect(index, *spawned)
-                if ended.ok:
-                    failures = 0
-                    self.chunks += 1
-                    unsealed = ended
+                    self.stop()
+                    stopping = True
+                with self._lock:
+                    runs = list(self._runs)
+                    for run in runs:
+                        run.proc.poll()  # sets returncode once it ended
+                live = [r for r in runs if r.proc.returncode is None and r.interrupted_s is None]
+                if not stopping and self._wants_next(live):
+                    index += 1
+                    self._spawn(index)
                     continue
-                if _is_gone(self.pid):
-                    self.target_exited = self.chunks > 0 or self.target_exited
-                    if self.chunks == 0:
-                        self.error = classify_failure(self.pid, ended.said)
-                    break
-                if self._stop.is_set():
-                    break
-                failures += 1
-                if self.chunks == 0 or failures >= 3:
-                    self.error = classify_failure(self.pid, ended.said)
-                    break
-                index -= 1  # reuse the number: chunk files stay contiguous
-            if unsealed is not None:
-                self._seal(unsealed)
+                busy = self._poll(runs)
+                for run in runs:
+                    if run.proc.returncode is None:
+                        continue
+                    with self._lock:
+                        self._runs.remove(run)
+                    if self._finish(run):
+                        failures = 0
+                        continue
+                    self.failed_runs += 1
+                    if run.halted and run.rate_hz > _MIN_RATE_HZ:
+                        continue  # the next runs sample more gently: not a failure yet
+                    if run.alongside:
+                        # A py-spy can fail to attach while another one holds the target
+                        # hard (a high rate): hand the next chunk over one after the other.
+                        self._overlap = False
+                        continue
+                    failures += 1
+                    if _is_gone(self.pid):
+                        self.target_exited = self.chunks > 0 or self.target_exited
+                        if self.chunks == 0:
+                            self.error = classify_failure(self.pid, run.said)
+                        self.stop()
+                    elif not self._stop.is_set() and (
+                        (self.chunks == 0 and run.proc.returncode >= 0)
+                        or failures >= self.config.max_failures
+                    ):
+                        # A py-spy that failed on its own (not killed by a signal): its
+                        # words say why (no permission, not Python, ...).
+                        self.error = classify_failure(self.pid, run.said)
+                        self.stop()
+                with self._lock:
+                    if stopping and not self._runs:
+                        break
+                time.sleep(_POLL_S if busy else 0.05)
         except OSError as exc:  # OUT vanished or filled up: nothing more can be kept
             self.error = SamplerError(f"cannot write py-spy's output to {self.out}: {exc}")
             self._signal(signal.SIGKILL)
+        finally:
+            self.watchdog.stop()
+
+    def _wants_next(self, live: list[_Run]) -> bool:
+        """Whether to start the next py-spy now: none samples, or the one sampling is
+        close enough to its chunk's end that the next starts sampling just before it."""
+        if not live:
+            return True
+        if len(live) > 1:
+            return False
+        current = live[0]
+        if current.started_s is None:
+            return False
+        now = self._now()
+        if not self._overlap:  # stop this one first; the next starts once it ended
+            if now >= current.started_s + self.config.chunk_s:
+                self._interrupt(current)
+            return False
+        lead = min(2 * self._startup_s + 0.05, self.config.chunk_s / 2)
+        return now >= current.started_s + self.config.chunk_s - lead
+
+    def _interrupt(self, run: _Run) -> None:
+        with self._lock:
+            if run.interrupted_s is None:
+                run.interrupted_s = self._now()
+            try:
+                run.proc.send_signal(signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def _poll(self, runs: list[_Run]) -> bool:
+        """Note starts and stops; hand over to a py-spy that started. True while something
+        is about to happen that needs fine timing."""
+        busy = False
+        now = self._now()
+        for run in runs:
+            if run.started_s is None:
+                busy = True
+                if _STARTED in _read_bytes_from(run.log, 0, 4096):
+                    run.started_s = now
+                    self._startup_s = 0.7 * self._startup_s + 0.3 * (now - run.spawned_s)
+            if run.stopped_s is None and run.interrupted_s is not None:
+                busy = True
+                if self._chunk_path(run.index).exists():
+                    run.stopped_s = now
+        started = [r for r in runs if r.started_s is not None and r.proc.returncode is None]
+        if len(started) > 1:  # the newest samples: stop the older ones (they write)
+            newest = max(started, key=lambda r: r.index)
+            for run in started:
+                if run is not newest and run.interrupted_s is None:
+                    run.interrupted_s = now
+                    try:
+                        run.proc.send_signal(signal.SIGINT)
+                    except ProcessLookupError:
+                        pass
+                    busy = True
+        for run in runs:
+            if run.proc.returncode is not None:
+                continue
+            # A py-spy that does not end within seconds of SIGINT, or long past its own
+            # --duration, hangs: it may hold target threads, and only its end frees them.
+            hung = run.interrupted_s is not None and now - run.interrupted_s > _HUNG_AFTER_SIGINT_S
+            if hung or (now > run.spawned_s + self.config.chunk_s * 2 + 70):
+                run.proc.kill()
+                continue
+            if run.started_s is not None:  # soon due to start the next one
+                if now >= run.started_s + self.config.chunk_s - 2 * self._startup_s - 0.2:
+                    busy = True
+        return busy
 
     def _chunk_path(self, index: int) -> Path:
         return self.out / store.RAW_DIR / f"{store.chunk_name(index)}.speedscope.json"
 
-    def _spawn(self, index: int) -> tuple[subprocess.Popen[bytes], int, float] | None:
-        """Start py-spy for chunk `index`: the process, where its lines start in the
-        log, and when it was started (seconds since t0); None once asked to stop."""
+    def _spawn(self, index: int) -> None:
+        """Start py-spy for chunk `index` (nothing once asked to stop)."""
         path = self._chunk_path(index)
         path.unlink(missing_ok=True)  # left by a py-spy killed while writing it
-        with open(self.out / store.RAW_DIR / store.PYSPY_LOG, "ab") as log:
-            offset = log.tell()
-            spawned_s = self._chunk_started = time.time() - self.t0
-            with self._lock:
-                if self._stop.is_set():
-                    return None
-                proc = self._proc = subprocess.Popen(
-                    self._command(path),
-                    stdout=log,
-                    stderr=log,
-                    stdin=subprocess.DEVNULL,
-                    preexec_fn=pdeathsig(signal.SIGINT),
-                    start_new_session=True,  # the terminal's Ctrl-C is ours to forward
-                )
-        return proc, offset, spawned_s
+        log_path = self.out / store.RAW_DIR / f"{store.chunk_name(index)}.log"
+        with open(log_path, "wb") as log, self._lock:
+            if self._stop.is_set():
+                return
+            proc = subprocess.Popen(
+                self._command(path, self.rate_hz),
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=pdeathsig(signal.SIGINT),
+                start_new_session=True,  # the terminal's Ctrl-C is ours to forward
+            )
+            alongside = any(r.proc.returncode is None for r in self._runs)
+            self._runs.append(
+                _Run(index, proc, log_path, self.rate_hz, self._now(), alongside=alongside)
+            )
 
-    def _collect(
-        self, index: int, proc: subprocess.Popen[bytes], offset: int, spawned_s: float
-    ) -> _Ended:
-        """Wait for the py-spy of chunk `index` to end; what it left, not yet sealed."""
-        log = self.out / store.RAW_DIR / store.PYSPY_LOG
-        path = self._chunk_path(index)
-        try:
-            start_s, sampled_until = self._wait(proc, log, offset, path)
-        finally:
-            with self._lock:
-                self._proc = None
-        said = _read_from(log, offset)
-        return _Ended(
-            index=index,
-            ok=path.exists() and path.stat().st_size > 0,
-            said=said,
-            start_s=start_s if start_s is not None else spawned_s,
-            end_s=sampled_until if sampled_until is not None else time.time() - self.t0,
-            rc=proc.returncode if proc.returncode is not None else -1,
-        )
-
-    def _seal(self, ended: _Ended) -> None:
-        said = ended.said
+    def _finish(self, run: _Run) -> bool:
+        """A py-spy ended: keep its chunk (True) or drop what it left (False)."""
+        self.watchdog.check()
+        path = self._chunk_path(run.index)
+        if run.stopped_s is None and path.exists():
+            run.stopped_s = self._now()
+        said = run.said = _read_from(run.log, 0)
+        self._append_log(run, said)
+        ok = run.started_s is not None and path.exists() and path.stat().st_size > 0
+        if not ok:
+            path.unlink(missing_ok=True)
+            return False
         m = _SUMMARY.search(said)
         try:
-            intervals = store.seal_chunk(self._chunk_path(ended.index))
+            intervals = store.seal_chunk(path)
         except CorruptProfileError as exc:  # kept for `report` to skip and name
             said += f"\nunreadable output: {exc.message}"
             intervals = 0
+        start_s = run.started_s if run.started_s is not None else run.spawned_s
+        end_s = run.stopped_s if run.stopped_s is not None else self._now()
         samples = int(m.group(1)) if m else 0
         errors = int(m.group(2)) if m else 0
+        lag_s = _lag_s(said)
         store.write_chunk_meta(
             self.out,
-            ended.index,
-            start_s=ended.start_s,
-            end_s=ended.end_s,
+            run.index,
+            start_s=start_s,
+            end_s=end_s,
             samples=samples,
             errors=errors,
-            rc=ended.rc,
+            rc=run.proc.returncode if run.proc.returncode is not None else -1,
             intervals=intervals,
-            lag_s=_lag_s(said),
+            lag_s=lag_s,
+            rate_hz=run.rate_hz,
         )
+        self.chunks += 1
+        self._overlap = True  # try the overlapping handover again
         self.samples += samples
         self.errors += errors
         self.intervals += intervals
+        self.sampled_s += intervals / run.rate_hz
+        self.last_end_s = max(self.last_end_s, end_s)
+        if self.first_start_s is None:
+            self.first_start_s = start_s
+        self.max_lag_s = max(self.max_lag_s, lag_s)
+        self._adapt_rate(run, intervals, end_s - start_s, lag_s)
         if self.on_chunk is not None:
-            self.on_chunk(ended.index)
+            self.on_chunk(run.index)
+        return True
 
-    def _wait(
-        self, proc: subprocess.Popen[bytes], log: Path, offset: int, output: Path
-    ) -> tuple[float | None, float | None]:
-        """Wait for py-spy to end (bounded). Returns when it started sampling (it says so in
-        its log) and when it stopped (it creates its output file then, and takes a while to
-        write it), as seconds since t0, each None when not seen."""
-        deadline = time.monotonic() + self.config.chunk_s + 60
-        started: float | None = None
-        stopped: float | None = None
-        try:
-            while started is None and time.monotonic() < deadline:
-                if _exited(proc, _POLL_S):
-                    break
-                if _STARTED in _read_bytes_from(log, offset, 4096):
-                    started = time.time() - self.t0
-            if started is not None:  # sleep through most of the chunk
-                nap_s = started + 0.9 * self.config.chunk_s - (time.time() - self.t0)
-                _exited(proc, max(0.0, min(nap_s, deadline - time.monotonic())))
-            while proc.returncode is None and time.monotonic() < deadline:
-                if stopped is None and output.exists():
-                    stopped = time.time() - self.t0
-                _exited(proc, _POLL_S)
-            if proc.returncode is None:
-                proc.kill()
-                proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        if stopped is None and output.exists():
-            stopped = time.time() - self.t0
-        return started, stopped
+    def _append_log(self, run: _Run, said: str) -> None:
+        """Move the run's own log into OUT/raw/pyspy.log (one py-spy at a time writes it)."""
+        with open(self.out / store.RAW_DIR / store.PYSPY_LOG, "a", encoding="utf-8") as f:
+            f.write(f"--- {store.chunk_name(run.index)} (py-spy {run.proc.pid}) ---\n{said}")
+        run.log.unlink(missing_ok=True)
+
+    def _adapt_rate(self, run: _Run, intervals: int, span_s: float, lag_s: float) -> None:
+        """Lower the rate when py-spy could not keep up with this chunk; raise it back a
+        step after many chunks that kept up."""
+        if run.rate_hz != self.rate_hz or span_s < 0.5:
+            return  # a decision on this rate is already taken, or too little to judge
+        expected = run.rate_hz * span_s
+        kept_up = intervals / expected
+        asked = self.config.rate_hz
+        # py-spy's exponential spacing makes a chunk's count vary by 1/sqrt(expected):
+        # falling behind means more than 3 sd short, and short by 10% at least.
+        behind = min(_BEHIND_COVERAGE, 1 - 3 / math.sqrt(expected))
+        if lag_s > 0 or kept_up < behind:
+            # The rate py-spy managed, with room to spare; at least halve on a lag report.
+            managed = intervals / span_s
+            to_hz = max(_MIN_RATE_HZ, min(int(managed * 0.8), int(run.rate_hz * 0.7)))
+            why = (
+                f"py-spy fell {lag_s:.1f} s behind"
+                if lag_s > 0
+                else f"py-spy sampled {kept_up:.0%} of the instants asked for"
+            )
+            self._clean_chunks = 0
+        else:
+            self._clean_chunks += 1
+            if self._clean_chunks < _CLEAN_CHUNKS_TO_RAISE or self.rate_hz >= asked:
+                return
+            self._clean_chunks = 0
+            to_hz = min(asked, int(self.rate_hz * 1.5))
+            why = f"py-spy kept up for {_CLEAN_CHUNKS_TO_RAISE} chunks"
+        self._set_rate(to_hz, why)
 
 
 def _exited(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:

@@ -42,9 +42,17 @@ def summary(analysis: Analysis) -> dict[str, Any]:
             # rate asks for, how far it fell behind (summed, and the most it reported).
             "intervals": p.sampling.intervals,
             "coverage": round(p.sampling.coverage, 4),
+            "span_coverage": round(p.sampling.span_coverage, 4),
             "behind_s": round(p.sampling.behind_s, 3),
             "max_lag_s": round(p.sampling.max_lag_s, 3),
             "nonblocking": p.sampling.nonblocking,
+            # The sampler lowers its rate when py-spy cannot keep up, and raises it back.
+            "rate_changes": [
+                {"at_s": r.at_s, "from_hz": r.from_hz, "to_hz": r.to_hz, "reason": r.reason}
+                for r in p.sampling.rate_changes
+            ],
+            # What the watchdog did so that py-spy never leaves the target stopped.
+            "watchdog": list(p.sampling.watchdog),
         },
         "event_loop": {
             "busy_ms": _ms(loop.busy_ms),

@@ -439,7 +439,9 @@ def test_memory_stays_flat_under_sustained_load_and_sampling_is_reported_honestl
     assert max(warm) - warm[0] < 8, [round(m, 1) for m in warm]
     # ... and the summary says how much py-spy sampled, missed and failed, honestly
     sampling = summary(out)["sampling"]
-    assert 0 < sampling["intervals"] <= sampling["rate_hz"] * sampling["duration_s"] * 1.05
+    # py-spy spaces instants at random (a count of N varies by sqrt(N)): 4 sd above
+    asked = sampling["rate_hz"] * sampling["duration_s"]
+    assert 0 < sampling["intervals"] <= asked + 4 * asked**0.5
     assert 0 < sampling["coverage"] <= 1 and sampling["behind_s"] >= 0
     assert sampling["errors"] >= 0 and sampling["max_lag_s"] >= 0
     if sampling["coverage"] < 0.9:

@@ -120,3 +120,65 @@ def test_out_dir_holding_other_files_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(OutputDirError, match="already holds"):
         store.prepare_out_dir(tmp_path)
+
+
+def _thread_doc(stacks: list[list[int]]) -> bytes:
+    return doc(
+        [
+            {
+                "type": "sampled",
+                "name": 'Thread 7 "MainThread"',
+                "samples": stacks,
+                "weights": [0.01] * len(stacks),
+            }
+        ]
+    )
+
+
+def test_overlapping_chunks_count_each_instant_once_and_cut_by_time_alone(
+    tmp_path: Path,
+) -> None:
+    # GIVEN two chunks at 100 Hz; the second started 0.1 s before the first ended (its
+    # first 10 samples are busy in `handler`, the rest idle at `<module>`)
+    out = tmp_path / "out"
+    first = _thread_doc([[1, 2]] * 100)
+    second = _thread_doc([[1, 2, 3]] * 10 + [[1, 2]] * 100)
+    write_profile(out, [first, second])
+    store.write_chunk_meta(
+        out, 1, start_s=0.0, end_s=1.0, samples=100, errors=0, rc=0, intervals=100, rate_hz=100
+    )
+    store.write_chunk_meta(
+        out, 2, start_s=0.9, end_s=2.0, samples=110, errors=0, rc=0, intervals=110, rate_hz=100
+    )
+    # WHEN the profile is loaded
+    profile = store.load_profile(out)
+    profile.self_check()
+    # THEN the overlap is cut from the newer chunk: its first 0.1 s (10 samples) go,
+    # whatever they hold, and no run of the timeline starts before the one before it ends
+    c1, c2 = profile.sampling.chunks
+    assert (c2.start_s, c2.intervals) == (1.0, 100) and c2.overlap_s == pytest.approx(0.1)
+    (tl,) = profile.threads
+    assert tl.total_samples == 200
+    assert profile.stacks[tl.stack[-1]] == profile.stacks[tl.stack[0]]  # `handler` is gone
+    assert len(profile.stacks) == 2 and all(len(profile.stacks[s]) == 1 for s in tl.stack)
+    ends = [s + d for s, d in zip(tl.start_s, tl.duration_s, strict=True)]
+    assert all(b >= a - 1e-9 for a, b in zip(ends, tl.start_s[1:], strict=False))
+    assert profile.sampling.span_coverage == 1.0
+
+
+def test_coverage_counts_instants_at_their_own_chunk_rate(tmp_path: Path) -> None:
+    # GIVEN a chunk at 100 Hz then one at 50 Hz after the sampler backed off, each keeping up
+    out = tmp_path / "out"
+    write_profile(out, [_thread_doc([[1, 2]] * 100), _thread_doc([[1, 2]] * 50)])
+    store.write_chunk_meta(
+        out, 1, start_s=0.0, end_s=1.0, samples=100, errors=0, rc=0, intervals=100, rate_hz=100
+    )
+    store.write_chunk_meta(
+        out, 2, start_s=1.0, end_s=2.0, samples=50, errors=0, rc=0, intervals=50, rate_hz=50
+    )
+    profile = store.load_profile(out)
+    # THEN the whole of the 2 s is covered, and the slower chunk's samples last 20 ms each
+    assert profile.sampling.coverage == pytest.approx(1.0)
+    assert profile.sampling.behind_s == pytest.approx(0.0)
+    (tl,) = profile.threads
+    assert tl.duration_s[-1] == pytest.approx(1.0)  # one run of 50 samples x 20 ms

@@ -1,0 +1,63 @@
+"""The live view's per-chunk reading (asgiprof/live.py) on a small real-format chunk."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from asgiprof.live import chunk_stats, sparkline
+from asgiprof.model import Route, RouteTable
+
+ASYNCIO = "/usr/lib/python3.11/asyncio"
+APP = "/srv/app.py"
+
+
+def chunk(loop: list[list[int]], worker: list[list[int]]) -> bytes:
+    frames = [
+        {"name": "thread (7): MainThread", "file": "", "line": 0},  # 0
+        {"name": "run_forever", "file": f"{ASYNCIO}/base_events.py", "line": 600},  # 1
+        {"name": "_run_once", "file": f"{ASYNCIO}/base_events.py", "line": 1900},  # 2
+        {"name": "select", "file": "/usr/lib/python3.11/selectors.py", "line": 468},  # 3
+        {"name": "_run", "file": f"{ASYNCIO}/events.py", "line": 80},  # 4
+        {"name": "get_user", "file": APP, "line": 12},  # 5
+        {"name": "sleep_a_bit", "file": APP, "line": 30},  # 6
+        {"name": "thread (8): AnyIO worker thread", "file": "", "line": 0},  # 7
+        {"name": "sync_route", "file": APP, "line": 40},  # 8
+        {"name": "wait", "file": "/usr/lib/python3.11/threading.py", "line": 320},  # 9
+    ]
+    profiles = [
+        {"type": "sampled", "name": 'Thread 7 "MainThread"', "samples": loop},
+        {"type": "sampled", "name": 'Thread 8 "AnyIO worker thread"', "samples": worker},
+    ]
+    return orjson.dumps({"shared": {"frames": frames}, "profiles": profiles})
+
+
+IDLE = [0, 1, 2, 3]
+BLOCKED = [0, 1, 2, 4, 5, 6]  # the same stack, sample after sample: it holds still
+SHORT = [0, 1, 2, 4, 5]
+ROUTES = RouteTable(
+    (
+        Route("GET", "/users/{user_id}", "get_user", APP, 10, 14, True),
+        Route("GET", "/sync", "sync_route", APP, 38, 42, False),
+    ),
+    "app",
+)
+
+
+def test_a_chunk_gives_loop_busy_blocked_time_lines_and_routes() -> None:
+    # 100 instants at 100 Hz over 1 s: 50 idle, 30 blocked in a row, 1 short busy, 19 idle;
+    # a worker thread runs /sync for 40 of them
+    loop = [IDLE] * 50 + [BLOCKED] * 30 + [SHORT] + [IDLE] * 19
+    worker = [[7, 9]] * 60 + [[7, 8]] * 40
+    stats = chunk_stats(chunk(loop, worker), 7, ROUTES, 100, 1.0, threshold_s=0.02)
+    assert stats.loop_s == pytest.approx(1.0)
+    assert stats.busy_s == pytest.approx(0.31)
+    assert stats.blocked_s == pytest.approx(0.30)  # the 10 ms stretch is not a block
+    assert stats.lines == {(APP, 30, "sleep_a_bit", "GET /users/{user_id}"): pytest.approx(0.3)}
+    assert stats.routes == {"GET /users/{user_id}": pytest.approx(0.31)}
+    assert stats.threadpool_s == pytest.approx(0.4)
+
+
+def test_sparkline_has_one_bar_per_value_and_keeps_the_latest() -> None:
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"
+    assert len(sparkline([0.2] * 100)) == 30
