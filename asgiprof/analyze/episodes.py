@@ -255,8 +255,10 @@ class LineEvidence:
         the loop? Then Python code was executing (on the CPU, or waiting for the GIL), not
         mostly one C call (a sync DB call shows its driver's Python now and then, but waits
         in one place)."""
-        if self.samples >= 4 and self.deeper_user * 4 >= self.samples:
-            return True  # the library keeps calling back into Python code of the user's
+        if self.deeper_user >= 3 and self.deeper_user * 10 >= self.samples:
+            # The call keeps calling back into the user's Python code (a `key=` function):
+            # a call that waits in C never does.
+            return True
         return self.leaf_pairs >= 4 and self.leaf_changes * 2 >= self.leaf_pairs
 
     @property

@@ -292,9 +292,15 @@ def _end_attach(proc: subprocess.Popen[str], how: str) -> Finished | None:
     if how == "pyspy-killed":
         # py-spy itself killed mid-chunk, twice: asgiprof starts the next chunk each time
         for _ in range(2):
-            spy = _a_pyspy_of(proc.pid)  # between two chunks there is briefly none
-            time.sleep(0.5)
-            spy.kill()
+            deadline = time.monotonic() + 10
+            while True:  # chunks overlap at handover: the py-spy picked may end by itself
+                spy = _a_pyspy_of(proc.pid)  # between two chunks there is briefly none
+                time.sleep(0.5)
+                try:
+                    spy.kill()
+                    break
+                except psutil.NoSuchProcess:
+                    assert time.monotonic() < deadline, "no py-spy lived long enough to kill"
             deadline = time.monotonic() + 10
             while not [p for p in tree(proc.pid) if "py-spy" in p.name() and p.pid != spy.pid]:
                 assert time.monotonic() < deadline, "no py-spy after the killed one"
