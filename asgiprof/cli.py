@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -350,18 +351,32 @@ ABORTED = 1  # an abort (second Ctrl-C) is "anything else" in the exit-code cont
 
 def main() -> None:
     """Entry point: typer handles usage errors (exit 2); ours print one line, no traceback."""
+    try:
+        code = _run()
+    except KeyboardInterrupt:  # a Ctrl-C while the first outcome was being reported
+        code = ABORTED
+    # From here on the run is over: a late Ctrl-C or SIGTERM must not turn its exit status
+    # into a death by signal while the interpreter shuts down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
+
+
+def _run() -> int:
     err = Console(stderr=True)
     try:
         app()
     except AsgiprofError as exc:
         err.print(f"[bold red]error:[/] {_escape(exc.message)}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
         err.print("aborted", style="red")
-        sys.exit(ABORTED)
+        return ABORTED
     except SystemExit as exc:
         # typer turns an interrupt into 130; DESIGN.md's contract is 0 / 2 / 1.
-        sys.exit(ABORTED if exc.code == 130 else exc.code)
+        if exc.code == 130:
+            return ABORTED
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except Exception as exc:
         if os.environ.get("ASGIPROF_DEBUG"):
             raise
@@ -370,7 +385,8 @@ def main() -> None:
             "(set ASGIPROF_DEBUG=1 for the traceback, and please report it)",
             highlight=False,
         )
-        sys.exit(1)
+        return 1
+    return 0
 
 
 def _escape(text: str) -> str:
