@@ -119,7 +119,7 @@ def analyze(
     short = promote_short_stretches(loop_runs, lines, user_frames, resolver.route_of)
     if short:
         episodes = sorted([*episodes, *short], key=lambda e: (e.start_s, e.pid, e.tid))
-    fitted = fit_line_cpu(loop_runs, episodes, profile.resources)
+    fitted = fit_line_cpu(loop_runs, episodes, cpu_ratio)
     python = {line for line, ev in evidence.items() if ev.python_running}
     culprits = rank_culprits(profile, episodes, read_line, params, contexts, fitted, python)
     # Why a kind is unknown (its evidence says), and which lines are one block of one

@@ -200,7 +200,6 @@ class _Stretch:
     start_s: float = 0.0
     duration_s: float = 0.0
     samples: int = 0
-    callback: int = -1
     first_run: int = 0
     end_run: int = 0
     stacks: Counter[int] = field(default_factory=Counter)
@@ -480,7 +479,7 @@ def _candidates(
             # `_split_segment` on await lines), so each run is its own stretch.
             close_segment()
             key = None
-            fw = _Stretch(callback=callback, first_run=i, end_run=i + 1)
+            fw = _Stretch(first_run=i, end_run=i + 1)
             fw.add(start, dur, sid, n)
             framework.append(fw)
             continue
@@ -544,7 +543,7 @@ def _split_segment(
 
 
 def _run_stretch(tl: ThreadTimeline, first: int, end: int) -> _Stretch:
-    st = _Stretch(callback=-1, first_run=first, end_run=end)
+    st = _Stretch(first_run=first, end_run=end)
     for k in range(first, end):
         st.add(tl.start_s[k], tl.duration_s[k], tl.stack[k], tl.samples[k])
     return st
@@ -652,12 +651,6 @@ def _route_of_stacks(stacks: Counter[int], route_of: Callable[[int], str | None]
         if route is not None:
             routes[route] += n
     return routes.most_common(1)[0][0] if routes else None
-
-
-def _one_place(stretch: _Stretch) -> bool:
-    """Did one stack hold most of the stretch? A synchronous call that blocks sits in one
-    place; back-to-back short callbacks of a saturated loop are sampled all over."""
-    return stretch.stacks.most_common(1)[0][1] * 2 > stretch.samples
 
 
 def _is_importing(profile: Profile, stack_id: int) -> bool:

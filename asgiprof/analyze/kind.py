@@ -11,15 +11,16 @@ share even when no episode stands alone.
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LABEL_IDLE, LoopThreadRuns
 from asgiprof.analyze.result import Episode
-from asgiprof.model import Resources
 
 Line = tuple[str, int]
+# The loop thread's CPU share over [start_s, end_s], 0..1, or None where polls do not cover
+# it (analyze() passes collect/resources.py's `cpu_ratio` over the profile's resources).
+CpuRatio = Callable[[int, int, float, float], "float | None"]
 
 # Windows much longer than the error of sample times (~0.1 s), short enough for many.
 WINDOW_S = 0.5
@@ -35,7 +36,7 @@ MAX_SE = 0.12
 def fit_line_cpu(
     loop_runs: Sequence[LoopThreadRuns],
     episodes: Sequence[Episode],
-    resources: Resources,
+    cpu_ratio: CpuRatio,
     window_s: float = WINDOW_S,
 ) -> dict[Line, float]:
     """Each culprit line's CPU share of its blocked time, 0..1, where the fit can tell."""
@@ -50,9 +51,6 @@ def fit_line_cpu(
     for runs in loop_runs:
         tl = runs.timeline
         key = (tl.thread.pid, tl.thread.tid)
-        series = resources.thread_cpu.get(key)
-        if series is None or len(series[0]) < 2:
-            continue
         windows: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
         for start, dur, label in zip(tl.start_s, tl.duration_s, runs.labels, strict=True):
             if label == LABEL_IDLE:
@@ -66,13 +64,12 @@ def fit_line_cpu(
             dur = ep.duration_ms / 1000.0
             _spread(windows, col, ep.start_s, dur, window_s)
             _spread(windows, 0, ep.start_s, -dur, window_s)
-        times, cpu = series
         for w, cells in windows.items():
             lo, hi = w * window_s, (w + 1) * window_s
-            used = _cpu_between(times, cpu, lo, hi)
-            if used is None:
+            ratio = cpu_ratio(key[0], key[1], lo, hi)
+            if ratio is None:
                 continue
-            rows.append((dict(cells), used))
+            rows.append((dict(cells), ratio * window_s))
             for col, seconds in cells.items():
                 if col >= 2 and seconds > 0.01:
                     line_windows[col] += 1
@@ -107,26 +104,6 @@ def _spread(
         windows[w][col] += sign * take
         left -= take
         t += take
-
-
-def _cpu_between(
-    times: Sequence[float], cpu: Sequence[float], lo: float, hi: float
-) -> float | None:
-    """CPU seconds the thread used in [lo, hi], interpolated between polls."""
-    a, b = _cpu_at(times, cpu, lo), _cpu_at(times, cpu, hi)
-    if a is None or b is None:
-        return None
-    return max(0.0, b - a)
-
-
-def _cpu_at(times: Sequence[float], cpu: Sequence[float], t: float) -> float | None:
-    i = bisect.bisect_left(times, t)
-    if i < len(times) and times[i] == t:
-        return cpu[i]
-    if i == 0 or i == len(times) or times[i] - times[i - 1] > 1.0:
-        return None
-    t0, t1 = times[i - 1], times[i]
-    return cpu[i - 1] + (cpu[i] - cpu[i - 1]) * (t - t0) / (t1 - t0)
 
 
 def _least_squares(
