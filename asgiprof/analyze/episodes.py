@@ -130,10 +130,8 @@ class UserFrames:
                 chain = self.chain(sid)
                 for outer, inner in itertools.pairwise(chain):
                     self._callee_samples[outer, inner] += n
-                for fid in chain[:-1]:
+                for fid in chain:
                     self._caller_samples[fid] += n
-                if chain:
-                    self._caller_samples[chain[-1]] += n
 
     def always_calls(self, outer: int, inner: int) -> bool:
         """Was `inner` above `outer` on at least 90% of the samples showing `outer`?"""
