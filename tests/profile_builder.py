@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from asgiprof.analyze.result import AnalysisParams
 from asgiprof.model import (
@@ -77,10 +78,12 @@ class Builder:
     def stack(self, frames: Sequence[Frame]) -> int:
         return self.interner.stack(tuple(self.interner.frame(f) for f in frames))
 
-    def add(self, tid: int, frames: Sequence[Frame], samples: int, name: str = "") -> None:
-        """Append `samples` consecutive samples of this stack to thread `tid`."""
+    def add(
+        self, tid: int, frames: Sequence[Frame], samples: int, name: str = "", pid: int = 1
+    ) -> None:
+        """Append `samples` consecutive samples of this stack to thread `tid` (of `pid`)."""
         if tid not in self._threads:
-            tl = ThreadTimeline(ThreadInfo(1, tid, name or f"t{tid}"))
+            tl = ThreadTimeline(ThreadInfo(pid, tid, name or f"t{tid}"))
             self.profile.threads.append(tl)
             self._threads[tid] = (tl, [0.0])
         tl, clock = self._threads[tid]
@@ -91,6 +94,9 @@ class Builder:
     def build(self) -> Profile:
         end = max((c[0] for _, c in self._threads.values()), default=0.0)
         total = sum(tl.total_samples for tl in self.profile.threads)
+        pids = tuple(sorted({tl.thread.pid for tl in self.profile.threads}))
+        if pids and pids != self.profile.target.pids:
+            self.profile.target = replace(self.profile.target, pids=pids)
         self.profile.sampling = SamplingInfo(self.rate_hz, 0.0, end, total, 0)
         self.profile.self_check()
         return self.profile
