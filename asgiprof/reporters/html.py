@@ -59,6 +59,7 @@ from asgiprof.analyze.result import (
     ResourceSeries,
 )
 from asgiprof.model import Frame, LoadInfo
+from asgiprof.reporters.script_assets import report_script
 
 PAYLOAD_VERSION: Final = 2
 PAYLOAD_ELEMENT_ID: Final = "asgiprof-data"
@@ -153,7 +154,10 @@ def inline_asset(name: str) -> InlineAsset:
     """Load `assets/<name>` through the template loader and hash it for the CSP."""
     env = environment()
     assert env.loader is not None
-    text, _, _ = env.loader.get_source(env, f"assets/{name}")
+    if name == "report.js":  # the page's script: modules joined (reporters/script_assets.py)
+        text = report_script(env)
+    else:
+        text, _, _ = env.loader.get_source(env, f"assets/{name}")
     # An asset closing its own element would end it early; ours never do.
     if "</script" in text.lower() or "</style" in text.lower():
         raise ValueError(f"asset {name} contains a closing script/style tag")
