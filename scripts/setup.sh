@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Headless Chromium for the HTML report tests, PostgreSQL for the sync-vs-async driver tests,
-# wrk for the overhead benchmark, Go for `go tool pprof` (the pprof reader of the fleet tests).
+# wrk for the overhead benchmark, Go for `go tool pprof` (the pprof reader of the fleet tests),
+# node for the report script's unit tests (tests/js, run by tests/unit/test_report_js.py).
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

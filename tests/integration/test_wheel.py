@@ -32,6 +32,9 @@ def test_report_renders_from_the_built_wheel(tmp_path: Path) -> None:
         names = zf.namelist()
         zf.extractall(site)
     assert "asgiprof/templates/report.html" in names
+    # the report's script modules, and the list that orders them
+    js = REPO / "templates" / "assets" / "js"
+    assert {f"asgiprof/templates/assets/js/{p.name}" for p in js.iterdir()} <= set(names)
     assert "asgiprof/examples/demo_app.py" in names
     # AND a saved profile
     out = tmp_path / "out"
@@ -68,4 +71,5 @@ def test_report_renders_from_the_built_wheel(tmp_path: Path) -> None:
     assert first.startswith(str(site)) and second.startswith(str(site))
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "Content-Security-Policy" in html and "handler" in html
+    assert "A.main = { createApp: createApp, start: start };" in html  # the last module
     assert orjson.loads((out / "summary.json").read_bytes())["schema"] == 1
