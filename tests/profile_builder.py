@@ -168,7 +168,9 @@ class Builder:
         end = max((c[0] for _, c in self._threads.values()), default=0.0)
         total = sum(tl.total_samples for tl in self.profile.threads)
         pids = tuple(sorted({tl.thread.pid for tl in self.profile.threads}))
-        if pids and pids != self.profile.target.pids:
+        # The target's pids: those of the threads, unless it lists them all (a master
+        # process that was not sampled, say).
+        if pids and not set(pids) <= set(self.profile.target.pids):
             self.profile.target = replace(self.profile.target, pids=pids)
         self.profile.sampling = SamplingInfo(self.rate_hz, self.started_at, end, total, 0)
         self.profile.self_check()
