@@ -3,12 +3,9 @@ text stays inert, the page loads nothing from anywhere, and the bytes are determ
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +45,7 @@ from asgiprof.reporters.html import (
     threadpool_payload,
     tojson,
 )
+from tests.html_pages import PageParts, csp_hash
 from tests.profile_builder import APP, IDLE, Builder, busy
 from tests.reporter_fixtures import (
     AUDIT,
@@ -88,37 +86,6 @@ PAGE_TAGS = frozenset(
     " pre strong ul li ol table thead tbody tfoot tr th td button label select option input nav"
     " canvas script a article details summary br svg path circle".split()
 )
-
-
-class PageParts(HTMLParser):
-    """Tags, attributes, text, and the bodies of script and style elements of a page."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[str] = []
-        self.attrs: list[tuple[str, str, str | None]] = []
-        self.text: list[str] = []
-        self.scripts: list[tuple[dict[str, str | None], str]] = []
-        self.styles: list[str] = []
-        self._open: tuple[str, dict[str, str | None]] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        self.attrs.extend((tag, name, value) for name, value in attrs)
-        if tag in ("script", "style"):
-            self._open = (tag, dict(attrs))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style"):
-            self._open = None
-
-    def handle_data(self, data: str) -> None:
-        if self._open is None:
-            self.text.append(data)
-        elif self._open[0] == "script":
-            self.scripts.append((self._open[1], data))
-        else:
-            self.styles.append(data)
 
 
 @pytest.fixture(scope="module")
@@ -281,18 +248,14 @@ def test_unicode_survives(page: str) -> None:
 # ---- offline and CSP ---------------------------------------------------------------------
 
 
-def _sha256(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
 def test_csp_allows_exactly_the_inline_script_and_style(parts: PageParts) -> None:
     csp = [v for tag, name, v in parts.attrs if tag == "meta" and name == "content" and v][0]
     policy = dict(item.strip().split(" ", 1) for item in csp.split(";"))
     assert policy["default-src"] == "'none'"
     code = [body for attrs, body in parts.scripts if "type" not in attrs]
     assert len(code) == 1 and len(parts.styles) == 1
-    assert policy["script-src"] == _sha256(code[0])
-    assert policy["style-src"] == _sha256(parts.styles[0])
+    assert policy["script-src"] == csp_hash(code[0])
+    assert policy["style-src"] == csp_hash(parts.styles[0])
     assert ("meta", "http-equiv", "Content-Security-Policy") in parts.attrs
     assert "'unsafe-inline'" not in csp and "'unsafe-eval'" not in csp
 
