@@ -24,7 +24,7 @@ from asgiprof.analyze.result import (
     ResourceSummary,
     ThreadpoolBin,
 )
-from asgiprof.model import Frame, Route, TargetInfo, ThreadInfo
+from asgiprof.model import Frame, Route, TargetInfo
 from asgiprof.reporters.html import (
     MIB,
     PAYLOAD_ELEMENT_ID,
@@ -651,29 +651,25 @@ WORKER_ROUTES = (
 
 
 def two_worker_analysis() -> Analysis:
-    """`uvicorn --workers 2` through the real analysis: worker 11 blocks, worker 12 is
-    healthy. Builder puts every thread in pid 1: each loop thread moves to its own pid."""
-    b = Builder(routes=WORKER_ROUTES)
-    for i in range(3):
-        b.add(HOT_PID, IDLE, 20)
-        b.add(HOT_PID, busy(SLOW), 10)
-        if i != 1:
-            b.add(HOT_PID, IDLE, 5)
-            b.add(HOT_PID, busy(QUERY), 4)
-    b.add(HOT_PID, IDLE, 5)
-    for _ in range(5):
-        b.add(CALM_PID, IDLE, 20)
-        b.add(CALM_PID, busy(FAST), 1)
-    profile = b.build()
-    for tl in profile.threads:
-        tl.thread = ThreadInfo(tl.thread.tid, tl.thread.tid, "MainThread")
-    profile.target = TargetInfo(
+    """`uvicorn --workers 2` (master pid 10) through the real analysis: worker 11 blocks,
+    worker 12 is healthy."""
+    target = TargetInfo(
         pids=(10, HOT_PID, CALM_PID),
         command=("uvicorn", "main:app", "--workers", "2"),
         server="uvicorn",
     )
-    profile.self_check()
-    return analyze(profile)
+    b = Builder(routes=WORKER_ROUTES, target=target)
+    for i in range(3):
+        b.add(HOT_PID, IDLE, 20, "MainThread", HOT_PID)
+        b.add(HOT_PID, busy(SLOW), 10, pid=HOT_PID)
+        if i != 1:
+            b.add(HOT_PID, IDLE, 5, pid=HOT_PID)
+            b.add(HOT_PID, busy(QUERY), 4, pid=HOT_PID)
+    b.add(HOT_PID, IDLE, 5, pid=HOT_PID)
+    for _ in range(5):
+        b.add(CALM_PID, IDLE, 20, "MainThread", CALM_PID)
+        b.add(CALM_PID, busy(FAST), 1, pid=CALM_PID)
+    return analyze(b.build())
 
 
 @pytest.fixture(scope="module")
