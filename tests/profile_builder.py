@@ -9,7 +9,6 @@ from asgiprof.analyze.result import AnalysisParams
 from asgiprof.model import (
     ConnectionSeries,
     Frame,
-    GilSamples,
     Interner,
     Profile,
     RequestCounts,
@@ -152,17 +151,6 @@ class Builder:
         ranked = tuple(sorted(by_route.items(), key=lambda kv: (-kv[1], kv[0])))
         total = sum(by_route.values()) + unmatched
         self.profile.requests = RequestCounts("access-log", ranked, total, unmatched)
-
-    def gil_held(self, pid: int, tid: int, frames: Sequence[Frame], samples: int) -> None:
-        """`samples` instants of py-spy --gil windows at which thread `tid` held the GIL in
-        this stack; windows and their seconds count one window per call."""
-        gil = self.profile.gil or GilSamples(0, 0.0)
-        gil.windows += 1
-        gil.seconds += samples / self.rate_hz
-        held = gil.held.setdefault((pid, tid), {})
-        sid = self.stack(frames)
-        held[sid] = held.get(sid, 0) + samples
-        self.profile.gil = gil
 
     def build(self) -> Profile:
         end = max((c[0] for _, c in self._threads.values()), default=0.0)

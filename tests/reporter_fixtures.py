@@ -58,7 +58,6 @@ APP = "/srv/app/main.py"
 PID = 4242
 LOOP_TID, POOL_A, POOL_B = 4242, 4250, 4251
 
-IDLE_STACK = IDLE
 WORKER_IDLE = (BOOTSTRAP, WORKER, QUEUE_GET)
 
 # ---- the planted culprit and its hostile companions --------------------------------------
@@ -234,6 +233,11 @@ def sample_profile() -> Profile:
     _loop(b)
     _pool(b)
     _resources(b)
+    # `run` read the server's access log: requests per route (and some 404s).
+    b.access_log(
+        {ROUTE_USER: 6, ROUTE_ITEMS: 16, ROUTE_TMPL: 12, ROUTE_REPORT: 10, ROUTE_LOGIN: 3},
+        unmatched=4,
+    )
     return b.build()
 
 
@@ -336,7 +340,8 @@ def big_profile(n_stacks: int = 30_000, seed: int = 1, minutes: float = 10.0) ->
         elif rng.random() < 0.1:
             b.add(BIG_PID, (*solving_base, rng.choice(BIG_DEPS)), 1, pid=BIG_PID)
         else:
-            b.add(BIG_PID, loop_stacks[n % len(loop_stacks)], rng.randint(1, 2), pid=BIG_PID)
+            # One sample: a short step (a run of two at a line of its own would be a 20 ms block).
+            b.add(BIG_PID, loop_stacks[n % len(loop_stacks)], 1, pid=BIG_PID)
             n += 1
     m = 0
     for t in range(1, 40):

@@ -507,6 +507,26 @@ def test_dependencies_table(analysis: Analysis, page: str) -> None:
     assert f"{deps.solving_ms:.0f} ms on the loop" in text_of(html)
 
 
+def test_routes_table_counts_requests_from_the_access_log(analysis: Analysis, page: str) -> None:
+    # GIVEN the sample's access log: every route with its request count, hostile names too
+    log = analysis.profile.requests
+    assert log is not None and analysis.routes_evidence == "access-log"
+    html = section(page, "routes")
+    assert '<table class="table routes" data-evidence="access-log">' in html
+    rows = [
+        " ".join(text_of(row).split())
+        for row in re.findall(r'<tr class="route-row.*?</tr>', html, re.S)
+    ]
+    # THEN one row per route, in the analysis's order, each with its logged requests
+    assert len(rows) == len(analysis.routes)
+    for r, row in zip(analysis.routes, rows, strict=True):
+        assert r.requests == log.of(r.route)
+        assert row.startswith(
+            f"{r.route} {format_count(log.of(r.route))} {format_count(r.samples)} "
+        )
+    assert IMG not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
 def test_threadpool_payload_and_holders(analysis: Analysis, page: str) -> None:
     tp = embedded_payload(page)["threadpool"]
     t = analysis.threadpool
