@@ -172,6 +172,10 @@ UNREADABLE_POLL = 20
 
 
 def _loop(b: Builder) -> None:
+    """The event loop, twelve rounds: idle, a quick request, then blocks of the planted
+    sleep, the hostile route's sync query, the middleware's audit helper and the
+    dependency's hashing at their own rhythms; the signing layer's many short steps (busy,
+    never blocked); and three short steps back to back (a saturated stretch, a note)."""
     for i in range(12):
         b.add(LOOP_TID, IDLE, 30 + 7 * (i % 4), "MainThread", PID)
         b.add(LOOP_TID, endpoint(ITEMS_FN, EXECUTE), 1, pid=PID)
@@ -201,6 +205,8 @@ def _loop(b: Builder) -> None:
 
 
 def _pool(b: Builder) -> None:
+    """Two threadpool workers: the report route and the `def` dependency on one, the items
+    route's export and the undeclared dependency on the other."""
     report = (BOOTSTRAP, WORKER, REPORT)
     export = (BOOTSTRAP, WORKER, EXPORT)
     for i in range(10):
