@@ -86,7 +86,7 @@ TEXTS = "[...document.querySelectorAll(%s)].map(e => e.textContent.replace(/\\s+
 
 
 def shoot_section(page: Page, selector: str, name: str) -> None:
-    """A PNG of one element in test-artifacts/ (whole-page shots are test_report_browser's)."""
+    """A PNG of one element in test-artifacts/ (`page.screenshot` takes the whole page)."""
     x, y, w, h = page.evaluate(
         f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
         ".getBoundingClientRect(); return [r.left + scrollX, r.top + scrollY, r.width, r.height];"
