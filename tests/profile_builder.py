@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 
 from asgiprof.analyze.result import AnalysisParams
 from asgiprof.model import (
+    ConnectionSeries,
     Frame,
     Interner,
     Profile,
+    RequestCounts,
+    ResourcePoint,
     Route,
     RouteTable,
     SamplingInfo,
     TargetInfo,
+    ThreadCpu,
     ThreadInfo,
     ThreadTimeline,
 )
+
+MIB = 1024 * 1024
 
 STDLIB = "/usr/lib/python3.11"
 SITE = "/venv/lib/python3.11/site-packages"
@@ -64,13 +70,26 @@ def source_reader(source: Mapping[tuple[str, int], str]) -> Callable[[str, int],
     return read_line
 
 
+def route_table(routes: Sequence[Route]) -> RouteTable:
+    """The table as the route probe reads it from an app; no routes: a table not read."""
+    return RouteTable(tuple(routes), "app") if routes else RouteTable((), "none", "test")
+
+
 class Builder:
-    def __init__(self, rate_hz: int = 100, routes: Sequence[Route] = ()) -> None:
+    def __init__(
+        self,
+        rate_hz: int = 100,
+        routes: Sequence[Route] = (),
+        target: TargetInfo | None = None,
+        started_at: float = 0.0,
+    ) -> None:
         self.rate_hz = rate_hz
+        self.started_at = started_at
         self.profile = Profile(
-            target=TargetInfo(pids=(1,), command=("uvicorn", "main:app"), server="uvicorn"),
-            sampling=SamplingInfo(rate_hz, 0.0, 0.0, 0, 0),
-            routes=RouteTable(tuple(routes), "app") if routes else RouteTable((), "none", "test"),
+            target=target
+            or TargetInfo(pids=(1,), command=("uvicorn", "main:app"), server="uvicorn"),
+            sampling=SamplingInfo(rate_hz, started_at, 0.0, 0, 0),
+            routes=route_table(routes),
         )
         self.interner = Interner(self.profile.frames, self.profile.stacks)
         self._threads: dict[int, tuple[ThreadTimeline, list[float]]] = {}
@@ -91,12 +110,56 @@ class Builder:
         tl.append(clock[0], samples * period, self.stack(frames), samples)
         clock[0] += samples * period
 
+    def clock(self, tid: int) -> float:
+        """Where thread `tid`'s next sample starts, in seconds (0 for a thread not seen)."""
+        return self._threads[tid][1][0] if tid in self._threads else 0.0
+
+    def polls(
+        self,
+        pid: int,
+        t_s: Sequence[float],
+        rss_mib: Sequence[float],
+        fds: Sequence[int],
+        threads: Sequence[int],
+        ports: Mapping[int, Sequence[int]],
+        unreadable: Collection[int] = (),
+    ) -> None:
+        """The resource monitor's polls of `pid`: connections are the sum over the remote
+        `ports`, -1 at the poll indexes in `unreadable`, which the connection log leaves out
+        (as the monitor does)."""
+        readable = [i for i in range(len(t_s)) if i not in unreadable]
+        for i, t in enumerate(t_s):
+            conns = -1 if i in unreadable else sum(counts[i] for counts in ports.values())
+            self.profile.resources.points.append(
+                ResourcePoint(t, pid, int(rss_mib[i] * MIB), fds[i], threads[i], conns)
+            )
+        self.profile.resources.connections[pid] = ConnectionSeries(
+            pid,
+            tuple(t_s[i] for i in readable),
+            tuple(sum(counts[i] for counts in ports.values()) for i in readable),
+            tuple({port: counts[i] for port, counts in ports.items()} for i in readable),
+            tuple({} for _ in readable),
+        )
+
+    def thread_cpu(self, pid: int, tid: int, points: Sequence[tuple[float, float]]) -> None:
+        """CPU polls of one thread: (time, cumulative CPU seconds)."""
+        for t_s, cpu_s in points:
+            self.profile.resources.add_cpu(ThreadCpu(t_s, pid, tid, cpu_s))
+
+    def access_log(self, by_route: Mapping[str, int], unmatched: int = 0) -> None:
+        """Requests per route as `run` reads them from the server's access log."""
+        ranked = tuple(sorted(by_route.items(), key=lambda kv: (-kv[1], kv[0])))
+        total = sum(by_route.values()) + unmatched
+        self.profile.requests = RequestCounts("access-log", ranked, total, unmatched)
+
     def build(self) -> Profile:
         end = max((c[0] for _, c in self._threads.values()), default=0.0)
         total = sum(tl.total_samples for tl in self.profile.threads)
         pids = tuple(sorted({tl.thread.pid for tl in self.profile.threads}))
-        if pids and pids != self.profile.target.pids:
+        # The target's pids: those of the threads, unless it lists them all (a master
+        # process that was not sampled, say).
+        if pids and not set(pids) <= set(self.profile.target.pids):
             self.profile.target = replace(self.profile.target, pids=pids)
-        self.profile.sampling = SamplingInfo(self.rate_hz, 0.0, end, total, 0)
+        self.profile.sampling = SamplingInfo(self.rate_hz, self.started_at, end, total, 0)
         self.profile.self_check()
         return self.profile

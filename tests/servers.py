@@ -6,6 +6,7 @@ sleep) and the server's stdout and stderr go to a log file that failures can pri
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -26,6 +27,20 @@ HOST = "127.0.0.1"
 # Marks the lines in examples/ that block the event loop: tests look them up by this text.
 PLANTED_MARK = "# planted:"
 _PORT_ATTEMPTS = 3
+
+
+def load_paths(examples_dir: Path, module: str) -> tuple[str, ...]:
+    """The example's LOAD_PATHS, read without importing the app into the test process."""
+    tree = ast.parse((examples_dir / f"{module}.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "LOAD_PATHS" for target in node.targets
+        ):
+            paths = ast.literal_eval(node.value)
+            assert isinstance(paths, tuple)
+            assert all(isinstance(path, str) for path in paths)
+            return paths
+    raise AssertionError(f"{module}.py defines no LOAD_PATHS")
 
 
 def planted_lines(path: Path) -> list[int]:

@@ -4,17 +4,20 @@ the resource charts. Opened from file:// with no network; hostile names stay tex
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
 
 import pytest
 
-from asgiprof.reporters.html import REPORTER
 from tests.browser.conftest import ARTIFACTS, Page
-from tests.browser.test_real_report import open_report as open_real_report
-from tests.browser.test_real_report import profile
-from tests.browser.test_report_browser import center_of
+from tests.browser.pages import (
+    center_of,
+    open_real_report,
+    open_report,
+    pixels,
+    profile_app,
+    shoot_section,
+    texts,
+)
 from tests.reporter_fixtures import (
     DEP_NAME,
     HOSTILE_FINDING_TITLE,
@@ -26,63 +29,11 @@ from tests.servers import planted_lines
 
 pytestmark = pytest.mark.browser
 
-# Pixels of a canvas that are not (near) white, and those that are clearly red.
-CANVAS_PIXELS = """((selector) => {
-  const c = document.querySelector(selector);
-  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-  let inked = 0, red = 0;
-  for (let i = 0; i < d.length; i += 4) {
-    if (d[i + 3] === 0) continue;
-    if (d[i] < 245 || d[i + 1] < 245 || d[i + 2] < 245) inked++;
-    if (d[i] > 200 && d[i + 1] < 90 && d[i + 2] < 90) red++;
-  }
-  return [inked, red];
-})(%s)"""
-TEXTS = "[...document.querySelectorAll(%s)].map(e => e.textContent.replace(/\\s+/g, ' ').trim())"
-
-
-def shoot_section(page: Page, selector: str, name: str) -> None:
-    """A PNG of one element in test-artifacts/ (whole-page shots are test_report_browser's)."""
-    x, y, w, h = page.evaluate(
-        f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
-        ".getBoundingClientRect(); return [r.left + scrollX, r.top + scrollY, r.width, r.height];"
-        " })()"
-    )
-    shot = page.call(
-        "Page.captureScreenshot",
-        {
-            "format": "png",
-            "captureBeyondViewport": True,
-            "clip": {"x": x, "y": y, "width": w, "height": h, "scale": 1},
-        },
-        timeout=30.0,
-    )
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / name).write_bytes(base64.b64decode(shot["data"]))
-
-
-def pixels(page: Page, selector: str) -> tuple[int, int]:
-    inked, red = page.evaluate(CANVAS_PIXELS % json.dumps(selector))
-    return inked, red
-
-
-def texts(page: Page, selector: str) -> list[str]:
-    found: list[str] = page.evaluate(TEXTS % json.dumps(selector))
-    return found
-
-
-def open_sample(page: Page, out_dir: Path) -> str:
-    path = REPORTER.render(sample_analysis(), out_dir)
-    url = path.resolve().as_uri()
-    page.goto(url)
-    page.wait_for("window.__asgiprofRendered === true", timeout=15)
-    return url
-
 
 def test_diagnostics_render_offline_and_draw(page: Page, tmp_path: Path) -> None:
     # GIVEN the hostile sample report, diagnostics included, opened from disk
     analysis = sample_analysis()
-    url = open_sample(page, tmp_path)
+    url = open_report(page, tmp_path, analysis)
     page.browser.pump(0.3)
     # THEN it stayed offline, logged nothing, and no hostile name became markup
     assert page.requested_urls == [url]
@@ -93,8 +44,9 @@ def test_diagnostics_render_offline_and_draw(page: Page, tmp_path: Path) -> None
     # AND one card per finding, warnings first, the hostile title as plain text
     titles = texts(page, "#findings .finding-title")
     assert len(titles) == len(analysis.findings)
-    assert titles[-1] == f"info: {HOSTILE_FINDING_TITLE}"
-    assert all(t.startswith("warning: ") for t in titles[:-1])
+    ranked = sorted(analysis.findings, key=lambda f: f.severity != "warning")
+    assert titles == [f"{f.severity}: {f.title}" for f in ranked]
+    assert f"warning: {HOSTILE_FINDING_TITLE}" in titles
     # AND the culprit badges name the middleware layer and the dependency
     badges = texts(page, ".culprit-row .ctx")
     assert f"in middleware {MW_NAME}" in badges and f"in dependency {DEP_NAME}" in badges
@@ -132,7 +84,7 @@ def test_diagnostics_render_offline_and_draw(page: Page, tmp_path: Path) -> None
 
 
 def test_call_chain_threadpool_hover_and_finding_links(page: Page, tmp_path: Path) -> None:
-    open_sample(page, tmp_path)
+    open_report(page, tmp_path)
     # WHEN a culprit's call chain is opened
     page.click(*center_of(page, ".calls summary"))
     page.wait_for("document.querySelector('.calls').open === true", timeout=5)
@@ -176,7 +128,7 @@ def test_real_middleware_profile_shows_layers_badge_and_finding(
 ) -> None:
     # GIVEN a real profile of the middleware example (a blocking BaseHTTPMiddleware)
     out = tmp_path / "out"
-    data = profile(examples_dir, "middleware_stack", out, ["/items/1", "/items/2", "/health"])
+    data = profile_app(examples_dir, "middleware_stack", out, ["/items/1", "/items/2", "/health"])
     (line,) = planted_lines(examples_dir / "middleware_stack.py")
     culprits = data["culprits"]
     assert isinstance(culprits, list)

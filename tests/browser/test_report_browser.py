@@ -8,69 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from asgiprof.model import RouteTable, TargetInfo
 from asgiprof.reporters.html import REPORTER
 from tests.browser.conftest import ARTIFACTS, Page
+from tests.browser.pages import (
+    FLAME_PIXELS,
+    INKED_PIXELS,
+    STATE,
+    center_of,
+    click_frame,
+    open_report,
+)
 from tests.reporter_fixtures import (
     PLANTED,
     PLANTED_CODE,
     ROUTE_USER,
-    sample_analysis,
-    synthesize,
+    empty_analysis,
 )
 
 pytestmark = pytest.mark.browser
-
-# Canvas pixels that are not (near) white: the flamegraph drew something.
-INKED_PIXELS = """(() => {
-  const c = document.getElementById('flame-canvas');
-  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-  let n = 0;
-  for (let i = 0; i < d.length; i += 4) {
-    if (d[i + 3] > 0 && (d[i] < 245 || d[i + 1] < 245 || d[i + 2] < 245)) n++;
-  }
-  return n;
-})()"""
-FLAME_PIXELS = "document.getElementById('flame-canvas').toDataURL()"
-STATE = "window.__asgiprof.state()"
-
-
-def open_report(page: Page, out_dir: Path) -> str:
-    path = REPORTER.render(sample_analysis(), out_dir)
-    url = path.resolve().as_uri()
-    page.goto(url)
-    page.wait_for("window.__asgiprofRendered === true", timeout=15)
-    return url
-
-
-# Resolves once the page has not scrolled for ~100 ms: a smooth scroll the page started (a
-# click on a route row scrolls to the flamegraph) would move elements under the mouse.
-SCROLL_SETTLED = """new Promise(done => {
-  let y = scrollY, still = 0;
-  const timer = setInterval(() => {
-    if (scrollY !== y) { y = scrollY; still = 0; return; }
-    if (++still >= 4) { clearInterval(timer); done(true); }
-  }, 25);
-})"""
-
-
-def center_of(page: Page, selector: str) -> tuple[float, float]:
-    page.evaluate(SCROLL_SETTLED, timeout=10)
-    rect = page.evaluate(
-        f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
-        " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
-        " return [r.left + r.width / 2, r.top + r.height / 2]; })()"
-    )
-    return rect[0], rect[1]
-
-
-def click_frame(page: Page, text: str) -> int:
-    page.evaluate("document.getElementById('flame-wrap').scrollIntoView({block: 'center'})")
-    where = page.evaluate(f"window.__asgiprof.locate({json.dumps(text)})")
-    assert where is not None, f"no drawn frame contains {text!r}"
-    page.click(where["x"] + min(where["w"] / 2, 40), where["y"] + where["h"] / 2)
-    node: int = where["node"]
-    return node
 
 
 def test_report_draws_offline_without_errors(page: Page, tmp_path: Path) -> None:
@@ -192,8 +147,7 @@ def test_timeline_hover_names_the_culprit(page: Page, tmp_path: Path) -> None:
 
 def test_an_empty_report_opens_without_errors(page: Page, tmp_path: Path) -> None:
     # GIVEN an analysis without a single sample
-    target = TargetInfo((1,), ("uvicorn", "app:app"), "uvicorn")
-    path = REPORTER.render(synthesize(target, [], RouteTable((), "none", "test")), tmp_path)
+    path = REPORTER.render(empty_analysis(routes=()), tmp_path)
     # WHEN opened THEN it renders, says so, and logs nothing
     page.goto(path.resolve().as_uri())
     page.wait_for("window.__asgiprofRendered === true", timeout=15)

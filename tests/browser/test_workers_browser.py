@@ -8,64 +8,54 @@ from pathlib import Path
 
 import pytest
 
+from asgiprof.analyze import analyze
 from asgiprof.analyze.result import Analysis
-from asgiprof.model import RouteTable, TargetInfo, ThreadInfo
-from asgiprof.reporters.html import REPORTER
+from asgiprof.model import TargetInfo
 from tests.browser.conftest import ARTIFACTS, Page
-from tests.browser.test_findings_browser import pixels, shoot_section, texts
-from tests.browser.test_report_browser import center_of
+from tests.browser.pages import center_of, open_report, pixels, shoot_section, texts
+from tests.profile_builder import IDLE, Builder
 from tests.reporter_fixtures import (
+    DEP,
     HASH,
     HOSTILE_FN,
-    IDLE_STACK,
     PLANTED,
-    REQUEST_BASE,
-    ROUTE_ITEMS,
-    ROUTE_LOGIN,
-    ROUTE_USER,
     ROUTES,
+    SAMPLE_PARAMS,
     SCRIPT,
-    Segment,
-    ThreadPlan,
-    sample_analysis,
-    synthesize,
+    endpoint,
+    read_line,
+    solving,
 )
 
 pytestmark = pytest.mark.browser
 
 HOT_PID, CALM_PID = 5101, 5102
+# The hot worker blocks HOT_BLOCKS times in `get_user` (and every third time also in a
+# hostile-named function), the calm one CALM_BLOCKS times in `hash_password`, late in the run.
+HOT_BLOCKS, HOT_SAMPLES, HOSTILE_SAMPLES = 10, 15, 5
+CALM_BLOCKS, CALM_SAMPLES = 3, 8
+PERIOD_MS = 10.0  # 100 Hz
 
 
 def two_workers() -> Analysis:
-    """Two uvicorn workers: the hot one blocks often in `get_user` (and in a hostile-named
-    function), the calm one now and then in `hash_password`, and only late in the run."""
-    hot: list[Segment] = []
-    calm: list[Segment] = [Segment(IDLE_STACK, 400, "idle")]
-    for i in range(10):
-        hot.append(Segment(IDLE_STACK, 25, "idle"))
-        hot.append(Segment((*REQUEST_BASE, PLANTED), 15, "blocked", ROUTE_USER))
-        if i % 3 == 0:
-            hot.append(Segment((*REQUEST_BASE, HOSTILE_FN), 5, "blocked", ROUTE_ITEMS))
-    for _ in range(3):
-        calm.append(Segment(IDLE_STACK, 30, "idle"))
-        calm.append(Segment((*REQUEST_BASE, HASH), 8, "blocked", ROUTE_LOGIN))
-    target = TargetInfo(
-        pids=(5100, HOT_PID, CALM_PID),
-        command=("uvicorn", "main:app", "--workers", "2", "--header", f"x:{SCRIPT}"),
-        server="uvicorn",
+    b = Builder(
+        routes=ROUTES,
+        target=TargetInfo(
+            pids=(5100, HOT_PID, CALM_PID),
+            command=("uvicorn", "main:app", "--workers", "2", "--header", f"x:{SCRIPT}"),
+            server="uvicorn",
+        ),
     )
-    plans = [
-        ThreadPlan(ThreadInfo(HOT_PID, HOT_PID, "MainThread"), "event-loop", hot),
-        ThreadPlan(ThreadInfo(CALM_PID, CALM_PID, "MainThread"), "event-loop", calm),
-    ]
-    return synthesize(target, plans, RouteTable(ROUTES, "app"), timeline_bins=100)
-
-
-def open_report(page: Page, analysis: Analysis, out_dir: Path) -> str:
-    url = REPORTER.render(analysis, out_dir).resolve().as_uri()
-    page.goto(url)
-    page.wait_for("window.__asgiprofRendered === true", timeout=15)
-    return url
+    for i in range(HOT_BLOCKS):
+        b.add(HOT_PID, IDLE, 25, "MainThread", HOT_PID)
+        b.add(HOT_PID, endpoint(PLANTED), HOT_SAMPLES, pid=HOT_PID)
+        if i % 3 == 0:
+            b.add(HOT_PID, endpoint(HOSTILE_FN), HOSTILE_SAMPLES, pid=HOT_PID)
+    b.add(CALM_PID, IDLE, 400, "MainThread", CALM_PID)
+    for _ in range(CALM_BLOCKS):
+        b.add(CALM_PID, IDLE, 30, pid=CALM_PID)
+        b.add(CALM_PID, solving(DEP, HASH), CALM_SAMPLES, pid=CALM_PID)
+    return analyze(b.build(), SAMPLE_PARAMS, read_line)
 
 
 def shown_culprits(page: Page) -> list[str]:
@@ -87,7 +77,7 @@ def choose_worker(page: Page, pid: int | str) -> None:
 def test_switching_worker_narrows_culprits_and_timeline(page: Page, tmp_path: Path) -> None:
     # GIVEN a two-worker report opened from disk
     analysis = two_workers()
-    url = open_report(page, analysis, tmp_path)
+    url = open_report(page, tmp_path, analysis)
     page.browser.pump(0.2)
     assert page.requested_urls == [url]
     # THEN both workers are listed, the hot one marked, every culprit shown
@@ -98,7 +88,8 @@ def test_switching_worker_narrows_culprits_and_timeline(page: Page, tmp_path: Pa
     assert options == ["all workers", f"PID {HOT_PID} (worker 1)", f"PID {CALM_PID} (worker 2)"]
     merged = page.evaluate("window.__asgiprof.timeline()")
     assert shown_culprits(page) == ["get_user", "hash_password", HOSTILE_FN.function]
-    assert merged["episodes"] == len(analysis.episodes) == 17
+    hot_episodes = HOT_BLOCKS + len(range(0, HOT_BLOCKS, 3))
+    assert merged["episodes"] == len(analysis.episodes) == hot_episodes + CALM_BLOCKS
     assert merged["blocked_ms"] == pytest.approx(analysis.loop.blocked_ms, abs=1)
     _, red_all = pixels(page, "#timeline-canvas")
 
@@ -111,15 +102,17 @@ def test_switching_worker_narrows_culprits_and_timeline(page: Page, tmp_path: Pa
         "[...[...document.querySelectorAll('.culprit-row')].find(r => !r.hidden).cells]"
         ".slice(4).map(c => c.textContent)"
     )
-    assert cells == ["240 ms", "3", "80 ms"]
+    calm_ms = CALM_BLOCKS * CALM_SAMPLES * PERIOD_MS
+    assert cells == [f"{calm_ms:.0f} ms", str(CALM_BLOCKS), f"{CALM_SAMPLES * PERIOD_MS:.0f} ms"]
     calm = page.evaluate("window.__asgiprof.timeline()")
-    assert calm["episodes"] == 3 and calm["blocked_ms"] == pytest.approx(240, abs=1)
+    assert calm["episodes"] == CALM_BLOCKS and calm["blocked_ms"] == pytest.approx(calm_ms, abs=1)
     assert calm["idle_ms"] < merged["idle_ms"]
     _, red_calm = pixels(page, "#timeline-canvas")
     assert 0 < red_calm < red_all
     assert texts(page, "#culprits [data-worker-badge]") == [f"PID {CALM_PID} (worker 2)"]
     stats = " ".join(texts(page, "#worker-stats .stat"))
-    assert "blocked 240 ms" in stats and "3 episodes" in stats and "longest 80 ms" in stats
+    assert f"blocked {calm_ms:.0f} ms" in stats and f"{CALM_BLOCKS} episodes" in stats
+    assert f"longest {CALM_SAMPLES * PERIOD_MS:.0f} ms" in stats
     shoot_section(page, "#workers", "report-workers-calm.png")
 
     # WHEN the hot worker's row is clicked
@@ -128,7 +121,7 @@ def test_switching_worker_narrows_culprits_and_timeline(page: Page, tmp_path: Pa
     # THEN its two culprits show in its own order, and the timeline follows
     assert shown_culprits(page) == ["get_user", HOSTILE_FN.function]
     hot = page.evaluate("window.__asgiprof.timeline()")
-    assert hot["episodes"] == 14
+    assert hot["episodes"] == hot_episodes
     assert hot["blocked_ms"] + calm["blocked_ms"] == pytest.approx(merged["blocked_ms"], abs=1)
     assert page.evaluate("document.getElementById('worker-select').value") == str(HOT_PID)
 
@@ -142,7 +135,8 @@ def test_switching_worker_narrows_culprits_and_timeline(page: Page, tmp_path: Pa
     cells = page.evaluate(
         "[...document.querySelector('.culprit-row').cells].slice(4).map(c => c.textContent)"
     )
-    assert cells == ["1.50 s", "10", "150 ms"]
+    planted_s = HOT_BLOCKS * HOT_SAMPLES * PERIOD_MS / 1000
+    assert cells == [f"{planted_s:.2f} s", str(HOT_BLOCKS), f"{HOT_SAMPLES * PERIOD_MS:.0f} ms"]
     assert page.evaluate("window.__asgiprof.timeline()") == merged
     assert page.console_errors == []
     page.evaluate("window.scrollTo(0, 0)")
@@ -152,7 +146,7 @@ def test_switching_worker_narrows_culprits_and_timeline(page: Page, tmp_path: Pa
 
 
 def test_a_single_process_report_has_no_worker_switch(page: Page, tmp_path: Path) -> None:
-    open_report(page, sample_analysis(), tmp_path)
+    open_report(page, tmp_path)
     assert page.evaluate("document.getElementById('workers')") is None
     assert page.evaluate("document.querySelectorAll('[data-worker-badge]').length") == 0
     assert page.evaluate("window.__asgiprof.state().worker") is None

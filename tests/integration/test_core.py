@@ -20,7 +20,7 @@ from tests.profiling import (
     summary,
     wait_until_serving,
 )
-from tests.servers import HOST, ServerFactory, planted_lines
+from tests.servers import HOST, ServerFactory, load_paths, planted_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
 
@@ -146,7 +146,6 @@ def test_a_healthy_app_under_load_has_no_culprit(
     proc = start_asgiprof(
         "attach", str(server.pid), "--duration", "6", "--out", str(out), cwd=tmp_path
     )
-    from tests.integration.test_examples import load_paths
 
     load = drive_load(server.url, load_paths(server.cwd, "healthy"), duration_s=5, concurrency=8)
     done = finish(proc, 60)

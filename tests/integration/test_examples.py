@@ -14,7 +14,7 @@ import pytest
 
 from asgiprof.collect.sampler import find_pyspy
 from asgiprof.load import drive_load
-from tests.servers import ServerFactory, planted_lines
+from tests.servers import ServerFactory, load_paths, planted_lines
 
 # Example module -> how many lines in it are marked as planted blocking calls.
 EXAMPLES = {
@@ -34,20 +34,6 @@ EXAMPLES = {
 }
 # Examples that need a service the test starts elsewhere (tests/integration/test_causes.py).
 NEEDS_SERVICE = {"sync_db_postgres"}
-
-
-def load_paths(examples_dir: Path, module: str) -> tuple[str, ...]:
-    """The example's LOAD_PATHS, read without importing the app into the test process."""
-    tree = ast.parse((examples_dir / f"{module}.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(target, ast.Name) and target.id == "LOAD_PATHS" for target in node.targets
-        ):
-            paths = ast.literal_eval(node.value)
-            assert isinstance(paths, tuple)
-            assert all(isinstance(path, str) for path in paths)
-            return paths
-    raise AssertionError(f"{module}.py defines no LOAD_PATHS")
 
 
 def test_every_example_is_documented_and_marks_its_planted_lines(examples_dir: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.unit.test_pyspy_format import doc, write_profile
+from tests.pyspy_chunks import doc, write_profile
 
 REPO = Path(__file__).resolve().parents[2]
 

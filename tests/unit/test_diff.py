@@ -24,8 +24,8 @@ from asgiprof.diff import (
 from asgiprof.model import Frame, LoadInfo, Route
 from asgiprof.reporters.diff_html import PAYLOAD_ELEMENT_ID, diff_payload, render_diff_html
 from asgiprof.reporters.diff_text import diff_json, diff_lines
+from tests.html_pages import PageParts, csp_hash
 from tests.profile_builder import APP, IDLE, ONE_EPISODE_IS_ENOUGH, Builder, busy, source_reader
-from tests.unit.test_html_reporter import PageParts, _sha256
 
 USERS = Frame("get_user", APP, 12)
 REPORT = Frame("report", APP, 40)
@@ -216,8 +216,8 @@ def test_diff_html_embeds_the_tree_it_was_given_behind_a_strict_csp() -> None:
     assert policy["default-src"] == "'none'"
     code = [body for attrs, body in parts.scripts if "type" not in attrs]
     assert len(code) == 1 and len(parts.styles) == 1
-    assert policy["script-src"] == _sha256(code[0])
-    assert policy["style-src"] == _sha256(parts.styles[0])
+    assert policy["script-src"] == csp_hash(code[0])
+    assert policy["style-src"] == csp_hash(parts.styles[0])
     assert not any(name == "src" or name.startswith("on") for _, name, _ in parts.attrs)
     data = _payload(html)
     assert data == orjson.loads(orjson.dumps(diff_payload(result)))

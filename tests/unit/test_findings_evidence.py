@@ -11,8 +11,15 @@ from asgiprof.analyze.result import AnalysisParams
 from asgiprof.model import Frame
 from asgiprof.reporters.html import render_html
 from asgiprof.reporters.terminal import print_summary
+from tests.fastapi_frames import (
+    CURRENT_USER,
+    ENDPOINT,
+    FASTAPI,
+    ROUTES,
+    SOLVE,
+    SOURCE,
+)
 from tests.profile_builder import IDLE, SITE, Builder, request, source_reader
-from tests.unit.test_diagnostics import CURRENT_USER, ENDPOINT, FASTAPI, ROUTES, SOLVE, SOURCE
 
 OAUTH2 = Frame("OAuth2PasswordBearer.__call__", f"{SITE}/fastapi/security/oauth2.py", 488)
 RANK_ONE_OFFS = AnalysisParams(one_off_factor=0)  # rank every line: only the sample rule acts

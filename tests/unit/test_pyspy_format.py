@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import orjson
 import pytest
 
 from asgiprof import store
 from asgiprof.collect.pyspy_format import parse_chunk, place_samples
 from asgiprof.errors import CorruptProfileError
-from asgiprof.model import Frame, Interner, SamplingInfo, TargetInfo
-
-
-def doc(profiles: list[dict[str, object]]) -> bytes:
-    frames = [
-        {"name": 'process 7:"python -m uvicorn app:app"', "file": "", "line": 0},
-        {"name": "thread (7): MainThread", "file": "", "line": 0},
-        {"name": "<module>", "file": "/srv/app.py", "line": 1},
-        {"name": "handler", "file": "/srv/app.py", "line": 9},
-        {"name": "thread (8): AnyIO worker thread", "file": "", "line": 0},
-    ]
-    return orjson.dumps({"shared": {"frames": frames}, "profiles": profiles})
+from asgiprof.model import Frame, Interner
+from tests.pyspy_chunks import doc, write_profile
 
 
 def test_root_frames_become_thread_identity_not_code() -> None:
@@ -75,18 +64,6 @@ def test_place_samples_aligns_short_threads_to_the_end() -> None:
     assert first == pytest.approx(0.5) and period == 0.01
     # py-spy fell behind: 100 samples had to fit in 0.5 s
     assert place_samples(100, 100, 0.0, 0.5, 100) == (0.0, 0.005)
-
-
-def write_profile(out: Path, chunks: list[bytes]) -> None:
-    store.prepare_out_dir(out)
-    store.write_meta(
-        out,
-        TargetInfo(pids=(7,), command=("uvicorn", "app:app"), server="uvicorn"),
-        SamplingInfo(100, 1000.0, 2.0, 0, 0),
-    )
-    for i, data in enumerate(chunks, start=1):
-        (out / "raw" / f"{store.chunk_name(i)}.speedscope.json").write_bytes(data)
-        store.write_chunk_meta(out, i, start_s=i - 1.0, end_s=float(i), samples=3, errors=0, rc=0)
 
 
 def test_load_profile_keeps_good_chunks_when_one_is_truncated(tmp_path: Path) -> None:

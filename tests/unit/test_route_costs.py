@@ -16,6 +16,15 @@ from asgiprof.model import Frame, GilSamples, RequestCounts, Route
 from asgiprof.reporters.html import render_html
 from asgiprof.reporters.summary_json import summary
 from asgiprof.reporters.terminal import print_summary
+from tests.fastapi_frames import (
+    CURRENT_USER,
+    ENDPOINT,
+    FASTAPI,
+    ORDER,
+    ROUTES,
+    SOLVE,
+    SOURCE,
+)
 from tests.profile_builder import (
     HANDLE,
     IDLE,
@@ -26,15 +35,6 @@ from tests.profile_builder import (
     Builder,
     request,
     source_reader,
-)
-from tests.unit.test_diagnostics import (
-    CURRENT_USER,
-    ENDPOINT,
-    FASTAPI,
-    ORDER,
-    ROUTES,
-    SOLVE,
-    SOURCE,
 )
 
 APP = "/srv/app/main.py"
