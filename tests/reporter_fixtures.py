@@ -24,6 +24,7 @@ from asgiprof.analyze.dependencies import dependency_findings
 from asgiprof.analyze.frames import is_user, short_name
 from asgiprof.analyze.leaks import leak_findings, resource_summary
 from asgiprof.analyze.middleware import middleware_findings
+from asgiprof.analyze.processes import process_figures
 from asgiprof.analyze.result import (
     ROUTE_VIEW_PREFIX,
     VIEW_ALL,
@@ -325,6 +326,7 @@ def synthesize(
         ),
         key=lambda rs: (-(rs.loop_ms + rs.threadpool_ms), rs.route),
     )
+    timeline = _timeline(loop_runs, end_s, timeline_bins)
     return Analysis(
         params=params,
         profile=profile,
@@ -332,11 +334,12 @@ def synthesize(
         episodes=episodes,
         culprits=culprits,
         routes=route_stats,
-        timeline=_timeline(loop_runs, end_s, timeline_bins),
+        timeline=timeline,
         thread_roles=roles,
         views={k: dict(v) for k, v in views.items()},
         notes=list(notes),
         sample_labels=labels,
+        processes=process_figures(profile, loop, episodes, culprits, timeline),
     )
 
 

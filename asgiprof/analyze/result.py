@@ -450,6 +450,88 @@ class TrafficSummary:
     warning: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class GilHolder:
+    """A line of user code that busy workers ran while the loop waited for the GIL."""
+
+    file: str
+    line: int
+    function: str
+    route: str | None
+    samples: int  # worker samples at this line inside the stalls, summed over workers
+    ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class GilStall:
+    episode: Episode
+    loop_cpu_s: float  # loop-thread CPU seconds in the window around the episode
+    loop_busy_s: float  # loop busy time (sampled) in that window
+    workers_cpu: float  # workers' CPU seconds per second in that window, summed
+
+
+@dataclass(frozen=True, slots=True)
+class GilStalls:
+    stalls: tuple[GilStall, ...] = ()
+    holders: tuple[GilHolder, ...] = ()  # most samples first
+    # Measured GIL holding (py-spy --gil windows) in the stalled processes: samples of any
+    # thread holding it, and of their pool workers; None when it was not measured.
+    gil_samples: int | None = None
+    worker_gil_samples: int = 0
+
+    @property
+    def worker_gil_share(self) -> float:
+        return self.worker_gil_samples / self.gil_samples if self.gil_samples else 0.0
+
+    @property
+    def stalled_ms(self) -> float:
+        return sum(s.episode.duration_ms for s in self.stalls)
+
+    @property
+    def loop_cpu_ratio(self) -> float:
+        """Loop CPU per second of loop busy time, over the stalls' windows."""
+        busy = sum(s.loop_busy_s for s in self.stalls)
+        return sum(s.loop_cpu_s for s in self.stalls) / busy if busy > 0 else 0.0
+
+    @property
+    def workers_cpu(self) -> float:
+        """Workers' CPU seconds per second, time-weighted over the stalls."""
+        total = self.stalled_ms
+        weighted = sum(s.workers_cpu * s.episode.duration_ms for s in self.stalls)
+        return weighted / total if total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessCulprit:
+    """A merged culprit's share in one process."""
+
+    rank: int  # the culprit's rank in the merged list
+    file: str
+    line: int
+    route: str | None  # the route with the most blocked time at this line in this process
+    blocked_ms: float
+    episodes: int
+    max_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSummary:
+    """One server process's event loop (workers each run their own): the merged figures
+    split back out per process id (see analyze/processes.py)."""
+
+    pid: int
+    event_loop_tids: tuple[int, ...]
+    busy_ms: float
+    blocked_ms: float
+    idle_ms: float
+    utilization: float  # busy / (busy + idle), 0..1
+    longest_block_ms: float
+    episodes: int
+    culprits: tuple[ProcessCulprit, ...]  # most blocked time first
+    # On the bins of `Analysis.timeline` (same width and count), adding up to them.
+    timeline: tuple[TimelineBin, ...] = ()
+
+
 @dataclass(slots=True)
 class Analysis:
     params: AnalysisParams
@@ -478,3 +560,7 @@ class Analysis:
     # Request overhead given to no route (without an access log nothing tells the split).
     request_overhead_ms: float = 0.0
     traffic: TrafficSummary = field(default_factory=lambda: TrafficSummary("ok", 0, 0.0, 0.0))
+    # Per server process (pid order): its loop figures, culprit shares and timeline bins.
+    processes: tuple[ProcessSummary, ...] = ()
+    # Culprit-less episodes explained by pool workers holding the GIL, and what they ran.
+    gil: GilStalls = field(default_factory=GilStalls)

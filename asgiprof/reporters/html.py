@@ -45,7 +45,6 @@ from markupsafe import Markup, escape
 
 from asgiprof import __version__
 from asgiprof.analyze.frames import file_kind, short_name
-from asgiprof.analyze.processes import ProcessSummary, process_summaries, process_timelines
 from asgiprof.analyze.result import (
     ROUTE_VIEW_PREFIX,
     VIEW_ALL,
@@ -56,6 +55,7 @@ from asgiprof.analyze.result import (
     Culprit,
     Episode,
     MetricGrowth,
+    ProcessSummary,
     ResourceSeries,
 )
 from asgiprof.model import Frame, LoadInfo
@@ -611,16 +611,15 @@ def workers_payload(
     episodes and timeline bins; [] for a single process (the page then has no switch)."""
     if not has_workers(analysis):
         return []
-    timelines = process_timelines(analysis)
     episode_ids: dict[int, list[int]] = {}
     for i, e in enumerate(ordered_episodes):
         episode_ids.setdefault(e.pid, []).append(i)
     workers: list[WorkerPayload] = []
     number = 0  # workers numbered in pid order, the main process aside
-    for s in process_summaries(analysis):
+    for s in analysis.processes:
         main = is_main_process(analysis, s.pid)
         number += not main
-        bins = timelines.get(s.pid, [])
+        bins = s.timeline
         workers.append(
             {
                 "pid": s.pid,

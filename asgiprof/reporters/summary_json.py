@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 
-from asgiprof.analyze.processes import process_summaries
 from asgiprof.analyze.result import Analysis
 
 SCHEMA = 1
@@ -214,7 +213,7 @@ def _processes(analysis: Analysis) -> list[dict[str, Any]]:
                 for c in s.culprits
             ],
         }
-        for s in process_summaries(analysis)
+        for s in analysis.processes
     ]
 
 
