@@ -6,6 +6,7 @@ a `Profile` by the functions in this package.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -564,3 +565,105 @@ class Analysis:
     processes: tuple[ProcessSummary, ...] = ()
     # Culprit-less episodes explained by pool workers holding the GIL, and what they ran.
     gil: GilStalls = field(default_factory=GilStalls)
+
+    def self_check(self) -> None:
+        """Check the invariants that tie the parts of the analysis together; raise
+        `AnalysisInvariantError` naming the first one broken (tests call this)."""
+        _check_culprits(self)
+        _check_timeline(self.timeline, self.loop, "timeline")
+        _check_routes(self)
+        _check_processes(self)
+
+
+class AnalysisInvariantError(AssertionError):
+    """An Analysis whose parts disagree (see `Analysis.self_check`)."""
+
+
+def _close(a: float, b: float) -> bool:
+    # Sums of the same float durations taken in another order differ in the last bits.
+    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+
+
+def _require(ok: bool, invariant: str, detail: str) -> None:
+    if not ok:
+        raise AnalysisInvariantError(f"{invariant}: {detail}")
+
+
+def _check_culprits(a: Analysis) -> None:
+    parts: dict[tuple[str, int], float] = {}
+    for e in a.episodes:
+        for p in e.parts:
+            parts[(p.file, p.line)] = parts.get((p.file, p.line), 0.0) + p.ms
+    for c in a.culprits:
+        got = parts.get((c.file, c.line), 0.0)
+        _require(
+            _close(c.blocked_ms, got),
+            "culprit blocked time = sum of its episode parts",
+            f"#{c.rank} {c.file}:{c.line} has {c.blocked_ms} ms, its parts {got} ms",
+        )
+
+
+def _check_timeline(bins: Sequence[TimelineBin], loop: LoopSummary, name: str) -> None:
+    if not bins:
+        return
+    sums = {
+        "idle": (sum(b.idle_ms for b in bins), loop.idle_ms),
+        "busy": (sum(b.busy_ms + b.blocked_ms for b in bins), loop.busy_ms),
+        "blocked": (sum(b.blocked_ms for b in bins), loop.blocked_ms),
+    }
+    for state, (binned, total) in sums.items():
+        _require(
+            _close(binned, total),
+            f"{name} sums = loop totals",
+            f"{state} bins add up to {binned} ms, the loop's {state} time is {total} ms",
+        )
+
+
+def _check_routes(a: Analysis) -> None:
+    blocked = sum(r.blocked_ms for r in a.routes)
+    _require(
+        blocked <= a.loop.blocked_ms or _close(blocked, a.loop.blocked_ms),
+        "routes' blocked time <= loop blocked time",
+        f"routes add up to {blocked} ms, the loop blocked {a.loop.blocked_ms} ms",
+    )
+
+
+def _check_processes(a: Analysis) -> None:
+    if not a.processes:
+        return
+    merged = LoopSummary(
+        busy_ms=sum(p.busy_ms for p in a.processes),
+        blocked_ms=sum(p.blocked_ms for p in a.processes),
+        idle_ms=sum(p.idle_ms for p in a.processes),
+        utilization=0.0,
+        longest_block_ms=max(p.longest_block_ms for p in a.processes),
+        episodes=sum(p.episodes for p in a.processes),
+        threads=tuple((p.pid, t) for p in a.processes for t in p.event_loop_tids),
+    )
+    for what, got, want in (
+        ("busy_ms", merged.busy_ms, a.loop.busy_ms),
+        ("idle_ms", merged.idle_ms, a.loop.idle_ms),
+        ("blocked_ms", merged.blocked_ms, a.loop.blocked_ms),
+        ("longest_block_ms", merged.longest_block_ms, a.loop.longest_block_ms),
+        ("episodes", merged.episodes, a.loop.episodes),
+    ):
+        _require(
+            _close(got, want),
+            "per-process sums = merged figures",
+            f"processes add up to {what} {got}, merged {want}",
+        )
+    _require(
+        sorted(merged.threads) == sorted(a.loop.threads),
+        "per-process sums = merged figures",
+        f"processes' event-loop threads {merged.threads}, merged {a.loop.threads}",
+    )
+    if all(p.timeline for p in a.processes):
+        for b, merged_bin in enumerate(a.timeline):
+            for state in ("idle_ms", "busy_ms", "blocked_ms"):
+                got = sum(getattr(p.timeline[b], state) for p in a.processes)
+                want = getattr(merged_bin, state)
+                _require(
+                    _close(got, want),
+                    "per-process timelines = merged timeline",
+                    f"bin {b}: processes {state} {got}, merged {want}",
+                )
