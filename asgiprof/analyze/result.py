@@ -27,6 +27,7 @@ Severity = Literal["warning", "info"]
 ResourceMetric = Literal["rss_bytes", "fds", "threads", "connections"]
 LoopState = Literal["idle", "busy"]
 ThreadRole = Literal["event-loop", "threadpool", "other"]
+THREAD_ROLES: tuple[ThreadRole, ...] = ("event-loop", "threadpool", "other")
 
 # Names of the flamegraph views every analysis provides (route views are "route:<name>").
 VIEW_ALL = "all"
@@ -220,6 +221,12 @@ class LoopSummary:
     episodes: int
     threads: tuple[tuple[int, int], ...]  # (pid, tid) of event-loop threads
 
+    @property
+    def blocked_share(self) -> float:
+        """Blocked time's share of the loop's sampled time (busy + idle), 0..1."""
+        active = self.busy_ms + self.idle_ms
+        return self.blocked_ms / active if active > 0 else 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class TimelineBin:
@@ -261,6 +268,17 @@ class MiddlewareSummary:
     server_ms: float  # the server's own protocol code (uvicorn, ...)
     route_ms: float  # router, dependencies and endpoints
     layers: tuple[MiddlewareLayer, ...] = ()
+
+    @property
+    def middleware_layers(self) -> tuple[MiddlewareLayer, ...]:
+        """The layers that are middleware (not the application object), outermost first."""
+        return tuple(x for x in self.layers if x.role == "middleware")
+
+    @property
+    def other_ms(self) -> float:
+        """Request time in none of server, layers and route (0 when they add up)."""
+        parts = [self.server_ms, *(x.self_ms for x in sorted(self.layers, key=lambda x: x.order))]
+        return self.request_ms - sum([*parts, self.route_ms])
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,6 +583,32 @@ class Analysis:
     processes: tuple[ProcessSummary, ...] = ()
     # Culprit-less episodes explained by pool workers holding the GIL, and what they ran.
     gil: GilStalls = field(default_factory=GilStalls)
+
+    def thread_role_counts(self) -> dict[ThreadRole, int]:
+        """Sampled threads per role, every role listed."""
+        roles = self.thread_roles.values()
+        return {role: sum(1 for r in roles if r == role) for role in THREAD_ROLES}
+
+    def route_shares(self) -> dict[str, float]:
+        """Each route's share of all routes' loop + threadpool time (0 when none had any)."""
+        total = sum(r.loop_ms + r.threadpool_ms for r in self.routes)
+        return {
+            r.route: (r.loop_ms + r.threadpool_ms) / total if total > 0 else 0.0
+            for r in self.routes
+        }
+
+    def drawn_views(self) -> set[str]:
+        """Flamegraph views with any time in them."""
+        return {vid for vid, ms in self.views.items() if any(v > 0 for v in ms.values())}
+
+    def culprit_blocks(self) -> list[tuple[Culprit, list[Culprit]]]:
+        """Culprits that lead a block or stand alone, in rank order, each with the other
+        lines of its block (see analyze/blocks.py): one entry, one fix."""
+        members: dict[int, list[Culprit]] = {}
+        for c in self.culprits:
+            if c.block_of is not None:
+                members.setdefault(c.block_of, []).append(c)
+        return [(c, members.get(c.rank, [])) for c in self.culprits if c.block_of is None]
 
     def self_check(self) -> None:
         """Check the invariants that tie the parts of the analysis together; raise
