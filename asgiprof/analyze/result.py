@@ -387,6 +387,13 @@ class ResourceSummary:
     # there. None when no request was seen (the warm-up counts from the first poll).
     first_request_s: float | None = None
 
+    def after_warmup(self, proc: ResourceSeries) -> list[int]:
+        """Indexes of `proc`'s polls after the warm-up (what the growth fits read)."""
+        if not proc.t_s:
+            return []
+        start = proc.t_s[0] if self.first_request_s is None else self.first_request_s
+        return [i for i, t in enumerate(proc.t_s) if t >= start + self.warmup_s]
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
