@@ -604,6 +604,14 @@ class Analysis:
             for r in self.routes
         }
 
+    def route_views(self) -> list[str]:
+        """Route view ids in the routes table's order, then any others by name."""
+        ranked = {ROUTE_VIEW_PREFIX + r.route: i for i, r in enumerate(self.routes)}
+        return sorted(
+            (vid for vid in self.views if vid.startswith(ROUTE_VIEW_PREFIX)),
+            key=lambda vid: (ranked.get(vid, len(ranked)), vid),
+        )
+
     def drawn_views(self) -> set[str]:
         """Flamegraph views with any time in them."""
         return {vid for vid, ms in self.views.items() if any(v > 0 for v in ms.values())}
@@ -631,8 +639,10 @@ class AnalysisInvariantError(AssertionError):
 
 
 def _close(a: float, b: float) -> bool:
-    # Sums of the same float durations taken in another order differ in the last bits.
-    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+    # Sums of the same float durations taken in another order differ in the last bits, and
+    # bins clipped at `width * count` or at the duration differ by nanoseconds: 1 us (a
+    # ten-thousandth of a sampling period) is the floor.
+    return abs(a - b) <= max(1e-6 * max(abs(a), abs(b)), 1e-3)
 
 
 def _require(ok: bool, invariant: str, detail: str) -> None:

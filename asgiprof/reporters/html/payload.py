@@ -101,11 +101,7 @@ def report_payload(analysis: Analysis) -> Payload:
 def _ordered_views(analysis: Analysis) -> list[tuple[str, str, str]]:
     """(view id, label, group): main views always, then routes in the routes table order."""
     views = [(vid, label, "main") for vid, label in MAIN_VIEWS]
-    route_ids = [
-        vid for vid in analysis.views if vid.startswith(ROUTE_VIEW_PREFIX) and analysis.views[vid]
-    ]
-    ranked = {ROUTE_VIEW_PREFIX + r.route: i for i, r in enumerate(analysis.routes)}
-    route_ids.sort(key=lambda vid: (ranked.get(vid, len(ranked)), vid))
+    route_ids = [vid for vid in analysis.route_views() if analysis.views[vid]]
     views.extend((vid, vid[len(ROUTE_VIEW_PREFIX) :], "route") for vid in route_ids)
     return views
 
