@@ -31,6 +31,10 @@ DIGITS: Final[Mapping[str, int]] = {
     "end_value": 3,
     "slope_per_min": 3,
     "from_s": 3,
+    "coverage": 4,
+    "span_coverage": 4,
+    "behind_s": 3,
+    "max_lag_s": 3,
 }
 MS_DIGITS: Final = 3  # any field ending in `_ms`
 

@@ -50,18 +50,20 @@ def _target(analysis: Analysis) -> dict[str, Any]:
     )
 
 
+# Sampling figures written as SamplingInfo has them (rounded by document.DIGITS). The
+# coverage figures say how honest the times are: instants py-spy sampled, their share of
+# what the rate asks for, how far it fell behind (summed, and the most it reported).
+SAMPLING_FIGURES = (
+    *("rate_hz", "duration_s", "samples", "errors", "stopped_by", "nonblocking"),
+    *("intervals", "coverage", "span_coverage", "behind_s", "max_lag_s"),
+)
+
+
 def _sampling(analysis: Analysis) -> dict[str, Any]:
     s = analysis.profile.sampling
     return {
-        **plain(s, ("rate_hz", "samples", "errors", "stopped_by", "intervals", "nonblocking")),
-        "duration_s": round(s.duration_s, 3),
+        **plain(s, SAMPLING_FIGURES),
         "chunks": len(s.chunks),
-        # How honest the times are: instants py-spy sampled, their share of what the
-        # rate asks for, how far it fell behind (summed, and the most it reported).
-        "coverage": round(s.coverage, 4),
-        "span_coverage": round(s.span_coverage, 4),
-        "behind_s": round(s.behind_s, 3),
-        "max_lag_s": round(s.max_lag_s, 3),
         # The sampler lowers its rate when py-spy cannot keep up, and raises it back.
         "rate_changes": plain_list(s.rate_changes, rounding=False),
         # What the watchdog did so that py-spy never leaves the target stopped.
