@@ -612,6 +612,10 @@ class Analysis:
             key=lambda vid: (ranked.get(vid, len(ranked)), vid),
         )
 
+    def view_total(self, vid: str) -> float:
+        """A flamegraph view's milliseconds (0 for a view the analysis has not)."""
+        return sum(ms for ms in self.views.get(vid, {}).values() if ms > 0)
+
     def drawn_views(self) -> set[str]:
         """Flamegraph views with any time in them."""
         return {vid for vid, ms in self.views.items() if any(v > 0 for v in ms.values())}

@@ -161,7 +161,7 @@ def _view(analysis: Analysis, tree: CallTree, view: tuple[str, str, str]) -> Vie
         "id": vid,
         "label": label,
         "group": group,
-        "total_ms": _r(sum(weights.values()), 3),
+        "total_ms": _r(analysis.view_total(vid), 3),
         "nodes": nodes,
         "ms": [_r(weights[n], 3) for n in nodes],
     }
