@@ -2,11 +2,14 @@
 
 Every step is a plain function of the Profile (and earlier steps' results): no printing,
 no files. Source lines come in through `read_line` so the caller decides where they live.
+Each step of `_STEPS` is `step(facts) -> None`: it reads what the steps before it left in
+`_Facts` and adds its own part; `_result` assembles the Analysis from them.
 
-    threads -> episodes -> request paths (middleware) + dependencies -> culprits
-    -> views -> middleware, dependency summaries -> route costs (endpoints + dependency
-    shares, see route_costs.py) -> threadpool and resource summaries
-    -> GIL stalls (culprit-less episodes while pool workers computed) -> findings -> notes
+    threads (_Facts.start) -> episodes -> request paths (middleware) + dependencies
+    -> culprits -> views and loop totals (_sums) -> middleware, dependency summaries
+    -> route costs (endpoints + dependency shares, see route_costs.py) -> threadpool and
+    resource summaries -> GIL stalls (culprit-less episodes while pool workers computed)
+    -> findings -> sample labels, traffic -> notes -> timeline, fleet, per-process figures
 """
 
 from __future__ import annotations
