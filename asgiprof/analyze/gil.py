@@ -24,10 +24,16 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 
 from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns, UserFrames
-from asgiprof.analyze.result import AnalysisParams, Episode, Finding
+from asgiprof.analyze.result import (
+    AnalysisParams,
+    Episode,
+    Finding,
+    GilHolder,
+    GilStall,
+    GilStalls,
+)
 from asgiprof.analyze.threadpool import WorkerStacks
 from asgiprof.model import Profile, ThreadTimeline
 
@@ -35,57 +41,6 @@ CpuRatio = Callable[[int, int, float, float], float | None]
 Line = tuple[str, int]  # (file, line)
 # Busy worker stack id -> (seconds, samples) inside one episode.
 _Busy = dict[int, tuple[float, float]]
-
-
-@dataclass(frozen=True, slots=True)
-class GilHolder:
-    """A line of user code that busy workers ran while the loop waited for the GIL."""
-
-    file: str
-    line: int
-    function: str
-    route: str | None
-    samples: int  # worker samples at this line inside the stalls, summed over workers
-    ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class GilStall:
-    episode: Episode
-    loop_cpu_s: float  # loop-thread CPU seconds in the window around the episode
-    loop_busy_s: float  # loop busy time (sampled) in that window
-    workers_cpu: float  # workers' CPU seconds per second in that window, summed
-
-
-@dataclass(frozen=True, slots=True)
-class GilStalls:
-    stalls: tuple[GilStall, ...] = ()
-    holders: tuple[GilHolder, ...] = ()  # most samples first
-    # Measured GIL holding (py-spy --gil windows) in the stalled processes: samples of any
-    # thread holding it, and of their pool workers; None when it was not measured.
-    gil_samples: int | None = None
-    worker_gil_samples: int = 0
-
-    @property
-    def worker_gil_share(self) -> float:
-        return self.worker_gil_samples / self.gil_samples if self.gil_samples else 0.0
-
-    @property
-    def stalled_ms(self) -> float:
-        return sum(s.episode.duration_ms for s in self.stalls)
-
-    @property
-    def loop_cpu_ratio(self) -> float:
-        """Loop CPU per second of loop busy time, over the stalls' windows."""
-        busy = sum(s.loop_busy_s for s in self.stalls)
-        return sum(s.loop_cpu_s for s in self.stalls) / busy if busy > 0 else 0.0
-
-    @property
-    def workers_cpu(self) -> float:
-        """Workers' CPU seconds per second, time-weighted over the stalls."""
-        total = self.stalled_ms
-        weighted = sum(s.workers_cpu * s.episode.duration_ms for s in self.stalls)
-        return weighted / total if total else 0.0
 
 
 def pool_threads(

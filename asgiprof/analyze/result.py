@@ -6,6 +6,7 @@ a `Profile` by the functions in this package.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +27,7 @@ Severity = Literal["warning", "info"]
 ResourceMetric = Literal["rss_bytes", "fds", "threads", "connections"]
 LoopState = Literal["idle", "busy"]
 ThreadRole = Literal["event-loop", "threadpool", "other"]
+THREAD_ROLES: tuple[ThreadRole, ...] = ("event-loop", "threadpool", "other")
 
 # Names of the flamegraph views every analysis provides (route views are "route:<name>").
 VIEW_ALL = "all"
@@ -219,6 +221,12 @@ class LoopSummary:
     episodes: int
     threads: tuple[tuple[int, int], ...]  # (pid, tid) of event-loop threads
 
+    @property
+    def blocked_share(self) -> float:
+        """Blocked time's share of the loop's sampled time (busy + idle), 0..1."""
+        active = self.busy_ms + self.idle_ms
+        return self.blocked_ms / active if active > 0 else 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class TimelineBin:
@@ -260,6 +268,17 @@ class MiddlewareSummary:
     server_ms: float  # the server's own protocol code (uvicorn, ...)
     route_ms: float  # router, dependencies and endpoints
     layers: tuple[MiddlewareLayer, ...] = ()
+
+    @property
+    def middleware_layers(self) -> tuple[MiddlewareLayer, ...]:
+        """The layers that are middleware (not the application object), outermost first."""
+        return tuple(x for x in self.layers if x.role == "middleware")
+
+    @property
+    def other_ms(self) -> float:
+        """Request time in none of server, layers and route (0 when they add up)."""
+        parts = [self.server_ms, *(x.self_ms for x in sorted(self.layers, key=lambda x: x.order))]
+        return self.request_ms - sum([*parts, self.route_ms])
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +387,13 @@ class ResourceSummary:
     # there. None when no request was seen (the warm-up counts from the first poll).
     first_request_s: float | None = None
 
+    def after_warmup(self, proc: ResourceSeries) -> list[int]:
+        """Indexes of `proc`'s polls after the warm-up (what the growth fits read)."""
+        if not proc.t_s:
+            return []
+        start = proc.t_s[0] if self.first_request_s is None else self.first_request_s
+        return [i for i, t in enumerate(proc.t_s) if t >= start + self.warmup_s]
+
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -450,6 +476,88 @@ class TrafficSummary:
     warning: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class GilHolder:
+    """A line of user code that busy workers ran while the loop waited for the GIL."""
+
+    file: str
+    line: int
+    function: str
+    route: str | None
+    samples: int  # worker samples at this line inside the stalls, summed over workers
+    ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class GilStall:
+    episode: Episode
+    loop_cpu_s: float  # loop-thread CPU seconds in the window around the episode
+    loop_busy_s: float  # loop busy time (sampled) in that window
+    workers_cpu: float  # workers' CPU seconds per second in that window, summed
+
+
+@dataclass(frozen=True, slots=True)
+class GilStalls:
+    stalls: tuple[GilStall, ...] = ()
+    holders: tuple[GilHolder, ...] = ()  # most samples first
+    # Measured GIL holding (py-spy --gil windows) in the stalled processes: samples of any
+    # thread holding it, and of their pool workers; None when it was not measured.
+    gil_samples: int | None = None
+    worker_gil_samples: int = 0
+
+    @property
+    def worker_gil_share(self) -> float:
+        return self.worker_gil_samples / self.gil_samples if self.gil_samples else 0.0
+
+    @property
+    def stalled_ms(self) -> float:
+        return sum(s.episode.duration_ms for s in self.stalls)
+
+    @property
+    def loop_cpu_ratio(self) -> float:
+        """Loop CPU per second of loop busy time, over the stalls' windows."""
+        busy = sum(s.loop_busy_s for s in self.stalls)
+        return sum(s.loop_cpu_s for s in self.stalls) / busy if busy > 0 else 0.0
+
+    @property
+    def workers_cpu(self) -> float:
+        """Workers' CPU seconds per second, time-weighted over the stalls."""
+        total = self.stalled_ms
+        weighted = sum(s.workers_cpu * s.episode.duration_ms for s in self.stalls)
+        return weighted / total if total else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessCulprit:
+    """A merged culprit's share in one process."""
+
+    rank: int  # the culprit's rank in the merged list
+    file: str
+    line: int
+    route: str | None  # the route with the most blocked time at this line in this process
+    blocked_ms: float
+    episodes: int
+    max_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSummary:
+    """One server process's event loop (workers each run their own): the merged figures
+    split back out per process id (see analyze/processes.py)."""
+
+    pid: int
+    event_loop_tids: tuple[int, ...]
+    busy_ms: float
+    blocked_ms: float
+    idle_ms: float
+    utilization: float  # busy / (busy + idle), 0..1
+    longest_block_ms: float
+    episodes: int
+    culprits: tuple[ProcessCulprit, ...]  # most blocked time first
+    # On the bins of `Analysis.timeline` (same width and count), adding up to them.
+    timeline: tuple[TimelineBin, ...] = ()
+
+
 @dataclass(slots=True)
 class Analysis:
     params: AnalysisParams
@@ -478,3 +586,149 @@ class Analysis:
     # Request overhead given to no route (without an access log nothing tells the split).
     request_overhead_ms: float = 0.0
     traffic: TrafficSummary = field(default_factory=lambda: TrafficSummary("ok", 0, 0.0, 0.0))
+    # Per server process (pid order): its loop figures, culprit shares and timeline bins.
+    processes: tuple[ProcessSummary, ...] = ()
+    # Culprit-less episodes explained by pool workers holding the GIL, and what they ran.
+    gil: GilStalls = field(default_factory=GilStalls)
+
+    def thread_role_counts(self) -> dict[ThreadRole, int]:
+        """Sampled threads per role, every role listed."""
+        roles = self.thread_roles.values()
+        return {role: sum(1 for r in roles if r == role) for role in THREAD_ROLES}
+
+    def route_shares(self) -> dict[str, float]:
+        """Each route's share of all routes' loop + threadpool time (0 when none had any)."""
+        total = sum(r.loop_ms + r.threadpool_ms for r in self.routes)
+        return {
+            r.route: (r.loop_ms + r.threadpool_ms) / total if total > 0 else 0.0
+            for r in self.routes
+        }
+
+    def route_views(self) -> list[str]:
+        """Route view ids in the routes table's order, then any others by name."""
+        ranked = {ROUTE_VIEW_PREFIX + r.route: i for i, r in enumerate(self.routes)}
+        return sorted(
+            (vid for vid in self.views if vid.startswith(ROUTE_VIEW_PREFIX)),
+            key=lambda vid: (ranked.get(vid, len(ranked)), vid),
+        )
+
+    def view_total(self, vid: str) -> float:
+        """A flamegraph view's milliseconds (0 for a view the analysis has not)."""
+        return sum(ms for ms in self.views.get(vid, {}).values() if ms > 0)
+
+    def drawn_views(self) -> set[str]:
+        """Flamegraph views with any time in them."""
+        return {vid for vid, ms in self.views.items() if any(v > 0 for v in ms.values())}
+
+    def culprit_blocks(self) -> list[tuple[Culprit, list[Culprit]]]:
+        """Culprits that lead a block or stand alone, in rank order, each with the other
+        lines of its block (see analyze/blocks.py): one entry, one fix."""
+        members: dict[int, list[Culprit]] = {}
+        for c in self.culprits:
+            if c.block_of is not None:
+                members.setdefault(c.block_of, []).append(c)
+        return [(c, members.get(c.rank, [])) for c in self.culprits if c.block_of is None]
+
+    def self_check(self) -> None:
+        """Check the invariants that tie the parts of the analysis together; raise
+        `AnalysisInvariantError` naming the first one broken (tests call this)."""
+        _check_culprits(self)
+        _check_timeline(self.timeline, self.loop, "timeline")
+        _check_routes(self)
+        _check_processes(self)
+
+
+class AnalysisInvariantError(AssertionError):
+    """An Analysis whose parts disagree (see `Analysis.self_check`)."""
+
+
+def _close(a: float, b: float) -> bool:
+    # Sums of the same float durations taken in another order differ in the last bits, and
+    # bins clipped at `width * count` or at the duration differ by nanoseconds: 1 us (a
+    # ten-thousandth of a sampling period) is the floor.
+    return abs(a - b) <= max(1e-6 * max(abs(a), abs(b)), 1e-3)
+
+
+def _require(ok: bool, invariant: str, detail: str) -> None:
+    if not ok:
+        raise AnalysisInvariantError(f"{invariant}: {detail}")
+
+
+def _check_culprits(a: Analysis) -> None:
+    parts: dict[tuple[str, int], float] = {}
+    for e in a.episodes:
+        for p in e.parts:
+            parts[(p.file, p.line)] = parts.get((p.file, p.line), 0.0) + p.ms
+    for c in a.culprits:
+        got = parts.get((c.file, c.line), 0.0)
+        _require(
+            _close(c.blocked_ms, got),
+            "culprit blocked time = sum of its episode parts",
+            f"#{c.rank} {c.file}:{c.line} has {c.blocked_ms} ms, its parts {got} ms",
+        )
+
+
+def _check_timeline(bins: Sequence[TimelineBin], loop: LoopSummary, name: str) -> None:
+    if not bins:
+        return
+    sums = {
+        "idle": (sum(b.idle_ms for b in bins), loop.idle_ms),
+        "busy": (sum(b.busy_ms + b.blocked_ms for b in bins), loop.busy_ms),
+        "blocked": (sum(b.blocked_ms for b in bins), loop.blocked_ms),
+    }
+    for state, (binned, total) in sums.items():
+        _require(
+            _close(binned, total),
+            f"{name} sums = loop totals",
+            f"{state} bins add up to {binned} ms, the loop's {state} time is {total} ms",
+        )
+
+
+def _check_routes(a: Analysis) -> None:
+    blocked = sum(r.blocked_ms for r in a.routes)
+    _require(
+        blocked <= a.loop.blocked_ms or _close(blocked, a.loop.blocked_ms),
+        "routes' blocked time <= loop blocked time",
+        f"routes add up to {blocked} ms, the loop blocked {a.loop.blocked_ms} ms",
+    )
+
+
+def _check_processes(a: Analysis) -> None:
+    if not a.processes:
+        return
+    merged = LoopSummary(
+        busy_ms=sum(p.busy_ms for p in a.processes),
+        blocked_ms=sum(p.blocked_ms for p in a.processes),
+        idle_ms=sum(p.idle_ms for p in a.processes),
+        utilization=0.0,
+        longest_block_ms=max(p.longest_block_ms for p in a.processes),
+        episodes=sum(p.episodes for p in a.processes),
+        threads=tuple((p.pid, t) for p in a.processes for t in p.event_loop_tids),
+    )
+    for what, got, want in (
+        ("busy_ms", merged.busy_ms, a.loop.busy_ms),
+        ("idle_ms", merged.idle_ms, a.loop.idle_ms),
+        ("blocked_ms", merged.blocked_ms, a.loop.blocked_ms),
+        ("longest_block_ms", merged.longest_block_ms, a.loop.longest_block_ms),
+        ("episodes", merged.episodes, a.loop.episodes),
+    ):
+        _require(
+            _close(got, want),
+            "per-process sums = merged figures",
+            f"processes add up to {what} {got}, merged {want}",
+        )
+    _require(
+        sorted(merged.threads) == sorted(a.loop.threads),
+        "per-process sums = merged figures",
+        f"processes' event-loop threads {merged.threads}, merged {a.loop.threads}",
+    )
+    if all(p.timeline for p in a.processes):
+        for b, merged_bin in enumerate(a.timeline):
+            for state in ("idle_ms", "busy_ms", "blocked_ms"):
+                got = sum(getattr(p.timeline[b], state) for p in a.processes)
+                want = getattr(merged_bin, state)
+                _require(
+                    _close(got, want),
+                    "per-process timelines = merged timeline",
+                    f"bin {b}: processes {state} {got}, merged {want}",
+                )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from asgiprof.gate import CheckResult, CulpritEntry
+from asgiprof.reporters.document import plain
 from asgiprof.text import terminal_safe
 
 
@@ -26,22 +27,7 @@ def check_lines(result: CheckResult) -> list[str]:
 
 
 def _culprit(c: CulpritEntry) -> dict[str, Any]:
-    return {
-        "rank": c.rank,
-        "file": c.file,
-        "rel_file": c.rel_file,
-        "line": c.line,
-        "function": c.function,
-        "code": c.code,
-        "route": c.route,
-        "kind": c.kind,
-        "blocked_ms": c.blocked_ms,
-        "max_ms": c.max_ms,
-        "episodes": c.episodes,
-        "advice": c.advice,
-        "ignored_by": c.ignored_by,
-        "in_baseline": c.in_baseline,
-    }
+    return plain(c, rounding=False)
 
 
 def check_json(result: CheckResult) -> dict[str, Any]:

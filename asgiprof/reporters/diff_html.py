@@ -1,6 +1,6 @@
 """`diff.html`: the diff's tables and a differential flamegraph, one self-contained page.
 
-Same rules as report.html (reporters/html.py): one jinja2 environment with autoescape,
+Same rules as report.html (reporters/html/): one jinja2 environment with autoescape,
 CSS and JS inlined and allowed by sha256 hashes in a strict Content-Security-Policy, and
 data reaching the script only through `|tojson`. The flamegraph payload is the prefix tree
 of both runs' frame paths (pre-order, parents first), each node with its own (self) share

@@ -32,7 +32,7 @@ from typing import Final
 
 from asgiprof import __version__
 from asgiprof.analyze.result import Analysis
-from asgiprof.model import NO_STACK, Frame
+from asgiprof.model import NO_STACK, Frame, Profile
 
 ROLE_VALUES: Final = {"event-loop": "event_loop", "threadpool": "threadpool", "other": "other"}
 LABEL_NAMES: Final = ("http_route", "loop_state", "block_kind", "thread_role", "worker")
@@ -66,81 +66,121 @@ class PprofProfile:
         return sid
 
 
+# A sample's labels as (key, value) string ids, sorted by key.
+Tags = tuple[tuple[int, int], ...]
+
+
 def pprof_profile(analysis: Analysis) -> PprofProfile:
-    profile = analysis.profile
-    labels = analysis.sample_labels
     out = PprofProfile()
     # Sample types first: their strings are referenced by index below.
     out.sample_types = [
         (out.string("samples"), out.string("count")),
         (out.string("wall"), out.string("nanoseconds")),
     ]
-    names = {name: out.string(name) for name in LABEL_NAMES}
+    tags = _LabelTags(out, analysis)
+    locations = _Locations(out, analysis.profile)
+    for (sid, sample_tags), (count, wall_s) in sorted(_sums(analysis, tags).items()):
+        out.samples.append(
+            (locations.of_stack(sid), (int(count), round(wall_s * 1e9)), sample_tags)
+        )
+    _header(out, analysis)
+    return out
 
-    function_ids: dict[tuple[str, str], int] = {}
-    location_ids: dict[int, int] = {}  # frame id (or -1 for an empty stack) -> location id
 
-    def location(frame_id: int) -> int:
-        lid = location_ids.get(frame_id)
+class _Locations:
+    """pprof functions and locations of the profile's frames, made on first use."""
+
+    def __init__(self, out: PprofProfile, profile: Profile) -> None:
+        self._out = out
+        self._profile = profile
+        self._functions: dict[tuple[str, str], int] = {}
+        self._locations: dict[int, int] = {}  # frame id (or -1 for an empty stack) -> id
+        self._stacks: dict[int, tuple[int, ...]] = {}
+
+    def of_stack(self, sid: int) -> tuple[int, ...]:
+        """Location ids of a stack, leaf first."""
+        locs = self._stacks.get(sid)
+        if locs is None:
+            frame_ids = self._profile.stacks[sid]
+            locs = tuple(self._location(f) for f in reversed(frame_ids)) or (self._location(-1),)
+            self._stacks[sid] = locs
+        return locs
+
+    def _location(self, frame_id: int) -> int:
+        lid = self._locations.get(frame_id)
         if lid is None:
-            frame = profile.frames[frame_id] if frame_id >= 0 else EMPTY_STACK
-            fid = function_ids.get((frame.function, frame.file))
+            out = self._out
+            frame = self._profile.frames[frame_id] if frame_id >= 0 else EMPTY_STACK
+            fid = self._functions.get((frame.function, frame.file))
             if fid is None:
                 # start_line 0: py-spy gives the running line, not where the function starts
                 out.functions.append((out.string(frame.function), out.string(frame.file), 0))
-                fid = function_ids[(frame.function, frame.file)] = len(out.functions)
+                fid = self._functions[(frame.function, frame.file)] = len(out.functions)
             out.locations.append((fid, frame.line))
-            lid = location_ids[frame_id] = len(out.locations)
+            lid = self._locations[frame_id] = len(out.locations)
         return lid
 
-    # Label names were interned in LABEL_NAMES order, so concatenating the label tuples in
-    # that order keeps every sample's labels sorted by key: no per-run sort.
-    Tags = tuple[tuple[int, int], ...]
-    state_tags: dict[str | None, Tags] = {None: ()}
-    kind_tags: dict[str | None, Tags] = {None: ()}
-    for state in ("idle", "busy", "blocked"):
-        state_tags[state] = ((names["loop_state"], out.string(state)),)
-    for kind in ("cpu", "io", "unknown"):
-        kind_tags[kind] = ((names["block_kind"], out.string(kind)),)
-    route_tags: dict[int, Tags] = {}
-    for sid, route in sorted(labels.stack_routes.items()):
-        route_tags[sid] = ((names["http_route"], out.string(route)),)
 
-    sums: dict[tuple[int, Tags], list[float]] = defaultdict(lambda: [0, 0.0])
-    for tl in profile.threads:
-        pid, tid = tl.thread.pid, tl.thread.tid
-        role = ROLE_VALUES[analysis.thread_roles.get((pid, tid), "other")]
-        base: Tags = (
-            (names["thread_role"], out.string(role)),
-            (names["worker"], out.string(labels.workers.get(pid, str(pid)))),
+class _LabelTags:
+    """Each label value's (key, value) tags, interned once.
+
+    Label names are interned in LABEL_NAMES order, so concatenating the label tuples in
+    that order keeps every sample's labels sorted by key: no per-run sort."""
+
+    def __init__(self, out: PprofProfile, analysis: Analysis) -> None:
+        self._out = out
+        self._analysis = analysis
+        names = {name: out.string(name) for name in LABEL_NAMES}
+        self._names = names
+        self.state: dict[str | None, Tags] = {None: ()}
+        self.kind: dict[str | None, Tags] = {None: ()}
+        for state in ("idle", "busy", "blocked"):
+            self.state[state] = ((names["loop_state"], out.string(state)),)
+        for kind in ("cpu", "io", "unknown"):
+            self.kind[kind] = ((names["block_kind"], out.string(kind)),)
+        self.route: dict[int, Tags] = {}
+        for sid, route in sorted(analysis.sample_labels.stack_routes.items()):
+            self.route[sid] = ((names["http_route"], out.string(route)),)
+
+    def thread(self, pid: int, tid: int) -> Tags:
+        """The labels every sample of a thread carries: its role and its worker."""
+        role = ROLE_VALUES[self._analysis.thread_roles.get((pid, tid), "other")]
+        worker = self._analysis.sample_labels.workers.get(pid, str(pid))
+        return (
+            (self._names["thread_role"], self._out.string(role)),
+            (self._names["worker"], self._out.string(worker)),
         )
-        loop = labels.loop_runs.get((pid, tid))
+
+
+def _sums(analysis: Analysis, tags: _LabelTags) -> dict[tuple[int, Tags], list[float]]:
+    """(count, wall seconds) per stack and label set, over every run of every thread."""
+    sums: dict[tuple[int, Tags], list[float]] = defaultdict(lambda: [0, 0.0])
+    for tl in analysis.profile.threads:
+        pid, tid = tl.thread.pid, tl.thread.tid
+        base = tags.thread(pid, tid)
+        loop = analysis.sample_labels.loop_runs.get((pid, tid))
         for i, (sid, n, dur) in enumerate(zip(tl.stack, tl.samples, tl.duration_s, strict=True)):
             if sid == NO_STACK or n <= 0:
                 continue
-            tags = route_tags.get(sid, ())
+            sample_tags = tags.route.get(sid, ())
             if loop is not None:
-                tags += state_tags[loop.states[i]] + kind_tags[loop.kinds[i]]
-            entry = sums[(sid, tags + base)]
+                sample_tags += tags.state[loop.states[i]] + tags.kind[loop.kinds[i]]
+            entry = sums[(sid, sample_tags + base)]
             entry[0] += n
             entry[1] += dur
+    return sums
 
-    locations_of: dict[int, tuple[int, ...]] = {}
-    for (sid, sample_tags), (count, wall_s) in sorted(sums.items()):
-        locs = locations_of.get(sid)
-        if locs is None:
-            frame_ids = profile.stacks[sid]
-            locs = tuple(location(f) for f in reversed(frame_ids)) if frame_ids else (location(-1),)
-            locations_of[sid] = locs
-        out.samples.append((locs, (int(count), round(wall_s * 1e9)), sample_tags))
 
-    out.time_nanos = round(profile.sampling.started_at * 1e9)
-    out.duration_nanos = round(profile.sampling.duration_s * 1e9)
-    out.period_nanos = round(labels.period_s * 1e9)
+def _header(out: PprofProfile, analysis: Analysis) -> None:
+    """Times, the sampling period and the comment naming what wrote the profile."""
+    sampling = analysis.profile.sampling
+    period_s = analysis.sample_labels.period_s
+    out.time_nanos = round(sampling.started_at * 1e9)
+    out.duration_nanos = round(sampling.duration_s * 1e9)
+    out.period_nanos = round(period_s * 1e9)
     out.binary = out.string("python")
-    period_ms = labels.period_s * 1000
+    period_ms = period_s * 1000
     out.comments = [out.string(f"asgiprof {__version__}, py-spy, period {period_ms:.3f} ms")]
-    return out
 
 
 # --- protobuf wire format (https://protobuf.dev/programming-guides/encoding/) ---------

@@ -168,12 +168,7 @@ def _profiles(analysis: Analysis, frames: _Frames) -> Iterator[SampledProfile]:
     blocking = analysis.views.get(VIEW_BLOCKING, {})
     if any(ms > 0 for ms in blocking.values()):
         yield _merged_profile("blocking episodes (event loop)", blocking, frames)
-    ranked = {ROUTE_VIEW_PREFIX + r.route: i for i, r in enumerate(analysis.routes)}
-    route_views = sorted(
-        (vid for vid in analysis.views if vid.startswith(ROUTE_VIEW_PREFIX)),
-        key=lambda vid: (ranked.get(vid, len(ranked)), vid),
-    )
-    for vid in route_views:
+    for vid in analysis.route_views():
         if any(ms > 0 for ms in analysis.views[vid].values()):
             name = "route " + vid[len(ROUTE_VIEW_PREFIX) :]
             yield _merged_profile(name, analysis.views[vid], frames)

@@ -29,8 +29,6 @@ def loop_panel(analysis: Analysis) -> Panel:
     loop = analysis.loop
     s = analysis.profile.sampling
     t = analysis.profile.target
-    active = loop.busy_ms + loop.idle_ms
-    blocked_share = loop.blocked_ms / active if active else 0.0
     text = Text()
     text.append(f"{t.server} ", style="bold")
     text.append(" ".join(t.command)[:200])
@@ -47,7 +45,7 @@ def loop_panel(analysis: Analysis) -> Panel:
     text.append("\nevent loop: ")
     text.append(f"{loop.utilization:.0%} busy", style="bold")
     text.append(", ")
-    text.append(f"{blocked_share:.0%} blocked", style="bold red" if loop.episodes else "bold")
+    text.append(f"{loop.blocked_share:.0%} blocked", style="bold red" if loop.episodes else "bold")
     text.append(
         f" ({_fmt_ms(loop.blocked_ms)} in {loop.episodes} episodes of "
         f">= {analysis.params.block_threshold_ms:.0f} ms; longest {_fmt_ms(loop.longest_block_ms)})"
@@ -125,12 +123,7 @@ def _no_culprits(analysis: Analysis) -> Text:
 def _shown(analysis: Analysis, limit: int) -> list[tuple[Culprit, list[Culprit]]]:
     """The first `limit` culprits that lead a block or stand alone, each with the other
     lines of its block (see analyze/blocks.py): one entry, one fix."""
-    members: dict[int, list[Culprit]] = {}
-    for c in analysis.culprits:
-        if c.block_of is not None:
-            members.setdefault(c.block_of, []).append(c)
-    leaders = [c for c in analysis.culprits if c.block_of is None]
-    return [(c, members.get(c.rank, [])) for c in leaders[:limit]]
+    return analysis.culprit_blocks()[:limit]
 
 
 def _block_text(analysis: Analysis, members: list[Culprit]) -> str:
@@ -317,7 +310,7 @@ def _relative_paths(text: str, root: str) -> str:
 def middleware_table(analysis: Analysis, limit: int = 20) -> Table | None:
     m = analysis.middleware
     # Every layer, at 0 ms too: the count of layers a request passes is part of the story.
-    layers = [layer for layer in m.layers if layer.role == "middleware"]
+    layers = m.middleware_layers
     if not any(layer.self_ms > 0 for layer in layers) or m.request_ms <= 0:
         return None
     table = Table(
@@ -435,8 +428,7 @@ def resources_lines(analysis: Analysis) -> Text | None:
     warmup_s = r.warmup_s
     text = Text()
     for proc in r.processes:
-        start = proc.t_s[0] if r.first_request_s is None else r.first_request_s
-        keep = [i for i, t in enumerate(proc.t_s) if t >= start + warmup_s]
+        keep = r.after_warmup(proc)
         if len(keep) < 2:
             continue
         first, last = keep[0], keep[-1]

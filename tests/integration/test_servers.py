@@ -269,6 +269,7 @@ def test_server_matrix_finds_the_planted_line_route_and_blocked_time(
 
     # ... each serving process has one event-loop thread, its main thread
     analysis = _analysis(out)
+    analysis.self_check()  # the Analysis's parts agree on a real profile
     per_process = process_summaries(analysis)
     assert len(per_process) >= case.processes, per_process
     for proc in per_process:
