@@ -14,10 +14,11 @@ from rich.console import Console
 
 from asgiprof import __version__
 from asgiprof.analyze.result import AnalysisParams
-from asgiprof.collect.load_run import LoadSpec
 from asgiprof.errors import AsgiprofError, UsageError
 from asgiprof.gate import FailOn, Rules
-from asgiprof.session import ProfileOptions, attach_server, render, run_server
+from asgiprof.record.load_run import LoadSpec
+from asgiprof.report import render
+from asgiprof.session import ProfileOptions, attach_server, run_server
 
 app = typer.Typer(
     name="asgiprof",
@@ -242,7 +243,7 @@ def merge(
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
 ) -> None:
     """Merge runs of one app from many hosts, pods or workers into one report."""
-    from asgiprof.session import merge_runs
+    from asgiprof.report import merge_runs
 
     merge_runs(list(runs), out, AnalysisParams(block_threshold_ms=threshold_ms), Console(), open_)
 

@@ -26,7 +26,6 @@ from asgiprof import store
 from asgiprof.analyze.frames import is_user
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.routes import RouteResolver
-from asgiprof.collect.pyspy_format import parse_chunk
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import (
     Frame,
@@ -36,6 +35,7 @@ from asgiprof.model import (
     SamplingInfo,
     TargetInfo,
 )
+from asgiprof.store.pyspy import parse_chunk
 from asgiprof.text import terminal_safe
 
 _BARS = "▁▂▃▄▅▆▇█"

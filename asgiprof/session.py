@@ -1,7 +1,7 @@
-"""The pipeline behind `run`, `attach` and `report`: collect into OUT, analyse, report.
+"""The pipeline behind `run` and `attach`: record into OUT, then report (report.py).
 
-collect: target + sampler + resource monitor + route table -> OUT (raw files as they come)
-render:  OUT -> Profile -> Analysis -> summary.json, folded, speedscope, report.html
+record: target + sampler + resource monitor + route table -> OUT (raw files as they come)
+report: OUT -> Profile -> Analysis -> summary.json, folded, speedscope, report.html
 
 Signals while collecting: the first Ctrl-C (or SIGTERM, SIGHUP) stops sampling, stops a
 launched server gracefully or detaches, then analyses and writes everything; a second
@@ -14,10 +14,8 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import sys
 import threading
 import time
-import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,26 +27,8 @@ from rich.live import Live
 from rich.text import Text
 
 from asgiprof import store
-from asgiprof.analyze import analyze
 from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.result import Analysis, AnalysisParams
-from asgiprof.collect.command import find_target_python, parse_server_command, redact
-from asgiprof.collect.gil_sampler import GilConfig, GilSampler
-from asgiprof.collect.load_run import LoadRunner, LoadSpec
-from asgiprof.collect.pyspy_format import parse_chunk
-from asgiprof.collect.resources import ResourceMonitor
-from asgiprof.collect.routes import read_route_table
-from asgiprof.collect.sampler import Sampler, SamplerConfig, check_pyspy, find_pyspy
-from asgiprof.collect.target import (
-    Target,
-    attach,
-    kill_launched,
-    launch,
-    resume_if_stopped,
-    startup_failure,
-    stop_launched,
-    stopped_pids,
-)
 from asgiprof.errors import (
     AsgiprofError,
     CorruptProfileError,
@@ -57,7 +37,6 @@ from asgiprof.errors import (
     UsageError,
 )
 from asgiprof.live import LiveView
-from asgiprof.merge import is_merge, load_merged, load_runs, write_merge_file
 from asgiprof.model import (
     Frame,
     Interner,
@@ -67,9 +46,25 @@ from asgiprof.model import (
     SamplingInfo,
     TargetInfo,
 )
-from asgiprof.reporters import write_all
-from asgiprof.reporters.terminal import print_summary
-from asgiprof.sources import SourceCache
+from asgiprof.record.command import find_target_python, parse_server_command
+from asgiprof.record.gil_sampler import GilConfig, GilSampler
+from asgiprof.record.load_run import LoadRunner, LoadSpec
+from asgiprof.record.resources import ResourceMonitor
+from asgiprof.record.routes import read_route_table_for
+from asgiprof.record.sampler import Sampler, SamplerConfig, check_pyspy, find_pyspy
+from asgiprof.record.target import (
+    Target,
+    attach,
+    kill_launched,
+    launch,
+    resume_if_stopped,
+    startup_failure,
+    stop_launched,
+    stopped_pids,
+)
+from asgiprof.redact import redact
+from asgiprof.report import render
+from asgiprof.store.pyspy import parse_chunk
 from asgiprof.text import terminal_safe
 
 
@@ -199,57 +194,6 @@ def attach_server(pid: int, options: ProfileOptions, console: Console) -> Analys
         raise
 
 
-def render(out: Path, params: AnalysisParams, console: Console, open_browser: bool) -> Analysis:
-    """Analyse a saved output directory and (re)write every artifact."""
-    profile = load_merged(out) if is_merge(out) else store.load_profile(out)
-    sources = SourceCache.load(out)
-    analysis = analyze(profile, params, sources.read_line)
-    sources.save(out)
-    write_all(analysis, out)
-    print_summary(analysis, console)
-    report = out / "report.html"
-    console.print(
-        Text(
-            f"\nwrote {out}/: summary.json, report.html, profile.speedscope.json, stacks.folded, "
-            "profile.pb.gz"
-        )
-    )
-    if open_browser and report.exists():
-        open_report(report.resolve().as_uri(), console)
-    return analysis
-
-
-def merge_runs(
-    dirs: list[Path], out: Path | None, params: AnalysisParams, console: Console, open_: bool
-) -> Analysis:
-    """Merge saved runs of one app into a new output directory and report on them all."""
-    named = load_runs(dirs)
-    out = store.prepare_out_dir(out or store.default_out_dir())
-    write_merge_file(out, named)
-    return render(out, params, console, open_)
-
-
-def _has_display() -> bool:
-    """Whether a graphical browser could open: on Linux and the BSDs only with a display
-    (without one, webbrowser may start a text browser in this terminal, or nothing)."""
-    if sys.platform in ("darwin", "win32"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def open_report(uri: str, console: Console) -> None:
-    """Open the report in a browser, or say where it is when none can open here."""
-    opened = False
-    if _has_display():
-        try:
-            opened = webbrowser.open(uri)
-        except webbrowser.Error:
-            opened = False
-    if not opened:
-        # One unbroken line: a URL folded at the terminal width cannot be copied.
-        console.print(Text(f"no browser to open here (no display): open {uri}"), soft_wrap=True)
-
-
 def _target_info(
     target: Target, mode: str, exit_status: int | None = None, app_spec: str | None = None
 ) -> TargetInfo:
@@ -268,36 +212,14 @@ def _target_info(
 
 def _read_routes(target: Target, info: TargetInfo, out: Path, app_spec: str | None) -> None:
     """Runs in a thread while sampling: imports the app in the target's interpreter."""
-    cmd = parse_server_command(target.server_argv)
-    spec = app_spec or cmd.app_spec
     try:
-        if spec:
-            app_dir = cmd.app_dir
-            if app_spec and cmd.script and not app_dir:
-                app_dir = os.path.dirname(cmd.script) or None  # `python src/serve.py`
-            table = read_route_table(
-                spec,
-                python=info.python,
-                cwd=target.cwd,
-                env=target.environ or None,
-                factory=cmd.factory and not app_spec,
-                app_dir=app_dir,
-            )
-        elif cmd.script:
-            # Started from code: import the script without its __main__ block, find the app.
-            table = read_route_table(
-                cmd.script,
-                python=info.python,
-                cwd=target.cwd,
-                env=target.environ or None,
-                script=True,
-            )
-        else:
-            table = RouteTable(
-                (),
-                "none",
-                "no app spec found in the server command line: name the app with --app module:attr",
-            )
+        table = read_route_table_for(
+            parse_server_command(target.server_argv),
+            python=info.python,
+            cwd=target.cwd,
+            env=target.environ or None,
+            app_spec=app_spec,
+        )
     except AsgiprofError as exc:
         table = RouteTable((), "none", exc.message)
     store.write_routes(out, table)

@@ -22,20 +22,13 @@ from asgiprof.analyze.dependencies import (
     dependency_findings,
     dependency_summary,
 )
-from asgiprof.analyze.episodes import (
-    LABEL_BLOCKED,
-    LABEL_BUSY,
-    LABEL_IDLE,
-    UserFrames,
-    find_episodes,
-    promote_short_stretches,
-)
+from asgiprof.analyze.episodes import UserFrames, find_episodes, promote_short_stretches
 from asgiprof.analyze.fleet import fleet_summary
 from asgiprof.analyze.gil import find_gil_stalls, gil_findings, pool_threads
 from asgiprof.analyze.kind import fit_line_cpu
 from asgiprof.analyze.labels import sample_labels
 from asgiprof.analyze.leaks import leak_findings, resource_summary
-from asgiprof.analyze.loop import LoopClassifier
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.middleware import (
     RequestPaths,
     loop_stack_ids,
@@ -72,8 +65,7 @@ from asgiprof.analyze.threadpool import (
 )
 from asgiprof.analyze.timeline import loop_timeline
 from asgiprof.analyze.traffic import traffic_summary
-from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
-from asgiprof.store import COVERAGE_NOTE
+from asgiprof.model import COVERAGE_NOTE, NO_STACK, Frame, Profile, ThreadTimeline
 
 __all__ = ["analyze"]
 
@@ -89,7 +81,7 @@ def analyze(
 ) -> Analysis:
     """Analyse `profile` (see the module docstring for the order of the steps)."""
     params = params or AnalysisParams()
-    from asgiprof.collect.resources import cpu_ratio as _cpu_ratio
+    from asgiprof.analyze.resources import cpu_ratio as _cpu_ratio
 
     def cpu_ratio(pid: int, tid: int, start_s: float, end_s: float) -> float | None:
         return _cpu_ratio(profile.resources, pid, tid, start_s, end_s)
@@ -148,7 +140,7 @@ def analyze(
             route = resolver.route_of(sid)
             if route is not None or (
                 labels is not None
-                and labels[i] in (LABEL_BUSY, LABEL_BLOCKED)
+                and labels[i] in (STATE_BUSY, STATE_BLOCKED)
                 and paths.owner(sid) is not None
             ):
                 if first_request_s is None or start < first_request_s:
@@ -159,13 +151,13 @@ def analyze(
             if labels is not None:
                 views[VIEW_LOOP][sid] += ms
                 label = labels[i]
-                if label == LABEL_IDLE:
+                if label == STATE_IDLE:
                     idle_ms += ms
-                elif label in (LABEL_BUSY, LABEL_BLOCKED):
+                elif label in (STATE_BUSY, STATE_BLOCKED):
                     busy_ms += ms
                     if route is not None:
                         route_loop[route] += ms
-                    if label == LABEL_BLOCKED:
+                    if label == STATE_BLOCKED:
                         blocked_ms += ms
                         views[VIEW_BLOCKING][sid] += ms
                         if route is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asgiprof.demo import uvicorn_command
-from asgiprof.load import drive_load, free_port
+from asgiprof.record.loadgen import drive_load, free_port
 from tests.browser.conftest import ARTIFACTS, Page
 from tests.browser.test_layout_browser import assert_no_overflow
 from tests.browser.test_report_browser import FLAME_PIXELS, INKED_PIXELS, center_of, click_frame

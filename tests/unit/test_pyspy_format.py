@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from asgiprof import store
-from asgiprof.collect.pyspy_format import parse_chunk, place_samples
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import Frame, Interner, SamplingInfo, TargetInfo
+from asgiprof.store.pyspy import parse_chunk, place_samples
 
 
 def doc(profiles: list[dict[str, object]]) -> bytes:

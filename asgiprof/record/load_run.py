@@ -23,11 +23,11 @@ from pathlib import Path
 import psutil
 
 from asgiprof import store
-from asgiprof.collect.command import redact_text
-from asgiprof.collect.sampler import kill_group, pdeathsig
 from asgiprof.errors import UsageError
-from asgiprof.load import LoadThread, check_loopback, start_load_thread
 from asgiprof.model import LoadInfo, LoadStop
+from asgiprof.record.loadgen import LoadThread, check_loopback, start_load_thread
+from asgiprof.record.sampler import kill_group, pdeathsig
+from asgiprof.redact import redact_text
 from asgiprof.text import terminal_safe
 
 OUTPUT_TAIL_LINES = 20

@@ -28,8 +28,6 @@ from pathlib import Path
 import psutil
 
 from asgiprof import store
-from asgiprof.collect.command import is_python_program
-from asgiprof.collect.watchdog import Watchdog
 from asgiprof.errors import (
     PTRACE_HELP,
     AsgiprofError,
@@ -41,6 +39,8 @@ from asgiprof.errors import (
     TargetNotFoundError,
 )
 from asgiprof.model import RateChange
+from asgiprof.record.command import is_python_program
+from asgiprof.record.watchdog import Watchdog
 
 # Set to a py-spy executable to use that one instead of searching.
 PYSPY_ENV = "ASGIPROF_PYSPY"
@@ -306,7 +306,7 @@ class Sampler:
     still samples, and the current one is stopped (SIGINT) once the next says it samples,
     so no instant goes unsampled between chunks (py-spy takes 50-300 ms to start). The
     store cuts the overlap (see `store.load_profile`). A watchdog makes sure py-spy never
-    leaves a target thread stopped (see `collect/watchdog.py`).
+    leaves a target thread stopped (see `record/watchdog.py`).
 
     `on_chunk(index)` runs in the sampler thread after each chunk reached OUT/raw.
     """

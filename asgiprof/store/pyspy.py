@@ -13,9 +13,9 @@ from typing import TypedDict
 
 import orjson
 
-from asgiprof.collect.command import redact_text
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import Frame, Interner, ThreadInfo
+from asgiprof.redact import redact_text
 
 
 class SpeedscopeFrame(TypedDict, total=False):

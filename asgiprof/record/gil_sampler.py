@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asgiprof import store
-from asgiprof.collect.sampler import pdeathsig
 from asgiprof.errors import CorruptProfileError
+from asgiprof.record.sampler import pdeathsig
 
 
 def gil_name(index: int) -> str:
