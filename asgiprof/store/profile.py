@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from asgiprof.model import (
     Frame,
     GilSamples,
     Interner,
+    LoadInfo,
     Profile,
     RateChange,
     Resources,
+    RouteTable,
     SamplingInfo,
     TargetInfo,
     ThreadInfo,
@@ -112,6 +115,38 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    """meta.json, checked."""
+
+    target: TargetInfo
+    rate_hz: int
+    started_at: float
+    duration_s: float
+    stopped_by: str
+    nonblocking: bool
+    rate_changes: tuple[RateChange, ...]
+    watchdog: tuple[str, ...]
+
+    @property
+    def default_pid(self) -> int:
+        return self.target.pids[0] if self.target.pids else 0
+
+
+@dataclass(slots=True)
+class _Samples:
+    """What the chunks hold: per-thread timelines and each chunk's span and counts."""
+
+    timelines: dict[tuple[int, int], ThreadTimeline] = field(default_factory=dict)
+    chunks: list[Chunk] = field(default_factory=list)
+    unsealed: int = 0  # chunks py-spy finished after asgiprof died
+    prev_end_s: float = 0.0  # where the last chunk kept ended
+
+    @property
+    def last_end_s(self) -> float:
+        return self.chunks[-1].end_s if self.chunks else 0.0
+
+
 def load_profile(out: Path) -> Profile:
     """Rebuild the Profile from an output directory (raises CorruptProfileError).
 
@@ -119,130 +154,187 @@ def load_profile(out: Path) -> Profile:
     asgiprof died (it has no span file: its file time places it, and its secrets are masked
     here). Anything else unreadable is a CorruptProfileError naming the file.
     """
+    meta = _read_meta(out)
+    frames: list[Frame] = []
+    stacks: list[tuple[int, ...]] = []
+    interner = Interner(frames, stacks)
+    problems: list[str] = []
+    raw_dir = out / RAW_DIR
+    paths = chunk_files(out)
+    samples = _Samples()
+    with _gc_paused():  # every chunk: many small objects, all kept
+        for path in paths:
+            _read_chunk(path, meta, interner, samples, problems)
+    gil = _load_gil(raw_dir, interner, meta.default_pid, problems)
+    if paths and not samples.chunks:
+        raise CorruptProfileError(
+            f"no readable py-spy output in {raw_dir}: " + "; ".join(problems[:3])
+        )
+    res_path = out / RESOURCES
+    resources = load_resources(res_path) if res_path.exists() else Resources()
+    sampling = _sampling(meta, samples, problems)
+    problems.extend(sampling_problems(sampling))
+    load = load_load(out)
+    routes = load_routes(out)
+    problems.extend(_caveats(meta, sampling, load, routes))
+    return Profile(
+        target=meta.target,
+        sampling=sampling,
+        frames=frames,
+        stacks=stacks,
+        threads=sorted(samples.timelines.values(), key=lambda t: (t.thread.pid, t.thread.tid)),
+        routes=routes,
+        resources=resources,
+        problems=problems,
+        load=load,
+        requests=count_requests(out / SERVER_LOG, routes.routes),
+        gil=gil,
+    )
+
+
+def _read_meta(out: Path) -> _Meta:
     if not out.is_dir():
         raise CorruptProfileError(f"{out} is not a directory: give the --out folder of a profile")
     meta = read_json(out / META)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CorruptProfileError(f"{out / META} is not an asgiprof {FORMAT} profile")
     try:
-        target = _as_target(as_dict(meta.get("target", {}), "its target"))
         s = as_dict(meta.get("sampling", {}), "its sampling")
-        rate_hz = as_int(s.get("rate_hz", 100))
-        started_at = as_float(s.get("started_at", 0.0))
-        saved_duration_s = as_float(s.get("duration_s", 0.0))
-        stopped_by = str(s.get("stopped_by", "unknown"))
         nonblocking = s.get("nonblocking", False)
         if not isinstance(nonblocking, bool):
             raise TypeError(f"expected true or false for nonblocking, got {nonblocking!r:.40}")
-        rate_changes = tuple(_rate_change(r) for r in as_list(s.get("rate_changes", [])))
-        watchdog = tuple(str(w) for w in as_list(s.get("watchdog", [])))
+        checked = _Meta(
+            target=_as_target(as_dict(meta.get("target", {}), "its target")),
+            rate_hz=as_int(s.get("rate_hz", 100)),
+            started_at=as_float(s.get("started_at", 0.0)),
+            duration_s=as_float(s.get("duration_s", 0.0)),
+            stopped_by=str(s.get("stopped_by", "unknown")),
+            nonblocking=nonblocking,
+            rate_changes=tuple(_rate_change(r) for r in as_list(s.get("rate_changes", []))),
+            watchdog=tuple(str(w) for w in as_list(s.get("watchdog", []))),
+        )
     except (TypeError, ValueError) as exc:
         raise CorruptProfileError(
             f"{out / META} is damaged ({exc}): it cannot be reported; py-spy's own files are "
             f"in {out / RAW_DIR}"
         ) from exc
-    if not 0 < rate_hz <= 100_000:
-        raise CorruptProfileError(f"{out / META} is damaged (sampling rate {rate_hz} Hz)")
-    default_pid = target.pids[0] if target.pids else 0
+    if not 0 < checked.rate_hz <= 100_000:
+        raise CorruptProfileError(f"{out / META} is damaged (sampling rate {checked.rate_hz} Hz)")
+    return checked
 
-    frames: list[Frame] = []
-    stacks: list[tuple[int, ...]] = []
-    interner = Interner(frames, stacks)
-    timelines: dict[tuple[int, int], ThreadTimeline] = {}
-    chunks: list[Chunk] = []
-    problems: list[str] = []
-    unsealed = 0
 
-    raw_dir = out / RAW_DIR
-    paths = chunk_files(out)
-    prev_end_s = 0.0
-    with _gc_paused():  # every chunk: many small objects, all kept
-        for path in paths:
-            stem = path.name.removesuffix(".speedscope.json")
-            cmeta = chunk_meta(raw_dir / f"{stem}.json")
-            try:
-                data = path.read_bytes()
-                if cmeta is None:
-                    unsealed += 1
-                    data = _seal_late(path, data)
-                threads = parse_chunk(data, interner, default_pid=default_pid)
-            except CorruptProfileError as exc:
-                # A truncated last chunk (py-spy killed mid-write) must not cost the others.
-                problems.append(f"unreadable chunk skipped: {path.name}: {exc.message}")
-                continue
-            except OSError as exc:
-                problems.append(f"unreadable chunk skipped: {path.name}: {exc.strerror}")
-                continue
-            longest = max((t.n_samples for t in threads), default=0)
-            if cmeta is None:
-                # asgiprof died before writing the chunk's span: py-spy's file time ends it.
-                try:
-                    end_s = path.stat().st_mtime - started_at
-                except OSError:
-                    end_s = prev_end_s + longest / rate_hz
-                cmeta = {
-                    "start_s": end_s - longest / rate_hz,
-                    "end_s": end_s,
-                    "samples": sum(t.n_samples for t in threads),
-                    "errors": 0,
-                    "intervals": longest,
-                    "lag_s": 0.0,
-                    "rate_hz": 0,
-                }
-            chunk_rate = cmeta["rate_hz"] or rate_hz
-            # Each chunk starts while the one before it still samples (a few ms, so that
-            # no instant goes unsampled): cut the overlap from this chunk's start, by time
-            # alone, so that no instant counts twice and what is cut does not depend on
-            # what the target was doing. A chunk that ends before the previous one is damage.
-            span_start_s, span_end_s = cmeta["start_s"], max(cmeta["end_s"], cmeta["start_s"])
-            start_s = max(span_start_s, prev_end_s)
-            end_s = max(span_end_s, start_s)
-            prev_end_s = end_s
-            cut = 0
-            if start_s > span_start_s and longest:
-                cut = _trim_overlap(threads, longest, span_start_s, span_end_s, start_s, chunk_rate)
-            intervals = max(0, (cmeta["intervals"] or longest) - cut)
-            samples = max(0, cmeta["samples"] - cut * sum(1 for t in threads if t.n_samples))
-            chunks.append(
-                Chunk(
-                    f"{RAW_DIR}/{path.name}",
-                    start_s,
-                    end_s,
-                    samples,
-                    cmeta["errors"],
-                    intervals,
-                    cmeta["lag_s"],
-                    cmeta["rate_hz"],
-                    round(start_s - span_start_s, 6),
-                )
-            )
-            longest = max((t.n_samples for t in threads), default=0)
-            for ts in threads:
-                key = (ts.thread.pid, ts.thread.tid)
-                tl = timelines.get(key)
-                if tl is None:
-                    tl = timelines[key] = ThreadTimeline(ts.thread)
-                elif not tl.thread.name and ts.thread.name:
-                    tl.thread = ThreadInfo(ts.thread.pid, ts.thread.tid, ts.thread.name)
-                first, period = place_samples(ts.n_samples, longest, start_s, end_s, chunk_rate)
-                if len(tl) and tl.stack[-1] != NO_STACK:
-                    last_end = tl.start_s[-1] + tl.duration_s[-1]
-                    if first > last_end:
-                        tl.append(last_end, first - last_end, NO_STACK, 0)
-                _append_runs(tl, ts.stacks, ts.counts, first, period)
+def _read_chunk(
+    path: Path, meta: _Meta, interner: Interner, samples: _Samples, problems: list[str]
+) -> None:
+    """Parse one chunk, place it after the chunks before it and add its threads' runs; a
+    damaged chunk is skipped and named in `problems`."""
+    stem = path.name.removesuffix(".speedscope.json")
+    cmeta = chunk_meta(path.with_name(f"{stem}.json"))
+    try:
+        data = path.read_bytes()
+        if cmeta is None:
+            samples.unsealed += 1
+            data = _seal_late(path, data)
+        threads = parse_chunk(data, interner, default_pid=meta.default_pid)
+    except CorruptProfileError as exc:
+        # A truncated last chunk (py-spy killed mid-write) must not cost the others.
+        problems.append(f"unreadable chunk skipped: {path.name}: {exc.message}")
+        return
+    except OSError as exc:
+        problems.append(f"unreadable chunk skipped: {path.name}: {exc.strerror}")
+        return
+    if cmeta is None:
+        cmeta = _unsealed_span(path, threads, meta, samples.prev_end_s)
+    chunk = _place_chunk(path, threads, cmeta, samples.prev_end_s, meta.rate_hz)
+    samples.prev_end_s = chunk.end_s
+    samples.chunks.append(chunk)
+    chunk_rate = cmeta["rate_hz"] or meta.rate_hz
+    _add_runs(samples.timelines, threads, chunk.start_s, chunk.end_s, chunk_rate)
 
-    gil = _load_gil(raw_dir, interner, default_pid, problems)
 
-    if paths and not chunks:
-        raise CorruptProfileError(
-            f"no readable py-spy output in {raw_dir}: " + "; ".join(problems[:3])
-        )
+def _unsealed_span(
+    path: Path, threads: list[ThreadSamples], meta: _Meta, prev_end_s: float
+) -> dict[str, Any]:
+    """asgiprof died before writing the chunk's span: py-spy's file time ends it."""
+    longest = max((t.n_samples for t in threads), default=0)
+    try:
+        end_s = path.stat().st_mtime - meta.started_at
+    except OSError:
+        end_s = prev_end_s + longest / meta.rate_hz
+    return {
+        "start_s": end_s - longest / meta.rate_hz,
+        "end_s": end_s,
+        "samples": sum(t.n_samples for t in threads),
+        "errors": 0,
+        "intervals": longest,
+        "lag_s": 0.0,
+        "rate_hz": 0,
+    }
 
-    res_path = out / RESOURCES
-    resources = load_resources(res_path) if res_path.exists() else Resources()
 
-    last_end_s = chunks[-1].end_s if chunks else 0.0
-    duration_s = saved_duration_s
+def _place_chunk(
+    path: Path,
+    threads: list[ThreadSamples],
+    cmeta: dict[str, Any],
+    prev_end_s: float,
+    rate_hz: int,
+) -> Chunk:
+    """The chunk's kept span and counts, its overlap with the chunk before cut (in place)."""
+    longest = max((t.n_samples for t in threads), default=0)
+    chunk_rate = cmeta["rate_hz"] or rate_hz
+    # Each chunk starts while the one before it still samples (a few ms, so that
+    # no instant goes unsampled): cut the overlap from this chunk's start, by time
+    # alone, so that no instant counts twice and what is cut does not depend on
+    # what the target was doing. A chunk that ends before the previous one is damage.
+    span_start_s, span_end_s = cmeta["start_s"], max(cmeta["end_s"], cmeta["start_s"])
+    start_s = max(span_start_s, prev_end_s)
+    end_s = max(span_end_s, start_s)
+    cut = 0
+    if start_s > span_start_s and longest:
+        cut = _trim_overlap(threads, longest, span_start_s, span_end_s, start_s, chunk_rate)
+    intervals = max(0, (cmeta["intervals"] or longest) - cut)
+    samples = max(0, cmeta["samples"] - cut * sum(1 for t in threads if t.n_samples))
+    return Chunk(
+        f"{RAW_DIR}/{path.name}",
+        start_s,
+        end_s,
+        samples,
+        cmeta["errors"],
+        intervals,
+        cmeta["lag_s"],
+        cmeta["rate_hz"],
+        round(start_s - span_start_s, 6),
+    )
+
+
+def _add_runs(
+    timelines: dict[tuple[int, int], ThreadTimeline],
+    threads: list[ThreadSamples],
+    start_s: float,
+    end_s: float,
+    chunk_rate: float,
+) -> None:
+    """Append each thread's runs of one chunk to its timeline, a gap (NO_STACK) before them
+    when the thread was not sampled since its last run."""
+    longest = max((t.n_samples for t in threads), default=0)
+    for ts in threads:
+        key = (ts.thread.pid, ts.thread.tid)
+        tl = timelines.get(key)
+        if tl is None:
+            tl = timelines[key] = ThreadTimeline(ts.thread)
+        elif not tl.thread.name and ts.thread.name:
+            tl.thread = ThreadInfo(ts.thread.pid, ts.thread.tid, ts.thread.name)
+        first, period = place_samples(ts.n_samples, longest, start_s, end_s, chunk_rate)
+        if len(tl) and tl.stack[-1] != NO_STACK:
+            last_end = tl.start_s[-1] + tl.duration_s[-1]
+            if first > last_end:
+                tl.append(last_end, first - last_end, NO_STACK, 0)
+        _append_runs(tl, ts.stacks, ts.counts, first, period)
+
+
+def _sampling(meta: _Meta, samples: _Samples, problems: list[str]) -> SamplingInfo:
+    last_end_s = samples.last_end_s
+    stopped_by, duration_s = meta.stopped_by, meta.duration_s
     if stopped_by == "running":
         # meta.json is rewritten when sampling ends: asgiprof was killed before that.
         stopped_by = "unfinished"
@@ -251,51 +343,42 @@ def load_profile(out: Path) -> Profile:
             f"asgiprof stopped before it finished (killed?): this report covers the "
             f"{last_end_s:.1f} s saved until then"
             + (
-                f", {unsealed} chunk(s) of which py-spy wrote after asgiprof died"
-                if unsealed
+                f", {samples.unsealed} chunk(s) of which py-spy wrote after asgiprof died"
+                if samples.unsealed
                 else ""
             )
         )
-    duration_s = max(duration_s, last_end_s)
-    sampling = SamplingInfo(
-        rate_hz=rate_hz,
-        started_at=started_at,
-        duration_s=duration_s,
+    chunks = samples.chunks
+    return SamplingInfo(
+        rate_hz=meta.rate_hz,
+        started_at=meta.started_at,
+        duration_s=max(duration_s, last_end_s),
         samples=sum(c.samples for c in chunks),
         errors=sum(c.errors for c in chunks),
         chunks=tuple(chunks),
         stopped_by=stopped_by,
-        nonblocking=nonblocking,
-        rate_changes=rate_changes,
-        watchdog=watchdog,
+        nonblocking=meta.nonblocking,
+        rate_changes=meta.rate_changes,
+        watchdog=meta.watchdog,
     )
-    problems.extend(sampling_problems(sampling))
-    load = load_load(out)
+
+
+def _caveats(
+    meta: _Meta, sampling: SamplingInfo, load: LoadInfo | None, routes: RouteTable
+) -> list[str]:
+    """The report's sentences about the load, the watchdog, the route table and the end."""
+    caveats: list[str] = []
     if load is not None and load.failure is not None:
-        problems.append(f"{load.failure}: the profile may not show the load you meant (load.log)")
-    problems.extend(f"watchdog: {event}" for event in watchdog)
-    routes = load_routes(out)
+        caveats.append(f"{load.failure}: the profile may not show the load you meant (load.log)")
+    caveats.extend(f"watchdog: {event}" for event in meta.watchdog)
     if routes.dependency_error is not None:
-        problems.append(routes.dependency_error)
-    if stopped_by == "target-exit" and target.exit_status is None:
-        problems.append(
+        caveats.append(routes.dependency_error)
+    if sampling.stopped_by == "target-exit" and meta.target.exit_status is None:
+        caveats.append(
             "the target exited while sampled (its exit status is known only to its parent "
             "process): the report covers the time until then"
         )
-    profile = Profile(
-        target=target,
-        sampling=sampling,
-        frames=frames,
-        stacks=stacks,
-        threads=sorted(timelines.values(), key=lambda t: (t.thread.pid, t.thread.tid)),
-        routes=routes,
-        resources=resources,
-        problems=problems,
-        load=load,
-        requests=count_requests(out / SERVER_LOG, routes.routes),
-        gil=gil,
-    )
-    return profile
+    return caveats
 
 
 def _load_gil(
