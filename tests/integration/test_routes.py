@@ -470,7 +470,7 @@ def test_probe_runs_as_a_file_too(tmp_path: Path) -> None:
         tmp_path / "src",
         """
         import sys
-        assert not any(p.rstrip("/").endswith("asgiprof/collect") for p in sys.path), sys.path
+        assert not any(p.rstrip("/").endswith("asgiprof/record") for p in sys.path), sys.path
 
 
         class App:
