@@ -132,11 +132,9 @@ class LiveView:
 
     def add_chunk(self, index: int) -> None:
         """Read chunk `index` (its span and rate from its meta file) into the totals."""
-        raw = self.out / store.RAW_DIR
-        name = store.chunk_name(index)
         try:
-            meta = store.read_chunk_meta(raw / f"{name}.json")
-            data = (raw / f"{name}.speedscope.json").read_bytes()
+            meta = store.read_chunk_meta(store.chunk_meta_path(self.out, index))
+            data = store.chunk_path(self.out, index).read_bytes()
             stats = chunk_stats(
                 data,
                 self.pid,

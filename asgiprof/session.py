@@ -239,7 +239,7 @@ class _LoopCheck:
     def __call__(self, index: int) -> None:
         if self.found is not None:
             return
-        path = self.out / store.RAW_DIR / f"{store.chunk_name(index)}.speedscope.json"
+        path = store.chunk_path(self.out, index)
         try:
             found, threads = event_loop_in_chunk(path.read_bytes(), self.pid)
         except (OSError, CorruptProfileError):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,57 @@ def chunk_name(index: int) -> str:
     return f"chunk-{index:04d}"
 
 
+def chunk_path(out: Path, index: int) -> Path:
+    """Where py-spy writes chunk `index` (speedscope)."""
+    return out / RAW_DIR / f"{chunk_name(index)}.speedscope.json"
+
+
+def chunk_meta_path(out: Path, index: int) -> Path:
+    """The chunk's span and counts (`write_chunk_meta`)."""
+    return out / RAW_DIR / f"{chunk_name(index)}.json"
+
+
+def chunk_log_path(out: Path, index: int) -> Path:
+    """What one py-spy run prints, until `append_pyspy_log` moves it into pyspy.log."""
+    return out / RAW_DIR / f"{chunk_name(index)}.log"
+
+
+def append_pyspy_log(out: Path, index: int, pid: int, said: str) -> None:
+    """Add one py-spy run's output to OUT/raw/pyspy.log (one py-spy at a time writes it)."""
+    with open(out / RAW_DIR / PYSPY_LOG, "a", encoding="utf-8") as f:
+        f.write(f"--- {chunk_name(index)} (py-spy {pid}) ---\n{said}")
+    chunk_log_path(out, index).unlink(missing_ok=True)
+
+
+def gil_name(index: int) -> str:
+    return f"gil-{index:04d}"
+
+
+def gil_path(out: Path, index: int) -> Path:
+    """Where py-spy writes `--gil` window `index` (speedscope)."""
+    return out / RAW_DIR / f"{gil_name(index)}.speedscope.json"
+
+
+def gil_log_path(out: Path) -> Path:
+    return out / RAW_DIR / GIL_LOG
+
+
+def write_gil_meta(out: Path, index: int, *, start_s: float, end_s: float, intervals: int) -> None:
+    write_json(
+        out / RAW_DIR / f"{gil_name(index)}.json",
+        {"start_s": start_s, "end_s": end_s, "intervals": intervals, "gil": True},
+    )
+
+
+def load_log_path(out: Path) -> Path:
+    """The load command's output (--load), or the generator's summary (--load-url)."""
+    return out / LOAD_LOG
+
+
+def write_load_log(out: Path, lines: Sequence[str]) -> None:
+    (out / LOAD_LOG).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def write_meta(out: Path, target: TargetInfo, sampling: SamplingInfo) -> None:
     t = asdict(target)
     s = asdict(sampling)
@@ -270,7 +322,7 @@ def write_chunk_meta(
     instants, `lag_s` the furthest py-spy said it fell behind, `rate_hz` the rate it
     was asked for."""
     write_json(
-        out / RAW_DIR / f"{chunk_name(index)}.json",
+        chunk_meta_path(out, index),
         {
             "start_s": start_s,
             "end_s": end_s,
