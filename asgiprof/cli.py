@@ -6,18 +6,20 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 
 from asgiprof import __version__
 from asgiprof.analyze.result import AnalysisParams
-from asgiprof.collect.load_run import LoadSpec
 from asgiprof.errors import AsgiprofError, UsageError
 from asgiprof.gate import FailOn, Rules
-from asgiprof.session import ProfileOptions, attach_server, render, run_server
+from asgiprof.record.load_run import LoadSpec
+from asgiprof.report import render
+from asgiprof.session import ProfileOptions, attach_server, run_server
 
 app = typer.Typer(
     name="asgiprof",
@@ -108,34 +110,28 @@ def _app_spec(value: str | None) -> str | None:
     return value
 
 
-def _options(
-    duration: float | None,
-    out: Path | None,
-    rate: int,
-    open_: bool,
-    threshold_ms: float,
-    nonblocking: bool,
-    load: str | None = None,
-    load_url: list[str] | None = None,
-    concurrency: int = 8,
-    app_spec: str | None = None,
-    live: bool | None = None,
-) -> ProfileOptions:
+def _options(params: Mapping[str, Any]) -> ProfileOptions:
+    """The ProfileOptions of `run`, `attach` and `demo` from click's parsed values by
+    parameter name (`ctx.params`): each command declares its options once, for typer, and
+    they are read here in one place. Options a command lacks take their defaults."""
+    duration: float | None = params.get("duration")
+    load: str | None = params.get("load")
+    load_url: list[str] | None = params.get("load_url")
     spec = (
-        LoadSpec(load, tuple(load_url or ()), concurrency, duration)
+        LoadSpec(load, tuple(load_url or ()), params.get("concurrency", 8), duration)
         if load is not None or load_url
         else None
     )
     return ProfileOptions(
         duration_s=duration,
-        out=out,
-        rate_hz=rate,
-        open_browser=open_,
-        params=AnalysisParams(block_threshold_ms=threshold_ms),
-        nonblocking=nonblocking,
+        out=params.get("out"),
+        rate_hz=params.get("rate", 100),
+        open_browser=params.get("open_", False),
+        params=AnalysisParams(block_threshold_ms=params.get("threshold_ms", DEFAULT_THRESHOLD)),
+        nonblocking=params.get("nonblocking", False),
         load=spec,
-        app_spec=_app_spec(app_spec),
-        live=live,
+        app_spec=_app_spec(params.get("app_spec")),
+        live=params.get("live"),
     )
 
 
@@ -158,6 +154,7 @@ def _root(
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
 )
 def run(
+    ctx: typer.Context,
     command: Annotated[list[str], typer.Argument(help="The server command, e.g. uvicorn app:app")],
     *,
     duration: Duration = None,
@@ -173,24 +170,12 @@ def run(
     live: LiveOption = None,
 ) -> None:
     """Launch a server under the profiler: asgiprof run -- uvicorn app:app --port 8000"""
-    options = _options(
-        duration,
-        out,
-        rate,
-        open_,
-        threshold_ms,
-        nonblocking,
-        load,
-        load_url,
-        concurrency,
-        app_spec,
-        live,
-    )
-    run_server(list(command), options, Console())
+    run_server(list(command), _options(ctx.params), Console())
 
 
 @app.command()
 def attach(
+    ctx: typer.Context,
     pid: Annotated[int, typer.Argument(help="PID of the running server (master or worker).")],
     *,
     duration: Duration = None,
@@ -206,20 +191,7 @@ def attach(
     live: LiveOption = None,
 ) -> None:
     """Attach to a running server; it keeps running when asgiprof stops."""
-    options = _options(
-        duration,
-        out,
-        rate,
-        open_,
-        threshold_ms,
-        nonblocking,
-        load,
-        load_url,
-        concurrency,
-        app_spec,
-        live,
-    )
-    attach_server(pid, options, Console())
+    attach_server(pid, _options(ctx.params), Console())
 
 
 @app.command()
@@ -242,7 +214,7 @@ def merge(
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
 ) -> None:
     """Merge runs of one app from many hosts, pods or workers into one report."""
-    from asgiprof.session import merge_runs
+    from asgiprof.report import merge_runs
 
     merge_runs(list(runs), out, AnalysisParams(block_threshold_ms=threshold_ms), Console(), open_)
 
@@ -303,6 +275,7 @@ def diff(
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     *,
     duration: Annotated[float, typer.Option("--duration", "-d", min=2.0, help="Seconds.")] = 8.0,
     out: Out = None,
@@ -312,8 +285,7 @@ def demo(
     """Profile the bundled example app under generated load and show what blocks it."""
     from asgiprof.demo import run_demo
 
-    options = _options(duration, out, rate, open_, DEFAULT_THRESHOLD, False)
-    run_demo(options, Console())
+    run_demo(_options(ctx.params), Console())
 
 
 @app.command()

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.text import Text
 
 from asgiprof.analyze.result import Analysis
-from asgiprof.collect.target import Target
 from asgiprof.errors import UsageError
-from asgiprof.load import LoadThread, free_port, start_load_thread
+from asgiprof.record.loadgen import LoadThread, free_port, start_load_thread
+from asgiprof.record.target import Target
 from asgiprof.session import ProfileOptions, run_server
 
 DEMO_MODULE = "demo_app"

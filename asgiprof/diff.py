@@ -49,7 +49,7 @@ from asgiprof.analyze.result import (
 from asgiprof.errors import UsageError
 from asgiprof.identity import CulpritKey, culprit_key, portable_file
 from asgiprof.model import NO_STACK, Profile
-from asgiprof.sources import SourceCache
+from asgiprof.store.sources import SourceCache
 
 FAMILY_ALPHA = 0.05
 Per = Literal["sample", "request"]

@@ -26,7 +26,6 @@ from asgiprof import store
 from asgiprof.analyze.frames import is_user
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.routes import RouteResolver
-from asgiprof.collect.pyspy_format import parse_chunk
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import (
     Frame,
@@ -36,6 +35,7 @@ from asgiprof.model import (
     SamplingInfo,
     TargetInfo,
 )
+from asgiprof.store.pyspy import parse_chunk
 from asgiprof.text import terminal_safe
 
 _BARS = "▁▂▃▄▅▆▇█"
@@ -132,11 +132,9 @@ class LiveView:
 
     def add_chunk(self, index: int) -> None:
         """Read chunk `index` (its span and rate from its meta file) into the totals."""
-        raw = self.out / store.RAW_DIR
-        name = store.chunk_name(index)
         try:
-            meta = store.read_chunk_meta(raw / f"{name}.json")
-            data = (raw / f"{name}.speedscope.json").read_bytes()
+            meta = store.read_chunk_meta(store.chunk_meta_path(self.out, index))
+            data = store.chunk_path(self.out, index).read_bytes()
             stats = chunk_stats(
                 data,
                 self.pid,

@@ -36,7 +36,7 @@ from asgiprof.model import (
     ThreadInfo,
     ThreadTimeline,
 )
-from asgiprof.sources import SOURCES
+from asgiprof.store.sources import SOURCES
 
 MERGE_FILE = "merge.json"
 MERGE_FORMAT = 1

@@ -1,6 +1,6 @@
 """The one data model: frames, interned stacks, per-thread sample runs, and the Profile.
 
-Built once from py-spy output (see `collect/pyspy_format.py`); every analysis reads a
+Built once from py-spy output (see `store/pyspy.py`); every analysis reads a
 `Profile`, nothing re-parses raw files. Samples are stored run-length encoded per thread
 (consecutive samples with the same stack form one run) in compact arrays, so an idle
 thread costs one run per chunk and memory stays flat as profiles grow.
@@ -15,6 +15,10 @@ from typing import Literal
 
 # Stack id for "this thread was not sampled here" (gaps between py-spy chunks).
 NO_STACK = -1
+# ResourcePoint field value when the poll could not read it (access denied).
+UNKNOWN = -1
+# How the store's sampling-coverage problem starts: analyze drops it when the loop was idle.
+COVERAGE_NOTE = "py-spy sampled "
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +351,7 @@ class RunSource:
 
 @dataclass(slots=True)
 class GilSamples:
-    """Who held the GIL, from py-spy `--gil` windows (collect/gil_sampler.py): at each
+    """Who held the GIL, from py-spy `--gil` windows (record/gil_sampler.py): at each
     sampled instant only the holding thread is recorded, none while nobody holds it."""
 
     windows: int

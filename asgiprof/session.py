@@ -1,7 +1,7 @@
-"""The pipeline behind `run`, `attach` and `report`: collect into OUT, analyse, report.
+"""The pipeline behind `run` and `attach`: record into OUT, then report (report.py).
 
-collect: target + sampler + resource monitor + route table -> OUT (raw files as they come)
-render:  OUT -> Profile -> Analysis -> summary.json, folded, speedscope, report.html
+record: target + sampler + resource monitor + route table -> OUT (raw files as they come)
+report: OUT -> Profile -> Analysis -> summary.json, folded, speedscope, report.html
 
 Signals while collecting: the first Ctrl-C (or SIGTERM, SIGHUP) stops sampling, stops a
 launched server gracefully or detaches, then analyses and writes everything; a second
@@ -14,13 +14,11 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import sys
 import threading
 import time
-import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -29,26 +27,8 @@ from rich.live import Live
 from rich.text import Text
 
 from asgiprof import store
-from asgiprof.analyze import analyze
 from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.result import Analysis, AnalysisParams
-from asgiprof.collect.command import find_target_python, parse_server_command, redact
-from asgiprof.collect.gil_sampler import GilConfig, GilSampler
-from asgiprof.collect.load_run import LoadRunner, LoadSpec
-from asgiprof.collect.pyspy_format import parse_chunk
-from asgiprof.collect.resources import ResourceMonitor
-from asgiprof.collect.routes import read_route_table
-from asgiprof.collect.sampler import Sampler, SamplerConfig, check_pyspy, find_pyspy
-from asgiprof.collect.target import (
-    Target,
-    attach,
-    kill_launched,
-    launch,
-    resume_if_stopped,
-    startup_failure,
-    stop_launched,
-    stopped_pids,
-)
 from asgiprof.errors import (
     AsgiprofError,
     CorruptProfileError,
@@ -57,7 +37,6 @@ from asgiprof.errors import (
     UsageError,
 )
 from asgiprof.live import LiveView
-from asgiprof.merge import is_merge, load_merged, load_runs, write_merge_file
 from asgiprof.model import (
     Frame,
     Interner,
@@ -67,9 +46,25 @@ from asgiprof.model import (
     SamplingInfo,
     TargetInfo,
 )
-from asgiprof.reporters import write_all
-from asgiprof.reporters.terminal import print_summary
-from asgiprof.sources import SourceCache
+from asgiprof.record.command import find_target_python, parse_server_command
+from asgiprof.record.gil_sampler import GilConfig, GilSampler
+from asgiprof.record.load_run import LoadRunner, LoadSpec
+from asgiprof.record.resources import ResourceMonitor
+from asgiprof.record.routes import read_route_table_for
+from asgiprof.record.sampler import Sampler, SamplerConfig, check_pyspy, find_pyspy
+from asgiprof.record.target import (
+    Target,
+    attach,
+    kill_launched,
+    launch,
+    resume_if_stopped,
+    startup_failure,
+    stop_launched,
+    stopped_pids,
+)
+from asgiprof.redact import redact
+from asgiprof.report import render
+from asgiprof.store.pyspy import parse_chunk
 from asgiprof.text import terminal_safe
 
 
@@ -199,57 +194,6 @@ def attach_server(pid: int, options: ProfileOptions, console: Console) -> Analys
         raise
 
 
-def render(out: Path, params: AnalysisParams, console: Console, open_browser: bool) -> Analysis:
-    """Analyse a saved output directory and (re)write every artifact."""
-    profile = load_merged(out) if is_merge(out) else store.load_profile(out)
-    sources = SourceCache.load(out)
-    analysis = analyze(profile, params, sources.read_line)
-    sources.save(out)
-    write_all(analysis, out)
-    print_summary(analysis, console)
-    report = out / "report.html"
-    console.print(
-        Text(
-            f"\nwrote {out}/: summary.json, report.html, profile.speedscope.json, stacks.folded, "
-            "profile.pb.gz"
-        )
-    )
-    if open_browser and report.exists():
-        open_report(report.resolve().as_uri(), console)
-    return analysis
-
-
-def merge_runs(
-    dirs: list[Path], out: Path | None, params: AnalysisParams, console: Console, open_: bool
-) -> Analysis:
-    """Merge saved runs of one app into a new output directory and report on them all."""
-    named = load_runs(dirs)
-    out = store.prepare_out_dir(out or store.default_out_dir())
-    write_merge_file(out, named)
-    return render(out, params, console, open_)
-
-
-def _has_display() -> bool:
-    """Whether a graphical browser could open: on Linux and the BSDs only with a display
-    (without one, webbrowser may start a text browser in this terminal, or nothing)."""
-    if sys.platform in ("darwin", "win32"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def open_report(uri: str, console: Console) -> None:
-    """Open the report in a browser, or say where it is when none can open here."""
-    opened = False
-    if _has_display():
-        try:
-            opened = webbrowser.open(uri)
-        except webbrowser.Error:
-            opened = False
-    if not opened:
-        # One unbroken line: a URL folded at the terminal width cannot be copied.
-        console.print(Text(f"no browser to open here (no display): open {uri}"), soft_wrap=True)
-
-
 def _target_info(
     target: Target, mode: str, exit_status: int | None = None, app_spec: str | None = None
 ) -> TargetInfo:
@@ -268,36 +212,14 @@ def _target_info(
 
 def _read_routes(target: Target, info: TargetInfo, out: Path, app_spec: str | None) -> None:
     """Runs in a thread while sampling: imports the app in the target's interpreter."""
-    cmd = parse_server_command(target.server_argv)
-    spec = app_spec or cmd.app_spec
     try:
-        if spec:
-            app_dir = cmd.app_dir
-            if app_spec and cmd.script and not app_dir:
-                app_dir = os.path.dirname(cmd.script) or None  # `python src/serve.py`
-            table = read_route_table(
-                spec,
-                python=info.python,
-                cwd=target.cwd,
-                env=target.environ or None,
-                factory=cmd.factory and not app_spec,
-                app_dir=app_dir,
-            )
-        elif cmd.script:
-            # Started from code: import the script without its __main__ block, find the app.
-            table = read_route_table(
-                cmd.script,
-                python=info.python,
-                cwd=target.cwd,
-                env=target.environ or None,
-                script=True,
-            )
-        else:
-            table = RouteTable(
-                (),
-                "none",
-                "no app spec found in the server command line: name the app with --app module:attr",
-            )
+        table = read_route_table_for(
+            parse_server_command(target.server_argv),
+            python=info.python,
+            cwd=target.cwd,
+            env=target.environ or None,
+            app_spec=app_spec,
+        )
     except AsgiprofError as exc:
         table = RouteTable((), "none", exc.message)
     store.write_routes(out, table)
@@ -317,7 +239,7 @@ class _LoopCheck:
     def __call__(self, index: int) -> None:
         if self.found is not None:
             return
-        path = self.out / store.RAW_DIR / f"{store.chunk_name(index)}.speedscope.json"
+        path = store.chunk_path(self.out, index)
         try:
             found, threads = event_loop_in_chunk(path.read_bytes(), self.pid)
         except (OSError, CorruptProfileError):
@@ -356,157 +278,6 @@ def _not_asgi(target: Target, threads: int) -> NotAsgiServerError:
     )
 
 
-def _profile(
-    target: Target,
-    out: Path,
-    options: ProfileOptions,
-    console: Console,
-    pyspy: str,
-    on_stop: Callable[[], None] | None = None,
-) -> Analysis:
-    t0 = time.time()
-    mode = "run" if target.launched else "attach"
-    info = _target_info(target, mode, app_spec=options.app_spec)
-    sampling = SamplingInfo(
-        options.rate_hz, t0, 0.0, 0, 0, stopped_by="running", nonblocking=options.nonblocking
-    )
-    store.write_meta(out, info, sampling)
-
-    stop = _Stop()
-
-    def not_asgi() -> None:  # in the sampler thread, after the first chunk
-        stop.request("not-asgi")
-        sampler.stop()
-
-    loop_check = _LoopCheck(out, target.pid, not_asgi)
-    finished: queue.SimpleQueue[int] = queue.SimpleQueue()
-
-    def on_chunk(index: int) -> None:  # in the sampler thread: hand over, never wait
-        if options.require_event_loop:
-            loop_check(index)
-        finished.put(index)
-
-    sampler = Sampler(
-        target.pid,
-        out,
-        t0,
-        SamplerConfig(
-            rate_hz=options.rate_hz,
-            chunk_s=options.chunk_s,
-            nonblocking=options.nonblocking,
-            pyspy=pyspy,
-        ),
-        on_chunk=on_chunk,
-    )
-    # Who holds the GIL, in short windows beside the main sampler (gil-contention evidence).
-    gil = GilSampler(target.pid, out, t0, GilConfig(pyspy=sampler.pyspy))
-    monitor = ResourceMonitor(out / store.RESOURCES, info.pids, t0=t0)
-    routes = threading.Thread(
-        target=_read_routes,
-        args=(target, info, out, options.app_spec),
-        name="asgiprof-routes",
-        daemon=True,
-    )
-    stopped_before = set() if target.launched else stopped_pids(target.pids())
-    load = LoadRunner(options.load, out, t0) if options.load is not None else None
-
-    def abort() -> None:
-        # In a signal handler, while the main thread may be waiting on these very
-        # processes: send signals and write one line, never wait for anything.
-        sampler.kill()
-        if load is not None:
-            load.kill()
-        kill_launched(target)
-        saved = f"; the samples saved so far are in {out} (asgiprof report {out})"
-        os.write(2, f"\naborted{saved if sampler.chunks else ''}\n".encode(errors="replace"))
-
-    stop.abort = abort
-    exit_status: int | None = None
-    sampling_ended: float | None = None
-    with stop.handlers():
-        monitor.start()
-        routes.start()
-        sampler.start()
-        if options.gil_windows:
-            gil.start()
-        try:
-            if load is not None:
-                shown = load.start(target.pids() or [target.pid], target.server_argv)
-                console.print(Text(terminal_safe(f"load: {shown}")), style="dim")
-            _wait(target, sampler, monitor, stop, options, console, t0, out, finished, load)
-        finally:
-            stop.request("duration")  # a no-op after a stop: from now on Ctrl-C aborts
-            if on_stop is not None:
-                on_stop()
-            if load is not None:
-                load.finish(_LOAD_STOPS.get(stop.reason, "error"))
-            sampler.stop()
-            gil.stop()
-            sampler.join(options.chunk_s + 30)
-            gil.join(30)
-            # The profile's wall time ends with sampling, not after the server stopped:
-            # coverage compares what was sampled with this.
-            sampling_ended = time.time()
-            if target.launched:
-                exit_status = target.exit_status()
-                stop_launched(target)
-            monitor.stop()
-            routes.join(25)
-        if not target.launched:
-            for pid in resume_if_stopped(target.pids(), stopped_before):
-                console.print(Text(f"warning: process {pid} was left stopped; resumed it"))
-            if target.alive():
-                console.print(Text(f"detached, PID {target.pid} still running"), style="dim")
-        if stop.reason == "not-asgi":
-            store.discard(out)
-            raise _not_asgi(target, loop_check.threads)
-        if sampler.chunks == 0:
-            if stop.reason == "interrupt" and sampler.error is None:
-                store.discard(out)
-                what = "the server was stopped" if target.launched else "the target runs on"
-                raise StartupInterrupted(
-                    f"interrupted before the first samples were saved: {what} and nothing "
-                    "was written"
-                )
-            if sampler.error is not None:
-                raise sampler.error
-            if target.launched and exit_status is not None:
-                raise startup_failure(target.cmdline, exit_status, target.log_path)
-            raise AsgiprofError(f"no samples were taken before sampling stopped; see {out}")
-        if sampler.target_exited or (exit_status is not None and stop.reason != "interrupt"):
-            stop.reason = "target-exit"
-        if sampler.error is not None:
-            console.print(Text(terminal_safe(f"warning: sampling stopped early: {sampler.error}")))
-        for event in sampler.watchdog.report.events:
-            console.print(Text(terminal_safe(f"warning: watchdog: {event}")))
-        final = SamplingInfo(
-            options.rate_hz,
-            t0,
-            round((sampling_ended or time.time()) - t0, 3),
-            sampler.samples,
-            sampler.errors,
-            stopped_by=stop.reason,
-            nonblocking=options.nonblocking,
-            rate_changes=tuple(sampler.rate_changes),
-            watchdog=tuple(sampler.watchdog.report.events),
-        )
-        store.write_meta(
-            out,
-            TargetInfo(
-                pids=info.pids,
-                command=info.command,
-                server=info.server,
-                cwd=info.cwd,
-                python=info.python,
-                app_spec=info.app_spec,
-                mode=info.mode,
-                exit_status=exit_status if stop.reason == "target-exit" else None,
-            ),
-            final,
-        )
-        return render(out, options.params, console, options.open_browser)
-
-
 # How the load was stopped, by why sampling stopped ("load": it ended by itself).
 _LOAD_STOPS: dict[str, LoadStop] = {
     "load": "exit",
@@ -516,66 +287,243 @@ _LOAD_STOPS: dict[str, LoadStop] = {
 }
 
 
-def _wait(
+class _Recording:
+    """The parts that record one target into OUT (sampler, GIL windows, resource monitor,
+    route table, load), started and stopped together."""
+
+    def __init__(self, target: Target, out: Path, options: ProfileOptions, pyspy: str) -> None:
+        self.target = target
+        self.out = out
+        self.options = options
+        self.t0 = time.time()
+        mode = "run" if target.launched else "attach"
+        self.info = _target_info(target, mode, app_spec=options.app_spec)
+        sampling = SamplingInfo(
+            options.rate_hz,
+            self.t0,
+            0.0,
+            0,
+            0,
+            stopped_by="running",
+            nonblocking=options.nonblocking,
+        )
+        store.write_meta(out, self.info, sampling)
+        self.stop = _Stop()
+        self.stop.abort = self.abort
+        self.loop_check = _LoopCheck(out, target.pid, self._not_asgi)
+        self.finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.sampler = Sampler(
+            target.pid,
+            out,
+            self.t0,
+            SamplerConfig(
+                rate_hz=options.rate_hz,
+                chunk_s=options.chunk_s,
+                nonblocking=options.nonblocking,
+                pyspy=pyspy,
+            ),
+            on_chunk=self._on_chunk,
+        )
+        # Who holds the GIL, in short windows beside the main sampler (gil-contention evidence).
+        self.gil = GilSampler(target.pid, out, self.t0, GilConfig(pyspy=self.sampler.pyspy))
+        self.monitor = ResourceMonitor(out / store.RESOURCES, self.info.pids, t0=self.t0)
+        self.routes = threading.Thread(
+            target=_read_routes,
+            args=(target, self.info, out, options.app_spec),
+            name="asgiprof-routes",
+            daemon=True,
+        )
+        self.stopped_before = set() if target.launched else stopped_pids(target.pids())
+        self.load = LoadRunner(options.load, out, self.t0) if options.load is not None else None
+        self.exit_status: int | None = None
+        self.sampling_ended: float | None = None
+
+    def _not_asgi(self) -> None:  # in the sampler thread, after the first chunk
+        self.stop.request("not-asgi")
+        self.sampler.stop()
+
+    def _on_chunk(self, index: int) -> None:  # in the sampler thread: hand over, never wait
+        if self.options.require_event_loop:
+            self.loop_check(index)
+        self.finished.put(index)
+
+    def abort(self) -> None:
+        # In a signal handler, while the main thread may be waiting on these very
+        # processes: send signals and write one line, never wait for anything.
+        self.sampler.kill()
+        if self.load is not None:
+            self.load.kill()
+        kill_launched(self.target)
+        saved = f"; the samples saved so far are in {self.out} (asgiprof report {self.out})"
+        os.write(2, f"\naborted{saved if self.sampler.chunks else ''}\n".encode(errors="replace"))
+
+    def record(self, console: Console, on_stop: Callable[[], None] | None) -> None:
+        """Sample until a stop (see `_wait`), then stop every part."""
+        self.monitor.start()
+        self.routes.start()
+        self.sampler.start()
+        if self.options.gil_windows:
+            self.gil.start()
+        try:
+            if self.load is not None:
+                shown = self.load.start(
+                    self.target.pids() or [self.target.pid], self.target.server_argv
+                )
+                console.print(Text(terminal_safe(f"load: {shown}")), style="dim")
+            _wait(self, console)
+        finally:
+            self._stop_all(on_stop)
+
+    def _stop_all(self, on_stop: Callable[[], None] | None) -> None:
+        self.stop.request("duration")  # a no-op after a stop: from now on Ctrl-C aborts
+        if on_stop is not None:
+            on_stop()
+        if self.load is not None:
+            self.load.finish(_LOAD_STOPS.get(self.stop.reason, "error"))
+        self.sampler.stop()
+        self.gil.stop()
+        self.sampler.join(self.options.chunk_s + 30)
+        self.gil.join(30)
+        # The profile's wall time ends with sampling, not after the server stopped:
+        # coverage compares what was sampled with this.
+        self.sampling_ended = time.time()
+        if self.target.launched:
+            self.exit_status = self.target.exit_status()
+            stop_launched(self.target)
+        self.monitor.stop()
+        self.routes.join(25)
+
+    def write_final_meta(self) -> None:
+        sampler, info = self.sampler, self.info
+        final = SamplingInfo(
+            self.options.rate_hz,
+            self.t0,
+            round((self.sampling_ended or time.time()) - self.t0, 3),
+            sampler.samples,
+            sampler.errors,
+            stopped_by=self.stop.reason,
+            nonblocking=self.options.nonblocking,
+            rate_changes=tuple(sampler.rate_changes),
+            watchdog=tuple(sampler.watchdog.report.events),
+        )
+        exit_status = self.exit_status if self.stop.reason == "target-exit" else None
+        store.write_meta(self.out, replace(info, exit_status=exit_status), final)
+
+
+def _profile(
     target: Target,
-    sampler: Sampler,
-    monitor: ResourceMonitor,
-    stop: _Stop,
+    out: Path,
     options: ProfileOptions,
     console: Console,
-    t0: float,
-    out: Path,
-    finished: queue.SimpleQueue[int],
-    load: LoadRunner | None = None,
-) -> None:
+    pyspy: str,
+    on_stop: Callable[[], None] | None = None,
+) -> Analysis:
+    rec = _Recording(target, out, options, pyspy)
+    with rec.stop.handlers():
+        rec.record(console, on_stop)
+        if not target.launched:
+            for pid in resume_if_stopped(target.pids(), rec.stopped_before):
+                console.print(Text(f"warning: process {pid} was left stopped; resumed it"))
+            if target.alive():
+                console.print(Text(f"detached, PID {target.pid} still running"), style="dim")
+        _raise_if_nothing_recorded(rec)
+        if rec.sampler.target_exited or (
+            rec.exit_status is not None and rec.stop.reason != "interrupt"
+        ):
+            rec.stop.reason = "target-exit"
+        if rec.sampler.error is not None:
+            console.print(
+                Text(terminal_safe(f"warning: sampling stopped early: {rec.sampler.error}"))
+            )
+        for event in rec.sampler.watchdog.report.events:
+            console.print(Text(terminal_safe(f"warning: watchdog: {event}")))
+        rec.write_final_meta()
+        return render(out, options.params, console, options.open_browser)
+
+
+def _raise_if_nothing_recorded(rec: _Recording) -> None:
+    """Not an ASGI server, or no chunk saved: say why (and leave no empty OUT behind)."""
+    target, sampler, stop = rec.target, rec.sampler, rec.stop
+    if stop.reason == "not-asgi":
+        store.discard(rec.out)
+        raise _not_asgi(target, rec.loop_check.threads)
+    if sampler.chunks:
+        return
+    if stop.reason == "interrupt" and sampler.error is None:
+        store.discard(rec.out)
+        what = "the server was stopped" if target.launched else "the target runs on"
+        raise StartupInterrupted(
+            f"interrupted before the first samples were saved: {what} and nothing was written"
+        )
+    if sampler.error is not None:
+        raise sampler.error
+    if target.launched and rec.exit_status is not None:
+        raise startup_failure(target.cmdline, rec.exit_status, target.log_path)
+    raise AsgiprofError(f"no samples were taken before sampling stopped; see {rec.out}")
+
+
+def _wait(rec: _Recording, console: Console) -> None:
     """Show progress until Ctrl-C, --duration, the target exiting, a sampler failure, or
     the end of the load: the live panel (each chunk read once, as it reaches OUT) or one
     line."""
-    deadline = t0 + options.duration_s if options.duration_s else None
+    target, sampler, options = rec.target, rec.sampler, rec.options
+    deadline = rec.t0 + options.duration_s if options.duration_s else None
     known = set(target.pids())
     progress = Console(stderr=True, force_terminal=console.is_terminal or None)
     show_live = progress.is_terminal if options.live is None else options.live
-    view = LiveView(out, target.pid, options.params.block_threshold_ms / 1000)
+    view = LiveView(rec.out, target.pid, options.params.block_threshold_ms / 1000)
     with Live(console=progress, refresh_per_second=4, transient=True) as live:
-        while not stop.event.wait(0.25):
+        while not rec.stop.event.wait(0.25):
             now = time.time()
-            if deadline is not None and now >= deadline:
-                stop.request("duration")
-                break
-            if not target.alive():
-                stop.request("target-exit")
-                break
-            if load is not None and load.done():
-                stop.request("load")
-                break
-            if not sampler.running:
-                stop.request("target-exit" if sampler.target_exited else "error")
+            reason = _stop_reason(rec, deadline, now)
+            if reason is not None:
+                rec.stop.request(reason)
                 break
             for pid in set(target.pids()) - known:  # workers (re)started while sampling
-                monitor.add_pid(pid)
+                rec.monitor.add_pid(pid)
                 known.add(pid)
-            elapsed = now - t0
-            left = (
-                f", {deadline - now:.0f} s left"
-                if deadline
-                else ", until the load ends"
-                if load is not None
-                else ", Ctrl-C to stop"
-            )
-            status = f"sampling PID {target.pid}: {elapsed:5.1f} s{left}"
-            sampling = (
-                f"{sampler.chunks} chunks, {sampler.sampled_s:.1f} s sampled "
-                f"(coverage {sampler.coverage:.0%}), {sampler.rate_hz} Hz"
-            )
-            if sampler.max_lag_s:
-                sampling += f", py-spy fell up to {sampler.max_lag_s:.1f} s behind"
+            status, sampling = _progress(rec, deadline, now)
             if not show_live:
                 live.update(Text(terminal_safe(f"{status}; {sampling}, target alive")))
                 continue
             while True:
                 try:
-                    view.add_chunk(finished.get_nowait())
+                    view.add_chunk(rec.finished.get_nowait())
                 except queue.Empty:
                     break
+            elapsed = now - rec.t0
             stale = f"; view {elapsed - sampler.last_end_s:.1f} s old" if sampler.chunks else ""
             live.update(view.render(status, sampling + stale))
+
+
+def _stop_reason(rec: _Recording, deadline: float | None, now: float) -> str | None:
+    """Why sampling must stop now, or None to go on."""
+    if deadline is not None and now >= deadline:
+        return "duration"
+    if not rec.target.alive():
+        return "target-exit"
+    if rec.load is not None and rec.load.done():
+        return "load"
+    if not rec.sampler.running:
+        return "target-exit" if rec.sampler.target_exited else "error"
+    return None
+
+
+def _progress(rec: _Recording, deadline: float | None, now: float) -> tuple[str, str]:
+    """The progress lines: what is sampled and for how long, and how well py-spy keeps up."""
+    sampler = rec.sampler
+    left = (
+        f", {deadline - now:.0f} s left"
+        if deadline
+        else ", until the load ends"
+        if rec.load is not None
+        else ", Ctrl-C to stop"
+    )
+    status = f"sampling PID {rec.target.pid}: {now - rec.t0:5.1f} s{left}"
+    sampling = (
+        f"{sampler.chunks} chunks, {sampler.sampled_s:.1f} s sampled "
+        f"(coverage {sampler.coverage:.0%}), {sampler.rate_hz} Hz"
+    )
+    if sampler.max_lag_s:
+        sampling += f", py-spy fell up to {sampler.max_lag_s:.1f} s behind"
+    return status, sampling

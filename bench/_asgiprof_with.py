@@ -18,7 +18,7 @@ def main() -> None:
         interval = float(argv[1])
         argv = argv[2:]
         import asgiprof.session as session
-        from asgiprof.collect.resources import ResourceMonitor
+        from asgiprof.record.resources import ResourceMonitor
 
         # session.py builds its monitor as ResourceMonitor(path, pids, t0=...).
         session.ResourceMonitor = functools.partial(  # type: ignore[attr-defined,assignment]

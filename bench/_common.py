@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from asgiprof.load import free_port
+from asgiprof.record.loadgen import free_port
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

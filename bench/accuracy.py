@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import APPS, PYTHON, Server, header, median, stop_pid, table, wait_for  # noqa: E402
 
 from asgiprof.analyze.result import AnalysisParams  # noqa: E402
-from asgiprof.load import check_loopback  # noqa: E402
+from asgiprof.record.loadgen import check_loopback  # noqa: E402
 
 THRESHOLD_MS = AnalysisParams().block_threshold_ms
 _MARK = re.compile(r"#\s*planted:\s*([a-z]+-(?:io|cpu))\s*$")

@@ -8,7 +8,7 @@ run, round after round, two fresh subprocesses:
 
   A  the report path from "sampling stopped" to all outputs written: store.load_profile,
      analyze (with the source cache), every file reporter of asgiprof.reporters.write_all
-     and the terminal summary, exactly what `session.render` does;
+     and the terminal summary, exactly what `report.render` does;
   B  the floor: read every py-spy chunk and orjson.loads it, nothing else.
 
 and prints time and peak RSS (median over rounds, min..max), A/B, per-stage times and the
@@ -66,7 +66,7 @@ def worker_report(out: Path) -> dict[str, Any]:
     from asgiprof.analyze.result import AnalysisParams
     from asgiprof.reporters import FILE_REPORTERS, get_reporter
     from asgiprof.reporters.terminal import print_summary
-    from asgiprof.sources import SourceCache
+    from asgiprof.store.sources import SourceCache
 
     reporters = [(name, get_reporter(name)) for name in FILE_REPORTERS]  # imports them
     console = Console(file=io.StringIO(), width=120)

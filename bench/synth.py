@@ -5,7 +5,7 @@
 `--busy` models a saturated server instead (loop ~90% busy, workers ~60%, a new stack
 almost every sample): the worst case for run-length encoding.
 
-OUT gets what `asgiprof run/attach` leaves behind (see asgiprof/store.py): meta.json,
+OUT gets what `asgiprof run/attach` leaves behind (see asgiprof/store/outdir.py): meta.json,
 routes.json, resources.jsonl (thread CPU every 50 ms, resources every 1 s), and
 raw/chunk-NNNN.speedscope.json + raw/chunk-NNNN.json, one pair per 2 s chunk, exactly in
 py-spy 0.4's format with `--idle --threads --subprocesses` (root `process`/`thread` frames,

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from asgiprof.collect.sampler import find_pyspy
 from asgiprof.errors import SamplerError
+from asgiprof.record.sampler import find_pyspy
 from tests.servers import ServerFactory, ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from asgiprof.load import free_port
+from asgiprof.record.loadgen import free_port
 from tests.servers import HOST
 
 INSTALL_HINT = "PostgreSQL server binaries not found: apt-get install -y postgresql"

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 
-from asgiprof.load import LoadResult, start_load_thread
+from asgiprof.record.loadgen import LoadResult, start_load_thread
 from tests.servers import HOST, ServerProcess
 
 T = TypeVar("T")

@@ -20,8 +20,8 @@ from typing import Protocol
 import httpx
 import psutil
 
-from asgiprof.collect.sampler import pdeathsig
-from asgiprof.load import free_port
+from asgiprof.record.loadgen import free_port
+from asgiprof.record.sampler import pdeathsig
 
 HOST = "127.0.0.1"
 # Marks the lines in examples/ that block the event loop: tests look them up by this text.

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 import psutil
 
-from asgiprof.load import LoadResult, LoadThread, start_load_thread
+from asgiprof.record.loadgen import LoadResult, LoadThread, start_load_thread
 from tests.profiling import Finished, finish, start_asgiprof
 from tests.servers import HOST, ServerProcess
 

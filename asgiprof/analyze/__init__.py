@@ -27,9 +27,6 @@ from asgiprof.analyze.dependencies import (
     dependency_summary,
 )
 from asgiprof.analyze.episodes import (
-    LABEL_BLOCKED,
-    LABEL_BUSY,
-    LABEL_IDLE,
     LineEvidence,
     LoopThreadRuns,
     UserFrames,
@@ -41,7 +38,7 @@ from asgiprof.analyze.gil import CpuRatio, find_gil_stalls, gil_findings, pool_t
 from asgiprof.analyze.kind import fit_line_cpu
 from asgiprof.analyze.labels import sample_labels
 from asgiprof.analyze.leaks import leak_findings, resource_summary
-from asgiprof.analyze.loop import LoopClassifier
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.middleware import (
     RequestPaths,
     loop_stack_ids,
@@ -89,8 +86,7 @@ from asgiprof.analyze.threadpool import (
 )
 from asgiprof.analyze.timeline import loop_timeline
 from asgiprof.analyze.traffic import traffic_summary
-from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
-from asgiprof.store import COVERAGE_NOTE
+from asgiprof.model import COVERAGE_NOTE, NO_STACK, Frame, Profile, ThreadTimeline
 
 __all__ = ["analyze"]
 
@@ -156,7 +152,7 @@ class _Facts:
     @classmethod
     def start(cls, profile: Profile, params: AnalysisParams, read_line: SourceReader) -> _Facts:
         """The inputs and the thread roles every step reads."""
-        from asgiprof.collect.resources import cpu_ratio as _cpu_ratio
+        from asgiprof.analyze.resources import cpu_ratio as _cpu_ratio
 
         def cpu_ratio(pid: int, tid: int, start_s: float, end_s: float) -> float | None:
             return _cpu_ratio(profile.resources, pid, tid, start_s, end_s)
@@ -249,13 +245,13 @@ class _Sums:
 
     def add_loop(self, label: int, sid: int, ms: float, route: str | None) -> None:
         self.views[VIEW_LOOP][sid] += ms
-        if label == LABEL_IDLE:
+        if label == STATE_IDLE:
             self.idle_ms += ms
-        elif label in (LABEL_BUSY, LABEL_BLOCKED):
+        elif label in (STATE_BUSY, STATE_BLOCKED):
             self.busy_ms += ms
             if route is not None:
                 self.route_loop[route] += ms
-            if label == LABEL_BLOCKED:
+            if label == STATE_BLOCKED:
                 self.blocked_ms += ms
                 self.views[VIEW_BLOCKING][sid] += ms
                 if route is not None:
@@ -290,7 +286,7 @@ def _sums(f: _Facts) -> None:
             route = f.resolver.route_of(sid)
             label = labels[i] if labels is not None else None
             if route is not None or (
-                label in (LABEL_BUSY, LABEL_BLOCKED) and f.paths.owner(sid) is not None
+                label in (STATE_BUSY, STATE_BLOCKED) and f.paths.owner(sid) is not None
             ):
                 sums.add_request(start)
             if route is not None:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from asgiprof.analyze.advice import function_awaits
-from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns
+from asgiprof.analyze.episodes import LoopThreadRuns
 from asgiprof.analyze.frames import bare_function, file_kind
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY
 from asgiprof.analyze.middleware import class_of
 from asgiprof.analyze.result import (
     AnalysisParams,
@@ -281,7 +282,7 @@ def dependency_summary(
 
     for lr in loop_runs:
         for (_s, dur, sid, n), label in zip(lr.timeline.runs(), lr.labels, strict=True):
-            if sid == NO_STACK or label not in (LABEL_BUSY, LABEL_BLOCKED):
+            if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
                 continue
             ms = dur * 1000.0
             j = deps.on_loop(sid)
@@ -291,7 +292,7 @@ def dependency_summary(
                 continue
             a = add(sid, j, ms, n)
             a.loop_ms += ms
-            if label == LABEL_BLOCKED:
+            if label == STATE_BLOCKED:
                 a.blocked_ms += ms
     in_worker = {sid: j for sid, e in entries.items() if (j := deps.in_worker(sid, e)) is not None}
     if in_worker:

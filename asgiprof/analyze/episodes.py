@@ -20,19 +20,14 @@ from dataclasses import dataclass, field
 
 from asgiprof.analyze.advice import is_blocking_call
 from asgiprof.analyze.frames import app_roots, is_asgi_dispatch, is_user, is_web_framework
-from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE, STATE_OFF, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
 from asgiprof.model import NO_STACK, Profile, ThreadTimeline
-
-LABEL_OFF = 0
-LABEL_IDLE = 1
-LABEL_BUSY = 2
-LABEL_BLOCKED = 3
 
 
 @dataclass(slots=True)
 class LoopThreadRuns:
-    """Per-run labels (LABEL_*) of one event-loop thread, aligned with its timeline."""
+    """Per-run labels (loop.STATE_*) of one event-loop thread, aligned with its timeline."""
 
     timeline: ThreadTimeline
     labels: array[int] = field(default_factory=lambda: array("b"))
@@ -340,7 +335,7 @@ def find_episodes(
             if long_enough and _is_importing(profile, st.stacks.most_common(1)[0][0]):
                 # A worker importing the app inside its running loop (uvicorn 0.30+ with
                 # --workers or --reload) before it serves: startup, not a request's line.
-                _label(labels, st, LABEL_BLOCKED)
+                _label(labels, st, STATE_BLOCKED)
                 episodes.append(
                     _episode(tl, st, None, user_frames, route_of, cpu_ratio, labels, params)
                 )
@@ -350,7 +345,7 @@ def find_episodes(
             if not long_enough:
                 runs.short.append((st.first_run, st.end_run, cand.holder))
                 continue
-            _label(labels, st, LABEL_BLOCKED)
+            _label(labels, st, STATE_BLOCKED)
             episodes.append(
                 _episode(tl, st, cand.holder, user_frames, route_of, cpu_ratio, labels, params)
             )
@@ -360,7 +355,7 @@ def find_episodes(
             ev = stack_evidence[st.stacks.most_common(1)[0][0]]
             if not is_blocking(ev, True, params):
                 continue
-            _label(labels, st, LABEL_BLOCKED)
+            _label(labels, st, STATE_BLOCKED)
             episodes.append(
                 _episode(tl, st, None, user_frames, route_of, cpu_ratio, labels, params)
             )
@@ -375,7 +370,7 @@ def _count_saturation(runs: LoopThreadRuns, threshold_s: float) -> None:
     tl, labels = runs.timeline, runs.labels
     length = 0.0
     for k in range(len(tl) + 1):
-        if k < len(tl) and labels[k] == LABEL_BUSY:
+        if k < len(tl) and labels[k] == STATE_BUSY:
             length += tl.duration_s[k]
             continue
         if length >= threshold_s:
@@ -460,16 +455,16 @@ def _candidates(
             segment.clear()
 
     for i, (start, dur, sid, n) in enumerate(tl.runs()):
-        state = classifier.classify(sid).state if sid != NO_STACK else LABEL_OFF
+        state = classifier.classify(sid).state if sid != NO_STACK else STATE_OFF
         if state != STATE_BUSY:
             close_segment()
             key = None
-            labels[i] = LABEL_IDLE if state == STATE_IDLE else LABEL_OFF
+            labels[i] = STATE_IDLE if state == STATE_IDLE else STATE_OFF
             if state == STATE_IDLE:
                 loop_samples += n
             continue
         loop_samples += n
-        labels[i] = LABEL_BUSY
+        labels[i] = STATE_BUSY
         callback = classifier.classify(sid).callback
         outer = user_frames.outer_key(sid)
         if outer is None:
@@ -619,7 +614,7 @@ def promote_short_stretches(
             for k in range(first, end):
                 duration_s += tl.duration_s[k]
                 samples += tl.samples[k]
-                labels[k] = LABEL_BLOCKED
+                labels[k] = STATE_BLOCKED
                 if tl.samples[k] > best and user_frames.deepest(tl.stack[k]) == fid:
                     best, stack = tl.samples[k], tl.stack[k]
             ms = duration_s * 1000.0
@@ -662,7 +657,7 @@ def _is_isolated(
 ) -> bool:
     """True when the loop was (mostly) idle within `margin_s` before and after the stretch.
 
-    Sample times are estimates (py-spy gives order, not time; see pyspy_format), good to
+    Sample times are estimates (py-spy gives order, not time; see store/pyspy.py), good to
     about a tenth of a second. Only an episode with idle margins can be matched to the
     thread's measured CPU time without mixing in its neighbours' CPU.
     """
@@ -673,7 +668,7 @@ def _is_isolated(
         r_start = tl.start_s[k]
         if r_start >= end + margin_s:
             break
-        if stretch.first_run <= k < stretch.end_run or labels[k] not in (LABEL_BUSY, LABEL_BLOCKED):
+        if stretch.first_run <= k < stretch.end_run or labels[k] not in (STATE_BUSY, STATE_BLOCKED):
             continue
         r_end = r_start + tl.duration_s[k]
         busy += max(0.0, min(r_end, end + margin_s) - max(r_start, start - margin_s))

@@ -11,7 +11,7 @@ are (see `AnalysisParams.gil_*` for the measurements behind the thresholds).
 CPU alone cannot tell a worker holding the GIL from one in native code that released it
 (argon2, bcrypt, hashlib: on a machine short of cores they starve the loop of CPU, not of
 the GIL). The finding, and the lines it names, therefore come from py-spy's `--gil` windows
-(collect/gil_sampler.py), where only the thread holding the GIL is sampled: no windows, or
+(record/gil_sampler.py), where only the thread holding the GIL is sampled: no windows, or
 workers rarely in them, no finding.
 
 Workers are judged per episode (their CPU is steady under load); the loop's own CPU per
@@ -25,7 +25,8 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns, UserFrames
+from asgiprof.analyze.episodes import LoopThreadRuns, UserFrames
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY
 from asgiprof.analyze.result import (
     AnalysisParams,
     Episode,
@@ -194,7 +195,7 @@ def _candidate(
         # not dilute a loop that computes.
         tl, labels = runs.timeline, runs.labels
         loop_busy_s = sum(
-            s for k, s in _overlaps(tl, lo, hi) if labels[k] in (LABEL_BUSY, LABEL_BLOCKED)
+            s for k, s in _overlaps(tl, lo, hi) if labels[k] in (STATE_BUSY, STATE_BLOCKED)
         )
         return GilStall(ep, loop_cpu * (hi - lo), loop_busy_s, sum(known)), busy
     return None

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LABEL_IDLE, LoopThreadRuns
+from asgiprof.analyze.episodes import LoopThreadRuns
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE
 from asgiprof.analyze.result import Episode
 
 Line = tuple[str, int]
 # The loop thread's CPU share over [start_s, end_s], 0..1, or None where polls do not cover
-# it (analyze() passes collect/resources.py's `cpu_ratio` over the profile's resources).
+# it (analyze() passes analyze/resources.py's `cpu_ratio` over the profile's resources).
 CpuRatio = Callable[[int, int, float, float], "float | None"]
 
 # Windows much longer than the error of sample times (~0.1 s), short enough for many.
@@ -53,9 +54,9 @@ def fit_line_cpu(
         key = (tl.thread.pid, tl.thread.tid)
         windows: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
         for start, dur, label in zip(tl.start_s, tl.duration_s, runs.labels, strict=True):
-            if label == LABEL_IDLE:
+            if label == STATE_IDLE:
                 _spread(windows, 1, start, dur, window_s)
-            elif label in (LABEL_BUSY, LABEL_BLOCKED):
+            elif label in (STATE_BUSY, STATE_BLOCKED):
                 _spread(windows, 0, start, dur, window_s)
         # Episodes' time moves from "busy" to their line's own column.
         for ep in by_thread.get(key, ()):

@@ -12,7 +12,8 @@ import bisect
 from collections.abc import Callable
 
 from asgiprof.analyze.culprits import measured_kind
-from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LABEL_IDLE, LoopThreadRuns
+from asgiprof.analyze.episodes import LoopThreadRuns
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE
 from asgiprof.analyze.result import (
     AnalysisParams,
     Culprit,
@@ -24,7 +25,7 @@ from asgiprof.analyze.result import (
 )
 from asgiprof.model import NO_STACK, Profile
 
-_STATES: dict[int, RunState] = {LABEL_IDLE: "idle", LABEL_BUSY: "busy", LABEL_BLOCKED: "blocked"}
+_STATES: dict[int, RunState] = {STATE_IDLE: "idle", STATE_BUSY: "busy", STATE_BLOCKED: "blocked"}
 
 
 def measured_period_s(profile: Profile) -> float:
@@ -76,7 +77,7 @@ def sample_labels(
         for label, start in zip(lr.labels, tl.start_s, strict=True):
             states.append(_STATES.get(label))
             kind: Kind | None = None
-            if label == LABEL_BLOCKED:
+            if label == STATE_BLOCKED:
                 # Episodes start on a run and never overlap on one thread: a blocked run
                 # belongs to the last episode starting at or before it.
                 i = bisect.bisect_right(starts, start + 1e-9) - 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from asgiprof.analyze.resources import growth
 from asgiprof.analyze.result import (
     AnalysisParams,
     Finding,
@@ -22,8 +23,7 @@ from asgiprof.analyze.result import (
     ResourceSeries,
     ResourceSummary,
 )
-from asgiprof.collect.resources import UNKNOWN, growth
-from asgiprof.model import ResourcePoint, Resources
+from asgiprof.model import UNKNOWN, ResourcePoint, Resources
 
 METRICS: Final[tuple[ResourceMetric, ...]] = ("rss_bytes", "fds", "threads", "connections")
 _MIB: Final = 1024 * 1024

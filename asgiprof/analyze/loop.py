@@ -57,9 +57,12 @@ LOOP_INTERNAL_FRAMES: Final = frozenset(
 # `_run_once`); a sample there is idle.
 SELECTOR_FILES: Final = ("selectors.py",)
 
+# A loop-thread sample's state. `classify` answers OFF, IDLE or BUSY; episode detection
+# then marks the busy runs inside a blocking episode BLOCKED (episodes.py's run labels).
 STATE_OFF: Final = 0  # this sample is not inside a running loop
 STATE_IDLE: Final = 1
 STATE_BUSY: Final = 2
+STATE_BLOCKED: Final = 3
 
 
 def _matches(frame: Frame, table: frozenset[tuple[str, str]]) -> bool:

@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns
+from asgiprof.analyze.episodes import LoopThreadRuns
 from asgiprof.analyze.frames import bare_function, file_kind
-from asgiprof.analyze.loop import STATE_BUSY, LoopClassifier
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Finding, MiddlewareLayer, MiddlewareSummary
 from asgiprof.model import NO_STACK, Frame, Profile
 
@@ -330,7 +330,7 @@ def loop_stack_ids(loop_runs: list[LoopThreadRuns], classifier: LoopClassifier) 
     seen: dict[int, None] = {}
     for lr in loop_runs:
         for sid, label in zip(lr.timeline.stack, lr.labels, strict=True):
-            if sid != NO_STACK and label in (LABEL_BUSY, LABEL_BLOCKED) and sid not in seen:
+            if sid != NO_STACK and label in (STATE_BUSY, STATE_BLOCKED) and sid not in seen:
                 if classifier.classify(sid).state == STATE_BUSY:
                     seen[sid] = None
     return list(seen)
@@ -344,7 +344,7 @@ def middleware_summary(paths: RequestPaths, loop_runs: list[LoopThreadRuns]) -> 
     for lr in loop_runs:
         tl = lr.timeline
         for (_start, dur, sid, n), label in zip(tl.runs(), lr.labels, strict=True):
-            if sid == NO_STACK or label not in (LABEL_BUSY, LABEL_BLOCKED):
+            if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
                 continue
             owner = paths.owner(sid)
             if owner is None:
@@ -352,7 +352,7 @@ def middleware_summary(paths: RequestPaths, loop_runs: list[LoopThreadRuns]) -> 
             ms = dur * 1000.0
             self_ms[owner] += ms
             samples[owner] += n
-            if label == LABEL_BLOCKED:
+            if label == STATE_BLOCKED:
                 blocked_ms[owner] += ms
     request_ms = sum(self_ms.values())
     layers: list[MiddlewareLayer] = []

@@ -26,7 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LoopThreadRuns
+from asgiprof.analyze.episodes import LoopThreadRuns
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY
 from asgiprof.analyze.middleware import is_server_code
 from asgiprof.analyze.result import (
     Culprit,
@@ -84,7 +85,7 @@ def request_overhead(
     overhead: dict[int, bool] = {}  # per stack id: decided once
     for lr in loop_runs:
         for (_start, dur, sid, _n), label in zip(lr.timeline.runs(), lr.labels, strict=True):
-            if sid == NO_STACK or label not in (LABEL_BUSY, LABEL_BLOCKED):
+            if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
                 continue
             is_overhead = overhead.get(sid)
             if is_overhead is None:
@@ -93,7 +94,7 @@ def request_overhead(
                 )
             if is_overhead:
                 loop_ms += dur * 1000.0
-                if label == LABEL_BLOCKED:
+                if label == STATE_BLOCKED:
                     blocked_ms += dur * 1000.0
     return RequestOverhead(loop_ms, blocked_ms)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from asgiprof.analyze.frames import is_user
-from asgiprof.collect.routes import RouteIndex
+from asgiprof.analyze.route_index import RouteIndex
 from asgiprof.model import Frame, Profile, Route
 
 

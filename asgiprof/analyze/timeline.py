@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from asgiprof.analyze.episodes import LABEL_BLOCKED, LABEL_BUSY, LABEL_IDLE, LoopThreadRuns
+from asgiprof.analyze.episodes import LoopThreadRuns
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE
 from asgiprof.analyze.result import TimelineBin
 
 
@@ -28,7 +29,7 @@ def loop_timeline(
         return []
     width = duration_s / bins
     acc = [[0.0, 0.0, 0.0] for _ in range(bins)]  # idle, busy, blocked (seconds)
-    slot_of = {LABEL_IDLE: 0, LABEL_BUSY: 1, LABEL_BLOCKED: 2}
+    slot_of = {STATE_IDLE: 0, STATE_BUSY: 1, STATE_BLOCKED: 2}
     for lr in loop_runs:
         tl = lr.timeline
         for (start, dur, _sid, _n), label in zip(tl.runs(), lr.labels, strict=True):

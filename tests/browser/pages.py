@@ -10,7 +10,7 @@ from typing import Any
 
 from asgiprof.analyze.result import Analysis
 from asgiprof.demo import uvicorn_command
-from asgiprof.load import drive_load, free_port
+from asgiprof.record.loadgen import drive_load, free_port
 from asgiprof.reporters.html import REPORTER
 from tests.browser.conftest import ARTIFACTS, Page
 from tests.profiling import finish, start_asgiprof, summary, wait_until_serving

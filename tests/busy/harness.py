@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import orjson
 
-from asgiprof.load import free_port
+from asgiprof.record.loadgen import free_port
 from tests.postgres import PostgresServer
 from tests.profiling import Finished, finish, start_asgiprof, wait_until_serving
 from tests.servers import HOST, ServerProcess

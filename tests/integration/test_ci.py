@@ -17,7 +17,7 @@ import junitparser
 import orjson
 import pytest
 
-from asgiprof.load import free_port
+from asgiprof.record.loadgen import free_port
 from tests.profiling import Finished, asgiprof, summary
 from tests.servers import ServerFactory, planted_lines
 

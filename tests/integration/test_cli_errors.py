@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from asgiprof import store
-from asgiprof.load import free_port
+from asgiprof.record.loadgen import free_port
 from tests.profiling import Finished, asgiprof
 from tests.servers import HOST, ServerFactory
 

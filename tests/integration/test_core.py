@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from asgiprof.demo import uvicorn_command
-from asgiprof.load import drive_load, free_port, start_load_thread
+from asgiprof.record.loadgen import drive_load, free_port, start_load_thread
 from tests.planted_truth import planted_truth, truth_env
 from tests.profiling import (
     culprit_at,

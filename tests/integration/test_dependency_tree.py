@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from asgiprof.collect.routes import read_route_table
 from asgiprof.model import RouteDependency
+from asgiprof.record.routes import read_route_table
 from asgiprof.store import ROUTES
 from tests.profiling import asgiprof, attach_under_load, culprit_at, summary
 from tests.servers import ServerFactory, planted_lines

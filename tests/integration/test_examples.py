@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from asgiprof.collect.sampler import find_pyspy
-from asgiprof.load import drive_load
+from asgiprof.record.loadgen import drive_load
+from asgiprof.record.sampler import find_pyspy
 from tests.servers import ServerFactory, load_paths, planted_lines
 
 # Example module -> how many lines in it are marked as planted blocking calls.

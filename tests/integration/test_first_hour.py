@@ -18,7 +18,7 @@ from asgiprof import store
 from asgiprof.analyze.leaks import leak_findings, resource_summary
 from asgiprof.analyze.result import AnalysisParams
 from asgiprof.demo import uvicorn_command
-from asgiprof.load import drive_load, free_port
+from asgiprof.record.loadgen import drive_load, free_port
 from tests.profiling import Finished, asgiprof, finish, start_asgiprof, summary, wait_until_serving
 from tests.servers import ServerFactory
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from asgiprof.load import free_port
 from asgiprof.push import PYROSCOPE_PATH, Upload, UploadRefusedError, send
+from asgiprof.record.loadgen import free_port
 from tests.pprof_reader import (
     decode_pprof,
     go_pprof,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from asgiprof.load import start_load_thread
+from asgiprof.record.loadgen import start_load_thread
 from tests.servers import ServerFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]

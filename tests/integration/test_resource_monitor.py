@@ -20,16 +20,9 @@ import orjson
 import psutil
 import pytest
 
-from asgiprof.collect.resources import (
-    CpuClock,
-    Metric,
-    ResourceLog,
-    ResourceMonitor,
-    cpu_ratio,
-    detect_cpu_clock,
-    growth,
-    load_resource_log,
-)
+from asgiprof.analyze.resources import Metric, cpu_ratio, growth
+from asgiprof.record.resources import CpuClock, ResourceMonitor, detect_cpu_clock
+from asgiprof.store.resources import ResourceLog, load_resource_log
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -82,7 +75,7 @@ sys.stdin.read()
 SELF_MONITOR = """
 import os, sys, time
 from pathlib import Path
-from asgiprof.collect.resources import ResourceMonitor
+from asgiprof.record.resources import ResourceMonitor
 
 monitor = ResourceMonitor(
     Path(sys.argv[1]), [os.getpid()], t0=time.time(), cpu_interval_s=0.01,
@@ -378,7 +371,7 @@ def test_an_appended_run_goes_onto_the_same_file(tmp_path: Path) -> None:
 DENIED = """
 import os, sys, time
 from pathlib import Path
-from asgiprof.collect.resources import ResourceMonitor
+from asgiprof.record.resources import ResourceMonitor
 
 if os.geteuid() == 0:  # everything is imported: the interpreter may live in /root
     os.setgid(int(sys.argv[2]))

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from asgiprof.load import free_port
+from asgiprof.record.loadgen import free_port
 from tests.profiling import culprit_at
 from tests.servers import planted_lines
 from tests.targets import profile_under_load

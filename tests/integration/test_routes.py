@@ -14,18 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from asgiprof.collect import route_probe
-from asgiprof.collect.command import parse_server_command
-from asgiprof.collect.route_probe import MARKER
-from asgiprof.collect.routes import (
-    RouteIndex,
-    match_frame,
-    probe_argv,
-    read_route_table,
-    read_route_table_for,
-)
+from asgiprof.analyze.route_index import RouteIndex
 from asgiprof.errors import AppImportError
 from asgiprof.model import Route, RouteTable
+from asgiprof.record import route_probe
+from asgiprof.record.command import parse_server_command
+from asgiprof.record.route_probe import MARKER
+from asgiprof.record.routes import probe_argv, read_route_table, read_route_table_for
 
 PYTHON = sys.executable  # has fastapi and starlette installed
 
@@ -163,7 +158,7 @@ def test_frames_match_the_route_of_their_endpoint(tmp_path: Path) -> None:
     _, between, _ = span(main, "api.include_router(users)", "include_router")
     # WHEN frames at the blocking lines are matched THEN their routes answer
     assert index.match(file, sleep_in_def) == table.routes[0]
-    assert match_frame(table, file, sleep_in_async) == table.routes[1]
+    assert index.match(file, sleep_in_async) == table.routes[1]
     # the way py-spy names files imported through a relative sys.path entry on 3.9
     dotted = os.path.join(os.path.dirname(file), ".", os.path.basename(file))
     assert index.match(dotted, sleep_in_def) == table.routes[0]
@@ -339,7 +334,9 @@ def test_gunicorn_chdir_and_missing_spec(tmp_path: Path) -> None:
         """,
     )
     command = parse_server_command(["gunicorn", "--chdir", "srv", "main"])
-    assert read_route_table_for(command, python=PYTHON, cwd=str(tmp_path)) == RouteTable((), "app")
+    # cwd is the server's own working directory (gunicorn has changed into srv/ by then)
+    srv = str(tmp_path / "srv")
+    assert read_route_table_for(command, python=PYTHON, cwd=srv) == RouteTable((), "app")
     no_spec = parse_server_command(["fastapi", "run"])
     assert read_route_table_for(no_spec, python=PYTHON, cwd=str(tmp_path)).source == "none"
 
@@ -473,7 +470,7 @@ def test_probe_runs_as_a_file_too(tmp_path: Path) -> None:
         tmp_path / "src",
         """
         import sys
-        assert not any(p.rstrip("/").endswith("asgiprof/collect") for p in sys.path), sys.path
+        assert not any(p.rstrip("/").endswith("asgiprof/record") for p in sys.path), sys.path
 
 
         class App:
@@ -825,11 +822,10 @@ def test_route_index_nested_and_adjacent_spans() -> None:
 def test_route_index_shared_endpoint_answers_with_the_first_route() -> None:
     first = _r("GET /a", "/x.py", 5, 9)
     second = _r("GET /b", "/x.py", 5, 9)
-    assert match_frame(RouteTable((first, second), "app"), "/x.py", 7) == first
+    assert RouteIndex(RouteTable((first, second), "app")).match("/x.py", 7) == first
 
 
 def test_route_index_ignores_routes_without_source() -> None:
     builtin = Route("GET", "/b", "builtins.print", "", 0, 0, False)
     index = RouteIndex(RouteTable((builtin,), "app"))
     assert index.match("", 0) is None
-    assert match_frame(index, "", 0) is None

@@ -28,9 +28,9 @@ from asgiprof import store
 from asgiprof.analyze import analyze
 from asgiprof.analyze.processes import process_summaries
 from asgiprof.analyze.result import Analysis
-from asgiprof.collect.command import parse_server_command
-from asgiprof.collect.routes import read_route_table
-from asgiprof.load import free_port
+from asgiprof.record.command import parse_server_command
+from asgiprof.record.loadgen import free_port
+from asgiprof.record.routes import read_route_table
 from tests.planted_truth import PlantedTruth, planted_truth, truth_env
 from tests.profiling import culprit_at
 from tests.servers import HOST, planted_lines

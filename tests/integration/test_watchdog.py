@@ -19,9 +19,9 @@ import psutil
 import pytest
 
 from asgiprof import store
-from asgiprof.collect.sampler import Sampler, SamplerConfig
-from asgiprof.collect.watchdog import Watchdog, task_states, tracer_of
-from asgiprof.load import start_load_thread
+from asgiprof.record.loadgen import start_load_thread
+from asgiprof.record.sampler import Sampler, SamplerConfig
+from asgiprof.record.watchdog import Watchdog, task_states, tracer_of
 from tests.servers import ServerFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]

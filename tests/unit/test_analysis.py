@@ -423,7 +423,7 @@ def test_a_worker_importing_the_app_at_an_endpoints_decorator_line_is_startup() 
 
 
 def test_the_coverage_note_is_not_given_for_an_idle_server() -> None:
-    from asgiprof.store import COVERAGE_NOTE
+    from asgiprof.model import COVERAGE_NOTE
 
     note = f"{COVERAGE_NOTE}400 of the 500 instants asked for (80%): it fell 1.0 s behind"
     idle = Builder()

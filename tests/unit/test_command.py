@@ -12,14 +12,13 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from asgiprof.collect.command import (
+from asgiprof.record.command import (
     ServerCommand,
     find_target_python,
     is_python_program,
     parse_server_command,
-    redact,
-    redact_text,
 )
+from asgiprof.redact import redact, redact_text
 
 # --- parse_server_command --------------------------------------------------------------------
 

@@ -19,10 +19,10 @@ import pytest
 from asgiprof import store
 from asgiprof.analyze import analyze
 from asgiprof.analyze.dependencies import DependencyTrees
-from asgiprof.collect import route_probe
-from asgiprof.collect.route_probe import DependencyRecord, RouteRecord
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import Frame, Route, RouteDependency, RouteTable, SamplingInfo, TargetInfo
+from asgiprof.record import route_probe
+from asgiprof.record.route_probe import DependencyRecord, RouteRecord
 from asgiprof.store import ROUTES, load_routes, write_routes
 from tests.profile_builder import (
     IDLE,

@@ -19,11 +19,11 @@ from rich.console import Console
 
 from asgiprof import store
 from asgiprof.analyze import analyze
-from asgiprof.collect.pyspy_format import parse_chunk, seal
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import Chunk, Frame, Interner, SamplingInfo, TargetInfo
 from asgiprof.reporters import write_all
 from asgiprof.reporters.terminal import print_summary
+from asgiprof.store.pyspy import parse_chunk, seal
 from tests.profile_builder import IDLE, busy
 
 FUZZ = settings(

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from asgiprof.load import (
+from asgiprof.record.loadgen import (
     LoadResult,
     PathStats,
     check_loopback,

@@ -12,15 +12,15 @@ import pytest
 
 from asgiprof import store
 from asgiprof.analyze import analyze
-from asgiprof.collect.load_run import (
+from asgiprof.errors import CorruptProfileError, UsageError
+from asgiprof.model import LoadInfo
+from asgiprof.record.load_run import (
     check_command,
     command_line_ports,
     fill,
     requests_from_output,
     server_address,
 )
-from asgiprof.errors import CorruptProfileError, UsageError
-from asgiprof.model import LoadInfo
 from asgiprof.reporters.html import render_html
 from tests.profile_builder import IDLE, Builder
 

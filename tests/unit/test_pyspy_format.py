@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from asgiprof import store
-from asgiprof.collect.pyspy_format import parse_chunk, place_samples
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import Frame, Interner
+from asgiprof.store.pyspy import parse_chunk, place_samples
 from tests.pyspy_chunks import doc, write_profile
 
 

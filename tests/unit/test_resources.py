@@ -8,15 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from asgiprof.collect.resources import (
-    UNKNOWN,
-    cpu_ratio,
-    growth,
-    load_resource_log,
-    load_resources,
-)
+from asgiprof.analyze.resources import cpu_ratio, growth
 from asgiprof.errors import CorruptProfileError
-from asgiprof.model import ConnectionSeries, ResourcePoint, Resources, ThreadCpu
+from asgiprof.model import UNKNOWN, ConnectionSeries, ResourcePoint, Resources, ThreadCpu
+from asgiprof.store.resources import load_resource_log, load_resources
 
 START = (
     b'{"k":"start","t0":1000.0,"cpu_clock":"schedstat","cpu_interval_s":0.05,'

@@ -11,11 +11,11 @@ from rich.console import Console
 from asgiprof.analyze import analyze
 from asgiprof.analyze.result import DependencySummary
 from asgiprof.analyze.route_costs import EndpointTime, RequestOverhead, route_costs
-from asgiprof.collect.access_log import RouteMatcher, count_requests
 from asgiprof.model import Frame, GilSamples, RequestCounts, Route
 from asgiprof.reporters.html import render_html
 from asgiprof.reporters.summary_json import summary
 from asgiprof.reporters.terminal import print_summary
+from asgiprof.store.access_log import RouteMatcher, count_requests
 from tests.fastapi_frames import (
     CURRENT_USER,
     ENDPOINT,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asgiprof.collect.command import (
+from asgiprof.record.command import (
     ServerCommand,
     is_multiprocessing_child,
     parse_server_command,

@@ -28,8 +28,6 @@ from pathlib import Path
 import psutil
 
 from asgiprof import store
-from asgiprof.collect.command import is_python_program
-from asgiprof.collect.watchdog import Watchdog
 from asgiprof.errors import (
     PTRACE_HELP,
     AsgiprofError,
@@ -41,6 +39,8 @@ from asgiprof.errors import (
     TargetNotFoundError,
 )
 from asgiprof.model import RateChange
+from asgiprof.record.command import is_python_program
+from asgiprof.record.watchdog import Watchdog
 
 # Set to a py-spy executable to use that one instead of searching.
 PYSPY_ENV = "ASGIPROF_PYSPY"
@@ -306,7 +306,7 @@ class Sampler:
     still samples, and the current one is stopped (SIGINT) once the next says it samples,
     so no instant goes unsampled between chunks (py-spy takes 50-300 ms to start). The
     store cuts the overlap (see `store.load_profile`). A watchdog makes sure py-spy never
-    leaves a target thread stopped (see `collect/watchdog.py`).
+    leaves a target thread stopped (see `record/watchdog.py`).
 
     `on_chunk(index)` runs in the sampler thread after each chunk reached OUT/raw.
     """
@@ -563,13 +563,13 @@ class Sampler:
         return busy
 
     def _chunk_path(self, index: int) -> Path:
-        return self.out / store.RAW_DIR / f"{store.chunk_name(index)}.speedscope.json"
+        return store.chunk_path(self.out, index)
 
     def _spawn(self, index: int) -> None:
         """Start py-spy for chunk `index` (nothing once asked to stop)."""
         path = self._chunk_path(index)
         path.unlink(missing_ok=True)  # left by a py-spy killed while writing it
-        log_path = self.out / store.RAW_DIR / f"{store.chunk_name(index)}.log"
+        log_path = store.chunk_log_path(self.out, index)
         with open(log_path, "wb") as log, self._lock:
             if self._stop.is_set():
                 return
@@ -638,9 +638,7 @@ class Sampler:
 
     def _append_log(self, run: _Run, said: str) -> None:
         """Move the run's own log into OUT/raw/pyspy.log (one py-spy at a time writes it)."""
-        with open(self.out / store.RAW_DIR / store.PYSPY_LOG, "a", encoding="utf-8") as f:
-            f.write(f"--- {store.chunk_name(run.index)} (py-spy {run.proc.pid}) ---\n{said}")
-        run.log.unlink(missing_ok=True)
+        store.append_pyspy_log(self.out, run.index, run.proc.pid, said)
 
     def _adapt_rate(self, run: _Run, intervals: int, span_s: float, lag_s: float) -> None:
         """Lower the rate when py-spy could not keep up with this chunk; raise it back a

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from asgiprof.store import write_json
+from asgiprof.store.outdir import write_json
 
 SOURCES = "sources.json"
 MAX_LINE = 400  # a minified file's "line" is not worth carrying around

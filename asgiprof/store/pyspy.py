@@ -13,9 +13,9 @@ from typing import TypedDict
 
 import orjson
 
-from asgiprof.collect.command import redact_text
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import Frame, Interner, ThreadInfo
+from asgiprof.redact import redact_text
 
 
 class SpeedscopeFrame(TypedDict, total=False):
@@ -76,6 +76,18 @@ def parse_chunk(data: bytes, interner: Interner, *, default_pid: int) -> list[Th
     Raises CorruptProfileError for anything that is not such a document (truncated files
     included); never returns partial garbage.
     """
+    raw_frames, profiles = _document(data)
+    kinds = _frame_kinds(raw_frames, interner)
+    # Stacks already seen in this chunk, shared by its threads: code-frame raw indexes (the
+    # sample without its leading process/thread root frames) -> interned stack id. Most
+    # samples repeat the sample before them (an idle thread, a long block) or a stack seen
+    # before, so they cost one list comparison or one slice and one dict lookup.
+    seen: dict[tuple[int, ...], int] = {}
+    return [_thread_samples(prof, kinds, interner, seen, default_pid) for prof in profiles]
+
+
+def _document(data: bytes) -> tuple[list[object], list[object]]:
+    """The frame table and the profiles of a speedscope document."""
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -89,9 +101,15 @@ def parse_chunk(data: bytes, interner: Interner, *, default_pid: int) -> list[Th
     raw_frames = shared.get("frames")
     if not isinstance(raw_frames, list):
         raise CorruptProfileError("speedscope document without a frame table")
+    return raw_frames, profiles
 
-    # Per raw frame index: ("thread", tid, name) / ("process", pid) / ("code", frame id).
-    kinds: list[tuple[str, int, str]] = []
+
+# Per raw frame index: ("thread", tid, name) / ("process", pid, "") / ("code", frame id, "").
+_Kinds = list[tuple[str, int, str]]
+
+
+def _frame_kinds(raw_frames: list[object], interner: Interner) -> _Kinds:
+    kinds: _Kinds = []
     for raw in raw_frames:
         frame = _frame_of(raw)
         name = frame["name"]
@@ -108,80 +126,107 @@ def parse_chunk(data: bytes, interner: Interner, *, default_pid: int) -> list[Th
                 continue
         fid = interner.frame(Frame(name, frame.get("file", ""), frame.get("line") or 0))
         kinds.append(("code", fid, ""))
-
-    result: list[ThreadSamples] = []
-    n_raw = len(kinds)
-    # Stacks already seen in this chunk, shared by its threads: code-frame raw indexes (the
-    # sample without its leading process/thread root frames) -> interned stack id. Most
-    # samples repeat the sample before them (an idle thread, a long block) or a stack seen
-    # before, so they cost one list comparison or one slice and one dict lookup.
-    seen: dict[tuple[int, ...], int] = {}
-    for prof in profiles:
-        if not isinstance(prof, dict) or not isinstance(prof.get("samples"), list):
-            raise CorruptProfileError("speedscope profile without samples")
-        pid, tid, tname = default_pid, 0, ""
-        m = _PROFILE_NAME.match(str(prof.get("name", "")))
-        if m:
-            pid = int(m.group(1)) if m.group(1) else default_pid
-            tid, tname = int(m.group(2)), m.group(3)
-        stacks: list[int] = []
-        counts: list[int] = []
-        prev: object = _NO_SAMPLE
-        roots: list[int] | None = None  # this thread's leading root frames, once known
-        n_roots = 0
-        for sample in prof["samples"]:
-            if sample == prev:
-                counts[-1] += 1
-                continue
-            if not isinstance(sample, list):
-                raise CorruptProfileError("speedscope sample is not a list of frame indexes")
-            sid = -1
-            if roots is not None and sample[:n_roots] == roots:
-                key = tuple(sample[n_roots:])
-                try:
-                    sid = seen.get(key, -1)
-                except TypeError:  # a list or object where a frame index belongs
-                    raise CorruptProfileError(
-                        "speedscope sample refers to a missing frame"
-                    ) from None
-                if sid < 0:
-                    sid = _code_stack(key, kinds, n_raw, interner)
-                    if sid >= 0:
-                        seen[key] = sid
-            if sid < 0:
-                # The general path: any frame may be a root frame, and updates the identity.
-                code: list[int] = []
-                leading = 0
-                for pos, idx in enumerate(sample):
-                    if not isinstance(idx, int) or not 0 <= idx < n_raw:
-                        raise CorruptProfileError("speedscope sample refers to a missing frame")
-                    kind, value, text = kinds[idx]
-                    if kind == "code":
-                        code.append(value)
-                        continue
-                    if leading == pos:
-                        leading += 1
-                    if kind == "thread":
-                        tid, tname = value, text or tname
-                    else:
-                        pid = value
-                sid = interner.stack(tuple(code))
-                if leading + len(code) == len(sample):  # roots first, then code only
-                    roots, n_roots = sample[:leading], leading
-                    seen[tuple(sample[leading:])] = sid
-            if stacks and stacks[-1] == sid:  # another list for the same stack
-                counts[-1] += 1
-            else:
-                stacks.append(sid)
-                counts.append(1)
-            prev = sample
-        result.append(ThreadSamples(ThreadInfo(pid, tid, tname), stacks, counts))
-    return result
+    return kinds
 
 
-def _code_stack(
-    key: tuple[int, ...], kinds: list[tuple[str, int, str]], n_raw: int, interner: Interner
+@dataclass(slots=True)
+class _Identity:
+    """The thread a profile's samples belong to: from its name, then from root frames."""
+
+    pid: int
+    tid: int = 0
+    name: str = ""
+
+
+def _identity(profile_name: object, default_pid: int) -> _Identity:
+    m = _PROFILE_NAME.match(str(profile_name))
+    if not m:
+        return _Identity(default_pid)
+    return _Identity(int(m.group(1)) if m.group(1) else default_pid, int(m.group(2)), m.group(3))
+
+
+def _thread_samples(
+    prof: object,
+    kinds: _Kinds,
+    interner: Interner,
+    seen: dict[tuple[int, ...], int],
+    default_pid: int,
+) -> ThreadSamples:
+    """One profile (thread) of the document, run-length encoded."""
+    if not isinstance(prof, dict) or not isinstance(prof.get("samples"), list):
+        raise CorruptProfileError("speedscope profile without samples")
+    who = _identity(prof.get("name", ""), default_pid)
+    stacks: list[int] = []
+    counts: list[int] = []
+    prev: object = _NO_SAMPLE
+    roots: list[int] | None = None  # this thread's leading root frames, once known
+    n_roots = 0
+    for sample in prof["samples"]:
+        if sample == prev:
+            counts[-1] += 1
+            continue
+        if not isinstance(sample, list):
+            raise CorruptProfileError("speedscope sample is not a list of frame indexes")
+        sid = -1
+        if roots is not None and sample[:n_roots] == roots:
+            sid = _seen_stack(tuple(sample[n_roots:]), kinds, interner, seen)
+        if sid < 0:
+            sid, leading = _any_stack(sample, kinds, interner, who)
+            if leading >= 0:
+                roots, n_roots = sample[:leading], leading
+                seen[tuple(sample[leading:])] = sid
+        if stacks and stacks[-1] == sid:  # another list for the same stack
+            counts[-1] += 1
+        else:
+            stacks.append(sid)
+            counts.append(1)
+        prev = sample
+    return ThreadSamples(ThreadInfo(who.pid, who.tid, who.name), stacks, counts)
+
+
+def _seen_stack(
+    key: tuple[int, ...], kinds: _Kinds, interner: Interner, seen: dict[tuple[int, ...], int]
 ) -> int:
+    """The stack id of a sample after this thread's root frames, remembered in `seen`;
+    -1 when a root frame follows (then the general path decides)."""
+    try:
+        sid = seen.get(key, -1)
+    except TypeError:  # a list or object where a frame index belongs
+        raise CorruptProfileError("speedscope sample refers to a missing frame") from None
+    if sid < 0:
+        sid = _code_stack(key, kinds, len(kinds), interner)
+        if sid >= 0:
+            seen[key] = sid
+    return sid
+
+
+def _any_stack(
+    sample: list[object], kinds: _Kinds, interner: Interner, who: _Identity
+) -> tuple[int, int]:
+    """The general path: any frame may be a root frame, and updates `who`. Returns the
+    stack id and the number of leading root frames when code frames alone follow them
+    (else -1)."""
+    code: list[int] = []
+    leading = 0
+    n_raw = len(kinds)
+    for pos, idx in enumerate(sample):
+        if not isinstance(idx, int) or not 0 <= idx < n_raw:
+            raise CorruptProfileError("speedscope sample refers to a missing frame")
+        kind, value, text = kinds[idx]
+        if kind == "code":
+            code.append(value)
+            continue
+        if leading == pos:
+            leading += 1
+        if kind == "thread":
+            who.tid, who.name = value, text or who.name
+        else:
+            who.pid = value
+    sid = interner.stack(tuple(code))
+    return sid, (leading if leading + len(code) == len(sample) else -1)
+
+
+def _code_stack(key: tuple[int, ...], kinds: _Kinds, n_raw: int, interner: Interner) -> int:
     """Interned stack id of raw frame indexes that are all code frames, else -1."""
     code: list[int] = []
     for idx in key:

@@ -1,32 +1,32 @@
 """Read the target app's route table by running `route_probe.py` in the target's interpreter.
 
-`read_route_table` imports the app in a bounded child process (the target never imports
-asgiprof); `RouteIndex` answers, per frame, which route's endpoint holds a file:line.
+`read_route_table_for` finds the app a server command serves and `read_route_table` imports
+it in a bounded child process (the target never imports asgiprof). Which route holds a
+frame is analyze/route_index.py's job.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from importlib import resources
 
-from asgiprof.collect.command import ServerCommand, redact_text
-from asgiprof.collect.route_probe import MARKER, PROTOCOL
-from asgiprof.collect.sampler import kill_group, pdeathsig
 from asgiprof.errors import AppImportError
 from asgiprof.model import Route, RouteDependency, RouteTable
+from asgiprof.record.command import ServerCommand
+from asgiprof.record.route_probe import MARKER, PROTOCOL
+from asgiprof.record.sampler import kill_group, pdeathsig
+from asgiprof.redact import redact_text
 
 _KILL_WAIT_S = 5.0  # after SIGKILL, how long to wait for the pipes to close
 
 
 def probe_source() -> str:
     """The probe's source text; passed with `-c` so the target never needs asgiprof."""
-    return resources.files("asgiprof.collect").joinpath("route_probe.py").read_text("utf-8")
+    return resources.files("asgiprof.record").joinpath("route_probe.py").read_text("utf-8")
 
 
 def probe_argv(
@@ -96,19 +96,38 @@ def read_route_table_for(
     python: str,
     cwd: str,
     env: Mapping[str, str] | None = None,
+    app_spec: str | None = None,
     timeout_s: float = 20.0,
 ) -> RouteTable:
-    """`read_route_table` with the app spec, factory flag and folders of a server command."""
-    if command.app_spec is None:
-        return RouteTable((), "none", "the server command line names no app (module:attr)")
-    return read_route_table(
-        command.app_spec,
-        python=python,
-        cwd=os.path.join(cwd, command.chdir) if command.chdir else cwd,
-        env=env,
-        factory=command.factory,
-        app_dir=command.app_dir,
-        timeout_s=timeout_s,
+    """The route table of the app `command` serves, imported with `python` in `cwd` (the
+    server's working directory). `app_spec` (`--app module:attr`) names the app when the
+    command line does not (`python serve.py` calling `uvicorn.run(app)`) or names another.
+
+    Raises AppImportError like `read_route_table`.
+    """
+    spec = app_spec or command.app_spec
+    if spec:
+        app_dir = command.app_dir
+        if app_spec and command.script and not app_dir:
+            app_dir = os.path.dirname(command.script) or None  # `python src/serve.py`
+        return read_route_table(
+            spec,
+            python=python,
+            cwd=cwd,
+            env=env,
+            factory=command.factory and not app_spec,
+            app_dir=app_dir,
+            timeout_s=timeout_s,
+        )
+    if command.script:
+        # Started from code: import the script without its __main__ block, find the app.
+        return read_route_table(
+            command.script, python=python, cwd=cwd, env=env, script=True, timeout_s=timeout_s
+        )
+    return RouteTable(
+        (),
+        "none",
+        "no app spec found in the server command line: name the app with --app module:attr",
     )
 
 
@@ -259,82 +278,3 @@ def _to_dependencies(records: list[object]) -> tuple[RouteDependency, ...]:
             return ()
         dependencies.append(RouteDependency(function, file, first_line, last_line, depth))
     return tuple(dependencies)
-
-
-# --- frame -> route ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _FileSpans:
-    """Endpoint line spans of one file, sorted by first line (enclosing spans first)."""
-
-    starts: list[int]
-    ends: list[int]
-    # index of the nearest earlier span still open when span i starts, or -1
-    parents: list[int]
-    routes: list[Route]
-
-
-class RouteIndex:
-    """Which route's endpoint holds a given file:line; built once, asked for every frame.
-
-    Spans are grouped by file and searched by bisection; nested spans (a function inside
-    an endpoint class) answer with the innermost. When several routes share one endpoint
-    function, frames cannot tell them apart: the first declared route answers.
-    """
-
-    __slots__ = ("_files",)
-
-    def __init__(self, routes: RouteTable | Iterable[Route]) -> None:
-        table = routes.routes if isinstance(routes, RouteTable) else routes
-        by_file: dict[str, list[Route]] = {}
-        for route in table:
-            if route.file and 0 < route.first_line <= route.last_line:
-                by_file.setdefault(os.path.normpath(route.file), []).append(route)
-        self._files = {file: _spans(file_routes) for file, file_routes in by_file.items()}
-
-    def match(self, file: str, line: int) -> Route | None:
-        spans = self._files.get(file)
-        if spans is None:
-            # py-spy shows co_filename as the target made it: "/app/./main.py" on 3.9.
-            spans = self._files.get(os.path.normpath(file))
-            if spans is None:
-                return None
-        i = bisect.bisect_right(spans.starts, line) - 1
-        while i >= 0:
-            if spans.ends[i] >= line:
-                return spans.routes[i]
-            i = spans.parents[i]
-        return None
-
-
-def _spans(routes: list[Route]) -> _FileSpans:
-    # Stable sort: among identical spans the first declared route stays first and wins.
-    ordered = sorted(routes, key=lambda r: (r.first_line, -r.last_line))
-    unique: list[Route] = []
-    for route in ordered:
-        if unique and (unique[-1].first_line, unique[-1].last_line) == (
-            route.first_line,
-            route.last_line,
-        ):
-            continue
-        unique.append(route)
-    parents: list[int] = []
-    open_spans: list[int] = []  # indices of spans that may still enclose later ones
-    for i, route in enumerate(unique):
-        while open_spans and unique[open_spans[-1]].last_line < route.first_line:
-            open_spans.pop()
-        parents.append(open_spans[-1] if open_spans else -1)
-        open_spans.append(i)
-    return _FileSpans(
-        starts=[r.first_line for r in unique],
-        ends=[r.last_line for r in unique],
-        parents=parents,
-        routes=unique,
-    )
-
-
-def match_frame(routes: RouteTable | RouteIndex, file: str, line: int) -> Route | None:
-    """The route whose endpoint holds file:line. Build one `RouteIndex` for many frames."""
-    index = routes if isinstance(routes, RouteIndex) else RouteIndex(routes)
-    return index.match(file, line)

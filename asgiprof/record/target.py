@@ -17,8 +17,6 @@ from pathlib import Path
 
 import psutil
 
-from asgiprof.collect.command import parse_server_command, redact_text, server_argv
-from asgiprof.collect.sampler import explain_ptrace_denied, kill_group, pdeathsig
 from asgiprof.errors import (
     AppImportError,
     PtraceDeniedError,
@@ -26,6 +24,9 @@ from asgiprof.errors import (
     TargetNotFoundError,
     UsageError,
 )
+from asgiprof.record.command import parse_server_command, server_argv
+from asgiprof.record.sampler import explain_ptrace_denied, kill_group, pdeathsig
+from asgiprof.redact import redact_text
 from asgiprof.text import terminal_safe
 
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import psutil
 
 from asgiprof import store
-from asgiprof.collect.command import redact_text
-from asgiprof.collect.sampler import kill_group, pdeathsig
 from asgiprof.errors import UsageError
-from asgiprof.load import LoadThread, check_loopback, start_load_thread
 from asgiprof.model import LoadInfo, LoadStop
+from asgiprof.record.loadgen import LoadThread, check_loopback, start_load_thread
+from asgiprof.record.sampler import kill_group, pdeathsig
+from asgiprof.redact import redact_text
 from asgiprof.text import terminal_safe
 
 OUTPUT_TAIL_LINES = 20
@@ -191,7 +191,7 @@ class LoadRunner:
         if self.spec.command is not None:
             command = fill(self.spec.command, host, port)
             self.command = redact_text(command)
-            with (self.out / store.LOAD_LOG).open("wb") as log:
+            with store.load_log_path(self.out).open("wb") as log:
                 try:
                     self._proc = subprocess.Popen(
                         ["/bin/sh", "-c", command],
@@ -274,7 +274,7 @@ class LoadRunner:
                     + (f" (first: {terminal_safe(p.first_error)})" if p.first_error else "")
                     for p in result.paths
                 )
-            (self.out / store.LOAD_LOG).write_text("\n".join(tail) + "\n", encoding="utf-8")
+            store.write_load_log(self.out, tail)
         info = LoadInfo(
             command=self.command,
             url=self.url,
@@ -313,6 +313,6 @@ class LoadRunner:
 
     def _read_log(self) -> str:
         try:
-            return (self.out / store.LOAD_LOG).read_bytes()[-65536:].decode("utf-8", "replace")
+            return store.load_log_path(self.out).read_bytes()[-65536:].decode("utf-8", "replace")
         except OSError:
             return ""

@@ -23,12 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asgiprof import store
-from asgiprof.collect.sampler import pdeathsig
 from asgiprof.errors import CorruptProfileError
-
-
-def gil_name(index: int) -> str:
-    return f"gil-{index:04d}"
+from asgiprof.record.sampler import pdeathsig
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,21 +79,19 @@ class GilSampler:
         failures = 0
         index = 0
         wait_s = self.config.first_s
-        raw = self.out / store.RAW_DIR
         try:
             while failures < 3 and not self._stop.wait(wait_s):
                 index += 1
-                path = raw / f"{gil_name(index)}.speedscope.json"
+                path = store.gil_path(self.out, index)
                 started = time.time() - self.t0
-                if self._record(path, raw / store.GIL_LOG):
+                if self._record(path, store.gil_log_path(self.out)):
                     ended = time.time() - self.t0
                     try:
                         intervals = store.seal_chunk(path)
                     except CorruptProfileError:
                         intervals = 0
-                    store.write_json(
-                        raw / f"{gil_name(index)}.json",
-                        {"start_s": started, "end_s": ended, "intervals": intervals, "gil": True},
+                    store.write_gil_meta(
+                        self.out, index, start_s=started, end_s=ended, intervals=intervals
                     )
                     self.windows += 1
                     failures = 0
