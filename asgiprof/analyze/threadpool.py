@@ -182,13 +182,12 @@ class _Holders:
     kinds: dict[str, HolderKind] = field(default_factory=dict)
     busy_ms: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
-    def add(self, sid: int, entry: int, dur: float) -> None:
-        name = self.names.get(sid)
-        if name is None:
-            name, kind = _holder(sid, entry, self.profile, self.route_of, self.deps)
-            self.names[sid] = name
-            self.kinds[name] = kind
-        self.busy_ms[name] += dur * 1000.0
+    def name(self, sid: int, entry: int) -> str:
+        """The holder of a busy stack (first sight: `names` caches it)."""
+        name, kind = _holder(sid, entry, self.profile, self.route_of, self.deps)
+        self.names[sid] = name
+        self.kinds[name] = kind
+        return name
 
     def ranked(
         self, total_busy: float, at_limit_ms: dict[str, float]
@@ -212,11 +211,15 @@ def _busy_stretches(
     """One worker's busy stretches (starts, ends), crediting each run to its holder."""
     starts, ends = array("d"), array("d")
     open_start = open_end = -1.0
+    names, busy_ms = holders.names, holders.busy_ms  # per run: millions in a busy pool
     for start, dur, sid, _n in tl.runs():
         entry = entries.get(sid)
         if entry is None or dur <= 0:
             continue
-        holders.add(sid, entry, dur)
+        name = names.get(sid)
+        if name is None:
+            name = holders.name(sid, entry)
+        busy_ms[name] += dur * 1000.0
         end = start + dur
         if open_start >= 0 and start - open_end <= 1e-9:
             open_end = end
@@ -244,18 +247,6 @@ class _Bins:
         width = duration_s / bins if duration_s > 0 and bins > 0 else 0.0
         return cls(width, [0.0] * bins if width else [], [0] * bins if width else [])
 
-    def add(self, start: float, end: float, count: int) -> None:
-        """`count` workers busy over [start, end)."""
-        if not self.width:
-            return
-        b = int(start / self.width)
-        if 0 <= b < len(self.busy) and end <= (b + 1) * self.width:  # within one bin: most
-            self.busy[b] += count * (end - start)
-            if count > self.peak[b]:
-                self.peak[b] = count
-        else:
-            _spread(self.busy, self.peak, self.width, start, end, count)
-
     def bins(self) -> tuple[ThreadpoolBin, ...]:
         return tuple(
             ThreadpoolBin(b * self.width, self.width, busy / self.width, peak)
@@ -273,6 +264,8 @@ def _sweep(
     count = max_busy = 0
     at_limit: list[tuple[float, float]] = []
     prev_t = 0.0
+    # Locals, and the common case inline: a busy pool gives millions of events.
+    width, busy, peak, n_bins = bins.width, bins.busy, bins.peak, len(bins.busy)
     for t, delta in events:
         if t > prev_t and count > 0:
             if count >= limit:
@@ -280,7 +273,14 @@ def _sweep(
                     at_limit[-1] = (at_limit[-1][0], t)
                 else:
                     at_limit.append((prev_t, t))
-            bins.add(prev_t, t, count)
+            if width:
+                b = int(prev_t / width)
+                if 0 <= b < n_bins and t <= (b + 1) * width:  # within one bin: most spans
+                    busy[b] += count * (t - prev_t)
+                    if count > peak[b]:
+                        peak[b] = count
+                else:
+                    _spread(busy, peak, width, prev_t, t, count)
         prev_t = t
         count += delta
         if count > max_busy:
