@@ -28,11 +28,11 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
-from typing import Literal
+from typing import Literal, TypeVar
 
 from asgiprof import store
 from asgiprof.analyze import analyze
@@ -45,6 +45,7 @@ from asgiprof.analyze.result import (
     Analysis,
     AnalysisParams,
     Culprit,
+    RouteStats,
 )
 from asgiprof.errors import UsageError
 from asgiprof.identity import CulpritKey, culprit_key, portable_file
@@ -53,6 +54,8 @@ from asgiprof.store.sources import SourceCache
 
 FAMILY_ALPHA = 0.05
 Per = Literal["sample", "request"]
+What = Literal["blocked", "loop"]
+_WHATS: tuple[What, ...] = ("blocked", "loop")
 Status = Literal["both", "new", "gone"]
 FrameKey = tuple[str, str, int, str]  # function, portable file, line, kind
 FLAME_VIEWS = (VIEW_LOOP, VIEW_BLOCKING)
@@ -90,7 +93,7 @@ class Change:
     """One figure in both runs: rates (samples per sample or per request), the difference
     with its standard deviation, the test's z and p, and the verdict."""
 
-    what: Literal["blocked", "loop"]
+    what: What
     per: Per
     base: Figure
     head: Figure
@@ -283,12 +286,38 @@ class _Run:
     facts: RunFacts
     ms_per_sample: float  # loop ms per loop sample (the mean period: converts ms to counts)
     bins: _Bins
+    routes: dict[str, RouteStats]
+    culprits: dict[CulpritKey, Culprit]
 
     def samples(self, ms: float) -> float:
         return ms / self.ms_per_sample if self.ms_per_sample > 0 else 0.0
 
     def d(self, kind: str, subject: object = None) -> float:
         return self.bins.dispersion((kind, subject))
+
+    def figure(self, ms: float, dispersion: float) -> Figure:
+        """`ms` of the loop's time as samples per loop sample."""
+        return Figure(self.samples(ms), self.facts.loop_samples, dispersion)
+
+    def total(self, what: What, _: None = None) -> Figure:
+        loop = self.analysis.loop
+        if what == "blocked":
+            return self.figure(loop.blocked_ms, self.d("blocked"))
+        return self.figure(loop.busy_ms, self.d("busy"))
+
+    def route(self, what: What, name: str) -> Figure:
+        """A route's figure; 0 where the run did not see the route."""
+        r = self.routes.get(name)
+        ms = 0.0 if r is None else r.blocked_ms if what == "blocked" else r.loop_ms
+        return self.figure(ms, self.d(f"route-{what}", name))
+
+    def line(self, what: What, key: CulpritKey) -> Figure:
+        """A culprit line's blocked time; 0 (Poisson) where the run did not rank it."""
+        assert what == "blocked"
+        c = self.culprits.get(key)
+        if c is None:
+            return self.figure(0.0, 1.0)
+        return self.figure(c.blocked_ms, self.d("line", (c.file, c.line)))
 
 
 def _run(analysis: Analysis, out: str) -> _Run:
@@ -343,7 +372,8 @@ def _run(analysis: Analysis, out: str) -> _Run:
         load_command=load.command if load is not None else None,
         route_requests=route_requests(profile) if requests else {},
     )
-    return _Run(analysis, facts, ms_per_sample, bins)
+    routes = {r.route: r for r in analysis.routes}
+    return _Run(analysis, facts, ms_per_sample, bins, routes, _culprits(analysis))
 
 
 def _route_pattern(path: str) -> re.Pattern[str]:
@@ -397,7 +427,7 @@ def _refuse_incomparable(base: _Run, head: _Run) -> None:
         why = f"{which} has no event-loop samples: nothing to compare"
     else:
         routes = {r.route for r in base.analysis.routes} & {r.route for r in head.analysis.routes}
-        lines = set(_culprits(base)) & set(_culprits(head))
+        lines = set(base.culprits) & set(head.culprits)
         if not routes and not lines:
             why = (
                 "the two runs have no route and no culprit in common: they profile different "
@@ -407,9 +437,9 @@ def _refuse_incomparable(base: _Run, head: _Run) -> None:
         raise IncomparableRunsError(f"incomparable runs: {why}")
 
 
-def _culprits(run: _Run) -> dict[CulpritKey, Culprit]:
-    cwd = run.analysis.profile.target.cwd
-    return {culprit_key(c.file, c.line, c.function, c.code, cwd): c for c in run.analysis.culprits}
+def _culprits(analysis: Analysis) -> dict[CulpritKey, Culprit]:
+    cwd = analysis.profile.target.cwd
+    return {culprit_key(c.file, c.line, c.function, c.code, cwd): c for c in analysis.culprits}
 
 
 # --- the comparison -----------------------------------------------------------------------
@@ -417,10 +447,14 @@ def _culprits(run: _Run) -> dict[CulpritKey, Culprit]:
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    what: Literal["blocked", "loop"]
+    what: What
     per: Per
     base: Figure
     head: Figure
+
+    def judge(self, alpha: float) -> Change:
+        z, pvalue = two_rate_test(self.base, self.head)
+        return Change(self.what, self.per, self.base, self.head, z, pvalue, pvalue < alpha)
 
 
 def compare(
@@ -431,126 +465,79 @@ def compare(
     base = _run(base_analysis, names[0])
     head = _run(head_analysis, names[1])
     _refuse_incomparable(base, head)
-    eb, eh = base.facts.loop_samples, head.facts.loop_samples
-
-    def per_sample(
-        what: Literal["blocked", "loop"], kb: float, db: float, kh: float, dh: float
-    ) -> _Pending:
-        return _Pending(what, "sample", Figure(kb, eb, db), Figure(kh, eh, dh))
-
-    pending_totals = [
-        per_sample(
-            "blocked",
-            base.samples(base_analysis.loop.blocked_ms),
-            base.d("blocked"),
-            head.samples(head_analysis.loop.blocked_ms),
-            head.d("blocked"),
-        ),
-        per_sample(
-            "loop",
-            base.samples(base_analysis.loop.busy_ms),
-            base.d("busy"),
-            head.samples(head_analysis.loop.busy_ms),
-            head.d("busy"),
-        ),
-    ]
-    rb, rh = base.facts.requests, head.facts.requests
-    if rb and rh:
-        pending_totals += [
-            _Pending(
-                "blocked",
-                "request",
-                Figure(t.base.count, rb, t.base.dispersion),
-                Figure(t.head.count, rh, t.head.dispersion),
-            )
-            for t in pending_totals[:1]
-        ]
-        busy = pending_totals[1]
-        pending_totals.append(
-            _Pending(
-                "loop",
-                "request",
-                Figure(busy.base.count, rb, busy.base.dispersion),
-                Figure(busy.head.count, rh, busy.head.dispersion),
-            )
-        )
-
-    base_routes = {r.route: r for r in base_analysis.routes}
-    head_routes = {r.route: r for r in head_analysis.routes}
-    route_names = sorted(set(base_routes) | set(head_routes))
-    pending_routes: list[tuple[str, Status, list[_Pending]]] = []
-    for name in route_names:
-        b, h = base_routes.get(name), head_routes.get(name)
-        status: Status = "both" if b and h else "new" if h else "gone"
-        figures = [
-            per_sample(
-                "blocked",
-                base.samples(b.blocked_ms) if b else 0.0,
-                base.d("route-blocked", name),
-                head.samples(h.blocked_ms) if h else 0.0,
-                head.d("route-blocked", name),
-            ),
-            per_sample(
-                "loop",
-                base.samples(b.loop_ms) if b else 0.0,
-                base.d("route-loop", name),
-                head.samples(h.loop_ms) if h else 0.0,
-                head.d("route-loop", name),
-            ),
-        ]
-        qb, qh = base.facts.route_requests.get(name), head.facts.route_requests.get(name)
-        if qb and qh:
-            figures += [
-                _Pending(
-                    f.what, "request", replace(f.base, exposure=qb), replace(f.head, exposure=qh)
-                )
-                for f in figures[:2]
-            ]
-        pending_routes.append((name, status, figures))
-
-    base_culprits, head_culprits = _culprits(base), _culprits(head)
-    pending_culprits: list[tuple[CulpritKey, Status, Culprit | None, Culprit | None, _Pending]] = []
-    for key in [*head_culprits, *(k for k in base_culprits if k not in head_culprits)]:
-        bc, hc = base_culprits.get(key), head_culprits.get(key)
-        status = "both" if bc and hc else "new" if hc else "gone"
-        pending_culprits.append(
-            (
-                key,
-                status,
-                bc,
-                hc,
-                per_sample(
-                    "blocked",
-                    base.samples(bc.blocked_ms) if bc else 0.0,
-                    base.d("line", (bc.file, bc.line)) if bc else 1.0,
-                    head.samples(hc.blocked_ms) if hc else 0.0,
-                    head.d("line", (hc.file, hc.line)) if hc else 1.0,
-                ),
-            )
-        )
-
-    m = len(pending_totals) + sum(len(f) for _, _, f in pending_routes) + len(pending_culprits)
+    totals = _pending_totals(base, head)
+    routes = _pending_routes(base, head)
+    culprits = _pending_culprits(base, head)
+    m = len(totals) + sum(len(f) for _, _, f in routes) + len(culprits)
     alpha = FAMILY_ALPHA / max(1, m)
-
-    def judge(p: _Pending) -> Change:
-        z, pvalue = two_rate_test(p.base, p.head)
-        return Change(p.what, p.per, p.base, p.head, z, pvalue, pvalue < alpha)
-
     return DiffResult(
         base=base.facts,
         head=head.facts,
         alpha=alpha,
-        totals=tuple(_confirmed(t) for t in _pairs([judge(p) for p in pending_totals])),
+        totals=tuple(_confirmed(t) for t in _pairs([p.judge(alpha) for p in totals])),
         routes=tuple(
-            _route_diff(name, status, [judge(f) for f in figures])
-            for name, status, figures in pending_routes
+            _route_diff(name, status, [f.judge(alpha) for f in figures])
+            for name, status, figures in routes
         ),
         culprits=tuple(
-            CulpritDiff(key, status, bc, hc, judge(p))
-            for key, status, bc, hc, p in pending_culprits
+            CulpritDiff(key, status, bc, hc, p.judge(alpha)) for key, status, bc, hc, p in culprits
         ),
         flame={view: _flame(base, head, view) for view in FLAME_VIEWS},
     )
+
+
+_S = TypeVar("_S")
+
+
+def _per_sample(
+    what: What, base: _Run, head: _Run, figure: Callable[[_Run, What, _S], Figure], subject: _S
+) -> _Pending:
+    """One figure, per loop sample, in both runs: `figure` (a `_Run` method) measures it in
+    each."""
+    return _Pending(what, "sample", figure(base, what, subject), figure(head, what, subject))
+
+
+def _per_request(per_sample: list[_Pending], base_n: int, head_n: int) -> list[_Pending]:
+    """The same figures per request, where both runs counted `base_n`, `head_n` requests."""
+    return [
+        _Pending(
+            p.what, "request", replace(p.base, exposure=base_n), replace(p.head, exposure=head_n)
+        )
+        for p in per_sample
+    ]
+
+
+def _pending_totals(base: _Run, head: _Run) -> list[_Pending]:
+    totals = [_per_sample(what, base, head, _Run.total, None) for what in _WHATS]
+    rb, rh = base.facts.requests, head.facts.requests
+    if rb and rh:
+        totals += _per_request(totals, rb, rh)
+    return totals
+
+
+def _pending_routes(base: _Run, head: _Run) -> list[tuple[str, Status, list[_Pending]]]:
+    pending: list[tuple[str, Status, list[_Pending]]] = []
+    for name in sorted(set(base.routes) | set(head.routes)):
+        b, h = base.routes.get(name), head.routes.get(name)
+        status: Status = "both" if b and h else "new" if h else "gone"
+        figures = [_per_sample(what, base, head, _Run.route, name) for what in _WHATS]
+        qb, qh = base.facts.route_requests.get(name), head.facts.route_requests.get(name)
+        if qb and qh:
+            figures += _per_request(figures, qb, qh)
+        pending.append((name, status, figures))
+    return pending
+
+
+def _pending_culprits(
+    base: _Run, head: _Run
+) -> list[tuple[CulpritKey, Status, Culprit | None, Culprit | None, _Pending]]:
+    """Every culprit line of either run, HEAD's first, with its blocked time in both."""
+    pending: list[tuple[CulpritKey, Status, Culprit | None, Culprit | None, _Pending]] = []
+    for key in [*head.culprits, *(k for k in base.culprits if k not in head.culprits)]:
+        bc, hc = base.culprits.get(key), head.culprits.get(key)
+        status: Status = "both" if bc and hc else "new" if hc else "gone"
+        pending.append((key, status, bc, hc, _per_sample("blocked", base, head, _Run.line, key)))
+    return pending
 
 
 def _pairs(changes: list[Change]) -> list[tuple[Change, Change | None]]:

@@ -203,20 +203,67 @@ def describe(c: CulpritEntry) -> str:
 
 def check(out: Path, rules: Rules) -> CheckResult:
     """Apply `rules` to the profile in `out` (UsageError / CorruptProfileError: exit 2)."""
+    patterns = _checked_patterns(rules)
+    data = read_summary(out)
+    known = baseline_keys(rules.baseline) if rules.baseline is not None else None
+    loop = data["event_loop"]
+    loop_ms = float(loop["busy_ms"]) + float(loop["idle_ms"])
+    culprits, used = _culprit_entries(data, patterns, known)
+    routes = tuple(
+        RouteEntry(
+            r["route"],
+            float(r["blocked_ms"]),
+            float(r["loop_ms"]),
+            float(r["blocked_ms"]) / loop_ms if loop_ms > 0 else 0.0,
+        )
+        for r in data["routes"]
+    )
+    active = [c for c in culprits if c.ignored_by is None]
+    failures: list[Failure] = []
+    if rules.fail_on != "none":
+        failures += _culprit_failures(active, new_only=known is not None)
+    if rules.max_block_ms is not None:
+        failures += _block_failures(active, rules.max_block_ms)
+    if rules.max_blocked_share is not None:
+        limit = rules.max_blocked_share
+        failures += _share_failures(routes, active, float(loop["blocked_ms"]), loop_ms, limit)
+    load = data.get("load")
+    load = load if isinstance(load, dict) else None
+    if load is not None and isinstance(load.get("failure"), str):
+        failures.append(_load_failure(load))
+    return CheckResult(
+        out=out,
+        rules=rules,
+        loop_ms=loop_ms,
+        blocked_ms=float(loop["blocked_ms"]),
+        longest_block_ms=float(loop["longest_block_ms"]),
+        culprits=tuple(culprits),
+        routes=routes,
+        failures=tuple(failures),
+        load=load,
+        unmatched_ignores=tuple(p for p in rules.ignore if p not in used),
+    )
+
+
+def _checked_patterns(rules: Rules) -> list[tuple[str, str, int | None]]:
+    """The --ignore patterns (raw, file glob, line), once the rules are known to make sense."""
     if rules.fail_on == "new-culprit" and rules.baseline is None:
         raise UsageError("--fail-on new-culprit needs --baseline OUT0 (a profile to compare to)")
     if rules.max_blocked_share is not None and not 0 <= rules.max_blocked_share <= 1:
         raise UsageError(f"--max-blocked-share is a share, 0..1: got {rules.max_blocked_share}")
     try:
-        patterns = [(p, *ignore_pattern(p)) for p in rules.ignore]
+        return [(p, *ignore_pattern(p)) for p in rules.ignore]
     except ValueError as exc:
         raise UsageError(f"--ignore: {exc}") from exc
-    data = read_summary(out)
-    known = baseline_keys(rules.baseline) if rules.baseline is not None else None
-    cwd = _cwd(data)
-    loop = data["event_loop"]
-    loop_ms = float(loop["busy_ms"]) + float(loop["idle_ms"])
 
+
+def _culprit_entries(
+    data: dict[str, Any],
+    patterns: list[tuple[str, str, int | None]],
+    known: set[CulpritKey] | None,
+) -> tuple[list[CulpritEntry], set[str]]:
+    """summary.json's culprits as entries, and the --ignore patterns that matched one."""
+    cwd = _cwd(data)
     culprits: list[CulpritEntry] = []
     used: set[str] = set()
     for c in data["culprits"]:
@@ -244,78 +291,67 @@ def check(out: Path, rules: Rules) -> CheckResult:
                 in_baseline=None if known is None else key in known,
             )
         )
-    routes = tuple(
-        RouteEntry(
-            r["route"],
-            float(r["blocked_ms"]),
-            float(r["loop_ms"]),
-            float(r["blocked_ms"]) / loop_ms if loop_ms > 0 else 0.0,
-        )
-        for r in data["routes"]
-    )
+    return culprits, used
 
-    failures: list[Failure] = []
-    active = [c for c in culprits if c.ignored_by is None]
-    if rules.fail_on != "none":
-        new_only = known is not None
-        rule: Rule = "new-culprit" if new_only else "culprit"
-        for c in active:
-            if not new_only or not c.in_baseline:
-                why = "a new culprit (not in the baseline)" if new_only else "a culprit"
-                failures.append(Failure(rule, f"{rule}: {describe(c)} [{why}]", c.route, c))
-    if rules.max_block_ms is not None:
-        limit = rules.max_block_ms
-        over = [c for c in active if c.max_ms > limit]
-        failures.extend(
-            Failure(
-                "max-block-ms",
-                f"max-block-ms: {describe(c)} [blocked {c.max_ms:.0f} ms at once > {limit:g} ms]",
-                c.route,
-                c,
-            )
-            for c in over
+
+def _culprit_failures(active: list[CulpritEntry], new_only: bool) -> list[Failure]:
+    """Every culprit, or with a baseline every culprit not in it."""
+    rule: Rule = "new-culprit" if new_only else "culprit"
+    why = "a new culprit (not in the baseline)" if new_only else "a culprit"
+    return [
+        Failure(rule, f"{rule}: {describe(c)} [{why}]", c.route, c)
+        for c in active
+        if not new_only or not c.in_baseline
+    ]
+
+
+def _block_failures(active: list[CulpritEntry], limit: float) -> list[Failure]:
+    return [
+        Failure(
+            "max-block-ms",
+            f"max-block-ms: {describe(c)} [blocked {c.max_ms:.0f} ms at once > {limit:g} ms]",
+            c.route,
+            c,
         )
-    if rules.max_blocked_share is not None:
-        limit = rules.max_blocked_share
-        failures.extend(
+        for c in active
+        if c.max_ms > limit
+    ]
+
+
+def _share_failures(
+    routes: tuple[RouteEntry, ...],
+    active: list[CulpritEntry],
+    blocked_ms: float,
+    loop_ms: float,
+    limit: float,
+) -> list[Failure]:
+    """Each route, then the whole loop, blocked more than `limit` of the loop's time."""
+    failures = [
+        Failure(
+            "max-blocked-share",
+            f"max-blocked-share: {r.route} blocked the event loop {r.blocked_ms:.0f} ms, "
+            f"{r.blocked_share:.1%} of its time > {limit:.1%}" + _top_line(r.route, active),
+            r.route,
+        )
+        for r in routes
+        if r.blocked_share > limit
+    ]
+    share = blocked_ms / loop_ms if loop_ms > 0 else 0.0
+    if share > limit:
+        failures.append(
             Failure(
                 "max-blocked-share",
-                f"max-blocked-share: {r.route} blocked the event loop {r.blocked_ms:.0f} ms, "
-                f"{r.blocked_share:.1%} of its time > {limit:.1%}" + _top_line(r.route, active),
-                r.route,
+                f"max-blocked-share: (all routes) the event loop was blocked "
+                f"{blocked_ms:.0f} ms, {share:.1%} of its time > {limit:.1%}",
             )
-            for r in routes
-            if r.blocked_share > limit
         )
-        share = float(loop["blocked_ms"]) / loop_ms if loop_ms > 0 else 0.0
-        if share > limit:
-            failures.append(
-                Failure(
-                    "max-blocked-share",
-                    f"max-blocked-share: (all routes) the event loop was blocked "
-                    f"{float(loop['blocked_ms']):.0f} ms, {share:.1%} of its time > {limit:.1%}",
-                )
-            )
-    load = data.get("load")
-    load = load if isinstance(load, dict) else None
-    if load is not None and isinstance(load.get("failure"), str):
-        tail = [str(x) for x in load.get("output_tail", []) if isinstance(x, str)]
-        last = f"; its last output: {_one_line(tail[-1])}" if tail else ""
-        failures.append(
-            Failure("load", f"load: {load['failure']} ({load.get('command', '?')}){last}")
-        )
-    return CheckResult(
-        out=out,
-        rules=rules,
-        loop_ms=loop_ms,
-        blocked_ms=float(loop["blocked_ms"]),
-        longest_block_ms=float(loop["longest_block_ms"]),
-        culprits=tuple(culprits),
-        routes=routes,
-        failures=tuple(failures),
-        load=load,
-        unmatched_ignores=tuple(p for p in rules.ignore if p not in used),
-    )
+    return failures
+
+
+def _load_failure(load: dict[str, Any]) -> Failure:
+    tail = [str(x) for x in load.get("output_tail", []) if isinstance(x, str)]
+    last = f"; its last output: {_one_line(tail[-1])}" if tail else ""
+    return Failure("load", f"load: {load['failure']} ({load.get('command', '?')}){last}")
 
 
 def _top_line(route: str, culprits: list[CulpritEntry]) -> str:

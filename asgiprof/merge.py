@@ -15,7 +15,7 @@ every report; `asgiprof report DIR` merges them again from `merge.json`.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,92 +78,119 @@ def check_same_app(named: list[tuple[str, Profile]]) -> None:
 
 
 def merge_profiles(named: list[tuple[str, Path, Profile]]) -> Profile:
-    frames: list[Any] = []
-    stacks: list[tuple[int, ...]] = []
-    interner = Interner(frames, stacks)
-    threads: list[ThreadTimeline] = []
-    resources = Resources()
-    chunks: list[Chunk] = []
-    problems: list[str] = []
-    sources: list[RunSource] = []
-    taken: set[int] = set()
-    gil = GilSamples(0, 0.0)
-    measured_gil = False
+    merged = _Merged()
     for k, (name, out, p) in enumerate(named):
+        merged.add_run(k, name, out, p)
+    profiles = [p for _, _, p in named]
+    first = profiles[0]
+    sampling = _merged_sampling(profiles, merged.chunks, merged.problems)
+    return Profile(
+        target=_merged_target(profiles, merged.sources),
+        sampling=sampling,
+        frames=merged.frames,
+        stacks=merged.stacks,
+        threads=merged.threads,
+        routes=next((p.routes for p in profiles if p.routes.source == "app"), first.routes),
+        resources=merged.resources,
+        problems=merged.problems,
+        sources=merged.sources,
+        requests=RequestCounts.combined([p.requests for p in profiles]),
+        gil=merged.gil if merged.measured_gil else None,
+    )
+
+
+@dataclass(slots=True)
+class _Merged:
+    """The runs added so far: frames and stacks re-interned, pids renumbered apart."""
+
+    frames: list[Any] = field(default_factory=list)
+    stacks: list[tuple[int, ...]] = field(default_factory=list)
+    interner: Interner = field(init=False)
+    threads: list[ThreadTimeline] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    chunks: list[Chunk] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    sources: list[RunSource] = field(default_factory=list)
+    taken: set[int] = field(default_factory=set)
+    gil: GilSamples = field(default_factory=lambda: GilSamples(0, 0.0))
+    measured_gil: bool = False
+
+    def __post_init__(self) -> None:
+        self.interner = Interner(self.frames, self.stacks)
+
+    def add_run(self, k: int, name: str, out: Path, p: Profile) -> None:
+        """The `k`-th run, `name`, saved in `out`."""
         # The run's own target pids first (its main process), then any other sampled ones.
         seen = {t.thread.pid for t in p.threads}
         pids = list(dict.fromkeys([*p.target.pids, *sorted(seen - set(p.target.pids))]))
-        pid_map = {pid: pid if pid not in taken else (k << _PID_BITS) | pid for pid in pids}
-        taken.update(pid_map.values())
-        frame_map = [interner.frame(f) for f in p.frames]
-        stack_map = [interner.stack(tuple(frame_map[f] for f in s)) for s in p.stacks]
+        pid_map = {pid: pid if pid not in self.taken else (k << _PID_BITS) | pid for pid in pids}
+        self.taken.update(pid_map.values())
+        frame_map = [self.interner.frame(f) for f in p.frames]
+        stack_map = [self.interner.stack(tuple(frame_map[f] for f in s)) for s in p.stacks]
         for tl in p.threads:
             info = ThreadInfo(pid_map[tl.thread.pid], tl.thread.tid, tl.thread.name)
             merged = ThreadTimeline(info, tl.start_s, tl.duration_s)
             merged.stack.extend(stack_map[s] if s >= 0 else s for s in tl.stack)
             merged.samples.extend(tl.samples)
-            threads.append(merged)
-        resources.points.extend(
-            replace(pt, pid=pid_map.get(pt.pid, pt.pid)) for pt in p.resources.points
-        )
-        for (pid, tid), series in p.resources.thread_cpu.items():
-            resources.thread_cpu[(pid_map.get(pid, pid), tid)] = series
-        for pid, conns in p.resources.connections.items():
-            new = pid_map.get(pid, pid)
-            resources.connections[new] = replace(conns, pid=new)
+            self.threads.append(merged)
+        self._add_resources(p.resources, pid_map)
         if p.gil is not None:
-            gil.add(p.gil, pid_map, stack_map)
-            measured_gil = True
-        chunks.extend(replace(c, file=f"{name}/{c.file}") for c in p.sampling.chunks)
-        problems.extend(f"{name}: {text}" for text in p.problems)
-        sources.append(
+            self.gil.add(p.gil, pid_map, stack_map)
+            self.measured_gil = True
+        self.chunks.extend(replace(c, file=f"{name}/{c.file}") for c in p.sampling.chunks)
+        self.problems.extend(f"{name}: {text}" for text in p.problems)
+        self.sources.append(
             RunSource(
                 name=name,
                 out_dir=str(out.resolve()),
                 pids=tuple((pid_map[pid], pid) for pid in pids),
             )
         )
-    profiles = [p for _, _, p in named]
+
+    def _add_resources(self, resources: Resources, pid_map: dict[int, int]) -> None:
+        self.resources.points.extend(
+            replace(pt, pid=pid_map.get(pt.pid, pt.pid)) for pt in resources.points
+        )
+        for (pid, tid), series in resources.thread_cpu.items():
+            self.resources.thread_cpu[(pid_map.get(pid, pid), tid)] = series
+        for pid, conns in resources.connections.items():
+            new = pid_map.get(pid, pid)
+            self.resources.connections[new] = replace(conns, pid=new)
+
+
+def _merged_target(profiles: list[Profile], sources: list[RunSource]) -> TargetInfo:
+    """The first run's target, with every run's pids and the app spec any run read."""
     first = profiles[0]
-    table = next((p.routes for p in profiles if p.routes.source == "app"), first.routes)
-    app_spec = next((p.target.app_spec for p in profiles if p.target.app_spec), None)
     servers = sorted({p.target.server for p in profiles})
-    target = TargetInfo(
+    return TargetInfo(
         pids=tuple(pid for s in sources for pid, _ in s.pids),
         command=first.target.command,
         server=servers[0] if len(servers) == 1 else "mixed",
         cwd=first.target.cwd,
         python=first.target.python,
-        app_spec=app_spec,
+        app_spec=next((p.target.app_spec for p in profiles if p.target.app_spec), None),
         mode=first.target.mode,
     )
+
+
+def _merged_sampling(
+    profiles: list[Profile], chunks: list[Chunk], problems: list[str]
+) -> SamplingInfo:
+    """The runs' sampling together (a problem added to `problems` when rates differ)."""
     rates = sorted({p.sampling.rate_hz for p in profiles})
     if len(rates) > 1:
         problems.append(
             f"the runs sampled at different rates ({rates} Hz): times stay exact, "
             "sample counts weigh the faster runs more"
         )
-    sampling = SamplingInfo(
+    return SamplingInfo(
         rate_hz=rates[-1],
         started_at=min(p.sampling.started_at for p in profiles),
         duration_s=max(p.sampling.duration_s for p in profiles),
         samples=sum(p.sampling.samples for p in profiles),
         errors=sum(p.sampling.errors for p in profiles),
         chunks=tuple(chunks),
-        stopped_by=first.sampling.stopped_by,
-    )
-    return Profile(
-        target=target,
-        sampling=sampling,
-        frames=frames,
-        stacks=stacks,
-        threads=threads,
-        routes=table,
-        resources=resources,
-        problems=problems,
-        sources=sources,
-        requests=RequestCounts.combined([p.requests for p in profiles]),
-        gil=gil if measured_gil else None,
+        stopped_by=profiles[0].sampling.stopped_by,
     )
 
 

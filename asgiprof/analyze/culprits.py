@@ -71,6 +71,15 @@ def measured_kind(ratio: float | None, params: AnalysisParams) -> Kind:
     return "unknown"
 
 
+_PYTHON_RUNNING: Final = (
+    "Python code was running: the innermost frame kept changing while the line held "
+    "the loop (or it was a comprehension or generator)"
+)
+_ISOLATED: Final = "of its episodes with the loop idle around them"
+_FITTED: Final = "fitted over the loop thread's CPU time in every 0.5 s window"
+_NOT_SPLIT: Final = "the loop thread's CPU time could not be split among the lines that held it"
+
+
 def decide_kind(
     isolated: float | None,
     fitted: float | None,
@@ -82,57 +91,39 @@ def decide_kind(
     else Python code seen running, else the fit over the loop thread's CPU time
     (analyze/kind.py), else the catalogue."""
     if isolated is None and python_running:
-        return (
-            "cpu",
-            fitted,
-            (
-                "Python code was running: the innermost frame kept changing while the line held "
-                "the loop (or it was a comprehension or generator)"
-            ),
-        )
-    for ratio, how in (
-        (isolated, "of its episodes with the loop idle around them"),
-        (fitted, "fitted over the loop thread's CPU time in every 0.5 s window"),
-    ):
-        if ratio is None:
-            continue
-        kind = measured_kind(ratio, params)
-        if kind != "unknown":
-            return kind, ratio, f"the loop thread was on the CPU {ratio:.0%} {how}"
-        if catalogue is not None:
-            return (
-                catalogue,
-                ratio,
-                (
-                    f"the loop thread was on the CPU {ratio:.0%} {how}, between io and cpu: "
-                    f"the call is a known {catalogue} call"
-                ),
-            )
-        return (
-            "unknown",
-            ratio,
-            (
-                f"the loop thread was on the CPU {ratio:.0%} {how}: between io (at most "
-                f"{params.io_max_cpu_ratio:.0%}) and cpu (at least {params.cpu_min_ratio:.0%}), "
-                "a mix of both or a machine short of CPU"
-            ),
-        )
+        return "cpu", fitted, _PYTHON_RUNNING
+    for ratio, how in ((isolated, _ISOLATED), (fitted, _FITTED)):
+        if ratio is not None:
+            kind, why = _kind_of_ratio(ratio, how, catalogue, params)
+            return kind, ratio, why
     if catalogue is not None:
-        return (
-            catalogue,
-            None,
-            (
-                "the loop thread's CPU time could not be split among the lines that held it; "
-                f"the call is a known {catalogue} call"
-            ),
-        )
+        return catalogue, None, f"{_NOT_SPLIT}; the call is a known {catalogue} call"
     return (
         "unknown",
         None,
-        (
-            "the loop thread's CPU time could not be split among the lines that held it (too "
-            "few or too alike 0.5 s windows) and the call is not in the advice catalogue"
-        ),
+        f"{_NOT_SPLIT} (too few or too alike 0.5 s windows) and the call is not in the "
+        "advice catalogue",
+    )
+
+
+def _kind_of_ratio(
+    ratio: float, how: str, catalogue: Kind | None, params: AnalysisParams
+) -> tuple[Kind, str]:
+    """The kind a measured CPU share says, the catalogue's between io and cpu."""
+    kind = measured_kind(ratio, params)
+    if kind != "unknown":
+        return kind, f"the loop thread was on the CPU {ratio:.0%} {how}"
+    if catalogue is not None:
+        return (
+            catalogue,
+            f"the loop thread was on the CPU {ratio:.0%} {how}, between io and cpu: "
+            f"the call is a known {catalogue} call",
+        )
+    return (
+        "unknown",
+        f"the loop thread was on the CPU {ratio:.0%} {how}: between io (at most "
+        f"{params.io_max_cpu_ratio:.0%}) and cpu (at least {params.cpu_min_ratio:.0%}), "
+        "a mix of both or a machine short of CPU",
     )
 
 
@@ -145,71 +136,99 @@ def rank_culprits(
     fitted: Mapping[tuple[str, int], float] | None = None,
     python_running: Set[tuple[str, int]] = frozenset(),
 ) -> list[Culprit]:
+    ranking = _Ranking(profile, read_line, params, contexts, fitted or {}, python_running)
+    built = [
+        ranking.culprit(file, line, eps)
+        for (file, line), eps in _by_line(episodes).items()
+        if not is_one_off(eps, params)
+    ]
+    built.sort(key=lambda c: (-c.blocked_ms, c.file, c.line))
+    return [replace(c, rank=i + 1) for i, c in enumerate(built)]
+
+
+def _by_line(episodes: list[Episode]) -> dict[tuple[str, int], list[Episode]]:
+    """Each line's episodes, each with only that line's own part (see Episode.parts)."""
     groups: dict[tuple[str, int], list[Episode]] = defaultdict(list)
     for ep in episodes:
-        # Each line is credited with its own part of the episode (see Episode.parts).
         for part in ep.parts:
             groups[(part.file, part.line)].append(
                 replace(ep, duration_ms=part.ms, stack_id=part.stack_id, route=part.route)
             )
-    built: list[Culprit] = []
-    for (file, line), eps in groups.items():
-        if is_one_off(eps, params):
-            continue
-        blocked_ms = sum(e.duration_ms for e in eps)
+    return groups
+
+
+@dataclass(frozen=True, slots=True)
+class _Ranking:
+    """What every culprit is built from besides its own episodes."""
+
+    profile: Profile
+    read_line: SourceReader
+    params: AnalysisParams
+    contexts: CulpritContexts | None
+    fitted: Mapping[tuple[str, int], float]
+    python_running: Set[tuple[str, int]]
+
+    def culprit(self, file: str, line: int, eps: list[Episode]) -> Culprit:
+        """One line's culprit (rank 0) from its episodes."""
         longest = max(eps, key=lambda e: e.duration_ms)
-        stack = profile.stack_frames(longest.stack_id)
+        stack = self.profile.stack_frames(longest.stack_id)
         function = next(
             (f.function for f in reversed(stack) if f.file == file and f.line == line), "?"
         )
-        routes: Counter[str] = Counter()
-        for e in eps:
-            if e.route is not None:
-                routes[e.route] += int(e.duration_ms * 1000)
-        weighted = [(e.cpu_ratio, e.duration_ms) for e in eps if e.cpu_ratio is not None]
-        ratio = sum(r * d for r, d in weighted) / sum(d for _, d in weighted) if weighted else None
-        code = read_line(file, line)
+        routes = _route_weights(eps)
+        code = self.read_line(file, line)
         index = _index(stack, file, line)
-        entry = find_advice(code, stack[index:], _near(read_line, file, line))
+        entry = find_advice(code, stack[index:], _near(self.read_line, file, line))
         context: CulpritContext = "endpoint"
         context_name: str | None = None
         users: tuple[str, ...] = ()
-        if contexts is not None:
+        if self.contexts is not None:
             # A dependency's stack never shows its route (the endpoint runs after it): the
             # routes declaring it are the evidence, not whatever else shared the episode.
-            context, context_name, users = contexts.of(longest.stack_id, index)
+            context, context_name, users = self.contexts.of(longest.stack_id, index)
         kind, ratio, why = decide_kind(
-            ratio,
-            (fitted or {}).get((file, line)),
+            _isolated_ratio(eps),
+            self.fitted.get((file, line)),
             entry.kind if entry is not None else None,
-            params,
-            python_running=(file, line) in python_running or _comprehension_leaf(stack),
+            self.params,
+            python_running=(file, line) in self.python_running or _comprehension_leaf(stack),
         )
-        built.append(
-            Culprit(
-                rank=0,
-                file=file,
-                line=line,
-                function=function,
-                code=code,
-                route=users[0] if users else (routes.most_common(1)[0][0] if routes else None),
-                routes=users or tuple(r for r, _ in routes.most_common()),
-                kind=kind,
-                blocked_ms=blocked_ms,
-                episodes=len(eps),
-                max_ms=longest.duration_ms,
-                stack=tuple(short_name(f) for f in stack),
-                stack_id=longest.stack_id,
-                advice=advice_text(entry, kind, function_awaits(read_line, file, line)),
-                cpu_ratio=ratio,
-                context=context,
-                context_name=context_name,
-                calls=tuple(short_name(f) for f in stack[index + 1 :]),
-                kind_evidence=why,
-            )
+        return Culprit(
+            rank=0,
+            file=file,
+            line=line,
+            function=function,
+            code=code,
+            route=users[0] if users else (routes.most_common(1)[0][0] if routes else None),
+            routes=users or tuple(r for r, _ in routes.most_common()),
+            kind=kind,
+            blocked_ms=sum(e.duration_ms for e in eps),
+            episodes=len(eps),
+            max_ms=longest.duration_ms,
+            stack=tuple(short_name(f) for f in stack),
+            stack_id=longest.stack_id,
+            advice=advice_text(entry, kind, function_awaits(self.read_line, file, line)),
+            cpu_ratio=ratio,
+            context=context,
+            context_name=context_name,
+            calls=tuple(short_name(f) for f in stack[index + 1 :]),
+            kind_evidence=why,
         )
-    built.sort(key=lambda c: (-c.blocked_ms, c.file, c.line))
-    return [replace(c, rank=i + 1) for i, c in enumerate(built)]
+
+
+def _route_weights(eps: list[Episode]) -> Counter[str]:
+    """Blocked microseconds per route the episodes served."""
+    routes: Counter[str] = Counter()
+    for e in eps:
+        if e.route is not None:
+            routes[e.route] += int(e.duration_ms * 1000)
+    return routes
+
+
+def _isolated_ratio(eps: list[Episode]) -> float | None:
+    """CPU share over the episodes whose own CPU was measured, weighted by duration."""
+    weighted = [(e.cpu_ratio, e.duration_ms) for e in eps if e.cpu_ratio is not None]
+    return sum(r * d for r, d in weighted) / sum(d for _, d in weighted) if weighted else None
 
 
 _COMPREHENSION = re.compile(r"<(?:listcomp|genexpr|dictcomp|setcomp|lambda)>$")

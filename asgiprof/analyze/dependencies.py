@@ -266,59 +266,81 @@ def dependency_summary(
 ) -> DependencySummary:
     """Loop and worker time per dependency function. `entries` gives the worker entry
     position of every busy worker stack (idle ones are absent)."""
-    profile = deps.profile
-    acc: dict[tuple[str, str], _Acc] = {}
-    solving_ms = 0.0
+    tally = _Tally(deps)
+    tally.add_loop(loop_runs)
+    tally.add_workers(workers, entries)
+    return DependencySummary(solving_ms=tally.solving_ms, dependencies=tally.stats())
 
-    def add(sid: int, j: int, ms: float, n: int) -> _Acc:
+
+@dataclass(slots=True)
+class _Tally:
+    """Time per dependency function (keyed by function and file), and the loop time spent
+    solving dependencies outside any of them."""
+
+    deps: DependencyFrames
+    acc: dict[tuple[str, str], _Acc] = field(default_factory=dict)
+    solving_ms: float = 0.0
+
+    def _add(self, sid: int, j: int, n: int) -> _Acc:
+        """`n` samples of the dependency frame at position `j` of stack `sid`."""
+        profile = self.deps.profile
         frame = profile.frames[profile.stacks[sid][j]]
-        a = acc.get((frame.function, frame.file))
+        a = self.acc.get((frame.function, frame.file))
         if a is None:
-            a = acc[(frame.function, frame.file)] = _Acc(frame.file)
+            a = self.acc[(frame.function, frame.file)] = _Acc(frame.file)
         a.lines[frame.line] += n
-        a.routes.update(deps.routes_of(frame))
+        a.routes.update(self.deps.routes_of(frame))
         a.samples += n
         return a
 
-    for lr in loop_runs:
-        for (_s, dur, sid, n), label in zip(lr.timeline.runs(), lr.labels, strict=True):
-            if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
-                continue
-            ms = dur * 1000.0
-            j = deps.on_loop(sid)
-            if j is None:
-                if deps.solving(sid):
-                    solving_ms += ms
-                continue
-            a = add(sid, j, ms, n)
-            a.loop_ms += ms
-            if label == STATE_BLOCKED:
-                a.blocked_ms += ms
-    in_worker = {sid: j for sid, e in entries.items() if (j := deps.in_worker(sid, e)) is not None}
-    if in_worker:
+    def add_loop(self, loop_runs: list[LoopThreadRuns]) -> None:
+        for lr in loop_runs:
+            for (_s, dur, sid, n), label in zip(lr.timeline.runs(), lr.labels, strict=True):
+                if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
+                    continue
+                ms = dur * 1000.0
+                j = self.deps.on_loop(sid)
+                if j is None:
+                    if self.deps.solving(sid):
+                        self.solving_ms += ms
+                    continue
+                a = self._add(sid, j, n)
+                a.loop_ms += ms
+                if label == STATE_BLOCKED:
+                    a.blocked_ms += ms
+
+    def add_workers(self, workers: list[ThreadTimeline], entries: Mapping[int, int]) -> None:
+        in_worker = {
+            sid: j for sid, e in entries.items() if (j := self.deps.in_worker(sid, e)) is not None
+        }
+        if not in_worker:
+            return
         for tl in workers:
             for sid, dur, n in zip(tl.stack, tl.duration_s, tl.samples, strict=True):
                 j = in_worker.get(sid)
                 if j is not None:
-                    add(sid, j, dur * 1000.0, n).threadpool_ms += dur * 1000.0
-    stats = [
-        DependencyStats(
-            name=function,
-            file=a.file,
-            line=a.lines.most_common(1)[0][0] if a.lines else 0,
-            runs_on="both"
-            if a.loop_ms and a.threadpool_ms
-            else ("threadpool" if a.threadpool_ms else "loop"),
-            loop_ms=a.loop_ms,
-            blocked_ms=a.blocked_ms,
-            threadpool_ms=a.threadpool_ms,
-            samples=a.samples,
-            routes=tuple(sorted(a.routes)),
-        )
-        for (function, _file), a in acc.items()
-    ]
-    stats.sort(key=lambda d: (-(d.loop_ms + d.threadpool_ms), d.name, d.file))
-    return DependencySummary(solving_ms=solving_ms, dependencies=tuple(stats))
+                    self._add(sid, j, n).threadpool_ms += dur * 1000.0
+
+    def stats(self) -> tuple[DependencyStats, ...]:
+        """Every dependency, the most time first."""
+        stats = [
+            DependencyStats(
+                name=function,
+                file=a.file,
+                line=a.lines.most_common(1)[0][0] if a.lines else 0,
+                runs_on="both"
+                if a.loop_ms and a.threadpool_ms
+                else ("threadpool" if a.threadpool_ms else "loop"),
+                loop_ms=a.loop_ms,
+                blocked_ms=a.blocked_ms,
+                threadpool_ms=a.threadpool_ms,
+                samples=a.samples,
+                routes=tuple(sorted(a.routes)),
+            )
+            for (function, _file), a in self.acc.items()
+        ]
+        stats.sort(key=lambda d: (-(d.loop_ms + d.threadpool_ms), d.name, d.file))
+        return tuple(stats)
 
 
 def dependency_findings(

@@ -15,14 +15,14 @@ import itertools
 import re
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from asgiprof.analyze.advice import is_blocking_call
 from asgiprof.analyze.frames import app_roots, is_asgi_dispatch, is_user, is_web_framework
 from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE, STATE_OFF, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
-from asgiprof.model import NO_STACK, Profile, ThreadTimeline
+from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
 
 
 @dataclass(slots=True)
@@ -291,77 +291,136 @@ def find_episodes(
     synchronous calls rather than many short steps interleaved (`is_blocking`); (3) runs of
     lines that block and reach the threshold are episodes, the rest is busy.
     """
-    threshold_s = params.block_threshold_ms / 1000.0
-    frames = profile.frames
     user_frames.learn_calls(loop_threads)
+    weighed = _Weighed(profile.frames, user_frames)
     per_thread: list[tuple[LoopThreadRuns, list[_Candidate], list[_Stretch]]] = []
-    evidence: dict[tuple[str, int], LineEvidence] = {}
-    await_lines: dict[tuple[str, int], bool] = {}
-    stack_evidence: dict[int, LineEvidence] = {}
     for tl in loop_threads:
         runs = LoopThreadRuns(tl, array("b", bytes(len(tl))))
         candidates, framework, loop_samples = _candidates(
             tl, runs.labels, classifier, user_frames, route_of
         )
         per_thread.append((runs, candidates, framework))
+        weighed.add_lines(tl, candidates, loop_samples)
+        weighed.add_framework(framework, loop_samples)
+    blocking = weighed.blocking_lines(params)
+    cut = _Cut(profile, user_frames, route_of, cpu_ratio, params)
+    episodes: list[Episode] = []
+    for runs, candidates, framework in per_thread:
+        cut.line_episodes(runs, candidates, blocking, episodes)
+        cut.framework_episodes(runs, framework, weighed.stacks, episodes)
+        _count_saturation(runs, cut.threshold_s)
+    episodes.sort(key=lambda e: (e.start_s, e.pid, e.tid))
+    return episodes, [runs for runs, _, _ in per_thread], weighed.lines
+
+
+@dataclass(slots=True)
+class _Weighed:
+    """Step 2's evidence across every loop thread: per user line (and whether it is an
+    `await`), and per framework stack."""
+
+    frames: list[Frame]
+    user_frames: UserFrames
+    lines: dict[tuple[str, int], LineEvidence] = field(default_factory=dict)
+    await_lines: dict[tuple[str, int], bool] = field(default_factory=dict)
+    stacks: dict[int, LineEvidence] = field(default_factory=dict)
+
+    def add_lines(
+        self, tl: ThreadTimeline, candidates: list[_Candidate], loop_samples: int
+    ) -> None:
         held: Counter[int] = Counter()
         for cand in candidates:
             held[cand.holder] += cand.stretch.samples
         for cand in candidates:
-            frame = frames[cand.holder]
-            ev = evidence.setdefault((frame.file, frame.line), LineEvidence())
-            await_lines[frame.file, frame.line] = user_frames.is_await(cand.holder)
+            frame = self.frames[cand.holder]
+            ev = self.lines.setdefault((frame.file, frame.line), LineEvidence())
+            self.await_lines[frame.file, frame.line] = self.user_frames.is_await(cand.holder)
             share = held[cand.holder] / max(loop_samples, 1)
             ev.add(cand.stretch.samples, share)
-            _count_leaf_changes(tl, cand.stretch, ev, cand.holder, user_frames)
+            _count_leaf_changes(tl, cand.stretch, ev, cand.holder, self.user_frames)
+
+    def add_framework(self, framework: list[_Stretch], loop_samples: int) -> None:
         by_stack: Counter[int] = Counter()
         for st in framework:
             by_stack[st.stacks.most_common(1)[0][0]] += st.samples
         for st in framework:
             sid = st.stacks.most_common(1)[0][0]
-            ev = stack_evidence.setdefault(sid, LineEvidence())
+            ev = self.stacks.setdefault(sid, LineEvidence())
             ev.add(st.samples, by_stack[sid] / max(loop_samples, 1))
-    blocking = {
-        line: ev for line, ev in evidence.items() if is_blocking(ev, await_lines[line], params)
-    }
-    episodes: list[Episode] = []
-    for runs, candidates, framework in per_thread:
-        tl, labels = runs.timeline, runs.labels
+
+    def blocking_lines(self, params: AnalysisParams) -> dict[tuple[str, int], LineEvidence]:
+        return {
+            line: ev
+            for line, ev in self.lines.items()
+            if is_blocking(ev, self.await_lines[line], params)
+        }
+
+
+@dataclass(slots=True)
+class _Cut:
+    """Step 3: label a thread's episodes blocked and build them; the rest stays busy."""
+
+    profile: Profile
+    user_frames: UserFrames
+    route_of: Callable[[int], str | None]
+    cpu_ratio: Callable[[int, int, float, float], float | None]
+    params: AnalysisParams
+    threshold_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.threshold_s = self.params.block_threshold_ms / 1000.0
+
+    def episode(self, runs: LoopThreadRuns, st: _Stretch, holder: int | None) -> Episode:
+        _label(runs.labels, st, STATE_BLOCKED)
+        return _episode(
+            runs.timeline,
+            st,
+            holder,
+            self.user_frames,
+            self.route_of,
+            self.cpu_ratio,
+            runs.labels,
+            self.params,
+        )
+
+    def line_episodes(
+        self,
+        runs: LoopThreadRuns,
+        candidates: list[_Candidate],
+        blocking: Mapping[tuple[str, int], LineEvidence],
+        out: list[Episode],
+    ) -> None:
+        """Candidates of blocking lines: episodes when long enough, else kept as short."""
         for cand in candidates:
             st = cand.stretch
-            frame = frames[cand.holder]
-            line = (frame.file, frame.line)
-            long_enough = st.duration_s >= threshold_s
-            if long_enough and _is_importing(profile, st.stacks.most_common(1)[0][0]):
+            frame = self.profile.frames[cand.holder]
+            long_enough = st.duration_s >= self.threshold_s
+            if long_enough and _is_importing(self.profile, st.stacks.most_common(1)[0][0]):
                 # A worker importing the app inside its running loop (uvicorn 0.30+ with
                 # --workers or --reload) before it serves: startup, not a request's line.
-                _label(labels, st, STATE_BLOCKED)
-                episodes.append(
-                    _episode(tl, st, None, user_frames, route_of, cpu_ratio, labels, params)
-                )
+                out.append(self.episode(runs, st, None))
                 continue
-            if line not in blocking:
+            if (frame.file, frame.line) not in blocking:
                 continue
             if not long_enough:
                 runs.short.append((st.first_run, st.end_run, cand.holder))
                 continue
-            _label(labels, st, STATE_BLOCKED)
-            episodes.append(
-                _episode(tl, st, cand.holder, user_frames, route_of, cpu_ratio, labels, params)
-            )
+            out.append(self.episode(runs, st, cand.holder))
+
+    def framework_episodes(
+        self,
+        runs: LoopThreadRuns,
+        framework: list[_Stretch],
+        evidence: Mapping[int, LineEvidence],
+        out: list[Episode],
+    ) -> None:
+        """Framework-only stretches whose stack blocks (no user line to await on)."""
         for st in framework:
-            if st.duration_s < threshold_s:
+            if st.duration_s < self.threshold_s:
                 continue
-            ev = stack_evidence[st.stacks.most_common(1)[0][0]]
-            if not is_blocking(ev, True, params):
+            ev = evidence[st.stacks.most_common(1)[0][0]]
+            if not is_blocking(ev, True, self.params):
                 continue
-            _label(labels, st, STATE_BLOCKED)
-            episodes.append(
-                _episode(tl, st, None, user_frames, route_of, cpu_ratio, labels, params)
-            )
-        _count_saturation(runs, threshold_s)
-    episodes.sort(key=lambda e: (e.start_s, e.pid, e.tid))
-    return episodes, [runs for runs, _, _ in per_thread], evidence
+            out.append(self.episode(runs, st, None))
 
 
 def _count_saturation(runs: LoopThreadRuns, threshold_s: float) -> None:

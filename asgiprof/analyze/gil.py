@@ -80,6 +80,36 @@ def find_gil_stalls(
     params: AnalysisParams,
 ) -> GilStalls:
     """The culprit-less episodes that were GIL stalls, and the worker lines behind them."""
+    stalls = _stalls(episodes, loop_runs, workers, busy_entries, cpu_ratio, params)
+    gil = profile.gil
+    if gil is None:
+        return GilStalls(tuple(stalls))
+    # Who held the GIL, measured: only the holder's stack is in a --gil sample, so a worker
+    # in native code that releases it (argon2, bcrypt, hashlib, sleep) never is.
+    pids = {st.episode.pid for st in stalls}
+    pool_keys = {(tl.thread.pid, tl.thread.tid) for tl in workers}
+    held = [(key, sid, n) for key, stacks in gil.held.items() for sid, n in stacks.items()]
+    in_pids = [(key, sid, n) for key, sid, n in held if key[0] in pids]
+    by_workers = [(sid, n) for key, sid, n in in_pids if key in pool_keys]
+    period_s = gil.seconds / gil.samples if gil.samples else 0.0
+    return GilStalls(
+        tuple(stalls),
+        _holders(profile, by_workers, period_s, user_frames, route_of),
+        gil_samples=sum(n for _, _, n in in_pids),
+        worker_gil_samples=sum(n for _, n in by_workers),
+    )
+
+
+def _stalls(
+    episodes: Sequence[Episode],
+    loop_runs: Sequence[LoopThreadRuns],
+    workers: Sequence[ThreadTimeline],
+    busy_entries: Mapping[int, int],
+    cpu_ratio: CpuRatio,
+    params: AnalysisParams,
+) -> list[GilStall]:
+    """The culprit-less episodes whose workers computed, on loop threads that did not run
+    their own work meanwhile, in time order."""
     runs_of = {(lr.timeline.thread.pid, lr.timeline.thread.tid): lr for lr in loop_runs}
     workers_of: dict[int, list[ThreadTimeline]] = defaultdict(list)
     for tl in workers:
@@ -100,24 +130,24 @@ def find_gil_stalls(
             continue  # the loop ran its own work (C code that released the GIL, say)
         stalls.extend(thread.stalls)
     stalls.sort(key=lambda st: (st.episode.start_s, st.episode.pid, st.episode.tid))
-    gil = profile.gil
-    if gil is None:
-        return GilStalls(tuple(stalls))
-    # Who held the GIL, measured: only the holder's stack is in a --gil sample, so a worker
-    # in native code that releases it (argon2, bcrypt, hashlib, sleep) never is.
-    pids = {st.episode.pid for st in stalls}
-    pool_keys = {(tl.thread.pid, tl.thread.tid) for tl in workers}
-    held = [(key, sid, n) for key, stacks in gil.held.items() for sid, n in stacks.items()]
-    in_pids = [(key, sid, n) for key, sid, n in held if key[0] in pids]
-    by_workers = [(sid, n) for key, sid, n in in_pids if key in pool_keys]
+    return stalls
+
+
+def _holders(
+    profile: Profile,
+    held: list[tuple[int, int]],
+    period_s: float,
+    user_frames: UserFrames,
+    route_of: Callable[[int], str | None],
+) -> tuple[GilHolder, ...]:
+    """The worker lines that held the GIL (`held`: stack id, GIL samples), most first."""
     # Per line, not per frame: a `sum(<genexpr>)` line is sampled in both its function's
     # frame and the generator's, and the line is what the user changes.
     samples: dict[Line, float] = defaultdict(float)
     functions: dict[Line, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     routes: dict[Line, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     frames = profile.frames
-    period_s = gil.seconds / gil.samples if gil.samples else 0.0
-    for sid, n in by_workers:
+    for sid, n in held:
         fid = user_frames.deepest(sid)
         if fid is None:
             continue
@@ -141,12 +171,7 @@ def find_gil_stalls(
         ),
         key=lambda h: (-h.samples, -h.ms, h.file, h.line),
     )
-    return GilStalls(
-        tuple(stalls),
-        tuple(holders),
-        gil_samples=sum(n for _, _, n in in_pids),
-        worker_gil_samples=sum(n for _, n in by_workers),
-    )
+    return tuple(holders)
 
 
 def _most(weights: Mapping[str, float]) -> str | None:

@@ -12,7 +12,8 @@ share even when no episode stands alone.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from asgiprof.analyze.episodes import LoopThreadRuns
 from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE
@@ -22,6 +23,8 @@ Line = tuple[str, int]
 # The loop thread's CPU share over [start_s, end_s], 0..1, or None where polls do not cover
 # it (analyze() passes analyze/resources.py's `cpu_ratio` over the profile's resources).
 CpuRatio = Callable[[int, int, float, float], "float | None"]
+# Window index -> column -> seconds.
+_Windows = dict[int, dict[int, float]]
 
 # Windows much longer than the error of sample times (~0.1 s), short enough for many.
 WINDOW_S = 0.5
@@ -41,58 +44,92 @@ def fit_line_cpu(
     window_s: float = WINDOW_S,
 ) -> dict[Line, float]:
     """Each culprit line's CPU share of its blocked time, 0..1, where the fit can tell."""
-    rows: list[tuple[dict[int, float], float]] = []  # (seconds per column, CPU seconds)
-    columns: dict[Line | str, int] = {"busy": 0, "idle": 1}
-    line_windows: dict[int, int] = defaultdict(int)
-    line_seconds: dict[int, float] = defaultdict(float)
-    by_thread: dict[tuple[int, int], list[Episode]] = defaultdict(list)
-    for ep in episodes:
-        if ep.culprit is not None:
-            by_thread[ep.pid, ep.tid].append(ep)
+    design = _Design()
+    by_thread = _culprit_episodes_by_thread(episodes)
     for runs in loop_runs:
         tl = runs.timeline
         key = (tl.thread.pid, tl.thread.tid)
-        windows: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
-        for start, dur, label in zip(tl.start_s, tl.duration_s, runs.labels, strict=True):
-            if label == STATE_IDLE:
-                _spread(windows, 1, start, dur, window_s)
-            elif label in (STATE_BUSY, STATE_BLOCKED):
-                _spread(windows, 0, start, dur, window_s)
-        # Episodes' time moves from "busy" to their line's own column.
-        for ep in by_thread.get(key, ()):
+        windows = _state_windows(runs, window_s)
+        design.move_episodes(windows, by_thread.get(key, ()), window_s)
+        design.add_rows(windows, key, cpu_ratio, window_s)
+    if len(design.columns) <= 2:
+        return {}
+    fit = _least_squares(design.rows, len(design.columns))
+    if fit is None:
+        return {}
+    return design.trusted_shares(*fit)
+
+
+@dataclass
+class _Design:
+    """The least-squares problem: one row per (loop thread, window) whose CPU was polled,
+    columns "busy", "idle" and then one per culprit line."""
+
+    rows: list[tuple[dict[int, float], float]] = field(default_factory=list)
+    columns: dict[Line | str, int] = field(default_factory=lambda: {"busy": 0, "idle": 1})
+    # Per line column: the windows it has real time in, and that time.
+    line_windows: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    line_seconds: dict[int, float] = field(default_factory=lambda: defaultdict(float))
+
+    def move_episodes(
+        self, windows: _Windows, episodes: Iterable[Episode], window_s: float
+    ) -> None:
+        """Episodes' time moves from "busy" to their line's own column."""
+        for ep in episodes:
             assert ep.culprit is not None
-            col = columns.setdefault(ep.culprit, len(columns))
+            col = self.columns.setdefault(ep.culprit, len(self.columns))
             dur = ep.duration_ms / 1000.0
             _spread(windows, col, ep.start_s, dur, window_s)
             _spread(windows, 0, ep.start_s, -dur, window_s)
+
+    def add_rows(
+        self, windows: _Windows, key: tuple[int, int], cpu_ratio: CpuRatio, window_s: float
+    ) -> None:
         for w, cells in windows.items():
             lo, hi = w * window_s, (w + 1) * window_s
             ratio = cpu_ratio(key[0], key[1], lo, hi)
             if ratio is None:
                 continue
-            rows.append((dict(cells), ratio * window_s))
+            self.rows.append((dict(cells), ratio * window_s))
             for col, seconds in cells.items():
                 if col >= 2 and seconds > 0.01:
-                    line_windows[col] += 1
-                    line_seconds[col] += seconds
-    if len(columns) <= 2:
-        return {}
-    fit = _least_squares(rows, len(columns))
-    if fit is None:
-        return {}
-    shares, errors = fit
-    fitted: dict[Line, float] = {}
-    for name, col in columns.items():
-        if not isinstance(name, tuple) or errors[col] > MAX_SE:
-            continue
-        if line_windows[col] >= MIN_WINDOWS and line_seconds[col] >= MIN_LINE_S:
-            fitted[name] = min(1.0, max(0.0, shares[col]))
-    return fitted
+                    self.line_windows[col] += 1
+                    self.line_seconds[col] += seconds
+
+    def trusted_shares(self, shares: list[float], errors: list[float]) -> dict[Line, float]:
+        """The fitted lines with enough time, in enough windows, and a small enough error."""
+        fitted: dict[Line, float] = {}
+        for name, col in self.columns.items():
+            if not isinstance(name, tuple) or errors[col] > MAX_SE:
+                continue
+            if self.line_windows[col] >= MIN_WINDOWS and self.line_seconds[col] >= MIN_LINE_S:
+                fitted[name] = min(1.0, max(0.0, shares[col]))
+        return fitted
 
 
-def _spread(
-    windows: dict[int, dict[int, float]], col: int, start: float, dur: float, window_s: float
-) -> None:
+def _culprit_episodes_by_thread(
+    episodes: Iterable[Episode],
+) -> dict[tuple[int, int], list[Episode]]:
+    by_thread: dict[tuple[int, int], list[Episode]] = defaultdict(list)
+    for ep in episodes:
+        if ep.culprit is not None:
+            by_thread[ep.pid, ep.tid].append(ep)
+    return by_thread
+
+
+def _state_windows(runs: LoopThreadRuns, window_s: float) -> _Windows:
+    """Seconds per window of one loop thread: column 0 busy or blocked, column 1 idle."""
+    tl = runs.timeline
+    windows: _Windows = defaultdict(lambda: defaultdict(float))
+    for start, dur, label in zip(tl.start_s, tl.duration_s, runs.labels, strict=True):
+        if label == STATE_IDLE:
+            _spread(windows, 1, start, dur, window_s)
+        elif label in (STATE_BUSY, STATE_BLOCKED):
+            _spread(windows, 0, start, dur, window_s)
+    return windows
+
+
+def _spread(windows: _Windows, col: int, start: float, dur: float, window_s: float) -> None:
     """Add `dur` seconds starting at `start` to column `col`, split over the windows."""
     sign = 1.0 if dur >= 0 else -1.0
     left, t = abs(dur), start

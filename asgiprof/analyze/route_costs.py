@@ -24,7 +24,7 @@ Every route that served requests is listed: with an access log, also routes no s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from asgiprof.analyze.episodes import LoopThreadRuns
 from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY
@@ -143,18 +143,11 @@ def route_costs(
     The request overhead is split by requests only: without an access log nothing tells
     how many requests each route served (endpoint samples measure work, not requests)."""
     usable = dict(requests.by_route) if requests is not None and requests.by_route else None
-    loop: dict[str, float] = {r: e.loop_ms for r, e in endpoints.items()}
-    blocked: dict[str, float] = {r: e.blocked_ms for r, e in endpoints.items()}
-    pool: dict[str, float] = {r: e.threadpool_ms for r, e in endpoints.items()}
-    from_deps: dict[str, float] = {}
+    tally = _Tally.of_endpoints(endpoints)
     deps: list[DependencyStats] = []
     for dep in dependencies.dependencies:
         shares, how = _split(dep, endpoints, usable)
-        for route, share in shares:
-            loop[route] = loop.get(route, 0.0) + dep.loop_ms * share
-            blocked[route] = blocked.get(route, 0.0) + dep.blocked_ms * share
-            pool[route] = pool.get(route, 0.0) + dep.threadpool_ms * share
-            from_deps[route] = from_deps.get(route, 0.0) + (dep.loop_ms + dep.threadpool_ms) * share
+        tally.add_dependency(dep, shares)
         deps.append(
             replace(
                 dep,
@@ -163,39 +156,79 @@ def route_costs(
                 split_by=how,
             )
         )
-    overhead_of: dict[str, float] = {}
     unattributed = overhead.loop_ms
     if usable is not None and overhead.loop_ms > 0:
-        served = sum(usable.values())
-        for route, n in usable.items():
-            # Not its blocked time: framework samples inside a blocking episode belong to
-            # the request that blocked, not to every route's requests alike.
-            loop[route] = loop.get(route, 0.0) + overhead.loop_ms * n / served
-            overhead_of[route] = overhead.loop_ms * n / served
+        tally.add_overhead(overhead.loop_ms, usable)
         unattributed = 0.0
-    names = set(loop)
-    if usable is not None:
-        names.update(usable)
-    routes = [
-        RouteStats(
-            route=r,
-            samples=endpoints[r].samples if r in endpoints else 0,
-            loop_ms=loop.get(r, 0.0),
-            blocked_ms=blocked.get(r, 0.0),
-            threadpool_ms=pool.get(r, 0.0),
-            requests=usable.get(r, 0) if usable is not None else None,
-            dependency_ms=from_deps.get(r, 0.0),
-            overhead_ms=overhead_of.get(r, 0.0),
-        )
-        for r in names
-    ]
-    routes.sort(key=lambda rs: (-(rs.loop_ms + rs.threadpool_ms), -(rs.requests or 0), rs.route))
     return RouteCosts(
-        routes=routes,
+        routes=tally.routes(endpoints, usable),
         dependencies=replace(dependencies, dependencies=tuple(deps)),
         evidence="access-log" if usable is not None else "endpoint-samples",
         unattributed_ms=unattributed,
     )
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Per route, ms: loop, blocked and threadpool time, the dependencies' part of loop and
+    threadpool time, and the request overhead's part of loop time."""
+
+    loop: dict[str, float]
+    blocked: dict[str, float]
+    pool: dict[str, float]
+    from_deps: dict[str, float] = field(default_factory=dict)
+    overhead_of: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of_endpoints(cls, endpoints: Mapping[str, EndpointTime]) -> _Tally:
+        return cls(
+            loop={r: e.loop_ms for r, e in endpoints.items()},
+            blocked={r: e.blocked_ms for r, e in endpoints.items()},
+            pool={r: e.threadpool_ms for r, e in endpoints.items()},
+        )
+
+    def add_dependency(self, dep: DependencyStats, shares: list[tuple[str, float]]) -> None:
+        for route, share in shares:
+            self.loop[route] = self.loop.get(route, 0.0) + dep.loop_ms * share
+            self.blocked[route] = self.blocked.get(route, 0.0) + dep.blocked_ms * share
+            self.pool[route] = self.pool.get(route, 0.0) + dep.threadpool_ms * share
+            self.from_deps[route] = (
+                self.from_deps.get(route, 0.0) + (dep.loop_ms + dep.threadpool_ms) * share
+            )
+
+    def add_overhead(self, loop_ms: float, requests: Mapping[str, int]) -> None:
+        """The request overhead split by requests served."""
+        served = sum(requests.values())
+        for route, n in requests.items():
+            # Not its blocked time: framework samples inside a blocking episode belong to
+            # the request that blocked, not to every route's requests alike.
+            self.loop[route] = self.loop.get(route, 0.0) + loop_ms * n / served
+            self.overhead_of[route] = loop_ms * n / served
+
+    def routes(
+        self, endpoints: Mapping[str, EndpointTime], requests: Mapping[str, int] | None
+    ) -> list[RouteStats]:
+        """Every route seen (or served, with request counts), most expensive first."""
+        names = set(self.loop)
+        if requests is not None:
+            names.update(requests)
+        routes = [
+            RouteStats(
+                route=r,
+                samples=endpoints[r].samples if r in endpoints else 0,
+                loop_ms=self.loop.get(r, 0.0),
+                blocked_ms=self.blocked.get(r, 0.0),
+                threadpool_ms=self.pool.get(r, 0.0),
+                requests=requests.get(r, 0) if requests is not None else None,
+                dependency_ms=self.from_deps.get(r, 0.0),
+                overhead_ms=self.overhead_of.get(r, 0.0),
+            )
+            for r in names
+        ]
+        routes.sort(
+            key=lambda rs: (-(rs.loop_ms + rs.threadpool_ms), -(rs.requests or 0), rs.route)
+        )
+        return routes
 
 
 def order_culprit_routes(culprits: list[Culprit], dependencies: DependencySummary) -> list[Culprit]:

@@ -15,7 +15,7 @@ from array import array
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from asgiprof.analyze.dependencies import DependencyFrames
@@ -137,97 +137,26 @@ def threadpool_summary(
     duration_s: float,
     bins: int,
 ) -> ThreadpoolSummary:
-    kinds: dict[str, HolderKind] = {}
-    busy_ms: dict[str, float] = defaultdict(float)
-    holder_cache: dict[int, str] = {}
+    entries = stacks.busy_entries(workers)
+    holders = _Holders(profile, route_of, deps)
     # Per worker: its busy stretches (back-to-back busy runs merged), in time order. Kept
     # as flat float arrays and swept with a lazy merge: a busy half hour has millions.
-    stretches: list[tuple[ThreadTimeline, array[float], array[float]]] = []
-    entries = stacks.busy_entries(workers)
-    for tl in workers:
-        starts, ends = array("d"), array("d")
-        open_start = open_end = -1.0
-        for start, dur, sid, _n in tl.runs():
-            entry = entries.get(sid)
-            if entry is None or dur <= 0:
-                continue
-            name = holder_cache.get(sid)
-            if name is None:
-                name, kind = _holder(sid, entry, profile, route_of, deps)
-                holder_cache[sid] = name
-                kinds[name] = kind
-            end = start + dur
-            busy_ms[name] += dur * 1000.0
-            if open_start >= 0 and start - open_end <= 1e-9:
-                open_end = end
-                continue
-            if open_start >= 0:
-                starts.append(open_start)
-                ends.append(open_end)
-            open_start, open_end = start, end
-        if open_start >= 0:
-            starts.append(open_start)
-            ends.append(open_end)
-        stretches.append((tl, starts, ends))
-
-    width = duration_s / bins if duration_s > 0 and bins > 0 else 0.0
-    bin_busy = [0.0] * bins if width else []
-    bin_max = [0] * bins if width else []
+    stretches = [(tl, *_busy_stretches(tl, entries, holders)) for tl in workers]
+    timeline = _Bins.over(duration_s, bins)
     at_limit_by_holder: dict[str, float] = defaultdict(float)
     processes: list[ThreadpoolProcess] = []
     at_limit_s = 0.0
     for pid in sorted({tl.thread.pid for tl in workers}):
         mine = [(tl, a, b) for tl, a, b in stretches if tl.thread.pid == pid]
-        # (t, -1) sorts before (t, +1): a worker ending as another starts
-        pid_events = heapq.merge(*(_events(a, b) for _, a, b in mine))
-        count = max_busy = 0
-        at_limit: list[tuple[float, float]] = []
-        prev_t = 0.0
-        for t, delta in pid_events:
-            if t > prev_t and count > 0:
-                if count >= limit:
-                    if at_limit and at_limit[-1][1] == prev_t:
-                        at_limit[-1] = (at_limit[-1][0], t)
-                    else:
-                        at_limit.append((prev_t, t))
-                if width:
-                    b = int(prev_t / width)
-                    if 0 <= b < bins and t <= (b + 1) * width:  # within one bin: most spans
-                        bin_busy[b] += count * (t - prev_t)
-                        if count > bin_max[b]:
-                            bin_max[b] = count
-                    else:
-                        _spread(bin_busy, bin_max, width, prev_t, t, count)
-            prev_t = t
-            count += delta
-            if count > max_busy:
-                max_busy = count
+        max_busy, at_limit = _sweep(mine, limit, timeline)
         pid_at_limit = sum(b - a for a, b in at_limit)
         if at_limit:
             for tl, _, _ in mine:
-                _share_at_limit(tl, entries, holder_cache, at_limit, at_limit_by_holder)
+                _share_at_limit(tl, entries, holders.names, at_limit, at_limit_by_holder)
         at_limit_s += pid_at_limit
         seen = sum(1 for tl in workers if tl.thread.pid == pid)
         processes.append(ThreadpoolProcess(pid, seen, max_busy, pid_at_limit * 1000.0))
-
-    total_busy = sum(busy_ms.values())
-    holders = sorted(
-        (
-            ThreadpoolHolder(
-                name=name,
-                kind=kinds[name],
-                busy_ms=ms,
-                share=ms / total_busy if total_busy else 0.0,
-                at_limit_ms=at_limit_by_holder.get(name, 0.0),
-            )
-            for name, ms in busy_ms.items()
-        ),
-        key=lambda h: (-h.busy_ms, h.name),
-    )
-    timeline = tuple(
-        ThreadpoolBin(b * width, width, busy / width, peak)
-        for b, (busy, peak) in enumerate(zip(bin_busy, bin_max, strict=True))
-    )
+    total_busy = sum(holders.busy_ms.values())
     return ThreadpoolSummary(
         limit=limit,
         workers_seen=max((p.workers_seen for p in processes), default=0),
@@ -236,10 +165,127 @@ def threadpool_summary(
         busy_ms=total_busy,
         at_limit_ms=at_limit_s * 1000.0,
         at_limit_share=at_limit_s / duration_s if duration_s > 0 else 0.0,
-        timeline=timeline,
-        holders=tuple(holders),
+        timeline=timeline.bins(),
+        holders=holders.ranked(total_busy, at_limit_by_holder),
         processes=tuple(processes),
     )
+
+
+@dataclass
+class _Holders:
+    """What held the workers: a name per busy stack (cached), its kind, its busy time."""
+
+    profile: Profile
+    route_of: Callable[[int], str | None]
+    deps: DependencyFrames
+    names: dict[int, str] = field(default_factory=dict)
+    kinds: dict[str, HolderKind] = field(default_factory=dict)
+    busy_ms: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def name(self, sid: int, entry: int) -> str:
+        """The holder of a busy stack (first sight: `names` caches it)."""
+        name, kind = _holder(sid, entry, self.profile, self.route_of, self.deps)
+        self.names[sid] = name
+        self.kinds[name] = kind
+        return name
+
+    def ranked(
+        self, total_busy: float, at_limit_ms: dict[str, float]
+    ) -> tuple[ThreadpoolHolder, ...]:
+        holders = (
+            ThreadpoolHolder(
+                name=name,
+                kind=self.kinds[name],
+                busy_ms=ms,
+                share=ms / total_busy if total_busy else 0.0,
+                at_limit_ms=at_limit_ms.get(name, 0.0),
+            )
+            for name, ms in self.busy_ms.items()
+        )
+        return tuple(sorted(holders, key=lambda h: (-h.busy_ms, h.name)))
+
+
+def _busy_stretches(
+    tl: ThreadTimeline, entries: dict[int, int], holders: _Holders
+) -> tuple[array[float], array[float]]:
+    """One worker's busy stretches (starts, ends), crediting each run to its holder."""
+    starts, ends = array("d"), array("d")
+    open_start = open_end = -1.0
+    names, busy_ms = holders.names, holders.busy_ms  # per run: millions in a busy pool
+    for start, dur, sid, _n in tl.runs():
+        entry = entries.get(sid)
+        if entry is None or dur <= 0:
+            continue
+        name = names.get(sid)
+        if name is None:
+            name = holders.name(sid, entry)
+        busy_ms[name] += dur * 1000.0
+        end = start + dur
+        if open_start >= 0 and start - open_end <= 1e-9:
+            open_end = end
+            continue
+        if open_start >= 0:
+            starts.append(open_start)
+            ends.append(open_end)
+        open_start, open_end = start, end
+    if open_start >= 0:
+        starts.append(open_start)
+        ends.append(open_end)
+    return starts, ends
+
+
+@dataclass
+class _Bins:
+    """Busy workers over time in `len(busy)` bins of `width` s: worker seconds and peak."""
+
+    width: float
+    busy: list[float]
+    peak: list[int]
+
+    @classmethod
+    def over(cls, duration_s: float, bins: int) -> _Bins:
+        width = duration_s / bins if duration_s > 0 and bins > 0 else 0.0
+        return cls(width, [0.0] * bins if width else [], [0] * bins if width else [])
+
+    def bins(self) -> tuple[ThreadpoolBin, ...]:
+        return tuple(
+            ThreadpoolBin(b * self.width, self.width, busy / self.width, peak)
+            for b, (busy, peak) in enumerate(zip(self.busy, self.peak, strict=True))
+        )
+
+
+def _sweep(
+    workers: list[tuple[ThreadTimeline, array[float], array[float]]], limit: int, bins: _Bins
+) -> tuple[int, list[tuple[float, float]]]:
+    """Count one process's busy workers over time: (the most at once, the sorted disjoint
+    stretches with all `limit` busy), adding the counts to `bins`."""
+    # (t, -1) sorts before (t, +1): a worker ending as another starts
+    events = heapq.merge(*(_events(a, b) for _, a, b in workers))
+    count = max_busy = 0
+    at_limit: list[tuple[float, float]] = []
+    prev_t = 0.0
+    # Locals, and the common case inline: a busy pool gives millions of events.
+    width, busy, peak, n_bins = bins.width, bins.busy, bins.peak, len(bins.busy)
+    for t, delta in events:
+        if t > prev_t and count > 0:
+            if count >= limit:
+                if at_limit and at_limit[-1][1] == prev_t:
+                    at_limit[-1] = (at_limit[-1][0], t)
+                else:
+                    at_limit.append((prev_t, t))
+            if width:
+                b = int(prev_t / width)
+                if 0 <= b < n_bins and t <= (b + 1) * width:  # within one bin: most spans
+                    busy[b] += count * (t - prev_t)
+                    if count > peak[b]:
+                        peak[b] = count
+                else:
+                    _spread(busy, peak, width, prev_t, t, count)
+        prev_t = t
+        count += delta
+        if count > max_busy:
+            max_busy = count
+    return max_busy, at_limit
 
 
 def _events(starts: array[float], ends: array[float]) -> Iterator[tuple[float, int]]:

@@ -10,8 +10,9 @@ BUSY_PLANTED=1 for the planted variant, ASGIPROF_TRUTH=FILE to record the truth
 
 Clean part: SQLAlchemy 2 AsyncSession on aiosqlite (a few hundred rows, several queries
 per request), one httpx.AsyncClient made in the lifespan and shared, pydantic response
-models, a pure-ASGI middleware and a BaseHTTPMiddleware, an async dependency shared by
-three routes (`current_account`), one route that only returns that dependency (`/me`).
+models, a pure-ASGI middleware (examples/middleware_stack.py's timing layer) and a
+BaseHTTPMiddleware, an async dependency shared by three routes (`current_account`), one
+route that only returns that dependency (`/me`).
 
 Planted (every call timed by the app itself, `truth.planted`):
     dep-sleep     time.sleep(0.03) in the async dependency shared by 3 routes   io
@@ -45,8 +46,8 @@ from sqlalchemy import ForeignKey, String, create_engine, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from examples.middleware_stack import RequestTimingMiddleware
 from tests.busy import truth
 
 PLANTED = os.environ.get("BUSY_PLANTED") == "1"
@@ -370,29 +371,6 @@ if PLANTED:
 # ----------------------------------------------------------------------------- middleware
 
 
-class ServerTiming:
-    """Pure ASGI: adds a Server-Timing header to every response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-
-        async def timed_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                ms = (time.perf_counter() - started) * 1000
-                headers = list(message.get("headers", []))
-                headers.append((b"server-timing", f"app;dur={ms:.1f}".encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, timed_send)
-
-
 class RequestId(BaseHTTPMiddleware):
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -403,5 +381,5 @@ class RequestId(BaseHTTPMiddleware):
 
 
 app.add_middleware(RequestId)
-app.add_middleware(ServerTiming)
+app.add_middleware(RequestTimingMiddleware)
 truth.install(app)  # outermost, so every step of a request is counted
