@@ -54,8 +54,9 @@ Threshold = Annotated[
 Nonblocking = Annotated[
     bool,
     typer.Option(
-        "--nonblocking",
-        help="Do not pause the target while sampling (less overhead, some torn stacks).",
+        "--nonblocking/--blocking",
+        help="--nonblocking: do not pause the target while sampling (less overhead, some "
+        "torn stacks); --blocking: pause it for each sample (py-spy's default).",
     ),
 ]
 Load = Annotated[

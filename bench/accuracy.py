@@ -210,7 +210,7 @@ class Score:
 
 def _asgiprof(server: Server, cfg: Config, out: Path, log: Path) -> subprocess.Popen[bytes]:
     cmd = [PYTHON, "-m", "asgiprof", "attach", str(server.pid), "--rate", str(cfg.rate_hz)]
-    cmd += ["--out", str(out)] + (["--nonblocking"] if cfg.nonblocking else [])
+    cmd += ["--out", str(out), "--nonblocking" if cfg.nonblocking else "--blocking"]
     with log.open("wb") as f:
         proc = subprocess.Popen(
             cmd,
