@@ -55,8 +55,9 @@ Nonblocking = Annotated[
     bool,
     typer.Option(
         "--nonblocking/--blocking",
-        help="--nonblocking: do not pause the target while sampling (less overhead, some "
-        "torn stacks); --blocking: pause it for each sample (py-spy's default).",
+        help="--nonblocking (default): read the target while it runs (~1% of its "
+        "throughput; some stacks of busy code come out torn); --blocking: pause it for "
+        "each sample, as py-spy does by default (3-35% of its throughput).",
     ),
 ]
 Load = Annotated[
@@ -166,7 +167,7 @@ def run(
     rate: Rate = 100,
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
-    nonblocking: Nonblocking = False,
+    nonblocking: Nonblocking = True,
     load: Load = None,
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,
@@ -199,7 +200,7 @@ def attach(
     rate: Rate = 100,
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
-    nonblocking: Nonblocking = False,
+    nonblocking: Nonblocking = True,
     load: Load = None,
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,

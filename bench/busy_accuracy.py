@@ -49,6 +49,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _common import fmt, header, table  # noqa: E402
 
+from asgiprof.analyze.loop import STATE_OFF, LoopClassifier  # noqa: E402
+from asgiprof.model import NO_STACK  # noqa: E402
+from asgiprof.store import load_profile  # noqa: E402
 from tests.busy.harness import Scenario, Score, run_scenario  # noqa: E402
 
 SCENARIOS = [
@@ -143,6 +146,23 @@ def _signed(s: Score, kind: str) -> str:
     return f"{est / truth - 1:+.1%} (z {(est - truth) / sd:+.1f})"
 
 
+def torn_share(out: Path) -> float:
+    """Share of the loop threads' samples whose stack is not inside the loop: stacks torn
+    or cut short while py-spy read them (the analysis can use them neither as busy nor as
+    idle)."""
+    profile = load_profile(out)
+    loop = LoopClassifier(profile)
+    off = total = 0
+    for tl in profile.threads:
+        if not loop.is_loop_thread({sid for sid in tl.stack if sid != NO_STACK}):
+            continue
+        for _, _, sid, n in tl.runs():
+            if sid != NO_STACK:
+                total += n
+                off += n if loop.classify(sid).state == STATE_OFF else 0
+    return off / total if total else float("nan")
+
+
 def mode_rows(scores: list[tuple[Score, str, float]]) -> list[list[object]]:
     rows: list[list[object]] = []
     for s, mode, load in scores:
@@ -164,6 +184,7 @@ def mode_rows(scores: list[tuple[Score, str, float]]) -> list[list[object]]:
                 _signed(s, "io"),
                 _signed(s, "cpu"),
                 f"{sampling['errors']} ({sampling['errors'] / max(asked, 1):.1%})",
+                _pct(torn_share(s.out)),
                 f"{sampling['coverage']:.0%} / {sampling['span_coverage']:.3f}",
             ]
         )
@@ -183,6 +204,7 @@ MODE_HEADERS = [
     "io lines (pooled err, z)",
     "cpu lines (pooled err, z)",
     "py-spy errors (of instants asked)",
+    "torn loop samples",
     "coverage / span",
 ]
 

@@ -122,11 +122,15 @@ def measure(
     loop = LoopClassifier(profile)
 
     def category(stack_id: int) -> str:
+        # A loop-thread stack outside the loop is torn (its root frames were not read):
+        # the analysis cannot use it, whatever its leaf.
+        state = loop.classify(stack_id).state
+        if state not in (STATE_BUSY, STATE_IDLE):
+            return "off"
         for fid in profile.stacks[stack_id]:
             if frame_kind[fid] is not None:
                 return frame_kind[fid]  # type: ignore[return-value]
-        state = loop.classify(stack_id).state
-        return {STATE_BUSY: "busy", STATE_IDLE: "idle"}.get(state, "off")
+        return "busy" if state == STATE_BUSY else "idle"
 
     threads = [
         tl for tl in profile.threads if loop.is_loop_thread({s for s in tl.stack if s != NO_STACK})
@@ -267,6 +271,14 @@ def main() -> None:
         "--utilization", type=float, default=0.5, help="share of time the blocks hold the loop"
     )
     parser.add_argument("--rate", type=int, default=100, help="asgiprof --rate")
+    parser.add_argument(
+        "--background",
+        type=int,
+        default=0,
+        metavar="N",
+        help="wrk -cN saturating GET /ok beside the planted load: fast steps around the "
+        "blocks, where torn reads and drops happen",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", type=Path, help="keep every run's files under this folder")
     args = parser.parse_args()
@@ -278,7 +290,9 @@ def main() -> None:
         f"{args.rounds} rounds x (blocking, nonblocking), order alternating; "
         f"{args.load_s:g} s of paced load per run; 8 planted lines (4 time.sleep, 4 busy "
         f"loops) of {args.block_ms} ms holding the loop {args.utilization:.0%} of the time; "
-        f"{args.rate} Hz; uvicorn --loop asyncio.\n"
+        f"{args.rate} Hz; uvicorn --loop asyncio"
+        + (f"; wrk -c{args.background} on GET /ok beside them" if args.background else "")
+        + ".\n"
     )
     work = args.keep or Path(tempfile.mkdtemp(prefix="asgiprof-bench-nonblocking-"))
     runs: list[RunFacts] = []
@@ -291,6 +305,7 @@ def main() -> None:
                     rate_hz=args.rate,
                     utilization=args.utilization,
                     nonblocking=mode == "nonblocking",
+                    background=args.background,
                 )
                 run_dir = work / f"r{r + 1}-{mode}"
                 run_dir.mkdir(parents=True, exist_ok=True)
