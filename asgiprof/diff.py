@@ -417,7 +417,7 @@ def _refuse_incomparable(base: _Run, head: _Run) -> None:
             "one --rate"
         )
     elif b.nonblocking != h.nonblocking:
-        modes = {True: "--nonblocking", False: "paused (default)"}
+        modes = {True: "--nonblocking", False: "--blocking"}
         why = (
             f"BASE was sampled {modes[b.nonblocking]} and HEAD {modes[h.nonblocking]}: "
             "profile both in one sampling mode"

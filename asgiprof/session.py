@@ -76,7 +76,9 @@ class ProfileOptions:
     open_browser: bool = False
     params: AnalysisParams = AnalysisParams()
     chunk_s: int = 2  # short chunks: less lost on a crash, sample times good to ~0.1 s
-    nonblocking: bool = False
+    # py-spy --nonblocking: measured unbiased for blocked time and ~1% of throughput
+    # against 5-10% paused (bench/nonblocking_bias.py, bench/README.md)
+    nonblocking: bool = True
     ready_timeout_s: float = 30.0
     # Stop with NotAsgiServerError when the first chunk shows no event-loop thread.
     require_event_loop: bool = True

@@ -36,6 +36,17 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def iqm(values: Sequence[float]) -> float:
+    """Interquartile mean: the mean of the middle half (a quarter cut from each end, the
+    cut rounded down), robust to the odd window another job spoiled."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    cut = len(ordered) // 4
+    middle = ordered[cut : len(ordered) - cut]
+    return sum(middle) / len(middle)
+
+
 def spread(values: Sequence[float]) -> str:
     """`min..max` of a series, the honest error bar for a handful of rounds."""
     if not values:

@@ -1,7 +1,7 @@
 """Detection accuracy: planted blocking calls of known duration and kind, found or not.
 
     python bench/accuracy.py --quick     # ~3 min: 100 Hz, 12 s of load per run
-    python bench/accuracy.py             # full: 50/100/200 Hz, heavier load, nonblocking,
+    python bench/accuracy.py             # full: 50/100/200 Hz, heavier load, --blocking,
                                          # uvloop, asyncio debug; 40 s of load per run (~25 min)
     python bench/accuracy.py --lines     # + every planted line's numbers
 
@@ -175,16 +175,19 @@ class Config:
     rate_hz: int = 100
     utilization: float = 0.3  # share of time the planted blocks hold the loop
     healthy: bool = False
-    nonblocking: bool = False
+    nonblocking: bool = True  # asgiprof's default; False: --blocking
     loop: str = "asyncio"
     debug_mode: bool = False  # PYTHONASYNCIODEBUG instead of asgiprof
     load_s: float | None = None  # this run's load, instead of --load-seconds
+    # wrk connections saturating GET /ok beside the paced load: fast steps all around the
+    # blocks (0: none)
+    background: int = 0
 
     @property
     def name(self) -> str:
         if self.debug_mode:
             return "asyncio debug"
-        mode = "asgiprof" + (" --nonblocking" if self.nonblocking else "")
+        mode = "asgiprof" + ("" if self.nonblocking else " --blocking")
         return f"{mode} {self.rate_hz} Hz" + (" uvloop" if self.loop == "uvloop" else "")
 
 
@@ -210,7 +213,7 @@ class Score:
 
 def _asgiprof(server: Server, cfg: Config, out: Path, log: Path) -> subprocess.Popen[bytes]:
     cmd = [PYTHON, "-m", "asgiprof", "attach", str(server.pid), "--rate", str(cfg.rate_hz)]
-    cmd += ["--out", str(out)] + (["--nonblocking"] if cfg.nonblocking else [])
+    cmd += ["--out", str(out), "--nonblocking" if cfg.nonblocking else "--blocking"]
     with log.open("wb") as f:
         proc = subprocess.Popen(
             cmd,
@@ -252,7 +255,15 @@ def run(cfg: Config, planted: list[Planted], load_s: float, work: Path, seed: in
             prof = _asgiprof(server, cfg, out, work / f"{tag}-asgiprof.log")
         time.sleep(0.5)
         paths = [p.path for p in planted]
-        counts = paced_load(server.url, paths, load_s, cfg.block_ms, cfg.utilization, seed)
+        wrk = None
+        if cfg.background:
+            cmd = ["wrk", "-t1", f"-c{cfg.background}", f"-d{load_s + 2:g}s", server.url + "/ok"]
+            wrk = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            counts = paced_load(server.url, paths, load_s, cfg.block_ms, cfg.utilization, seed)
+        finally:
+            if wrk is not None:
+                stop_pid(wrk, timeout_s=10)
         time.sleep(0.5)
         if prof is not None:
             rc = stop_pid(prof, timeout_s=120)
@@ -413,16 +424,16 @@ def configs(quick: bool) -> list[Config]:
     if quick:
         out = [Config(d) for d in durations]
         out += [Config(100, healthy=True)]
-        out += [Config(d, nonblocking=True) for d in (30, 100)]
+        out += [Config(d, nonblocking=False) for d in (30, 100)]
         out += [Config(100, debug_mode=True)]
         return out
     out = [Config(d, rate) for rate in (100, 50, 200) for d in durations]
     out += [Config(d, utilization=0.7) for d in durations]
     out += [Config(d, healthy=True) for d in (30, 300)]
     out += [Config(100, rate, healthy=True) for rate in (50, 200)]
-    out += [Config(d, nonblocking=True) for d in durations]
-    out += [Config(d, utilization=0.7, nonblocking=True) for d in (30, 100)]
-    out += [Config(100, nonblocking=True, healthy=True)]
+    out += [Config(d, nonblocking=False) for d in durations]
+    out += [Config(d, utilization=0.7, nonblocking=False) for d in (30, 100)]
+    out += [Config(100, nonblocking=False, healthy=True)]
     out += [Config(d, loop="uvloop") for d in (30, 100)]
     out += [Config(d, debug_mode=True) for d in durations]
     return out

@@ -12,6 +12,12 @@ tests/busy/harness.py scores asgiprof's summary.json against that truth.
 
     python bench/busy_accuracy.py                   # 10 scenarios, 10 s of load each (~5 min)
     python bench/busy_accuracy.py --only clean --load-s 8 --keep /tmp/busy
+    python bench/busy_accuracy.py --only attach-asyncio --modes blocking,nonblocking --rounds 2
+
+`--modes` runs each scenario once per py-spy mode (`--blocking`, `--nonblocking`), the
+order alternating, and adds a side-by-side table: the loop's busy share by asgiprof against
+the oracle's (samples py-spy drops on busy stretches would make the loop read idler),
+blocked-time error and bias per planted kind, py-spy's errors, and the load average.
 
 Columns: recall = planted lines found at their line and route / planted lines that ran
 while sampled; false = culprits at no planted line; await = culprits at an `await` /
@@ -29,9 +35,12 @@ for (summary.json `sampling.coverage`: below 1 when py-spy falls behind a starve
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +49,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _common import fmt, header, table  # noqa: E402
 
+from asgiprof.analyze.loop import STATE_OFF, LoopClassifier  # noqa: E402
+from asgiprof.model import NO_STACK  # noqa: E402
+from asgiprof.store import load_profile  # noqa: E402
 from tests.busy.harness import Scenario, Score, run_scenario  # noqa: E402
 
 SCENARIOS = [
@@ -123,6 +135,80 @@ def line_rows(scores: list[Score]) -> list[list[object]]:
     return rows
 
 
+def _signed(s: Score, kind: str) -> str:
+    """Pooled blocked-time error of the planted lines of one kind, in sampling sd."""
+    lines = [line for line in s.lines if line.truth_kind == kind]
+    truth = sum(line.truth_ms for line in lines)
+    if not lines or truth <= 0:
+        return "-"
+    est = sum(line.blocked_ms for line in lines)
+    sd = math.sqrt(truth / 1000 * s.scenario.rate_hz) / s.scenario.rate_hz * 1000
+    return f"{est / truth - 1:+.1%} (z {(est - truth) / sd:+.1f})"
+
+
+def torn_share(out: Path) -> float:
+    """Share of the loop threads' samples whose stack is not inside the loop: stacks torn
+    or cut short while py-spy read them (the analysis can use them neither as busy nor as
+    idle)."""
+    profile = load_profile(out)
+    loop = LoopClassifier(profile)
+    off = total = 0
+    for tl in profile.threads:
+        if not loop.is_loop_thread({sid for sid in tl.stack if sid != NO_STACK}):
+            continue
+        for _, _, sid, n in tl.runs():
+            if sid != NO_STACK:
+                total += n
+                off += n if loop.classify(sid).state == STATE_OFF else 0
+    return off / total if total else float("nan")
+
+
+def mode_rows(scores: list[tuple[Score, str, float]]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for s, mode, load in scores:
+        sampling = s.summary["sampling"]
+        asked = sampling["intervals"] + sampling["errors"]
+        found, total = s.recall
+        errors = [abs(line.error) for line in s.lines if line.found]
+        rows.append(
+            [
+                s.scenario.name.removesuffix(f"-{mode}"),
+                mode,
+                f"{load:.1f}",
+                s.requests,
+                f"{s.utilization:.3f} / {s.truth_utilization:.3f}",
+                f"{s.utilization / s.truth_utilization:.3f}" if s.truth_utilization else "-",
+                f"{found}/{total}" if total else "-",
+                len(s.false_culprits),
+                _pct(statistics.median(errors)) if errors else "-",
+                _signed(s, "io"),
+                _signed(s, "cpu"),
+                f"{sampling['errors']} ({sampling['errors'] / max(asked, 1):.1%})",
+                _pct(torn_share(s.out)),
+                f"{sampling['coverage']:.0%} / {sampling['span_coverage']:.3f}",
+            ]
+        )
+    return rows
+
+
+MODE_HEADERS = [
+    "scenario",
+    "mode",
+    "load avg",
+    "requests",
+    "loop util (asgiprof / oracle)",
+    "ratio",
+    "recall",
+    "false",
+    "blocked err (median)",
+    "io lines (pooled err, z)",
+    "cpu lines (pooled err, z)",
+    "py-spy errors (of instants asked)",
+    "torn loop samples",
+    "coverage / span",
+]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load-s", type=float, default=10.0, help="wrk load per scenario")
@@ -133,9 +219,21 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--keep", type=Path, help="keep every run's files under this folder")
     parser.add_argument("--details", action="store_true", help="print every culprit and line")
+    parser.add_argument(
+        "--modes",
+        default="",
+        help="comma-separated py-spy modes to run each scenario in (blocking, nonblocking), "
+        "alternating; default: asgiprof's default only",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="passes over the scenarios")
     args = parser.parse_args(argv)
+    if args.load_s > 20:
+        parser.error("--load-s above 20 s: keep load runs short on a shared machine")
     wanted = [w for w in args.only.split(",") if w]
-    chosen = [
+    modes = [m for m in args.modes.split(",") if m]
+    if any(m not in ("blocking", "nonblocking") for m in modes):
+        parser.error(f"--modes takes blocking and nonblocking, got {args.modes!r}")
+    base = [
         Scenario(s.variant, s.mode, s.loop, args.load_s, args.connections, args.rate, s.db)
         for s in SCENARIOS
         if not wanted or any(w in s.name for w in wanted)
@@ -143,13 +241,25 @@ def main(argv: list[str]) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="asgiprof-busy-"))
     header("Trust on busy apps (tests/busy/app.py against its own truth)")
     scores = []
-    for scenario in chosen:
-        print(f"- {scenario.name} ...", file=sys.stderr, flush=True)
-        score = run_scenario(scenario, work / scenario.name)
-        scores.append(score)
-        if args.details:
-            print(score.explain(), file=sys.stderr)
+    by_mode: list[tuple[Score, str, float]] = []
+    turn = 0
+    for r in range(args.rounds):
+        for scenario in base:
+            order = modes if turn % 2 == 0 else modes[::-1]
+            turn += 1
+            for mode in order or [""]:
+                chosen = replace(scenario, flags=(f"--{mode}",)) if mode else scenario
+                print(f"- {chosen.name} ...", file=sys.stderr, flush=True)
+                score = run_scenario(chosen, work / f"r{r + 1}" / chosen.name)
+                scores.append(score)
+                if mode:
+                    by_mode.append((score, mode, os.getloadavg()[0]))
+                if args.details:
+                    print(score.explain(), file=sys.stderr)
     print(table(HEADERS, [row(s) for s in scores]))
+    if by_mode:
+        print()
+        print(table(MODE_HEADERS, mode_rows(by_mode)))
     planted = [s for s in scores if s.lines]
     if planted:
         print()

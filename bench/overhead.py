@@ -5,6 +5,8 @@ profiled by asgiprof, bare py-spy, pyinstrument and asyncio debug mode.
     python bench/overhead.py                # full: 2 rounds x 6 pairs of 3 s windows (~12 min)
     python bench/overhead.py --polling      # + asgiprof with 10 / 50 / 200 ms CPU polling
     python bench/overhead.py --no-pin       # let everything share all CPUs
+    python bench/overhead.py --rounds 10 --pairs 1 --seconds 5 \
+        --only "A/A,attach --blocking,attach --nonblocking,py-spy record"  # issue 16
 
 Servers: uvicorn processes serving bench/apps/ref_app.py on 127.0.0.1: A (never profiled),
 B (profiled by each profiler in turn), one with the pyinstrument middleware, one with
@@ -15,8 +17,10 @@ over two cores (`--no-pin` shows that case).
 For each variant the profiler attaches to B once, then wrk alternates between A and the
 variant's server (A B, B A, A B, ...), window after window, so every ratio compares two
 adjacent windows and the machine's noise (other jobs, frequency) cancels. The table shows
-the median ratio over all pairs with min..max. "unprofiled (A/A)" is B against A with no
-profiler: the noise floor and the difference between two server processes.
+the median ratio over all pairs with min..max, and the interquartile mean (IQM: the mean of
+the middle half of the ratios, as the Scalene paper reports overheads). "unprofiled (A/A)"
+is B against A with no profiler: the noise floor and the difference between two server
+processes.
 
 On a shared machine other jobs steal the server's CPU in some windows and not others. The
 kernel counts that time (/proc/PID/task/*/schedstat: waiting on a run queue), so besides the
@@ -49,6 +53,7 @@ from _common import (  # noqa: E402
     cpu_split,
     fmt,
     header,
+    iqm,
     median,
     pinned,
     spread,
@@ -176,6 +181,7 @@ class Row:
     cpu: list[float] = field(default_factory=list)  # profiler CPU, share of one core
     abs_rps: list[float] = field(default_factory=list)
     abs_p99: list[float] = field(default_factory=list)
+    span_coverage: list[float] = field(default_factory=list)  # asgiprof's, per attach
     notes: list[str] = field(default_factory=list)
 
 
@@ -236,25 +242,29 @@ class Profiler:
         if alive() is not None:
             raise RuntimeError(f"{self.variant.name} exited: {self.log.read_text()[-2000:]}")
 
-    def stop(self) -> str:
-        """Stop (SIGINT: asgiprof analyses and writes its outputs) and sanity-check."""
+    def stop(self) -> tuple[str, float | None]:
+        """Stop (SIGINT: asgiprof analyses and writes its outputs) and sanity-check; the
+        note and asgiprof's span coverage (None for other profilers)."""
         rc = stop_pid(self.proc, timeout_s=120)
         if self.variant.profiler == "asgiprof":
             summary = self.out / "summary.json"
             if rc != 0 or not summary.exists():
-                return f"asgiprof rc={rc}: {self.log.read_text()[-300:]}"
+                return f"asgiprof rc={rc}: {self.log.read_text()[-300:]}", None
             data = json.loads(summary.read_text())
             s = data["sampling"]
-            return f"{s['samples']} samples, {s['errors']} errors"
+            mode = "nonblocking" if s["nonblocking"] else "blocking"
+            note = f"{mode}, {s['samples']} samples, {s['errors']} errors"
+            return f"{note}, span coverage {s['span_coverage']:.3f}", s["span_coverage"]
         text = self.log.read_text(errors="replace")
         m = re.search(r"Samples: (\d+) Errors: (\d+)", text)
-        return f"{m.group(1)} samples, {m.group(2)} errors" if m else f"rc={rc}"
+        return (f"{m.group(1)} samples, {m.group(2)} errors" if m else f"rc={rc}"), None
 
 
 def variants(polling: bool) -> list[Variant]:
     vs = [
         Variant("unprofiled (A/A)", "plain"),
-        Variant("asgiprof attach", "plain", "asgiprof"),
+        Variant("asgiprof attach", "plain", "asgiprof"),  # its default mode
+        Variant("asgiprof attach --blocking", "plain", "asgiprof", ("--blocking",)),
         Variant("asgiprof attach --nonblocking", "plain", "asgiprof", ("--nonblocking",)),
         # The live view reads each chunk in asgiprof while py-spy samples the next one.
         Variant("asgiprof attach --live", "plain", "asgiprof", ("--live",)),
@@ -340,7 +350,7 @@ def main() -> None:
                 try:
                     for p in range(pairs):
                         got: dict[str, Window] = {}
-                        for which in ("A", "B") if p % 2 == 0 else ("B", "A"):
+                        for which in ("A", "B") if (r + p) % 2 == 0 else ("B", "A"):
                             srv = servers["A"] if which == "A" else server
                             cpu0 = tree_cpu_s(prof.proc.pid) if prof else 0.0
                             t0 = time.monotonic()
@@ -365,7 +375,9 @@ def main() -> None:
                         if a.errors or b.errors:
                             row.notes.append(f"wrk errors A {a.errors} B {b.errors}")
                 finally:
-                    note = prof.stop() if prof else ""
+                    note, span = prof.stop() if prof else ("", None)
+                if span is not None:
+                    row.span_coverage.append(span)
                 if prof and busy_s:
                     row.cpu.append(cpu_s / busy_s)
                 if note:
@@ -387,6 +399,8 @@ def main() -> None:
     aa = rows.get("unprofiled (A/A)")
     aa_rps = median(aa.corrected) if aa and aa.corrected else None
     aa_p99 = median(aa.p99) if aa and aa.p99 else None
+    aa_iqm = iqm(aa.corrected) if aa and aa.corrected else None
+    aa_p99_iqm = iqm(aa.p99) if aa and aa.p99 else None
     out_rows = []
     for v in vs:
         row = rows[v.name]
@@ -395,7 +409,10 @@ def main() -> None:
             [
                 v.name,
                 f"{median(row.corrected) / aa_rps:.3f}" if on_b and aa_rps else "-",
+                f"{iqm(row.corrected) / aa_iqm:.3f}" if on_b and aa_iqm else "-",
                 f"{median(row.p99) / aa_p99:.3f}" if on_b and aa_p99 else "-",
+                f"{iqm(row.p99) / aa_p99_iqm:.3f}" if on_b and aa_p99_iqm else "-",
+                f"{iqm(row.corrected):.3f}",
                 f"{median(row.rps):.3f} ({spread(row.rps)})",
                 f"{median(row.corrected):.3f} ({spread(row.corrected)})",
                 f"{median(row.p50):.3f} ({spread(row.p50)})",
@@ -405,6 +422,7 @@ def main() -> None:
                 f"{median(row.cpu_per_req):.3f}",
                 f"{median(row.cpu) * 100:.1f}%" if row.cpu else "-",
                 f"{median(row.waited):.0%}",
+                f"{min(row.span_coverage):.3f}" if row.span_coverage else "-",
                 row.notes[-1] if row.notes else "",
             ]
         )
@@ -413,7 +431,10 @@ def main() -> None:
             [
                 "variant",
                 "corrected throughput ÷ A/A",
+                "IQM ÷ A/A IQM",
                 "p99 ÷ A/A",
+                "p99 IQM ÷ A/A IQM",
+                "corrected throughput ratio, IQM",
                 "throughput ratio, median (min..max)",
                 "corrected throughput ratio",
                 "p50 ratio",
@@ -423,21 +444,28 @@ def main() -> None:
                 "server CPU/request ratio",
                 "profiler CPU",
                 "lost to other jobs",
+                "span coverage (min)",
                 "last run",
             ],
             out_rows,
         )
     )
-    ratios = {v.name: median(rows[v.name].corrected) for v in vs}
-    if "asgiprof attach" in ratios and "py-spy record" in ratios:
-        gap = (ratios["py-spy record"] - ratios["asgiprof attach"]) * 100
-        print(f"\nasgiprof vs bare py-spy (blocking): {gap:+.1f} points of corrected throughput")
-    nb = "asgiprof attach --nonblocking"
-    if nb in ratios and "py-spy record --nonblocking" in ratios:
-        gap = (ratios["py-spy record --nonblocking"] - ratios[nb]) * 100
-        print(f"asgiprof vs bare py-spy (--nonblocking): {gap:+.1f} points of corrected throughput")
+    ratios = {v.name: iqm(rows[v.name].corrected) for v in vs}
+    print()
+    for mode, pyspy in (
+        ("--blocking", "py-spy record"),
+        ("--nonblocking", "py-spy record --nonblocking"),
+    ):
+        ours = f"asgiprof attach {mode}"
+        if ours in ratios and pyspy in ratios:
+            gap = (ratios[pyspy] - ratios[ours]) * 100
+            print(
+                f"asgiprof vs bare py-spy ({mode}): {gap:+.1f} points of corrected throughput (IQM)"
+            )
     n = rounds * pairs
     print(f"({n} pairs of {fmt(seconds, 0)} s windows per variant; latency ratios > 1: slower)")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (1, 5, 15 min)")
     shutil.rmtree(work, ignore_errors=True)
 
 

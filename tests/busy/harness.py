@@ -86,11 +86,14 @@ class Scenario:
     rate_hz: int = 100
     # postgres: asyncpg on a throwaway PostgreSQL (tests/postgres.py), clean variant only
     db: Database = "sqlite"
+    # more asgiprof options, e.g. ("--nonblocking",) (bench/busy_accuracy.py --modes)
+    flags: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         suffix = "-asyncpg" if self.db == "postgres" else ""
-        return f"{self.variant}-{self.mode}-{self.loop}{suffix}"
+        flags = "".join(f"-{f.lstrip('-')}" for f in self.flags)
+        return f"{self.variant}-{self.mode}-{self.loop}{suffix}{flags}"
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -545,6 +548,7 @@ def _run_scenario(scenario: Scenario, work: Path, pg: dict[str, str]) -> Score:
             ]
             proc = start_asgiprof(
                 *("run", "--duration", f"{bound_s:g}", "--rate", str(scenario.rate_hz)),
+                *scenario.flags,
                 *("--out", str(out), "--", *command),
                 cwd=REPO,
                 env=env,
@@ -574,6 +578,7 @@ def _run_scenario(scenario: Scenario, work: Path, pg: dict[str, str]) -> Score:
                 proc = start_asgiprof(
                     *("attach", str(server.pid), "--duration", f"{bound_s:g}"),
                     *("--rate", str(scenario.rate_hz), "--out", str(out)),
+                    *scenario.flags,
                     cwd=REPO,
                 )
                 try:

@@ -323,7 +323,8 @@ def test_the_attached_server_runs_on_however_asgiprof_ends(
     try:
         for how in ("duration", "sigint", "sigterm", "double-sigint", "kill", "pyspy-killed"):
             out = tmp_path / how
-            args = ["attach", str(server.pid), "--out", str(out)]
+            # --blocking: the mode in which py-spy stops the target's threads for each sample
+            args = ["attach", str(server.pid), "--out", str(out), "--blocking"]
             duration = {"duration": "3", "pyspy-killed": "8"}.get(how)
             proc = start_asgiprof(
                 *args, *(["--duration", duration] if duration else []), cwd=tmp_path

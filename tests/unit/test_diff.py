@@ -166,7 +166,7 @@ def test_a_longer_run_of_the_same_code_changes_nothing() -> None:
     ("head", "reason"),
     [
         (lambda: _analysis(rate_hz=200), "sampled at 100 Hz and HEAD at 200 Hz"),
-        (lambda: _nonblocking(_analysis()), "sampled paused (default) and HEAD --nonblocking"),
+        (lambda: _nonblocking(_analysis()), "sampled --blocking and HEAD --nonblocking"),
         (lambda: _other_app(), "no route and no culprit in common"),
     ],
 )
