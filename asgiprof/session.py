@@ -57,6 +57,7 @@ from asgiprof.record.target import (
     attach,
     kill_launched,
     launch,
+    nonblocking_keeps_thread_ids,
     resume_if_stopped,
     startup_failure,
     stop_launched,
@@ -300,6 +301,9 @@ class _Recording:
         self.t0 = time.time()
         mode = "run" if target.launched else "attach"
         self.info = _target_info(target, mode, app_spec=options.app_spec)
+        # Older targets: pause them after all, or threads lose their OS ids (record/target.py).
+        self.downgraded = options.nonblocking and not nonblocking_keeps_thread_ids(self.info.python)
+        self.nonblocking = nonblocking = options.nonblocking and not self.downgraded
         sampling = SamplingInfo(
             options.rate_hz,
             self.t0,
@@ -307,7 +311,7 @@ class _Recording:
             0,
             0,
             stopped_by="running",
-            nonblocking=options.nonblocking,
+            nonblocking=nonblocking,
         )
         store.write_meta(out, self.info, sampling)
         self.stop = _Stop()
@@ -321,7 +325,7 @@ class _Recording:
             SamplerConfig(
                 rate_hz=options.rate_hz,
                 chunk_s=options.chunk_s,
-                nonblocking=options.nonblocking,
+                nonblocking=nonblocking,
                 pyspy=pyspy,
             ),
             on_chunk=self._on_chunk,
@@ -361,6 +365,14 @@ class _Recording:
 
     def record(self, console: Console, on_stop: Callable[[], None] | None) -> None:
         """Sample until a stop (see `_wait`), then stop every part."""
+        if self.downgraded:
+            console.print(
+                Text(
+                    "sampling --blocking: py-spy needs to pause Pythons before 3.11 to read "
+                    "their threads' OS ids"
+                ),
+                style="dim",
+            )
         self.monitor.start()
         self.routes.start()
         self.sampler.start()
@@ -404,7 +416,7 @@ class _Recording:
             sampler.samples,
             sampler.errors,
             stopped_by=self.stop.reason,
-            nonblocking=self.options.nonblocking,
+            nonblocking=self.nonblocking,
             rate_changes=tuple(sampler.rate_changes),
             watchdog=tuple(sampler.watchdog.report.events),
         )

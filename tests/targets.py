@@ -398,6 +398,10 @@ def wait_for_pyspy(proc: subprocess.Popen[str], timeout_s: float) -> None:
     raise AssertionError(f"asgiprof started no py-spy within {timeout_s} s")
 
 
+# Sampled after the load: the idle loop the tests expect to see.
+IDLE_TAIL_S = 1.5
+
+
 def profile_under_load(
     args: Sequence[str],
     *,
@@ -412,7 +416,9 @@ def profile_under_load(
     env: dict[str, str] | None = None,
 ) -> Profiled:
     """`python -m asgiprof ARGS --out OUT`, with `load_s` of GET load on 127.0.0.1:PORT
-    once py-spy runs. ARGS must sample for longer than load_s + 2 s (`--duration`).
+    once py-spy runs, then Ctrl-C (SIGINT) IDLE_TAIL_S after the load's last request ended:
+    ARGS' `--duration` is only an upper bound, so a machine too slow to drain the load in
+    time (workers restarting beside a CPU hog) still has every request sampled.
     `env` is added to asgiprof's environment (and so to a server it launches).
 
     The clients connect in `waves` WAVE_GAP_S apart: a worker that accepted the first
@@ -438,6 +444,9 @@ def profile_under_load(
         for thread in threads:
             assert thread.join(load_s + 30.0), "the load did not end"
         ended_at = time.time()
+        if proc.poll() is None:
+            time.sleep(IDLE_TAIL_S)
+            proc.send_signal(signal.SIGINT)
         done = finish(proc, 120.0)
     finally:
         for thread in threads:

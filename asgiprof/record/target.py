@@ -316,3 +316,32 @@ def _state(pid: int) -> str:
     except (OSError, IndexError):
         return ""
     return ""
+
+
+# py-spy reads a thread's OS id without pausing the target only where CPython keeps it in
+# the thread state (3.11+); on older targets `--nonblocking` yields pthread ids instead, so
+# per-thread CPU (the kind of a culprit) and the loop thread's identity are lost.
+NONBLOCKING_MIN_PYTHON = (3, 11)
+
+
+def python_version(python: str, timeout_s: float = 10.0) -> tuple[int, int] | None:
+    """(major, minor) of the interpreter `python`, or None when it cannot be run."""
+    try:
+        done = subprocess.run(
+            [python, "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        major, minor = (int(x) for x in done.stdout.split())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return major, minor
+
+
+def nonblocking_keeps_thread_ids(python: str) -> bool:
+    """Whether py-spy --nonblocking still names threads by OS id in this interpreter (an
+    interpreter that cannot be run is given the benefit of the doubt)."""
+    version = python_version(python) if python else None
+    return version is None or version >= NONBLOCKING_MIN_PYTHON

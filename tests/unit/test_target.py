@@ -20,10 +20,13 @@ from asgiprof.record.loadgen import free_port
 from asgiprof.record.target import (
     attach,
     launch,
+    nonblocking_keeps_thread_ids,
+    python_version,
     resume_if_stopped,
     stop_launched,
     stopped_pids,
 )
+from tests.targets import pyenv_python
 
 # A server with a worker child: listens on PORT, starts `sleep`, runs until stopped.
 SERVER = """
@@ -111,3 +114,18 @@ def test_only_a_process_we_left_stopped_is_resumed(sleeper: subprocess.Popen[byt
     # stopped during sampling: resumed
     assert resume_if_stopped([pid], stopped_before=set()) == [pid]
     assert wait_for(lambda: stopped_pids([pid]) == set())
+
+
+def test_nonblocking_sampling_is_kept_only_where_py_spy_still_reads_os_thread_ids() -> None:
+    # py-spy --nonblocking names threads by pthread id on CPython < 3.11 (the server matrix
+    # saw it: the loop thread no longer matched the pid), so those targets are paused.
+    here = sys.version_info[:2]
+    assert python_version(sys.executable) == here
+    assert nonblocking_keeps_thread_ids(sys.executable) is (here >= (3, 11))
+    old = pyenv_python("3.9")
+    assert old is not None, "the tests need pyenv's CPython 3.9 (scripts/setup.sh)"
+    assert python_version(str(old)) == (3, 9)
+    assert nonblocking_keeps_thread_ids(str(old)) is False
+    # An interpreter that cannot be run keeps the user's choice.
+    assert python_version("/nonexistent/python") is None
+    assert nonblocking_keeps_thread_ids("/nonexistent/python") is True
