@@ -12,6 +12,12 @@ tests/busy/harness.py scores asgiprof's summary.json against that truth.
 
     python bench/busy_accuracy.py                   # 10 scenarios, 10 s of load each (~5 min)
     python bench/busy_accuracy.py --only clean --load-s 8 --keep /tmp/busy
+    python bench/busy_accuracy.py --only planted-run --formats chrometrace,speedscope --hog 2
+
+`--formats` records each scenario once per py-spy chunk format, interleaved (chrometrace:
+measured sample times; speedscope: the format before 0.2, times spread evenly over each
+chunk); `--hog N` runs N busy-looping processes beside everything (a CPU-starved machine),
+each bounded by `timeout` and killed by PID at the end.
 
 Columns: recall = planted lines found at their line and route / planted lines that ran
 while sampled; false = culprits at no planted line; await = culprits at an `await` /
@@ -29,9 +35,13 @@ for (summary.json `sampling.coverage`: below 1 when py-spy falls behind a starve
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +78,7 @@ def row(s: Score) -> list[object]:
     long_ms = sum(step["ms"] for step in s.long_steps)
     long_cpu = sum(step["cpu_ms"] for step in s.long_steps)
     return [
-        s.scenario.name,
+        LABELS.get(id(s), s.scenario.name),
         s.requests,
         f"{s.utilization:.2f} / {s.truth_utilization:.2f}",
         f"{found}/{total}" if total else "-",
@@ -108,7 +118,7 @@ def line_rows(scores: list[Score]) -> list[list[object]]:
     for s in scores:
         rows.extend(
             [
-                s.scenario.name,
+                LABELS.get(id(s), s.scenario.name),
                 line.tag,
                 line.calls,
                 fmt(line.truth_ms, 0),
@@ -123,6 +133,33 @@ def line_rows(scores: list[Score]) -> list[list[object]]:
     return rows
 
 
+FORMAT_ENV = "ASGIPROF_PYSPY_FORMAT"  # asgiprof/record/sampler.py
+LABELS: dict[int, str] = {}  # id(score) -> scenario name with its chunk format
+
+
+@contextlib.contextmanager
+def cpu_hogs(n: int, bound_s: float) -> Iterator[None]:
+    """`n` processes spinning on the CPU for at most `bound_s` seconds."""
+    hogs = [
+        subprocess.Popen(
+            ["timeout", f"{bound_s:g}", sys.executable, "-c", "while True: pass"],
+            stdin=subprocess.DEVNULL,
+        )
+        for _ in range(n)
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.terminate()  # timeout forwards it to its child
+        for hog in hogs:
+            try:
+                hog.wait(10)
+            except subprocess.TimeoutExpired:
+                hog.kill()
+                hog.wait(10)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load-s", type=float, default=10.0, help="wrk load per scenario")
@@ -133,7 +170,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--keep", type=Path, help="keep every run's files under this folder")
     parser.add_argument("--details", action="store_true", help="print every culprit and line")
+    parser.add_argument(
+        "--formats", default="", help="py-spy chunk formats to compare, e.g. chrometrace,speedscope"
+    )
+    parser.add_argument("--hog", type=int, default=0, help="busy-looping processes beside")
     args = parser.parse_args(argv)
+    formats = [f for f in args.formats.split(",") if f] or [""]
     wanted = [w for w in args.only.split(",") if w]
     chosen = [
         Scenario(s.variant, s.mode, s.loop, args.load_s, args.connections, args.rate, s.db)
@@ -142,13 +184,22 @@ def main(argv: list[str]) -> int:
     ]
     work = args.keep or Path(tempfile.mkdtemp(prefix="asgiprof-busy-"))
     header("Trust on busy apps (tests/busy/app.py against its own truth)")
+    if args.hog:
+        print(f"beside {args.hog} CPU hog(s)")
     scores = []
-    for scenario in chosen:
-        print(f"- {scenario.name} ...", file=sys.stderr, flush=True)
-        score = run_scenario(scenario, work / scenario.name)
-        scores.append(score)
-        if args.details:
-            print(score.explain(), file=sys.stderr)
+    bound_s = len(chosen) * len(formats) * (args.load_s + 120) + 60
+    with cpu_hogs(args.hog, bound_s):
+        for scenario in chosen:
+            for fmt_name in formats:
+                name = f"{scenario.name}-{fmt_name}" if fmt_name else scenario.name
+                print(f"- {name} ...", file=sys.stderr, flush=True)
+                if fmt_name:
+                    os.environ[FORMAT_ENV] = fmt_name
+                score = run_scenario(scenario, work / name)
+                LABELS[id(score)] = name
+                scores.append(score)
+                if args.details:
+                    print(score.explain(), file=sys.stderr)
     print(table(HEADERS, [row(s) for s in scores]))
     planted = [s for s in scores if s.lines]
     if planted:
