@@ -331,11 +331,11 @@ def _event_fields(event: object) -> tuple[str, _FrameKey, int, int, int]:
     if phase not in ("B", "E") or not isinstance(name, str) or not isinstance(args, dict):
         raise CorruptProfileError("chrometrace event without a phase, a name or args")
     file, line = args.get("filename", ""), args.get("line")
-    numbers = (event.get("pid"), event.get("tid"), event.get("ts"))
-    if not all(type(n) is int and n >= 0 for n in numbers) or not isinstance(file, str):
-        raise CorruptProfileError("chrometrace event without a pid, tid, time or file")
-    pid, tid, ts = numbers
-    assert isinstance(pid, int) and isinstance(tid, int) and isinstance(ts, int)
+    pid, tid, ts = event.get("pid"), event.get("tid"), event.get("ts")
+    if type(pid) is not int or type(tid) is not int or type(ts) is not int or ts < 0:
+        raise CorruptProfileError("chrometrace event without a pid, tid or time")
+    if not isinstance(file, str):
+        raise CorruptProfileError("chrometrace event whose file is not text")
     return phase, (name, file, line if type(line) is int else 0), pid, tid, ts
 
 
