@@ -361,9 +361,11 @@ def _append_timed_runs(
 
 def _align_trace(threads: list[ThreadSamples], span_start_s: float, span_end_s: float) -> None:
     """Move a chrometrace chunk's times (seconds since py-spy started, which it did before
-    attaching) onto the profile's clock, in place: its first sample at the chunk's measured
-    start (py-spy's "sampling" line), unless that puts its last event (the file written)
-    after the measured end."""
+    attaching) onto the profile's clock, in place. Both measured ends bound the shift from
+    above: the sampler sees py-spy's "sampling" line after its first sample, and the file
+    after its last event (py-spy stamps it when it writes). The smaller bound is the closer
+    one: usually the start (5-60 ms closer in the busy-app runs of bench/README.md), the end
+    when our poll saw the start late."""
     timed = [t for t in threads if t.starts and t.ends]
     if not timed:
         return
