@@ -288,11 +288,13 @@ def _place_chunk(
     # alone, so that no instant counts twice and what is cut does not depend on
     # what the target was doing. A chunk that ends before the previous one is damage.
     span_start_s, span_end_s = cmeta["start_s"], max(cmeta["end_s"], cmeta["start_s"])
+    timed = any(t.starts is not None for t in threads)
+    if timed:  # measured times: the chunk starts at its first sample (seen late, or not)
+        span_start_s = min(span_start_s, _align_trace(threads, span_start_s, span_end_s))
     start_s = max(span_start_s, prev_end_s)
     end_s = max(span_end_s, start_s)
     cut = 0
-    if any(t.starts is not None for t in threads):
-        _align_trace(threads, span_start_s, span_end_s)
+    if timed:
         cut = _trim_trace(threads, start_s, chunk_rate)
     elif start_s > span_start_s and longest:
         cut = _trim_overlap(threads, longest, span_start_s, span_end_s, start_s, chunk_rate)
@@ -359,22 +361,23 @@ def _append_timed_runs(
         tl.append(start, end - start, sid, n)
 
 
-def _align_trace(threads: list[ThreadSamples], span_start_s: float, span_end_s: float) -> None:
+def _align_trace(threads: list[ThreadSamples], span_start_s: float, span_end_s: float) -> float:
     """Move a chrometrace chunk's times (seconds since py-spy started, which it did before
     attaching) onto the profile's clock, in place. Both measured ends bound the shift from
     above: the sampler sees py-spy's "sampling" line after its first sample, and the file
     after its last event (py-spy stamps it when it writes). The smaller bound is the closer
     one: usually the start (5-60 ms closer in the busy-app runs of bench/README.md), the end
-    when our poll saw the start late."""
+    when our poll saw the start late. Returns the first sample's time."""
     timed = [t for t in threads if t.starts and t.ends]
     if not timed:
-        return
+        return span_start_s
     first = min(t.starts[0] for t in timed if t.starts)
     last = max(t.ends[-1] for t in timed if t.ends)
     offset = min(span_start_s - first, span_end_s - last)
     for t in timed:
         t.starts = [s + offset for s in t.starts or ()]
         t.ends = [e + offset for e in t.ends or ()]
+    return first + offset
 
 
 def _trim_trace(threads: list[ThreadSamples], keep_from_s: float, rate_hz: float) -> int:

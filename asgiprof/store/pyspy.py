@@ -456,14 +456,14 @@ def _mask_name(holder: object) -> bool:
 
 def _seal_trace(events: list[object], samples: int) -> tuple[bytes | None, int]:
     masked = False
-    spans: dict[tuple[object, object], list[int]] = {}
+    spans: dict[tuple[int, int], list[int]] = {}
     for event in events:
         if not isinstance(event, dict):
             raise CorruptProfileError("chrometrace event is not an object")
         masked = _mask_name(event) or masked
-        ts = event.get("ts")
-        if type(ts) is int:
-            span = spans.setdefault((event.get("pid"), event.get("tid")), [ts, ts])
+        ts, pid, tid = event.get("ts"), event.get("pid"), event.get("tid")
+        if type(ts) is int and type(pid) is int and type(tid) is int:
+            span = spans.setdefault((pid, tid), [ts, ts])
             span[0], span[1] = min(span[0], ts), max(span[1], ts)
     # Every live thread is sampled at every instant (--idle): instants = stacks per
     # second of thread time x the chunk's span.

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asgiprof import store
 from asgiprof.errors import CorruptProfileError
@@ -221,3 +223,100 @@ def test_load_profile_places_runs_at_their_measured_times(tmp_path: Path) -> Non
         "raw/chunk-0001.chrometrace.json",
         "raw/chunk-0002.chrometrace.json",
     ]
+
+
+# --- py-spy's writer, as src/chrometrace.rs does it, against random samples ---------------
+
+CODE = [("f", "/srv/a.py", 1), ("g", "/srv/a.py", 2), ("g", "/srv/a.py", 3), ("h", "/srv/b.py", 9)]
+FUZZ = settings(max_examples=60, deadline=None, database=None)
+
+
+def write_like_pyspy(samples: list[tuple[int, list[list[int]]]]) -> list[dict[str, object]]:
+    """Events for `samples` = [(ts, [code frame indexes per thread, root first])]: per
+    thread, end events for the frames that left (leaf first) and begin events for those that
+    came (root first) at each sample; every open frame ended at the last time."""
+    events: list[dict[str, object]] = []
+    prev: dict[int, list[tuple[str, str, int]]] = {}
+    for ts, stacks in samples:
+        for tid, stack in enumerate(stacks):
+            now = [(f"thread ({100 + tid}): t{tid}", "", 0), *(CODE[i] for i in stack)]
+            old = prev.get(tid, [])
+            same = 0
+            while same < min(len(old), len(now)) and old[same] == now[same]:
+                same += 1
+            events += [ev("E", n, ts, tid, f, ln) for n, f, ln in reversed(old[same:])]
+            events += [ev("B", n, ts, tid, f, ln) for n, f, ln in now[same:]]
+            prev[tid] = now
+    end = samples[-1][0] + 1 if samples else 0
+    for tid, old in prev.items():
+        events += [ev("E", n, end, tid, f, ln) for n, f, ln in reversed(old)]
+    return events
+
+
+SAMPLES = st.lists(
+    st.tuples(
+        st.integers(1, 50_000),  # gap before the sample, us
+        st.lists(st.lists(st.integers(0, len(CODE) - 1), max_size=4), min_size=2, max_size=2),
+    ),
+    min_size=1,
+    max_size=40,
+).map(lambda xs: [(sum(g for g, _ in xs[: i + 1]), s) for i, (_, s) in enumerate(xs)])
+
+
+@FUZZ
+@given(SAMPLES)
+def test_runs_are_the_samples_stack_changes_at_their_times(
+    samples: list[tuple[int, list[list[int]]]],
+) -> None:
+    threads, frames, stacks = parse(write_like_pyspy(samples))
+    end = (samples[-1][0] + 1) / 1e6
+    for tid, t in enumerate(threads):
+        assert t.thread.tid == 100 + tid
+        # the expected runs: the sample sequence of this thread, equal neighbours merged
+        want: list[tuple[tuple[tuple[str, str, int], ...], float]] = []
+        for ts, per_thread in samples:
+            stack = tuple(CODE[i] for i in per_thread[tid])
+            if not want or want[-1][0] != stack:
+                want.append((stack, ts / 1e6))
+        got = [
+            tuple((frames[f].function, frames[f].file, frames[f].line) for f in stacks[sid])
+            for sid in t.stacks
+        ]
+        assert got == [s for s, _ in want]
+        assert t.starts == [start for _, start in want]
+        assert t.ends == [start for _, start in want[1:]] + [end]
+
+
+@FUZZ
+@given(SAMPLES, st.data())
+def test_random_damage_is_an_error_or_a_result(
+    samples: list[tuple[int, list[list[int]]]], data: st.DataObject
+) -> None:
+    events: list[object] = list(write_like_pyspy(samples))
+    i = data.draw(st.integers(0, len(events) - 1))
+    event = events[i]
+    assert isinstance(event, dict)
+    key = data.draw(st.sampled_from(sorted(event)))
+    event[key] = data.draw(
+        st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=5) | st.just({})
+    )
+    raw = orjson.dumps(events)
+    for attempt in (
+        lambda: parse_chunk(raw, Interner([], []), default_pid=1),
+        lambda: seal(raw, 5),
+    ):
+        try:
+            attempt()
+        except CorruptProfileError as exc:
+            assert exc.message
+
+
+def test_a_start_seen_late_gives_way_to_the_measured_end(tmp_path: Path) -> None:
+    # The chunk's events span 0.5 s on py-spy's clock, but the sampler measured 1.0-1.3 s
+    # (it saw py-spy's "sampling" line 0.2 s late): the file was written by 1.3 s, so the
+    # last event is placed there, not at 1.5 s.
+    loop_only = [e for e in HAND if e["tid"] == 140]
+    write_trace_profile(tmp_path, [(1.0, 1.3, orjson.dumps(loop_only))])
+    (tl,) = [t for t in store.load_profile(tmp_path).threads if t.thread.tid == 7]
+    runs = [(round(s, 6), round(d, 6)) for s, d, _sid, _n in tl.runs()]
+    assert runs == [(0.8, 0.1), (0.9, 0.25), (1.15, 0.15)]
