@@ -285,14 +285,12 @@ def run(cfg: Config, planted: list[Planted], load_s: float, work: Path, seed: in
 
 
 def sampled_windows(out: Path) -> list[tuple[float, float]]:
-    """Unix-time spans py-spy sampled: each chunk's measured span, over which
-    store.load_profile spreads its samples (nothing between chunks)."""
+    """Unix-time spans py-spy sampled: each chunk's measured span, in which
+    store.load_profile places its samples (nothing between chunks)."""
     meta = json.loads((out / "meta.json").read_text())
     t0 = meta["sampling"]["started_at"]
     spans: list[tuple[float, float]] = []
-    for path in sorted((out / "raw").glob("chunk-*.json")):
-        if path.name.endswith(".speedscope.json"):
-            continue
+    for path in sorted((out / "raw").glob("chunk-*[0-9].json")):  # metas, not py-spy's files
         cm = json.loads(path.read_text())
         start = t0 + cm["start_s"]
         # Chunks overlap by a few ms at each handover and the store cuts the overlap from

@@ -19,6 +19,13 @@ order alternating, and adds a side-by-side table: the loop's busy share by asgip
 the oracle's (samples py-spy drops on busy stretches would make the loop read idler),
 blocked-time error and bias per planted kind, py-spy's errors, and the load average.
 
+    python bench/busy_accuracy.py --only planted-run --formats chrometrace,speedscope --hog 2
+
+`--formats` records each scenario once per py-spy chunk format, interleaved (chrometrace:
+measured sample times; speedscope: the format before 0.2, times spread evenly over each
+chunk); `--hog N` runs N busy-looping processes beside everything (a CPU-starved machine),
+each bounded by `timeout` and killed by PID at the end.
+
 Columns: recall = planted lines found at their line and route / planted lines that ran
 while sampled; false = culprits at no planted line; await = culprits at an `await` /
 `async with` / `async for` line; share = culprits' blocked ms / sampled loop time;
@@ -35,11 +42,14 @@ for (summary.json `sampling.coverage`: below 1 when py-spy falls behind a starve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,7 +90,7 @@ def row(s: Score) -> list[object]:
     long_ms = sum(step["ms"] for step in s.long_steps)
     long_cpu = sum(step["cpu_ms"] for step in s.long_steps)
     return [
-        s.scenario.name,
+        LABELS.get(id(s), s.scenario.name),
         s.requests,
         f"{s.utilization:.2f} / {s.truth_utilization:.2f}",
         f"{found}/{total}" if total else "-",
@@ -120,7 +130,7 @@ def line_rows(scores: list[Score]) -> list[list[object]]:
     for s in scores:
         rows.extend(
             [
-                s.scenario.name,
+                LABELS.get(id(s), s.scenario.name),
                 line.tag,
                 line.calls,
                 fmt(line.truth_ms, 0),
@@ -207,6 +217,31 @@ MODE_HEADERS = [
     "torn loop samples",
     "coverage / span",
 ]
+FORMAT_ENV = "ASGIPROF_PYSPY_FORMAT"  # asgiprof/record/sampler.py
+LABELS: dict[int, str] = {}  # id(score) -> scenario name with its chunk format
+
+
+@contextlib.contextmanager
+def cpu_hogs(n: int, bound_s: float) -> Iterator[None]:
+    """`n` processes spinning on the CPU for at most `bound_s` seconds."""
+    hogs = [
+        subprocess.Popen(
+            ["timeout", f"{bound_s:g}", sys.executable, "-c", "while True: pass"],
+            stdin=subprocess.DEVNULL,
+        )
+        for _ in range(n)
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.terminate()  # timeout forwards it to its child
+        for hog in hogs:
+            try:
+                hog.wait(10)
+            except subprocess.TimeoutExpired:
+                hog.kill()
+                hog.wait(10)
 
 
 def main(argv: list[str]) -> int:
@@ -226,7 +261,12 @@ def main(argv: list[str]) -> int:
         "alternating; default: asgiprof's default only",
     )
     parser.add_argument("--rounds", type=int, default=1, help="passes over the scenarios")
+    parser.add_argument(
+        "--formats", default="", help="py-spy chunk formats to compare, e.g. chrometrace,speedscope"
+    )
+    parser.add_argument("--hog", type=int, default=0, help="busy-looping processes beside")
     args = parser.parse_args(argv)
+    formats = [f for f in args.formats.split(",") if f] or [""]
     if args.load_s > 20:
         parser.error("--load-s above 20 s: keep load runs short on a shared machine")
     wanted = [w for w in args.only.split(",") if w]
@@ -240,22 +280,31 @@ def main(argv: list[str]) -> int:
     ]
     work = args.keep or Path(tempfile.mkdtemp(prefix="asgiprof-busy-"))
     header("Trust on busy apps (tests/busy/app.py against its own truth)")
+    if args.hog:
+        print(f"beside {args.hog} CPU hog(s)")
     scores = []
     by_mode: list[tuple[Score, str, float]] = []
     turn = 0
-    for r in range(args.rounds):
-        for scenario in base:
-            order = modes if turn % 2 == 0 else modes[::-1]
-            turn += 1
-            for mode in order or [""]:
-                chosen = replace(scenario, flags=(f"--{mode}",)) if mode else scenario
-                print(f"- {chosen.name} ...", file=sys.stderr, flush=True)
-                score = run_scenario(chosen, work / f"r{r + 1}" / chosen.name)
-                scores.append(score)
-                if mode:
-                    by_mode.append((score, mode, os.getloadavg()[0]))
-                if args.details:
-                    print(score.explain(), file=sys.stderr)
+    bound_s = args.rounds * len(base) * max(len(modes), 1) * len(formats) * (args.load_s + 120) + 60
+    with cpu_hogs(args.hog, bound_s):
+        for r in range(args.rounds):
+            for scenario in base:
+                order = modes if turn % 2 == 0 else modes[::-1]
+                turn += 1
+                for mode in order or [""]:
+                    chosen = replace(scenario, flags=(f"--{mode}",)) if mode else scenario
+                    for fmt_name in formats:
+                        name = f"{chosen.name}-{fmt_name}" if fmt_name else chosen.name
+                        print(f"- {name} ...", file=sys.stderr, flush=True)
+                        if fmt_name:
+                            os.environ[FORMAT_ENV] = fmt_name
+                        score = run_scenario(chosen, work / f"r{r + 1}" / name)
+                        LABELS[id(score)] = name
+                        scores.append(score)
+                        if mode:
+                            by_mode.append((score, mode, os.getloadavg()[0]))
+                        if args.details:
+                            print(score.explain(), file=sys.stderr)
     print(table(HEADERS, [row(s) for s in scores]))
     if by_mode:
         print()

@@ -44,6 +44,15 @@ from asgiprof.record.watchdog import Watchdog
 
 # Set to a py-spy executable to use that one instead of searching.
 PYSPY_ENV = "ASGIPROF_PYSPY"
+# The chunks' format: chrometrace (measured sample times) unless this says speedscope (the
+# format before 0.2, whose times are spread evenly over each chunk; kept for comparisons).
+FORMAT_ENV = "ASGIPROF_PYSPY_FORMAT"
+
+
+def chunk_format() -> str:
+    return "speedscope" if os.environ.get(FORMAT_ENV, "") == "speedscope" else "chrometrace"
+
+
 PYSPY_INSTALL = "pip install 'py-spy>=0.4,<0.5'"
 MIN_PYSPY = (0, 4)
 
@@ -324,6 +333,7 @@ class Sampler:
         self.t0 = t0
         self.config = config
         self.pyspy = config.pyspy or find_pyspy()
+        self._format = chunk_format()  # of every chunk of this recording
         self.on_chunk = on_chunk
         self.chunks = 0
         self.samples = 0
@@ -424,7 +434,7 @@ class Sampler:
     def _command(self, path: Path, rate_hz: int) -> list[str]:
         # --duration is a backstop: the next chunk's start ends this one (SIGINT).
         backstop = self.config.chunk_s * 2 + 10
-        cmd = [self.pyspy, "record", "--idle", "--threads", "--format", "speedscope"]
+        cmd = [self.pyspy, "record", "--idle", "--threads", "--format", self._format]
         cmd += ["--rate", str(rate_hz), "--duration", str(backstop)]
         if self.config.subprocesses:
             cmd.append("--subprocesses")
@@ -563,7 +573,7 @@ class Sampler:
         return busy
 
     def _chunk_path(self, index: int) -> Path:
-        return store.chunk_path(self.out, index)
+        return store.chunk_path(self.out, index, self._format)
 
     def _spawn(self, index: int) -> None:
         """Start py-spy for chunk `index` (nothing once asked to stop)."""
@@ -599,14 +609,14 @@ class Sampler:
             path.unlink(missing_ok=True)
             return False
         m = _SUMMARY.search(said)
+        samples = int(m.group(1)) if m else 0
         try:
-            intervals = store.seal_chunk(path)
+            intervals = store.seal_chunk(path, samples)
         except CorruptProfileError as exc:  # kept for `report` to skip and name
             said += f"\nunreadable output: {exc.message}"
             intervals = 0
         start_s = run.started_s if run.started_s is not None else run.spawned_s
         end_s = run.stopped_s if run.stopped_s is not None else self._now()
-        samples = int(m.group(1)) if m else 0
         errors = int(m.group(2)) if m else 0
         lag_s = _lag_s(said)
         store.write_chunk_meta(

@@ -1,7 +1,8 @@
 """The output directory's files and names: the contract between recording and reporting.
 
     OUT/meta.json              target and sampling parameters (rewritten as sampling goes)
-    OUT/raw/chunk-NNNN.speedscope.json   py-spy's own output, kept untouched
+    OUT/raw/chunk-NNNN.chrometrace.json  py-spy's own output, secrets masked (.speedscope.json
+                               in directories recorded before 0.2)
     OUT/raw/chunk-NNNN.json    that chunk's wall-clock span and py-spy's counts
     OUT/raw/gil-NNNN.*.json    short py-spy --gil windows: who held the GIL (record/gil_sampler.py)
     OUT/routes.json            the app's route table (or why it could not be read)
@@ -115,7 +116,11 @@ def prepare_out_dir(out: Path) -> Path:
 def chunk_files(out: Path) -> list[Path]:
     raw = out / RAW_DIR
     try:
-        return sorted(raw.glob("chunk-*.speedscope.json")) if raw.is_dir() else []
+        if not raw.is_dir():
+            return []
+        return sorted(
+            [*raw.glob(f"chunk-*{SPEEDSCOPE_SUFFIX}"), *raw.glob(f"chunk-*{TRACE_SUFFIX}")]
+        )
     except OSError:
         return []
 
@@ -192,9 +197,24 @@ def chunk_name(index: int) -> str:
     return f"chunk-{index:04d}"
 
 
-def chunk_path(out: Path, index: int) -> Path:
-    """Where py-spy writes chunk `index` (speedscope)."""
-    return out / RAW_DIR / f"{chunk_name(index)}.speedscope.json"
+SPEEDSCOPE_SUFFIX = ".speedscope.json"
+TRACE_SUFFIX = ".chrometrace.json"
+PYSPY_FORMATS = {"chrometrace": TRACE_SUFFIX, "speedscope": SPEEDSCOPE_SUFFIX}
+
+
+def chunk_path(out: Path, index: int, fmt: str = "") -> Path:
+    """Where py-spy writes chunk `index` in format `fmt` (chrometrace or speedscope); without
+    a format, the one that exists (output directories before 0.2 hold speedscope chunks)."""
+    base = out / RAW_DIR / chunk_name(index)
+    if fmt:
+        return base.with_name(base.name + PYSPY_FORMATS[fmt])
+    old = base.with_name(base.name + SPEEDSCOPE_SUFFIX)
+    return old if old.exists() else base.with_name(base.name + TRACE_SUFFIX)
+
+
+def chunk_stem(path: Path) -> str:
+    """`chunk-NNNN` of a chunk's file, whichever its format."""
+    return path.name.removesuffix(SPEEDSCOPE_SUFFIX).removesuffix(TRACE_SUFFIX)
 
 
 def chunk_meta_path(out: Path, index: int) -> Path:
@@ -336,14 +356,15 @@ def write_chunk_meta(
     )
 
 
-def seal_chunk(path: Path) -> int:
+def seal_chunk(path: Path, samples: int = 0) -> int:
     """Mask secrets in a chunk py-spy wrote (see `store.pyspy.seal`), rewriting it in
-    place; returns its number of sampling instants. Raises CorruptProfileError."""
+    place; returns its number of sampling instants (`samples`: the thread stacks py-spy
+    said it recorded, which chrometrace needs). Raises CorruptProfileError."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise CorruptProfileError(f"{path.name} is unreadable: {exc.strerror}") from exc
-    sealed, intervals = seal(data)
+    sealed, intervals = seal(data, samples)
     if sealed is not None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(sealed)

@@ -40,6 +40,7 @@ from asgiprof.store.outdir import (
     SERVER_LOG,
     chunk_files,
     chunk_meta,
+    chunk_stem,
     load_load,
     load_routes,
 )
@@ -228,14 +229,14 @@ def _read_chunk(
 ) -> None:
     """Parse one chunk, place it after the chunks before it and add its threads' runs; a
     damaged chunk is skipped and named in `problems`."""
-    stem = path.name.removesuffix(".speedscope.json")
-    cmeta = chunk_meta(path.with_name(f"{stem}.json"))
+    cmeta = chunk_meta(path.with_name(f"{chunk_stem(path)}.json"))
+    rate_hz = (cmeta["rate_hz"] if cmeta else 0) or meta.rate_hz
     try:
         data = path.read_bytes()
         if cmeta is None:
             samples.unsealed += 1
             data = _seal_late(path, data)
-        threads = parse_chunk(data, interner, default_pid=meta.default_pid)
+        threads = parse_chunk(data, interner, default_pid=meta.default_pid, rate_hz=rate_hz)
     except CorruptProfileError as exc:
         # A truncated last chunk (py-spy killed mid-write) must not cost the others.
         problems.append(f"unreadable chunk skipped: {path.name}: {exc.message}")
@@ -287,10 +288,15 @@ def _place_chunk(
     # alone, so that no instant counts twice and what is cut does not depend on
     # what the target was doing. A chunk that ends before the previous one is damage.
     span_start_s, span_end_s = cmeta["start_s"], max(cmeta["end_s"], cmeta["start_s"])
+    timed = any(t.starts is not None for t in threads)
+    if timed:  # measured times: the chunk starts at its first sample (seen late, or not)
+        span_start_s = min(span_start_s, _align_trace(threads, span_start_s, span_end_s))
     start_s = max(span_start_s, prev_end_s)
     end_s = max(span_end_s, start_s)
     cut = 0
-    if start_s > span_start_s and longest:
+    if timed:
+        cut = _trim_trace(threads, start_s, chunk_rate)
+    elif start_s > span_start_s and longest:
         cut = _trim_overlap(threads, longest, span_start_s, span_end_s, start_s, chunk_rate)
     intervals = max(0, (cmeta["intervals"] or longest) - cut)
     samples = max(0, cmeta["samples"] - cut * sum(1 for t in threads if t.n_samples))
@@ -324,12 +330,71 @@ def _add_runs(
             tl = timelines[key] = ThreadTimeline(ts.thread)
         elif not tl.thread.name and ts.thread.name:
             tl.thread = ThreadInfo(ts.thread.pid, ts.thread.tid, ts.thread.name)
+        if ts.starts is not None and ts.ends is not None:
+            _append_timed_runs(tl, ts.stacks, ts.counts, ts.starts, ts.ends)
+            continue
         first, period = place_samples(ts.n_samples, longest, start_s, end_s, chunk_rate)
-        if len(tl) and tl.stack[-1] != NO_STACK:
-            last_end = tl.start_s[-1] + tl.duration_s[-1]
-            if first > last_end:
-                tl.append(last_end, first - last_end, NO_STACK, 0)
+        _gap_before(tl, first)
         _append_runs(tl, ts.stacks, ts.counts, first, period)
+
+
+def _gap_before(tl: ThreadTimeline, first: float) -> None:
+    """A gap (NO_STACK) before a run starting at `first` when the thread was not sampled
+    since its last run."""
+    if len(tl) and tl.stack[-1] != NO_STACK:
+        last_end = tl.start_s[-1] + tl.duration_s[-1]
+        if first > last_end:
+            tl.append(last_end, first - last_end, NO_STACK, 0)
+
+
+def _append_timed_runs(
+    tl: ThreadTimeline, stacks: list[int], counts: list[int], starts: list[float], ends: list[float]
+) -> None:
+    """Append a chrometrace chunk's runs at their measured times (a run never starts before
+    the timeline's end: py-spy's clock and ours differ by microseconds at handover)."""
+    for sid, n, start, end in zip(stacks, counts, starts, ends, strict=True):
+        if len(tl):
+            start = max(start, tl.start_s[-1] + tl.duration_s[-1])
+        if end <= start:
+            continue
+        _gap_before(tl, start)
+        tl.append(start, end - start, sid, n)
+
+
+def _align_trace(threads: list[ThreadSamples], span_start_s: float, span_end_s: float) -> float:
+    """Move a chrometrace chunk's times (seconds since py-spy started, which it did before
+    attaching) onto the profile's clock, in place. Both measured ends bound the shift from
+    above: the sampler sees py-spy's "sampling" line after its first sample, and the file
+    after its last event (py-spy stamps it when it writes). The smaller bound is the closer
+    one: usually the start (5-60 ms closer in the busy-app runs of bench/README.md), the end
+    when our poll saw the start late. Returns the first sample's time."""
+    timed = [t for t in threads if t.starts and t.ends]
+    if not timed:
+        return span_start_s
+    first = min(t.starts[0] for t in timed if t.starts)
+    last = max(t.ends[-1] for t in timed if t.ends)
+    offset = min(span_start_s - first, span_end_s - last)
+    for t in timed:
+        t.starts = [s + offset for s in t.starts or ()]
+        t.ends = [e + offset for e in t.ends or ()]
+    return first + offset
+
+
+def _trim_trace(threads: list[ThreadSamples], keep_from_s: float, rate_hz: float) -> int:
+    """Cut, in place, what a chrometrace chunk holds before `keep_from_s` (the chunk before
+    it sampled then); returns the instants cut (time cut x rate)."""
+    cut_s = 0.0
+    for t in threads:
+        if not t.starts or not t.ends:
+            continue
+        cut_s = max(cut_s, min(keep_from_s, t.ends[-1]) - t.starts[0])
+        while t.starts and t.ends[0] <= keep_from_s:
+            del t.starts[0], t.ends[0], t.stacks[0], t.counts[0]
+        if t.starts and t.starts[0] < keep_from_s:
+            kept = (t.ends[0] - keep_from_s) / (t.ends[0] - t.starts[0])
+            t.counts[0] = max(1, round(t.counts[0] * kept))
+            t.starts[0] = keep_from_s
+    return max(0, round(cut_s * rate_hz))
 
 
 def _sampling(meta: _Meta, samples: _Samples, problems: list[str]) -> SamplingInfo:

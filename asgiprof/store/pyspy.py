@@ -1,8 +1,12 @@
-"""Parse one py-spy speedscope chunk into per-thread sample runs of the shared model.
+"""Parse one py-spy chunk into per-thread sample runs of the shared model.
 
-py-spy's speedscope output keeps every thread's samples in order but carries no
-timestamps; the sampler records each chunk's wall-clock span and this module places the
-samples inside it (see `place_samples`).
+Two formats. `chrometrace` (what the sampler records): begin/end events per frame, written
+when a thread's stack changes, each with the time py-spy took that sample, so every run
+carries its measured start and end (`ThreadSamples.starts`/`ends`). `speedscope` (output
+directories written before, and the `--gil` windows): every thread's samples in order but no
+timestamps; the sampler records each chunk's wall-clock span and `place_samples` spreads the
+samples over it, which reads CPU blocks short and sleeps long when py-spy falls behind a
+busy target on a starved machine.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ class ThreadSamples:
     thread: ThreadInfo
     stacks: list[int] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
+    # chrometrace only: each run's measured start and end, seconds since py-spy started
+    # (counts are then estimated from the durations at the chunk's rate).
+    starts: list[float] | None = None
+    ends: list[float] | None = None
 
     @property
     def n_samples(self) -> int:
@@ -70,12 +78,22 @@ def _frame_of(raw: object) -> SpeedscopeFrame:
     }
 
 
-def parse_chunk(data: bytes, interner: Interner, *, default_pid: int) -> list[ThreadSamples]:
-    """Decode a speedscope document written by `py-spy record --threads [--subprocesses]`.
+def is_chrometrace(data: bytes) -> bool:
+    """A chrometrace document is a JSON list of events; a speedscope one is an object."""
+    return data.lstrip()[:1] == b"["
+
+
+def parse_chunk(
+    data: bytes, interner: Interner, *, default_pid: int, rate_hz: float = 100.0
+) -> list[ThreadSamples]:
+    """Decode a speedscope or chrometrace document written by `py-spy record --threads
+    [--subprocesses]` (`rate_hz`: the chunk's rate, for chrometrace's sample counts).
 
     Raises CorruptProfileError for anything that is not such a document (truncated files
     included); never returns partial garbage.
     """
+    if is_chrometrace(data):
+        return parse_trace(data, interner, default_pid=default_pid, rate_hz=rate_hz)
     raw_frames, profiles = _document(data)
     kinds = _frame_kinds(raw_frames, interner)
     # Stacks already seen in this chunk, shared by its threads: code-frame raw indexes (the
@@ -109,24 +127,22 @@ _Kinds = list[tuple[str, int, str]]
 
 
 def _frame_kinds(raw_frames: list[object], interner: Interner) -> _Kinds:
-    kinds: _Kinds = []
-    for raw in raw_frames:
-        frame = _frame_of(raw)
-        name = frame["name"]
-        if not frame.get("file"):
-            m = _THREAD_FRAME.match(name)
-            if m:
-                tid_text = m.group(1)
-                tid = int(tid_text, 16) if tid_text.startswith("0x") else int(tid_text)
-                kinds.append(("thread", tid, m.group(2) or ""))
-                continue
-            m = _PROCESS_FRAME.match(name)
-            if m:
-                kinds.append(("process", int(m.group(1)), ""))
-                continue
-        fid = interner.frame(Frame(name, frame.get("file", ""), frame.get("line") or 0))
-        kinds.append(("code", fid, ""))
-    return kinds
+    return [_kind_of(_frame_of(raw), interner) for raw in raw_frames]
+
+
+def _kind_of(frame: SpeedscopeFrame, interner: Interner) -> tuple[str, int, str]:
+    name = frame["name"]
+    if not frame.get("file"):
+        m = _THREAD_FRAME.match(name)
+        if m:
+            tid_text = m.group(1)
+            tid = int(tid_text, 16) if tid_text.startswith("0x") else int(tid_text)
+            return ("thread", tid, m.group(2) or "")
+        m = _PROCESS_FRAME.match(name)
+        if m:
+            return ("process", int(m.group(1)), "")
+    fid = interner.frame(Frame(name, frame.get("file", ""), frame.get("line") or 0))
+    return ("code", fid, "")
 
 
 @dataclass(slots=True)
@@ -239,6 +255,132 @@ def _code_stack(key: tuple[int, ...], kinds: _Kinds, n_raw: int, interner: Inter
     return interner.stack(tuple(code))
 
 
+# -- chrometrace -----------------------------------------------------------------------------
+# py-spy's chrometrace recorder (src/chrometrace.rs) writes, for each sample of a thread
+# whose stack differs from its previous sample, end events for the frames that left (leaf
+# first) and begin events for the frames that came (root first), all stamped with one
+# time: microseconds since py-spy started (before it attached). When it stops it ends every
+# open frame at the time it writes. A run of one stack thus lasts from the sample that
+# first saw it to the sample that first saw another: measured, not spread evenly.
+
+_FrameKey = tuple[str, str, int]
+
+
+@dataclass(slots=True)
+class _TraceThread:
+    """One thread's open frames while its events are read, and its runs so far."""
+
+    who: _Identity
+    frames: list[_FrameKey] = field(default_factory=list)  # open frames, root first
+    code: list[int] = field(default_factory=list)  # their code frames' ids, root first
+    at_us: int = -1  # time of the latest group of events
+    run_sid: int = -1  # the stack of the open run (-1: none)
+    run_us: int = 0
+    stacks: list[int] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+
+
+def parse_trace(
+    data: bytes, interner: Interner, *, default_pid: int, rate_hz: float = 100.0
+) -> list[ThreadSamples]:
+    """Decode a chrometrace document written by `py-spy record --format chrometrace
+    --threads [--subprocesses]`. Raises CorruptProfileError."""
+    try:
+        events = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptProfileError(f"not valid JSON ({exc})") from exc
+    if not isinstance(events, list):
+        raise CorruptProfileError("not a chrometrace document")
+    kinds: dict[_FrameKey, tuple[str, int, str]] = {}
+    seen: dict[tuple[int, ...], int] = {}
+    threads: dict[tuple[int, int], _TraceThread] = {}
+    for event in events:
+        phase, key, pid, tid, ts = _event_fields(event)
+        th = threads.get((pid, tid))
+        if th is None:
+            th = threads[pid, tid] = _TraceThread(_Identity(pid or default_pid))
+        if ts != th.at_us:
+            if ts < th.at_us:
+                raise CorruptProfileError("chrometrace events go back in time")
+            _close_group(th, interner, seen)
+            th.at_us = ts
+        kind = kinds.get(key)
+        if kind is None:
+            kind = kinds[key] = _kind_of({"name": key[0], "file": key[1], "line": key[2]}, interner)
+        _apply_event(th, phase, key, kind)
+    result = []
+    for th in threads.values():
+        _close_group(th, interner, seen)
+        _end_run(th)
+        counts = [max(1, round((e - s) * rate_hz)) for s, e in zip(th.starts, th.ends, strict=True)]
+        who = th.who
+        result.append(
+            ThreadSamples(
+                ThreadInfo(who.pid, who.tid, who.name), th.stacks, counts, th.starts, th.ends
+            )
+        )
+    return result
+
+
+def _event_fields(event: object) -> tuple[str, _FrameKey, int, int, int]:
+    """(phase, frame, pid, tid, ts) of one event, checked."""
+    if not isinstance(event, dict):
+        raise CorruptProfileError("chrometrace event is not an object")
+    phase, name, args = event.get("ph"), event.get("name"), event.get("args")
+    if phase not in ("B", "E") or not isinstance(name, str) or not isinstance(args, dict):
+        raise CorruptProfileError("chrometrace event without a phase, a name or args")
+    file, line = args.get("filename", ""), args.get("line")
+    pid, tid, ts = event.get("pid"), event.get("tid"), event.get("ts")
+    if type(pid) is not int or type(tid) is not int or type(ts) is not int or ts < 0:
+        raise CorruptProfileError("chrometrace event without a pid, tid or time")
+    if not isinstance(file, str):
+        raise CorruptProfileError("chrometrace event whose file is not text")
+    return phase, (name, file, line if type(line) is int else 0), pid, tid, ts
+
+
+def _apply_event(th: _TraceThread, phase: str, key: _FrameKey, kind: tuple[str, int, str]) -> None:
+    what, value, text = kind
+    if phase == "B":
+        th.frames.append(key)
+        if what == "code":
+            th.code.append(value)
+        elif what == "thread":
+            th.who.tid, th.who.name = value, text or th.who.name
+        else:
+            th.who.pid = value
+        return
+    if not th.frames or th.frames[-1] != key:
+        raise CorruptProfileError("chrometrace ends a frame that is not the innermost open one")
+    th.frames.pop()
+    if what == "code":
+        th.code.pop()
+
+
+def _close_group(th: _TraceThread, interner: Interner, seen: dict[tuple[int, ...], int]) -> None:
+    """The events at `th.at_us` are all read: the stack they left starts a run there."""
+    if th.at_us < 0:
+        return
+    if not th.frames:
+        _end_run(th)
+        return
+    key = tuple(th.code)
+    sid = seen.get(key)
+    if sid is None:
+        sid = seen[key] = interner.stack(key)
+    if sid != th.run_sid:  # root frames alone changed (a renamed thread): the run goes on
+        _end_run(th)
+        th.run_sid, th.run_us = sid, th.at_us
+
+
+def _end_run(th: _TraceThread) -> None:
+    if th.run_sid >= 0 and th.at_us > th.run_us:
+        th.stacks.append(th.run_sid)
+        th.starts.append(th.run_us / 1e6)
+        th.ends.append(th.at_us / 1e6)
+    th.run_sid = -1
+
+
 def place_samples(
     n_samples: int, longest: int, start_s: float, end_s: float, rate_hz: float
 ) -> tuple[float, float]:
@@ -265,17 +407,21 @@ def place_samples(
 _PROCESS_COMMAND = re.compile(r'^(process \d+:")(.*)("\s*)$', re.DOTALL)
 
 
-def seal(data: bytes) -> tuple[bytes | None, int]:
+def seal(data: bytes, samples: int = 0) -> tuple[bytes | None, int]:
     """Check a chunk py-spy just wrote and mask the secrets its `--subprocesses` root frames
     copy from command lines (`process PID:"uvicorn app --token=..."`).
 
     Returns (the document to write back, or None when nothing was masked; the number of
-    sampling instants, i.e. the longest thread's sample count). Raises CorruptProfileError.
+    sampling instants: the longest thread's sample count, or for chrometrace, which does not
+    count samples, py-spy's `samples` (thread stacks) over the threads' sampled time).
+    Raises CorruptProfileError.
     """
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise CorruptProfileError(f"not valid JSON ({exc})") from exc
+    if isinstance(doc, list):
+        return _seal_trace(doc, samples)
     shared = doc.get("shared") if isinstance(doc, dict) else None
     frames = shared.get("frames") if isinstance(shared, dict) else None
     profiles = doc.get("profiles") if isinstance(doc, dict) else None
@@ -283,13 +429,7 @@ def seal(data: bytes) -> tuple[bytes | None, int]:
         raise CorruptProfileError("not a speedscope document")
     masked = False
     for frame in frames:
-        name = frame.get("name") if isinstance(frame, dict) else None
-        m = _PROCESS_COMMAND.match(name) if isinstance(name, str) else None
-        if m is not None:
-            safe = m[1] + redact_text(m[2]) + m[3]
-            if safe != name:
-                frame["name"] = safe
-                masked = True
+        masked = _mask_name(frame) or masked
     intervals = max(
         (
             len(p["samples"])
@@ -299,3 +439,37 @@ def seal(data: bytes) -> tuple[bytes | None, int]:
         default=0,
     )
     return (orjson.dumps(doc) if masked else None), intervals
+
+
+def _mask_name(holder: object) -> bool:
+    """Mask the command line in a process root frame's `name`; True when it changed."""
+    name = holder.get("name") if isinstance(holder, dict) else None
+    m = _PROCESS_COMMAND.match(name) if isinstance(name, str) else None
+    if m is None or not isinstance(holder, dict):
+        return False
+    safe = m[1] + redact_text(m[2]) + m[3]
+    if safe == name:
+        return False
+    holder["name"] = safe
+    return True
+
+
+def _seal_trace(events: list[object], samples: int) -> tuple[bytes | None, int]:
+    masked = False
+    spans: dict[tuple[int, int], list[int]] = {}
+    for event in events:
+        if not isinstance(event, dict):
+            raise CorruptProfileError("chrometrace event is not an object")
+        masked = _mask_name(event) or masked
+        ts, pid, tid = event.get("ts"), event.get("pid"), event.get("tid")
+        if type(ts) is int and type(pid) is int and type(tid) is int:
+            span = spans.setdefault((pid, tid), [ts, ts])
+            span[0], span[1] = min(span[0], ts), max(span[1], ts)
+    # Every live thread is sampled at every instant (--idle): instants = stacks per
+    # second of thread time x the chunk's span.
+    thread_us = sum(hi - lo for lo, hi in spans.values())
+    chunk_us = max((hi for _, hi in spans.values()), default=0) - min(
+        (lo for lo, _ in spans.values()), default=0
+    )
+    intervals = round(samples * chunk_us / thread_us) if thread_us > 0 else 0
+    return (orjson.dumps(events) if masked else None), intervals

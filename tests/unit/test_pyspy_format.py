@@ -47,7 +47,8 @@ def test_root_frames_become_thread_identity_not_code() -> None:
     [
         b"",
         b"{",
-        b"[]",
+        b"[1]",  # a list is a chrometrace document ([] is one without events)
+        b"7",
         b'{"shared": {}, "profiles": []}',
         b'{"shared": {"frames": [{}]}, "profiles": []}',
         b'{"shared": {"frames": []}, "profiles": [{"samples": [[5]]}]}',
