@@ -46,7 +46,7 @@ from asgiprof.model import (
     SamplingInfo,
     TargetInfo,
 )
-from asgiprof.record.command import find_target_python, parse_server_command
+from asgiprof.record.command import ServerCommand, find_target_python, parse_server_command
 from asgiprof.record.gil_sampler import GilConfig, GilSampler
 from asgiprof.record.load_run import LoadRunner, LoadSpec
 from asgiprof.record.resources import ResourceMonitor
@@ -213,6 +213,12 @@ def _target_info(
     )
 
 
+def _forks(cmd: ServerCommand) -> bool:
+    """Whether the server runs the app in forked worker processes (record/sampler.py's
+    chunk_format: py-spy's chrometrace mixes up forked workers' threads)."""
+    return cmd.reload or cmd.server in ("gunicorn", "granian") or (cmd.workers or 1) > 1
+
+
 def _read_routes(target: Target, info: TargetInfo, out: Path, app_spec: str | None) -> None:
     """Runs in a thread while sampling: imports the app in the target's interpreter."""
     try:
@@ -327,6 +333,7 @@ class _Recording:
                 chunk_s=options.chunk_s,
                 nonblocking=nonblocking,
                 pyspy=pyspy,
+                forks=_forks(parse_server_command(target.server_argv)),
             ),
             on_chunk=self._on_chunk,
         )

@@ -95,7 +95,7 @@ def test_run_finds_the_sleeping_line_its_route_and_its_blocked_time(
     assert "time.sleep(0.1)" in done.stdout and "GET /users/{user_id}" in done.stdout
     for name in ("report.html", "profile.speedscope.json", "stacks.folded", "meta.json"):
         assert (out / name).is_file(), name
-    assert list((out / "raw").glob("chunk-*.chrometrace.json")), "py-spy's raw output is kept"
+    assert list((out / "raw").glob("chunk-*.speedscope.json")), "py-spy's raw output is kept"
     # ... and consecutive chunks nearly touch: the next py-spy starts before the last chunk
     # is sealed (typically 15-60 ms apart; generous for a loaded 2-core machine)
     spans = sorted(

@@ -38,7 +38,10 @@ def _off(s: LineScore) -> str | None:
 
 
 @pytest.mark.timeout(240)
-def test_blocked_time_matches_the_app_beside_a_cpu_hog(tmp_path: Path) -> None:
+def test_blocked_time_matches_the_app_beside_a_cpu_hog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASGIPROF_PYSPY_FORMAT", "chrometrace")  # opt-in (record/sampler.py)
     # GIVEN a process spinning on the CPU (bounded by `timeout`, killed by its PID)
     hog = subprocess.Popen(
         ["timeout", "200", sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL
