@@ -56,8 +56,8 @@ def chunk_format(pid: int, forks: bool = False) -> str:
     chrometrace is opt-in until it holds on every path: its runs are exact beside a CPU hog
     in the tests and benches run so far, but in one test_busy_apps run on the default
     `--nonblocking` (loaded machine, no hog) two planted scenarios missed their tolerance,
-    json.dumps(default=) reading 54% short: not understood yet (issue 12 note). And py-spy's chrometrace
-    recorder diffs each sample against the previous one of the same thread id: forked
+    json.dumps(default=) reading 54% short: not understood yet (issue 12 note). And py-spy's
+    chrometrace recorder diffs each sample against the previous one of the same thread id: forked
     workers share their main thread's pthread id, so across processes the diffs mix, and a
     worker whose stack matches the last one recorded writes nothing. speedscope keeps
     them apart, so servers that fork (`forks`, from the command line) or have children
