@@ -57,9 +57,10 @@ Nonblocking = Annotated[
     bool,
     typer.Option(
         "--nonblocking/--blocking",
-        help="--nonblocking (default): read the target while it runs (~1% of its "
-        "throughput; some stacks of busy code come out torn); --blocking: pause it for "
-        "each sample, as py-spy does by default (3-35% of its throughput).",
+        help="--blocking (default): pause the target for each sample, as py-spy does "
+        "(3-35% of its throughput); --nonblocking: read it while it runs (~1%), but stacks "
+        "that change fast come out torn and such blocks (json.dumps(default=...)) can be "
+        "missed.",
     ),
 ]
 Load = Annotated[
@@ -130,7 +131,7 @@ def _options(params: Mapping[str, Any]) -> ProfileOptions:
         rate_hz=params.get("rate", 100),
         open_browser=params.get("open_", False),
         params=AnalysisParams(block_threshold_ms=params.get("threshold_ms", DEFAULT_THRESHOLD)),
-        nonblocking=params.get("nonblocking", True),  # demo has no option: the default
+        nonblocking=params.get("nonblocking", False),  # demo has no option: the default
         load=spec,
         app_spec=_app_spec(params.get("app_spec")),
         live=params.get("live"),
@@ -164,7 +165,7 @@ def run(
     rate: Rate = 100,
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
-    nonblocking: Nonblocking = True,
+    nonblocking: Nonblocking = False,
     load: Load = None,
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,
@@ -185,7 +186,7 @@ def attach(
     rate: Rate = 100,
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
-    nonblocking: Nonblocking = True,
+    nonblocking: Nonblocking = False,
     load: Load = None,
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,
