@@ -368,7 +368,9 @@ def _labels_and_traffic(f: _Facts) -> None:
     f.sample_labels = sample_labels(
         f.profile, f.loop_runs, f.episodes, f.culprits, f.resolver.route_of, f.params
     )
-    f.traffic = traffic_summary(f.loop, f.routes, f.middleware, f.params)
+    f.traffic = traffic_summary(
+        f.loop, f.routes, f.middleware, f.params, f.profile.sampling.rate_hz
+    )
 
 
 def _notes_step(f: _Facts) -> None:

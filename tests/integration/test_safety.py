@@ -199,8 +199,10 @@ def test_asgiprof_killed_keeps_its_samples_and_its_server_and_workers_end(
         killed_after_s = time.time() - started_at
         proc.kill()
         proc.communicate(timeout=10)
-        # THEN py-spy, the server and its workers all end (the server gracefully)
-        assert_all_gone(children)
+        # THEN py-spy, the server and its workers all end (the server gracefully: it
+        # finishes the requests in flight, so the clients stop and a loaded box gets time)
+        load.stop()
+        assert_all_gone(children, timeout_s=40.0)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -18,6 +18,7 @@ from tests.profile_builder import (
     WORKER,
     Builder,
     busy,
+    request,
 )
 
 BLOCK = Frame("get_user", APP, 12)
@@ -439,3 +440,17 @@ def test_the_coverage_note_is_not_given_for_an_idle_server() -> None:
     profile = serving.build()
     profile.problems.append(note)
     assert note in analyze(profile).notes
+
+
+def test_one_stray_sample_on_the_request_path_is_not_traffic() -> None:
+    # An idle server whose loop was seen once inside the ASGI app (its lifespan task, a
+    # connection opened and closed) served no request; three such samples may have.
+    app_call = Frame("FastAPI.__call__", f"{SITE}/fastapi/applications.py", 1054)
+    levels = {}
+    for stray in (1, 3):
+        b = Builder(routes=ROUTES)
+        b.add(1, IDLE, 200)
+        b.add(1, request(app_call), stray)
+        b.add(1, IDLE, 200)
+        levels[stray] = analyze(b.build()).traffic.level
+    assert levels == {1: "none", 3: "low"}
