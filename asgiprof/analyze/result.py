@@ -126,6 +126,10 @@ class AnalysisParams:
     # "none" when no request was seen at all. Half a second is ~50 samples at 100 Hz.
     traffic_min_request_ms: float = 500.0
     traffic_idle_share: float = 0.95
+    # ... and "none" still when no route was sampled and the request path holds at most this
+    # many samples' time: one stray sample (an idle server's lifespan task, a connection
+    # opened and closed) is not a request.
+    traffic_stray_samples: float = 1.5
 
 
 @dataclass(frozen=True, slots=True)

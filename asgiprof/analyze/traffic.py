@@ -28,9 +28,7 @@ def traffic_summary(
     handled_ms = max(middleware.request_ms, sum(r.loop_ms + r.threadpool_ms for r in routes))
     active = loop.busy_ms + loop.idle_ms
     idle_share = loop.idle_ms / active if active > 0 else 1.0
-    # One stray sample on the request path (an idle server's lifespan task, a connection
-    # opened and closed) is not a request: no route sample and at most one sample's time.
-    if route_samples == 0 and handled_ms <= 1000.0 / rate_hz * 1.5:
+    if route_samples == 0 and handled_ms <= params.traffic_stray_samples * 1000.0 / rate_hz:
         return TrafficSummary(
             level="none",
             route_samples=0,
