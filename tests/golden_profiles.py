@@ -4,7 +4,7 @@ in tests/data/golden/: the guard that moving code around changes no result."""
 from __future__ import annotations
 
 from asgiprof.analyze.result import AnalysisParams
-from asgiprof.model import Frame, ResourcePoint, Route, RouteDependency, ThreadCpu
+from asgiprof.model import Frame, ResourcePoint, Route, RouteDependency
 from tests.profile_builder import (
     HANDLE,
     IDLE,
@@ -92,8 +92,8 @@ def _worker(b: Builder, pid: int, scale: int) -> None:
         ResourcePoint(t / 2, pid, 50_000_000 + t * 1_000_000 * scale, 20 + t, 4, 2 + t % 3)
         for t in range(8)
     )
-    for t in range(8):  # the loop thread burns 40% of a CPU, more while the export runs
-        b.profile.resources.add_cpu(ThreadCpu(t / 2, pid, loop, t * 0.2 + (t // 3) * 0.05))
+    # The loop thread burns 40% of a CPU, more while the export runs.
+    b.thread_cpu(pid, loop, [(t / 2, t * 0.2 + (t // 3) * 0.05) for t in range(8)])
 
 
 def one_worker() -> Builder:
