@@ -37,7 +37,6 @@ from typing import Literal, TypeVar
 from asgiprof import store
 from asgiprof.analyze import analyze
 from asgiprof.analyze.frames import file_kind
-from asgiprof.analyze.loop import STATE_BUSY, LoopClassifier
 from asgiprof.analyze.result import (
     ROUTE_VIEW_PREFIX,
     VIEW_BLOCKING,
@@ -338,16 +337,17 @@ def _run(analysis: Analysis, out: str) -> _Run:
     # than Poisson when requests arrive unevenly or the machine's load changes) is the
     # noise a second run of the same code would show.
     bins = _Bins(profile.sampling.duration_s)
-    classifier = LoopClassifier(profile)
     for tl in loop_tls:
-        for start, dur, sid, k in tl.runs():
+        labels = analysis.sample_labels.loop_runs.get((tl.thread.pid, tl.thread.tid))
+        states = labels.states if labels is not None else (None,) * len(tl)
+        for (start, dur, sid, k), state in zip(tl.runs(), states, strict=True):
             if sid == NO_STACK:
                 continue
             bins.add(("exposure", None), start, dur, k)
             route = route_of.get(sid)
             if route is not None:
                 bins.add(("route-loop", route), start, dur, k)
-            if classifier.classify(sid).state == STATE_BUSY:
+            if state in ("busy", "blocked"):
                 bins.add(("busy", None), start, dur, k)
     per_sample = ms_per_sample or (1000.0 / profile.sampling.rate_hz)
     for e in analysis.episodes:

@@ -431,7 +431,7 @@ def _result(f: _Facts) -> Analysis:
         routes_evidence=f.costs.evidence,
         request_overhead_ms=f.costs.unattributed_ms,
         traffic=f.traffic,
-        processes=process_figures(f.profile, f.loop, f.episodes, f.culprits, timeline),
+        processes=process_figures(f.loop_runs, f.episodes, f.culprits, timeline),
         gil=f.gil,
     )
 

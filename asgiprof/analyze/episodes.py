@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from asgiprof.analyze.advice import is_blocking_call
 from asgiprof.analyze.frames import app_roots, is_asgi_dispatch, is_user, is_web_framework
-from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE, STATE_OFF, LoopClassifier
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_OFF, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
+from asgiprof.analyze.torn import TornStacks
 from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
 
 
@@ -293,11 +294,14 @@ def find_episodes(
     """
     user_frames.learn_calls(loop_threads)
     weighed = _Weighed(profile.frames, user_frames)
+    torn = TornStacks(
+        profile, loop_threads, classifier, lambda sid: segment_key(classifier, user_frames, sid)
+    )
     per_thread: list[tuple[LoopThreadRuns, list[_Candidate], list[_Stretch]]] = []
     for tl in loop_threads:
         runs = LoopThreadRuns(tl, array("b", bytes(len(tl))))
         candidates, framework, loop_samples = _candidates(
-            tl, runs.labels, classifier, user_frames, route_of
+            tl, runs.labels, classifier, user_frames, route_of, torn
         )
         per_thread.append((runs, candidates, framework))
         weighed.add_lines(tl, candidates, loop_samples)
@@ -484,59 +488,69 @@ def _count_leaf_changes(
             ev.deeper_user += n
 
 
+def segment_key(
+    classifier: LoopClassifier, user_frames: UserFrames, sid: int
+) -> tuple[int, ...] | None:
+    """What a busy stack runs: its callback and the stack up to its outermost user frame
+    (one piece of the app's code, maybe of several requests); None for other stacks."""
+    if sid == NO_STACK:
+        return None
+    sample = classifier.classify(sid)
+    outer = user_frames.outer_key(sid) if sample.state == STATE_BUSY else None
+    return None if outer is None else (sample.callback, *outer)
+
+
 def _candidates(
     tl: ThreadTimeline,
     labels: array[int],
     classifier: LoopClassifier,
     user_frames: UserFrames,
     route_of: Callable[[int], str | None],
+    torn: TornStacks,
 ) -> tuple[list[_Candidate], list[_Stretch], int]:
     """Label idle and off runs, and cut the busy ones into candidate runs and framework
     stretches; also return the thread's loop samples (idle and busy).
 
     Busy samples form a segment while they share the callback and the outermost user frame
-    at the same stack prefix (one piece of the app's code, maybe of several requests). In a
-    segment the holder is the deepest user frame on most of its samples: the line stays put
-    while a library calls back into deeper user code (`json.dumps(default=...)`, `key=`
-    functions, validators), which then shows as its calls. When the holder is at an
-    `await`, only samples of one unchanging stack can be one call (a coroutine advancing
-    changes its frames), so every run of one stack is its own candidate.
+    at the same stack prefix (`segment_key`). In a segment the holder is the deepest user
+    frame on most of its samples: the line stays put while a library calls back into deeper
+    user code (`json.dumps(default=...)`, `key=` functions, validators), which then shows as
+    its calls. When the holder is at an `await`, only samples of one unchanging stack can be
+    one call (a coroutine advancing changes its frames), so every run of one stack is its
+    own candidate. A torn sample counts as the full stack that stands in for it
+    (`TornStacks.stand_ins`).
     """
     candidates: list[_Candidate] = []
     framework: list[_Stretch] = []
     segment: list[int] = []  # run indexes
     key: tuple[int, ...] | None = None
     loop_samples = 0
+    stand_in = torn.stand_ins(tl)
 
     def close_segment() -> None:
         if segment:
-            candidates.extend(_split_segment(tl, segment, user_frames))
+            candidates.extend(_split_segment(tl, segment, user_frames, stand_in))
             segment.clear()
 
-    for i, (start, dur, sid, n) in enumerate(tl.runs()):
+    for i, (start, dur, sid, n) in enumerate(
+        zip(tl.start_s, tl.duration_s, stand_in, tl.samples, strict=True)
+    ):
         state = classifier.classify(sid).state if sid != NO_STACK else STATE_OFF
-        if state != STATE_BUSY:
+        labels[i] = state
+        if state != STATE_OFF:
+            loop_samples += n
+        this_key = segment_key(classifier, user_frames, sid)
+        if this_key is None:
             close_segment()
             key = None
-            labels[i] = STATE_IDLE if state == STATE_IDLE else STATE_OFF
-            if state == STATE_IDLE:
-                loop_samples += n
+            if state == STATE_BUSY:
+                # Framework code alone: only one unchanging stack can be one call (see
+                # `_split_segment` on await lines), so each run is its own stretch.
+                fw = _Stretch(first_run=i, end_run=i + 1)
+                fw.add(start, dur, sid, n)
+                framework.append(fw)
             continue
-        loop_samples += n
-        labels[i] = STATE_BUSY
-        callback = classifier.classify(sid).callback
-        outer = user_frames.outer_key(sid)
-        if outer is None:
-            # Framework code alone: only one unchanging stack can be one call (see
-            # `_split_segment` on await lines), so each run is its own stretch.
-            close_segment()
-            key = None
-            fw = _Stretch(first_run=i, end_run=i + 1)
-            fw.add(start, dur, sid, n)
-            framework.append(fw)
-            continue
-        this_key = (callback, *outer)
-        if this_key != key or (segment and route_of(sid) != route_of(tl.stack[segment[-1]])):
+        if this_key != key or (segment and route_of(sid) != route_of(stand_in[segment[-1]])):
             close_segment()
             key = this_key
         segment.append(i)
@@ -545,21 +559,21 @@ def _candidates(
 
 
 def _split_segment(
-    tl: ThreadTimeline, segment: list[int], user_frames: UserFrames
+    tl: ThreadTimeline, segment: list[int], user_frames: UserFrames, stand_in: list[int]
 ) -> list[_Candidate]:
     held: Counter[int] = Counter()
     total = 0
     for k in segment:
         n = tl.samples[k]
         total += n
-        for fid in user_frames.chain(tl.stack[k]):
+        for fid in user_frames.chain(stand_in[k]):
             held[fid] += n
     # Go deeper while the next frame is on most of the segment's samples. Under a plain
     # call it must also, across the whole profile, be nearly always there when its caller
     # is: a helper that blocks is on every sample of its caller's line; a `key=` or
     # `default=` function the library calls back thousands of times is on many samples but
     # not on all. (Under an `await` the deeper code is simply what the coroutine awaits.)
-    chain = user_frames.chain(tl.stack[segment[0]])
+    chain = user_frames.chain(stand_in[segment[0]])
     holder = chain[0]
     for outer, inner in itertools.pairwise(chain):
         if held[inner] * 4 < total * 3:
@@ -568,20 +582,10 @@ def _split_segment(
             break
         holder = inner
     if user_frames.is_await(holder):
-        # Samples at an await line are one call only while the stack does not change; the
-        # deepest frame of such a stack is the line holding the loop, and runs of one
-        # plain-call line (not itself an await) join up again. A stack still at an await
-        # line of yours counts only when a known blocking call holds it (a sync client
-        # inside an "async" library): elsewhere in library code a quick step repeats its
-        # stack whenever the OS leaves the loop thread waiting for a core.
-        holders = [user_frames.chain(tl.stack[k])[-1] for k in segment]
-        still = [h if not user_frames.is_await(h) else -1 - i for i, h in enumerate(holders)]
-        for i, k in enumerate(segment):
-            if still[i] < 0 and not user_frames.held_by_known_call(tl.stack[k], holders[i]):
-                holders[i] = -1
+        holders, still = _await_holders(segment, user_frames, stand_in)
     else:
         holders = [holder] * len(segment)
-        still = [holder if holder in user_frames.chain(tl.stack[k]) else -1 for k in segment]
+        still = [holder if holder in user_frames.chain(stand_in[k]) else -1 for k in segment]
     found: list[_Candidate] = []
     i = 0
     while i < len(segment):
@@ -589,15 +593,36 @@ def _split_segment(
         while j < len(segment) and still[j] == still[i] and still[i] >= 0:
             j += 1
         if still[i] >= 0 or holders[i] >= 0:
-            found.append(_Candidate(holders[i], _run_stretch(tl, segment[i], segment[j - 1] + 1)))
+            stretch = _run_stretch(tl, segment[i], segment[j - 1] + 1, stand_in)
+            found.append(_Candidate(holders[i], stretch))
         i = j
     return found
 
 
-def _run_stretch(tl: ThreadTimeline, first: int, end: int) -> _Stretch:
+def _await_holders(
+    segment: list[int], user_frames: UserFrames, stand_in: list[int]
+) -> tuple[list[int], list[int]]:
+    """Holders and still-keys of a segment held at an await line.
+
+    Samples at an await line are one call only while the stack does not change; the deepest
+    frame of such a stack is the line holding the loop, and runs of one plain-call line (not
+    itself an await) join up again. A stack still at an await line of yours counts only when
+    a known blocking call holds it (a sync client inside an "async" library): elsewhere in
+    library code a quick step repeats its stack whenever the OS leaves the loop thread
+    waiting for a core.
+    """
+    holders = [user_frames.chain(stand_in[k])[-1] for k in segment]
+    still = [h if not user_frames.is_await(h) else -1 - i for i, h in enumerate(holders)]
+    for i, k in enumerate(segment):
+        if still[i] < 0 and not user_frames.held_by_known_call(stand_in[k], holders[i]):
+            holders[i] = -1
+    return holders, still
+
+
+def _run_stretch(tl: ThreadTimeline, first: int, end: int, stand_in: list[int]) -> _Stretch:
     st = _Stretch(first_run=first, end_run=end)
     for k in range(first, end):
-        st.add(tl.start_s[k], tl.duration_s[k], tl.stack[k], tl.samples[k])
+        st.add(tl.start_s[k], tl.duration_s[k], stand_in[k], tl.samples[k])
     return st
 
 

@@ -13,18 +13,18 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
+from asgiprof.analyze.episodes import LoopThreadRuns
+from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_IDLE
 from asgiprof.analyze.result import (
     Analysis,
     Culprit,
     Episode,
-    LoopSummary,
     ProcessCulprit,
     ProcessSummary,
     TimelineBin,
 )
 from asgiprof.analyze.timeline import overlaps
-from asgiprof.model import NO_STACK, Profile, ThreadTimeline
+from asgiprof.model import NO_STACK
 
 __all__ = [
     "ProcessCulprit",
@@ -40,17 +40,16 @@ _BOUNDARY_S = 1e-9
 
 
 def process_figures(
-    profile: Profile,
-    loop: LoopSummary,
+    loop_runs: Sequence[LoopThreadRuns],
     episodes: Sequence[Episode],
     culprits: Sequence[Culprit],
     timeline: Sequence[TimelineBin],
 ) -> tuple[ProcessSummary, ...]:
-    """One summary per process with an event-loop thread, by pid."""
-    loop_threads = _loop_threads(profile, loop)
-    states = _loop_states(profile, loop_threads)
+    """One summary per process with an event-loop thread, by pid, from the analysis's run
+    labels (a torn sample counts as what it continues, as in the merged figures)."""
+    states = _loop_states(loop_runs)
     per_episode = _episode_figures(episodes, culprits)
-    bins = _timelines(profile, loop_threads, episodes, timeline)
+    bins = _timelines(loop_runs, episodes, timeline)
     summaries = []
     for pid in sorted(states.tids):
         busy, idle = states.busy[pid], states.idle[pid]
@@ -82,11 +81,6 @@ def process_timelines(analysis: Analysis) -> dict[int, list[TimelineBin]]:
     return {p.pid: list(p.timeline) for p in analysis.processes if p.timeline}
 
 
-def _loop_threads(profile: Profile, loop: LoopSummary) -> list[ThreadTimeline]:
-    keys = set(loop.threads)
-    return [tl for tl in profile.threads if (tl.thread.pid, tl.thread.tid) in keys]
-
-
 @dataclass(slots=True)
 class _States:
     """Busy and idle loop milliseconds per pid, and the pid's event-loop thread ids."""
@@ -96,19 +90,18 @@ class _States:
     tids: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
 
 
-def _loop_states(profile: Profile, loop_threads: Sequence[ThreadTimeline]) -> _States:
-    classifier = LoopClassifier(profile)
+def _loop_states(loop_runs: Sequence[LoopThreadRuns]) -> _States:
     out = _States()
-    for tl in loop_threads:
+    for lr in loop_runs:
+        tl = lr.timeline
         pid = tl.thread.pid
         out.tids[pid].append(tl.thread.tid)
-        for _start, duration_s, sid, _n in tl.runs():
+        for duration_s, sid, label in zip(tl.duration_s, tl.stack, lr.labels, strict=True):
             if sid == NO_STACK:
                 continue
-            state = classifier.classify(sid).state
-            if state == STATE_BUSY:
+            if label in (STATE_BUSY, STATE_BLOCKED):
                 out.busy[pid] += duration_s * 1000.0
-            elif state == STATE_IDLE:
+            elif label == STATE_IDLE:
                 out.idle[pid] += duration_s * 1000.0
     return out
 
@@ -169,8 +162,7 @@ def _blocked_spans(episodes: Sequence[Episode]) -> dict[tuple[int, int], list[tu
 
 
 def _timelines(
-    profile: Profile,
-    loop_threads: Sequence[ThreadTimeline],
+    loop_runs: Sequence[LoopThreadRuns],
     episodes: Sequence[Episode],
     bins: Sequence[TimelineBin],
 ) -> dict[int, list[TimelineBin]]:
@@ -182,21 +174,20 @@ def _timelines(
         return {}
     width_s, count = bins[0].width_s, len(bins)
     end_s = width_s * count
-    classifier = LoopClassifier(profile)
     spans_of = _blocked_spans(episodes)
     acc: dict[int, list[list[float]]] = {}  # pid -> per bin [idle, busy, blocked] seconds
-    for tl in loop_threads:
+    for lr in loop_runs:
+        tl = lr.timeline
         key = (tl.thread.pid, tl.thread.tid)
         rows = acc.setdefault(key[0], [[0.0, 0.0, 0.0] for _ in range(count)])
         spans = spans_of.get(key, [])
         j = 0  # the first episode not over before this run
-        for start, duration_s, sid, _n in tl.runs():
+        for (start, duration_s, sid, _n), label in zip(tl.runs(), lr.labels, strict=True):
             if sid == NO_STACK or duration_s <= 0:
                 continue
-            state = classifier.classify(sid).state
-            if state == STATE_IDLE:
+            if label == STATE_IDLE:
                 slot = 0
-            elif state == STATE_BUSY:
+            elif label in (STATE_BUSY, STATE_BLOCKED):
                 while j < len(spans) and spans[j][1] <= start + _BOUNDARY_S:
                     j += 1
                 slot = 2 if j < len(spans) and spans[j][0] <= start + _BOUNDARY_S else 1
