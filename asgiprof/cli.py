@@ -57,10 +57,10 @@ Nonblocking = Annotated[
     bool,
     typer.Option(
         "--nonblocking/--blocking",
-        help="--blocking (default): pause the target for each sample, as py-spy does "
-        "(3-35% of its throughput); --nonblocking: read it while it runs (~1%), but stacks "
-        "that change fast come out torn and such blocks (json.dumps(default=...)) can be "
-        "missed.",
+        help="--nonblocking (default): read the target while it runs (~1% of its "
+        "throughput; stacks py-spy reads torn count as the code they continue); --blocking: "
+        "pause it for each sample, as py-spy does by default (3-35%). Targets on CPython "
+        "before 3.11 are always sampled --blocking.",
     ),
 ]
 Load = Annotated[
@@ -113,6 +113,10 @@ def _app_spec(value: str | None) -> str | None:
     return value
 
 
+_DEFAULTS = ProfileOptions()
+_LOAD = LoadSpec()
+
+
 def _options(params: Mapping[str, Any]) -> ProfileOptions:
     """The ProfileOptions of `run`, `attach` and `demo` from click's parsed values by
     parameter name (`ctx.params`): each command declares its options once, for typer, and
@@ -121,17 +125,19 @@ def _options(params: Mapping[str, Any]) -> ProfileOptions:
     load: str | None = params.get("load")
     load_url: list[str] | None = params.get("load_url")
     spec = (
-        LoadSpec(load, tuple(load_url or ()), params.get("concurrency", 8), duration)
+        LoadSpec(
+            load, tuple(load_url or ()), params.get("concurrency", _LOAD.concurrency), duration
+        )
         if load is not None or load_url
         else None
     )
     return ProfileOptions(
         duration_s=duration,
         out=params.get("out"),
-        rate_hz=params.get("rate", 100),
+        rate_hz=params.get("rate", _DEFAULTS.rate_hz),
         open_browser=params.get("open_", False),
         params=AnalysisParams(block_threshold_ms=params.get("threshold_ms", DEFAULT_THRESHOLD)),
-        nonblocking=params.get("nonblocking", False),  # demo has no option: the default
+        nonblocking=params.get("nonblocking", _DEFAULTS.nonblocking),  # demo: the default
         load=spec,
         app_spec=_app_spec(params.get("app_spec")),
         live=params.get("live"),
@@ -165,7 +171,7 @@ def run(
     rate: Rate = 100,
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
-    nonblocking: Nonblocking = False,
+    nonblocking: Nonblocking = True,
     load: Load = None,
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,
@@ -186,7 +192,7 @@ def attach(
     rate: Rate = 100,
     open_: Open = False,
     threshold_ms: Threshold = DEFAULT_THRESHOLD,
-    nonblocking: Nonblocking = False,
+    nonblocking: Nonblocking = True,
     load: Load = None,
     load_url: LoadUrl = None,
     concurrency: Concurrency = 8,

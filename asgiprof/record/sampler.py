@@ -50,19 +50,19 @@ FORMAT_ENV = "ASGIPROF_PYSPY_FORMAT"
 
 
 def chunk_format(pid: int, forks: bool = False) -> str:
-    """speedscope, or chrometrace (measured sample times) when ASGIPROF_PYSPY_FORMAT asks
-    for it and the target is one process.
+    """chrometrace (measured sample times) for a target that is one process, speedscope
+    for one that forks, or as ASGIPROF_PYSPY_FORMAT=speedscope asks.
 
-    chrometrace is opt-in until it holds on every path: its runs are exact beside a CPU hog
-    in the tests and benches run so far, but in one test_busy_apps run on the default
-    `--nonblocking` (loaded machine, no hog) two planted scenarios missed their tolerance,
-    json.dumps(default=) reading 54% short: not understood yet (issue 12 note). And py-spy's
-    chrometrace recorder diffs each sample against the previous one of the same thread id: forked
-    workers share their main thread's pthread id, so across processes the diffs mix, and a
-    worker whose stack matches the last one recorded writes nothing. speedscope keeps
-    them apart, so servers that fork (`forks`, from the command line) or have children
-    already always get speedscope."""
-    if forks or os.environ.get(FORMAT_ENV, "") != "chrometrace":
+    chrometrace stamps each stack change with the time py-spy saw it, so a run lasts as long
+    as it was seen, even when py-spy falls behind on a CPU-starved machine or fails a read
+    (`--nonblocking`): with speedscope's order-only samples each chunk's span is spread
+    evenly, which reads CPU blocks short and sleeps long there (bench/README.md "Measured
+    sample times"). But py-spy's chrometrace recorder diffs each sample against the previous
+    one of the same thread id: forked workers share their main thread's pthread id, so
+    across processes the diffs mix, and a worker whose stack matches the last one recorded
+    writes nothing. speedscope keeps them apart, so servers that fork (`forks`, from the
+    command line) or have children already get speedscope."""
+    if forks or os.environ.get(FORMAT_ENV, "") == "speedscope":
         return "speedscope"
     try:
         children = psutil.Process(pid).children(recursive=True)

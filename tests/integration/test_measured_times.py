@@ -1,5 +1,5 @@
-"""Blocked time from measured sample times (py-spy's chrometrace chunks) on a CPU-starved
-machine (issue 12).
+"""Blocked time from measured sample times (py-spy's chrometrace chunks, the default for a
+server that is one process) on a CPU-starved machine (issue 12).
 
 With speedscope chunks, whose samples carry no times, each chunk's span was spread evenly
 over its samples; when the machine is short of CPU, py-spy falls behind while the target
@@ -38,10 +38,7 @@ def _off(s: LineScore) -> str | None:
 
 
 @pytest.mark.timeout(240)
-def test_blocked_time_matches_the_app_beside_a_cpu_hog(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ASGIPROF_PYSPY_FORMAT", "chrometrace")  # opt-in (record/sampler.py)
+def test_blocked_time_matches_the_app_beside_a_cpu_hog(tmp_path: Path) -> None:
     # GIVEN a process spinning on the CPU (bounded by `timeout`, killed by its PID)
     hog = subprocess.Popen(
         ["timeout", "200", sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL
