@@ -575,6 +575,9 @@ def _paths(run: _Run, view: str) -> dict[tuple[FrameKey, ...], float]:
     shares: dict[tuple[FrameKey, ...], float] = defaultdict(float)
     keys: dict[int, FrameKey] = {}
     for sid, ms in analysis.views.get(view, {}).items():
+        if not profile.stacks[sid]:
+            # No frame to draw (a chrometrace run in which py-spy saw no frame at all).
+            continue
         path: list[FrameKey] = []
         for fid in profile.stacks[sid]:
             key = keys.get(fid)

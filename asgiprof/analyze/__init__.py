@@ -274,16 +274,18 @@ class _Sums:
 def _sums(f: _Facts) -> None:
     """Views and per-route sums in one pass over the runs, then the loop's figures."""
     sums = _Sums()
-    labels_of = {id(lr.timeline): lr.labels for lr in f.loop_runs}
+    runs_of = {id(lr.timeline): lr for lr in f.loop_runs}
     for tl in f.profile.threads:
         role = f.roles.get((tl.thread.pid, tl.thread.tid), "other")
-        labels = labels_of.get(id(tl))
+        lr = runs_of.get(id(tl))
+        labels = lr.labels if lr is not None else None
         for i, (start, dur, sid, n) in enumerate(tl.runs()):
             if sid == NO_STACK:
                 continue
             ms = dur * 1000.0
             sums.views[VIEW_ALL][sid] += ms
-            route = f.resolver.route_of(sid)
+            # A torn loop sample's route is that of the stack standing in for it.
+            route = f.resolver.route_of(sid if lr is None else lr.stand_in[i])
             label = labels[i] if labels is not None else None
             if route is not None or (
                 label in (STATE_BUSY, STATE_BLOCKED) and f.paths.owner(sid) is not None

@@ -39,6 +39,9 @@ class LoopThreadRuns:
     # Stretches shorter than the threshold that one user line held (first run, end run,
     # frame id): candidates for `promote_short_stretches`.
     short: list[tuple[int, int, int]] = field(default_factory=list)
+    # Per run, the stack that stands for it (`TornStacks.stand_ins`): its own, or for a torn
+    # run the full stack of the code it continues (its own when none fits).
+    stand_in: list[int] = field(default_factory=list)
 
 
 class UserFrames:
@@ -299,9 +302,9 @@ def find_episodes(
     )
     per_thread: list[tuple[LoopThreadRuns, list[_Candidate], list[_Stretch]]] = []
     for tl in loop_threads:
-        runs = LoopThreadRuns(tl, array("b", bytes(len(tl))))
+        runs = LoopThreadRuns(tl, array("b", bytes(len(tl))), stand_in=torn.stand_ins(tl))
         candidates, framework, loop_samples = _candidates(
-            tl, runs.labels, classifier, user_frames, route_of, torn
+            runs, classifier, user_frames, route_of, torn
         )
         per_thread.append((runs, candidates, framework))
         weighed.add_lines(tl, candidates, loop_samples)
@@ -501,8 +504,7 @@ def segment_key(
 
 
 def _candidates(
-    tl: ThreadTimeline,
-    labels: array[int],
+    runs: LoopThreadRuns,
     classifier: LoopClassifier,
     user_frames: UserFrames,
     route_of: Callable[[int], str | None],
@@ -518,14 +520,15 @@ def _candidates(
     its calls. When the holder is at an `await`, only samples of one unchanging stack can be
     one call (a coroutine advancing changes its frames), so every run of one stack is its
     own candidate. A torn sample counts as the full stack that stands in for it
-    (`TornStacks.stand_ins`).
+    (`TornStacks.stand_ins`); one that nothing stands in for is busy (a loop waiting in its
+    selector holds one stack, which reads whole) running unknown code, a stretch of its own.
     """
+    tl, labels, stand_in = runs.timeline, runs.labels, runs.stand_in
     candidates: list[_Candidate] = []
     framework: list[_Stretch] = []
     segment: list[int] = []  # run indexes
     key: tuple[int, ...] | None = None
     loop_samples = 0
-    stand_in = torn.stand_ins(tl)
 
     def close_segment() -> None:
         if segment:
@@ -535,7 +538,7 @@ def _candidates(
     for i, (start, dur, sid, n) in enumerate(
         zip(tl.start_s, tl.duration_s, stand_in, tl.samples, strict=True)
     ):
-        state = classifier.classify(sid).state if sid != NO_STACK else STATE_OFF
+        state = _run_state(sid, classifier, torn)
         labels[i] = state
         if state != STATE_OFF:
             loop_samples += n
@@ -556,6 +559,12 @@ def _candidates(
         segment.append(i)
     close_segment()
     return candidates, framework, loop_samples
+
+
+def _run_state(sid: int, classifier: LoopClassifier, torn: TornStacks) -> int:
+    if sid == NO_STACK:
+        return STATE_OFF
+    return STATE_BUSY if torn.is_torn(sid) else classifier.classify(sid).state
 
 
 def _split_segment(

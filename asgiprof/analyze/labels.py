@@ -83,7 +83,7 @@ def sample_labels(
                 i = bisect.bisect_right(starts, start + 1e-9) - 1
                 kind = episode_kind(eps[i], params, culprit_kinds) if i >= 0 else "unknown"
             kinds.append(kind)
-        runs[key] = LoopRunLabels(tuple(states), tuple(kinds))
+        runs[key] = LoopRunLabels(tuple(states), tuple(kinds), tuple(lr.stand_in))
 
     stack_routes: dict[int, str] = {}
     for tl in profile.threads:

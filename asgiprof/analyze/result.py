@@ -421,6 +421,9 @@ class LoopRunLabels:
 
     states: tuple[RunState | None, ...]  # None: not sampled there, or not the loop's state
     kinds: tuple[Kind | None, ...]  # on blocked runs: the kind of their episode
+    # The stack whose route each run takes: its own, or for a torn run the full stack that
+    # stands in for it (analyze/torn.py)
+    route_stacks: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)

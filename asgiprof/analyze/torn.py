@@ -12,7 +12,8 @@ CPU-bound blocks short, and breaks them into pieces that no longer look like one
 A torn sample stands for a full stack of the same code: one whose innermost frames are the
 torn ones (or, when no full stack ends that way, one running the torn outermost function),
 of the piece of code running just before or just after it, or of the only piece of code
-that fits. When nothing fits it stays off the loop, as before.
+that fits. When nothing fits it is still loop time (busy: a loop waiting in its selector
+holds one stack, which py-spy reads whole), running code of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ Key = tuple[int, ...]
 
 
 class TornStacks:
+    """Which loop-thread stacks are torn, and the full stacks of the same process each one
+    fits (a fleet merged from several servers running the same files must not lend one
+    process's code to another's torn samples)."""
+
     def __init__(
         self,
         profile: Profile,
@@ -39,22 +44,24 @@ class TornStacks:
         self.classifier = classifier
         self.key_of = key_of
         stacks = profile.stacks
-        seen = {sid for tl in loop_threads for sid in set(tl.stack) if sid != NO_STACK}
-        inside = {
-            sid for sid in seen if stacks[sid] and classifier.classify(sid).state != STATE_OFF
-        }
-        self.roots = {stacks[sid][0] for sid in inside}
+        inside: dict[int, set[int]] = defaultdict(set)  # pid -> its loop stacks
+        for tl in loop_threads:
+            for sid in set(tl.stack):
+                if sid != NO_STACK and stacks[sid] and classifier.classify(sid).state != STATE_OFF:
+                    inside[tl.thread.pid].add(sid)
+        self.roots = {stacks[sid][0] for sids in inside.values() for sid in sids}
         self._torn: dict[int, bool] = {}
-        # Full stacks that run a piece of user code, by innermost frame.
+        # Per process, full stacks that run a piece of user code, by innermost frame.
         self._keys: dict[int, Key] = {}
-        self._by_leaf: dict[int, list[int]] = defaultdict(list)
-        for sid in sorted(inside):
-            key = key_of(sid)
-            if key is not None:
-                self._keys[sid] = key
-                self._by_leaf[stacks[sid][-1]].append(sid)
-        self._owners: dict[int, dict[Key, int]] = {}
-        self._by_function: dict[tuple[str, str], dict[Key, int]] | None = None
+        self._by_leaf: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for pid, sids in inside.items():
+            for sid in sorted(sids):
+                key = key_of(sid)
+                if key is not None:
+                    self._keys[sid] = key
+                    self._by_leaf[pid, stacks[sid][-1]].append(sid)
+        self._owners: dict[tuple[int, int], dict[Key, int]] = {}
+        self._by_function: dict[tuple[int, str, str], dict[Key, int]] | None = None
 
     def is_torn(self, sid: int) -> bool:
         hit = self._torn.get(sid)
@@ -67,39 +74,39 @@ class TornStacks:
             )
         return hit
 
-    def owners(self, sid: int) -> dict[Key, int]:
-        """The pieces of code (keys) whose full stacks the torn stack fits, each with one
-        such stack."""
-        hit = self._owners.get(sid)
+    def owners(self, pid: int, sid: int) -> dict[Key, int]:
+        """The pieces of code (keys) whose full stacks in process `pid` the torn stack fits,
+        each with one such stack."""
+        hit = self._owners.get((pid, sid))
         if hit is not None:
             return hit
         torn = self.profile.stacks[sid]
         hit = {}
-        for full in self._by_leaf.get(torn[-1], ()):
+        for full in self._by_leaf.get((pid, torn[-1]), ()):
             stack = self.profile.stacks[full]
             if len(stack) > len(torn) and stack[-len(torn) :] == torn:
                 hit.setdefault(self._keys[full], full)
         if not hit:
             frame = self.profile.frames[torn[0]]
-            hit = dict(self._function_owners().get((frame.file, frame.function), {}))
-        self._owners[sid] = hit
+            hit = dict(self._function_owners().get((pid, frame.file, frame.function), {}))
+        self._owners[pid, sid] = hit
         return hit
 
-    def _function_owners(self) -> dict[tuple[str, str], dict[Key, int]]:
+    def _function_owners(self) -> dict[tuple[int, str, str], dict[Key, int]]:
         if self._by_function is None:
             frames = self.profile.frames
             self._by_function = defaultdict(dict)
-            for stacks in self._by_leaf.values():
-                for full in stacks:
+            for (pid, _), sids in self._by_leaf.items():
+                for full in sids:
                     key = self._keys[full]
                     for fid in self.profile.stacks[full]:
                         f = frames[fid]
-                        self._by_function[f.file, f.function].setdefault(key, full)
+                        self._by_function[pid, f.file, f.function].setdefault(key, full)
         return self._by_function
 
     def stand_ins(self, tl: ThreadTimeline) -> list[int]:
         """Per run of the thread, the stack that stands for it: its own, or for a torn run a
-        full stack of the code it continues (NO_STACK when none fits)."""
+        full stack of the code it continues (its own when none fits)."""
         stacks = list(tl.stack)
         torn = [sid != NO_STACK and self.is_torn(sid) for sid in stacks]
         if not any(torn):
@@ -114,11 +121,12 @@ class TornStacks:
         for i, sid in enumerate(stacks):
             if not torn[i]:
                 continue
-            owners = self.owners(sid)
+            owners = self.owners(tl.thread.pid, sid)
             pick = next((owners[k] for k in (before[i], after[i]) if k in owners), None)
             if pick is None and len(owners) == 1:
                 pick = next(iter(owners.values()))
-            out[i] = NO_STACK if pick is None else pick
+            if pick is not None:
+                out[i] = pick
         return out
 
 

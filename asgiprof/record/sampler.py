@@ -661,7 +661,9 @@ class Sampler:
         if self.first_start_s is None:
             self.first_start_s = start_s
         self.max_lag_s = max(self.max_lag_s, lag_s)
-        self._adapt_rate(run, intervals, end_s - start_s, lag_s)
+        # A failed read (py-spy's errors: with --nonblocking, a stack that changed while it
+        # was read) is an instant py-spy kept pace with: lowering the rate cannot help it.
+        self._adapt_rate(run, intervals + errors, end_s - start_s, lag_s)
         if self.on_chunk is not None:
             self.on_chunk(run.index)
         return True
@@ -671,8 +673,8 @@ class Sampler:
         store.append_pyspy_log(self.out, run.index, run.proc.pid, said)
 
     def _adapt_rate(self, run: _Run, intervals: int, span_s: float, lag_s: float) -> None:
-        """Lower the rate when py-spy could not keep up with this chunk; raise it back a
-        step after many chunks that kept up."""
+        """Lower the rate when py-spy could not keep up with this chunk (`intervals`: the
+        instants it sampled or tried to); raise it back a step after many that kept up."""
         if run.rate_hz != self.rate_hz or span_s < 0.5:
             return  # a decision on this rate is already taken, or too little to judge
         expected = run.rate_hz * span_s

@@ -162,9 +162,11 @@ def _sums(analysis: Analysis, tags: _LabelTags) -> dict[tuple[int, Tags], list[f
         for i, (sid, n, dur) in enumerate(zip(tl.stack, tl.samples, tl.duration_s, strict=True)):
             if sid == NO_STACK or n <= 0:
                 continue
-            sample_tags = tags.route.get(sid, ())
             if loop is not None:
+                sample_tags = tags.route.get(loop.route_stacks[i], ())
                 sample_tags += tags.state[loop.states[i]] + tags.kind[loop.kinds[i]]
+            else:
+                sample_tags = tags.route.get(sid, ())
             entry = sums[(sid, sample_tags + base)]
             entry[0] += n
             entry[1] += dur

@@ -381,7 +381,7 @@ def saved_profile(tmp_path_factory: pytest.TempPathFactory, ptrace_check: object
         timeout_s=90,
     )
     assert done.returncode == 0, done.stderr
-    assert len(list((out / "raw").glob("chunk-*.speedscope.json"))) >= 2
+    assert len(store.chunk_files(out)) >= 2
     return out
 
 
@@ -417,13 +417,12 @@ def test_report_of_a_damaged_profile_names_the_damaged_file(
 
 
 def test_report_skips_a_truncated_chunk_and_says_so(saved_profile: Path, tmp_path: Path) -> None:
-    out = _damaged_copy(saved_profile, tmp_path, "raw/chunk-0002.speedscope.json", cut=500)
+    second = store.chunk_files(saved_profile)[1].name  # chunk-0002, in py-spy's format
+    out = _damaged_copy(saved_profile, tmp_path, f"raw/{second}", cut=500)
     (out / "raw/chunk-0001.json").write_bytes(b'{"start_s": "soon"}')  # a damaged span too
     done = asgiprof("report", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "unreadable chunk skipped: chunk-0002.speedscope.json: not valid JSON" in " ".join(
-        done.stdout.split()
-    )
+    assert f"unreadable chunk skipped: {second}: not valid JSON" in " ".join(done.stdout.split())
 
 
 def test_report_of_a_profile_whose_every_chunk_is_truncated(
@@ -431,7 +430,7 @@ def test_report_of_a_profile_whose_every_chunk_is_truncated(
 ) -> None:
     out = tmp_path / "copy"
     shutil.copytree(saved_profile, out)
-    for chunk in (out / "raw").glob("chunk-*.speedscope.json"):
+    for chunk in store.chunk_files(out):
         chunk.write_bytes(chunk.read_bytes()[:100])
     done = asgiprof("report", str(out), cwd=tmp_path)
     assert_usage_error(done, f"no readable py-spy output in {out / 'raw'}")

@@ -14,7 +14,7 @@ import re
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -388,6 +388,28 @@ def test_push_reports_a_refused_upload_and_bad_input(
 # --- merge ------------------------------------------------------------------------------
 
 
+def _culprit_episodes(run: dict[str, Any]) -> int:
+    return sum(c["episodes"] for p in run["processes"] for c in p.get("culprits", []))
+
+
+def _episodes_of_lines_new_in_the_merge(
+    merged: dict[str, Any], parts: Iterable[dict[str, Any]]
+) -> int:
+    """Episodes the merged profile gives, per process, to culprit lines that process's own
+    run did not rank."""
+    own = {
+        p["pid"]: {(c["file"], c["line"]) for c in p.get("culprits", [])}
+        for run in parts
+        for p in run["processes"]
+    }
+    return sum(
+        c["episodes"]
+        for p in merged["processes"]
+        for c in p.get("culprits", [])
+        if (c["file"], c["line"]) not in own.get(p["pid"], set())
+    )
+
+
 @pytest.mark.timeout(300)
 def test_merge_of_three_runs_sums_them_and_ranks_culprits_across_the_fleet(
     fleet: FleetRuns, tmp_path: Path
@@ -410,13 +432,20 @@ def test_merge_of_three_runs_sums_them_and_ranks_culprits_across_the_fleet(
     # so in the merged one a borderline stretch may flip (seen: 27 ms of 10.8 s).
     blocked = sum(p["event_loop"]["blocked_ms"] for p in parts.values())
     assert data["event_loop"]["blocked_ms"] == pytest.approx(blocked, rel=0.02)
-    episodes = sum(p["event_loop"]["episodes"] for p in parts.values())
-    assert abs(data["event_loop"]["episodes"] - episodes) <= max(2, 0.02 * episodes)
+    # Culprit lines' episodes likewise; a line that is a culprit only in the merged profile
+    # (a lightly loaded run gave too little evidence alone) also gets its short stretches
+    # there (promote_short_stretches): those are the merged profile's own. (Framework-only
+    # episodes, with no line, are weighed per stack across the profile: not compared.)
+    episodes = sum(_culprit_episodes(p) for p in parts.values())
+    promoted = _episodes_of_lines_new_in_the_merge(data, parts.values())
+    assert abs(_culprit_episodes(data) - promoted - episodes) <= max(2, 0.02 * episodes)
+    # A route's samples too, up to its torn samples: the stack standing in for one (and so
+    # its route) is chosen among the whole profile's stacks (analyze/torn.py).
     for r in data["routes"]:
         samples = sum(
             x["samples"] for p in parts.values() for x in p["routes"] if x["route"] == r["route"]
         )
-        assert r["samples"] == samples, r
+        assert abs(r["samples"] - samples) <= max(2, 0.01 * samples), (r, samples)
     assert sorted(data["target"]["pids"]) == sorted(fleet.pids.values())
 
     # the sleeping line blocked in runs a and b only: one row, two sources

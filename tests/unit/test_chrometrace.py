@@ -4,6 +4,7 @@ directory of such chunks loads with runs at those times."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import orjson
@@ -200,7 +201,10 @@ def write_trace_profile(out: Path, chunks: list[tuple[float, float, bytes]]) -> 
     )
     for i, (start_s, end_s, data) in enumerate(chunks, start=1):
         store.chunk_path(out, i, "chrometrace").write_bytes(data)
-        store.write_chunk_meta(out, i, start_s=start_s, end_s=end_s, samples=3, errors=0, rc=0)
+        samples = round((end_s - start_s) * 100)  # one thread at 100 Hz, as py-spy counts
+        store.write_chunk_meta(
+            out, i, start_s=start_s, end_s=end_s, samples=samples, errors=0, rc=0
+        )
 
 
 def test_load_profile_places_runs_at_their_measured_times(tmp_path: Path) -> None:
@@ -320,3 +324,32 @@ def test_a_start_seen_late_gives_way_to_the_measured_end(tmp_path: Path) -> None
     (tl,) = [t for t in store.load_profile(tmp_path).threads if t.thread.tid == 7]
     runs = [(round(s, 6), round(d, 6)) for s, d, _sid, _n in tl.runs()]
     assert runs == [(0.8, 0.1), (0.9, 0.25), (1.15, 0.15)]
+
+
+def test_counts_of_fast_changing_runs_add_up_to_the_samples_py_spy_took(tmp_path: Path) -> None:
+    # GIVEN a chunk of 200 one-sample runs (two stacks alternating, exponentially spaced
+    # instants) and one 100-sample run: py-spy took 300 samples
+    rng = random.Random(4)
+    events = [ev("B", PROC, 0), ev("B", LOOP, 0)]
+    t = 0
+    for k in range(200):
+        name = ("a", "b")[k % 2]
+        step = max(1, round(rng.expovariate(1.0) * 10_000))
+        events += [code("B", name, 5, t), code("E", name, 5, t + step)]
+        t += step
+    events += [code("B", "block", 9, t), code("E", "block", 9, t + 1_000_000)]
+    t += 1_000_000
+    events += [ev("E", LOOP, t), ev("E", PROC, t)]
+    write_trace_profile(tmp_path, [(1.0, 1.0 + t / 1e6, orjson.dumps(events))])
+    # WHEN loaded, with the chunk's count as py-spy gave it
+    store.write_chunk_meta(
+        tmp_path, 1, start_s=1.0, end_s=1.0 + t / 1e6, samples=300, errors=0, rc=0
+    )
+    profile = store.load_profile(tmp_path)
+    (tl,) = profile.threads
+    counts = list(tl.samples)
+    # THEN they add up to py-spy's 300 (rounding each on its own gives ~5-25% more), every
+    # run counts at least one, and the long run keeps about its 100
+    assert sum(counts) == 300
+    assert min(counts) >= 1
+    assert 90 <= max(counts) <= 100

@@ -265,3 +265,23 @@ def test_requests_per_route_come_from_the_generators_per_path_counts() -> None:
     assert diff_json(result)["routes"][0]["blocked_per_request"] is not None
     without = compare(_analysis(), _analysis())
     assert all(r.blocked_per_request is None for r in without.routes)
+
+
+def test_a_run_with_an_empty_stack_renders_its_diff() -> None:
+    # GIVEN a head run in which py-spy once saw no frame at all (a chrometrace run with
+    # every frame closed), on the loop thread
+    base = _analysis()
+    b = Builder(routes=ROUTES)
+    for _ in range(40):
+        b.add(1, IDLE, 10)
+        b.add(1, busy(USERS), 8)
+        b.add(1, (), 1)
+        b.add(1, IDLE, 10)
+        b.add(1, busy(REPORT), 5)
+    profile = b.build()
+    profile.target = replace(profile.target, cwd="/srv")
+    head = analyze(profile, ONE_EPISODE_IS_ENOUGH, source_reader(SOURCE))
+    # THEN the diff page is drawn, with no node for the empty stack
+    data = _payload(render_diff_html(compare(base, head)))
+    assert all(n[1] >= 0 for view in data["views"].values() for n in view["nodes"])
+    assert not compare(base, head).significant

@@ -2,7 +2,8 @@
 
 With `--nonblocking` fast-changing Python code tears on about half of its samples
 (json.dumps(indent=..., default=...) in the busy test app); greenlet stacks tear in any
-mode. A torn sample counts as the code it continues, never as another line's time.
+mode. A torn sample counts as the code it continues, never as another line's time, and
+is loop time even when no code fits it.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def test_a_torn_sample_of_other_code_splits_a_line_instead_of_joining_it() -> No
     assert a.loop.busy_ms == pytest.approx(10 * 80.0)
 
 
-def test_a_torn_sample_that_fits_no_code_stays_off_the_loop() -> None:
+def test_a_torn_sample_that_fits_no_code_is_busy_but_no_lines_time() -> None:
     # GIVEN torn samples of frames no whole stack ever showed, between two sleeps
     b = Builder(routes=ROUTES)
     stray = Frame("mystery", f"{SITE}/somelib/core.py", 5)
@@ -96,10 +97,27 @@ def test_a_torn_sample_that_fits_no_code_stays_off_the_loop() -> None:
         b.add(1, (stray,), 1)
         b.add(1, busy(SLEEP), 3)
     a = analyze(b.build(), read_line=SOURCE)
-    # THEN neither busy nor idle, and the sleeps are two calls each
-    assert a.loop.busy_ms == pytest.approx(600.0)
+    # THEN it is loop time (a loop idle in its selector reads whole), the sleeps are two
+    # calls each, and the stray sample is in neither
+    assert a.loop.busy_ms == pytest.approx(700.0)
     assert a.loop.idle_ms == pytest.approx(500.0)
     assert [(c.line, c.episodes) for c in a.culprits] == [(12, 20)]
+    assert a.culprits[0].blocked_ms == pytest.approx(600.0)
+
+
+def test_a_torn_sample_counts_for_the_route_of_its_stand_in() -> None:
+    # GIVEN a route whose samples are mostly torn, each continuing its whole stacks
+    rng = random.Random(2)
+    b = Builder(routes=ROUTES)
+    for _ in range(20):
+        b.add(1, IDLE, 3)
+        b.add(1, busy(DUMPS, ENCODE, ITER[0]), 1)
+        b.add(1, (ENCODE, ITER[0]), rng.randint(1, 2))
+    a = analyze(b.build(), read_line=SOURCE)
+    # THEN every busy sample is the route's loop time
+    assert a.loop.busy_ms > 0
+    export = next(r for r in a.routes if r.route == "GET /export")
+    assert export.loop_ms == pytest.approx(a.loop.busy_ms)
 
 
 def test_a_torn_sample_ending_in_unseen_lines_follows_its_outermost_function() -> None:
@@ -116,3 +134,22 @@ def test_a_torn_sample_ending_in_unseen_lines_follows_its_outermost_function() -
     # THEN it belongs to the call: 6 calls of 50 ms
     assert [(c.line, c.episodes) for c in a.culprits] == [(60, 6)]
     assert a.culprits[0].blocked_ms == pytest.approx(300.0)
+
+
+def test_a_torn_sample_fits_only_its_own_process_code() -> None:
+    # GIVEN two workers of one app (same files): worker 1 runs json.dumps whole and torn,
+    # worker 2 never runs it but has torn samples that end in the same encoder frames
+    b = Builder(routes=ROUTES)
+    for _ in range(6):
+        b.add(1, IDLE, 10, pid=1)
+        b.add(1, busy(DUMPS, ENCODE, ITER[0]), 2, pid=1)
+        b.add(1, (ENCODE, ITER[0]), 1, pid=1)
+        b.add(1, busy(DUMPS, ENCODE, ITER[0]), 2, pid=1)
+        b.add(2, IDLE, 10, pid=2)
+        b.add(2, busy(SLEEP), 3, pid=2)
+        b.add(2, (ENCODE, ITER[0]), 1, pid=2)
+    a = analyze(b.build(), read_line=SOURCE)
+    # THEN worker 1's calls are 50 ms each, and worker 2's torn samples are no dumps time
+    by_pid = {p.pid: p for p in a.processes}
+    assert [(c.line, c.episodes, c.blocked_ms) for c in by_pid[1].culprits] == [(60, 6, 300.0)]
+    assert all(c.line != 60 for c in by_pid[2].culprits)
