@@ -16,7 +16,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,6 +59,7 @@ from asgiprof.record.target import (
     launch,
     nonblocking_keeps_thread_ids,
     resume_if_stopped,
+    runs_uvloop,
     startup_failure,
     stop_launched,
     stopped_pids,
@@ -297,6 +298,17 @@ _LOAD_STOPS: dict[str, LoadStop] = {
 }
 
 
+def _blocking_because(options: ProfileOptions, python: str, pids: Sequence[int]) -> str | None:
+    """Why a --nonblocking request is sampled --blocking after all; None when it is not."""
+    if not options.nonblocking:
+        return None
+    if not nonblocking_keeps_thread_ids(python):
+        return "py-spy needs to pause Pythons before 3.11 to read their threads' OS ids"
+    if runs_uvloop(pids):
+        return "on a uvloop server py-spy reads most busy samples torn unless it pauses it"
+    return None
+
+
 class _Recording:
     """The parts that record one target into OUT (sampler, GIL windows, resource monitor,
     route table, load), started and stopped together."""
@@ -308,9 +320,10 @@ class _Recording:
         self.t0 = time.time()
         mode = "run" if target.launched else "attach"
         self.info = _target_info(target, mode, app_spec=options.app_spec)
-        # Older targets: pause them after all, or threads lose their OS ids (record/target.py).
-        self.downgraded = options.nonblocking and not nonblocking_keeps_thread_ids(self.info.python)
-        self.nonblocking = nonblocking = options.nonblocking and not self.downgraded
+        # Targets py-spy cannot read well without pausing them (record/target.py): older
+        # Pythons (threads lose their OS ids) and uvloop servers (most samples torn).
+        self.downgraded = _blocking_because(options, self.info.python, target.pids())
+        self.nonblocking = nonblocking = options.nonblocking and self.downgraded is None
         sampling = SamplingInfo(
             options.rate_hz,
             self.t0,
@@ -373,12 +386,9 @@ class _Recording:
 
     def record(self, console: Console, on_stop: Callable[[], None] | None) -> None:
         """Sample until a stop (see `_wait`), then stop every part."""
-        if self.downgraded:
+        if self.downgraded is not None:
             console.print(
-                Text(
-                    "sampling --blocking: py-spy needs to pause Pythons before 3.11 to read "
-                    "their threads' OS ids"
-                ),
+                Text(f"sampling --blocking: {self.downgraded}"),
                 style="dim",
             )
         self.monitor.start()

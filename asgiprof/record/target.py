@@ -345,3 +345,20 @@ def nonblocking_keeps_thread_ids(python: str) -> bool:
     interpreter that cannot be run is given the benefit of the doubt)."""
     version = python_version(python) if python else None
     return version is None or version >= NONBLOCKING_MIN_PYTHON
+
+
+def runs_uvloop(pids: Sequence[int]) -> bool:
+    """Whether any of the processes has uvloop's extension loaded (/proc/PID/maps).
+
+    On a uvloop server py-spy `--nonblocking` reads most busy loop samples torn (57-67% of
+    them on the busy test app with asyncpg, against 10-13% on asyncio): the analysis can
+    place few of them, so routes read 50-100% short and stray lines gather episodes. Such
+    a server is sampled `--blocking` (bench/README.md, "Sampling mode")."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+                if any("/uvloop/" in line for line in f):
+                    return True
+        except OSError:
+            continue
+    return False

@@ -23,6 +23,7 @@ from asgiprof.record.target import (
     nonblocking_keeps_thread_ids,
     python_version,
     resume_if_stopped,
+    runs_uvloop,
     stop_launched,
     stopped_pids,
 )
@@ -129,3 +130,24 @@ def test_nonblocking_sampling_is_kept_only_where_py_spy_still_reads_os_thread_id
     # An interpreter that cannot be run keeps the user's choice.
     assert python_version("/nonexistent/python") is None
     assert nonblocking_keeps_thread_ids("/nonexistent/python") is True
+
+
+@pytest.mark.parametrize("imports", ["uvloop", "asyncio"])
+def test_a_process_with_uvloop_loaded_is_told_apart(imports: str) -> None:
+    # GIVEN a Python that imported uvloop (or only asyncio) and says so, then waits
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import {imports}, sys, time; print(1, flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"1"
+        # THEN its memory maps say whether uvloop's extension is loaded
+        assert runs_uvloop([proc.pid]) is (imports == "uvloop")
+        assert runs_uvloop([proc.pid, 999_999_999]) is (imports == "uvloop")
+    finally:
+        proc.kill()
+        proc.wait(5)
