@@ -78,10 +78,11 @@ class ProfileOptions:
     open_browser: bool = False
     params: AnalysisParams = AnalysisParams()
     chunk_s: int = 2  # short chunks: less lost on a crash, sample times good to ~0.1 s
-    # py-spy pauses the target for each sample unless told not to: --nonblocking costs ~1%
-    # of throughput instead of 5-35%. The stacks it then reads torn (fast-changing code)
-    # count as the code they continue (analyze/torn.py); bench/README.md "Sampling mode".
-    nonblocking: bool = True
+    # py-spy pauses the target for each sample: --nonblocking costs ~1% of throughput
+    # instead of 5-35%, but on a saturated busy app py-spy then fails 20-30% of its reads
+    # and tears up to half of the loop's samples, and blocked time and route costs read
+    # measurably worse (bench/README.md "Sampling mode"): trust first.
+    nonblocking: bool = False
     ready_timeout_s: float = 30.0
     # Stop with NotAsgiServerError when the first chunk shows no event-loop thread.
     require_event_loop: bool = True

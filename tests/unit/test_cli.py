@@ -88,7 +88,7 @@ def test_run_and_attach_build_the_same_options(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(cli, "attach_server", lambda pid, o, console: seen.update(attach=o))
     shared = [
         *("--duration", "3", "--out", "o", "--rate", "50", "--open", "--threshold-ms", "40"),
-        *("--blocking", "--load-url", "http://127.0.0.1:9/", "--concurrency", "3"),
+        *("--nonblocking", "--load-url", "http://127.0.0.1:9/", "--concurrency", "3"),
         *("--app", "serve:app", "--no-live"),
     ]
     runner = CliRunner()
@@ -97,7 +97,7 @@ def test_run_and_attach_build_the_same_options(monkeypatch: pytest.MonkeyPatch) 
     options = seen["run"]
     assert seen["attach"] == options
     assert (options.duration_s, options.out, options.rate_hz) == (3.0, Path("o"), 50)
-    assert options.open_browser and not options.nonblocking and options.live is False
+    assert options.open_browser and options.nonblocking and options.live is False
     assert options.params.block_threshold_ms == 40.0 and options.app_spec == "serve:app"
     assert options.load is not None
     assert options.load.urls == ("http://127.0.0.1:9/",)
