@@ -171,7 +171,8 @@ class _Ranking:
     def culprit(self, file: str, line: int, eps: list[Episode]) -> Culprit:
         """One line's culprit (rank 0) from its episodes."""
         longest = max(eps, key=lambda e: e.duration_ms)
-        stack = self.profile.stack_frames(longest.stack_id)
+        main = _main_stack(eps, longest)
+        stack = self.profile.stack_frames(main)
         function = next(
             (f.function for f in reversed(stack) if f.file == file and f.line == line), "?"
         )
@@ -185,7 +186,7 @@ class _Ranking:
         if self.contexts is not None:
             # A dependency's stack never shows its route (the endpoint runs after it): the
             # routes declaring it are the evidence, not whatever else shared the episode.
-            context, context_name, users = self.contexts.of(longest.stack_id, index)
+            context, context_name, users = self.contexts.of(main, index)
         kind, ratio, why = decide_kind(
             _isolated_ratio(eps),
             self.fitted.get((file, line)),
@@ -206,7 +207,7 @@ class _Ranking:
             episodes=len(eps),
             max_ms=longest.duration_ms,
             stack=tuple(short_name(f) for f in stack),
-            stack_id=longest.stack_id,
+            stack_id=main,
             advice=advice_text(entry, kind, function_awaits(self.read_line, file, line)),
             cpu_ratio=ratio,
             context=context,
@@ -214,6 +215,18 @@ class _Ranking:
             calls=tuple(short_name(f) for f in stack[index + 1 :]),
             kind_evidence=why,
         )
+
+
+def _main_stack(eps: list[Episode], longest: Episode) -> int:
+    """The stack that held the line for most of its blocked time (each episode counts its
+    dominant stack): what its calls and advice are read from. The longest episode alone
+    could be an odd one (a call descheduled mid-way in the driver's Python code, say, on
+    a machine short of CPU); its stack wins ties."""
+    held: dict[int, float] = defaultdict(float)
+    for e in eps:
+        held[e.stack_id] += e.duration_ms
+    top = max(held, key=held.__getitem__)
+    return top if held[top] > held[longest.stack_id] else longest.stack_id
 
 
 def _route_weights(eps: list[Episode]) -> Counter[str]:

@@ -217,3 +217,22 @@ def test_kind_is_fitted_from_loop_cpu_on_a_loop_that_never_idles() -> None:
     # THEN each line gets its measured kind, though no episode had idle around it
     assert kinds == {40: "cpu", 12: "io"}
     assert all("fitted" in c.kind_evidence for c in a.culprits)
+
+
+def test_a_culprits_calls_come_from_the_stack_that_held_it_longest_overall() -> None:
+    # GIVEN a sync driver call blocking six times in the driver's wait, and once, longest,
+    # mostly in the ORM's Python code (descheduled there on a machine short of CPU)
+    execute = Frame("do_execute", f"{SITE}/sqlalchemy/engine/default.py", 941)
+    compile_ = Frame("SQLCompiler.process", f"{SITE}/sqlalchemy/sql/compiler.py", 950)
+    b = Builder(routes=ROUTES)
+    for _ in range(6):
+        b.add(1, IDLE, 20)
+        b.add(1, busy(ENDPOINT_SLEEP, execute), 4)
+    b.add(1, IDLE, 20)
+    b.add(1, busy(ENDPOINT_SLEEP, compile_), 5)
+    b.add(1, busy(ENDPOINT_SLEEP, execute), 1)
+    a = analyze(b.build(), read_line=SOURCE)
+    # THEN its calls show the driver call, and the longest episode still sets max_ms
+    (culprit,) = a.culprits
+    assert any("do_execute" in call for call in culprit.calls), culprit.calls
+    assert culprit.max_ms == pytest.approx(60.0)
