@@ -277,7 +277,11 @@ def test_server_matrix_finds_the_planted_line_route_and_blocked_time(
         assert proc.event_loop_tids == (proc.pid,), per_process
     # ... the findings are merged across processes and available per process
     planted = [c for p in per_process for c in p.culprits if c.line == line and c.rank == 1]
-    assert len(planted) >= min(case.processes, 2), per_process
+    # Every worker whose loop was blocked shows the line (the kernel spreads connections
+    # between workers as it likes: on a loaded machine one granian worker once got them
+    # all); 300 ms blocked is three of the line's 100 ms calls.
+    serving = [p for p in per_process if p.blocked_ms >= 300.0]
+    assert len(planted) >= min(len(serving), 2) >= 1, per_process
     assert sum(c.blocked_ms for c in planted) == pytest.approx(culprit["blocked_ms"])
     assert {c.route for c in planted} == {case.app.route}
     # ... in the workers or reload child, not in the process asgiprof was given
