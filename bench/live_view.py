@@ -3,7 +3,8 @@
 The live view reads each 2 s chunk once, in asgiprof's main thread, while py-spy samples
 the next one: its cost is that time per chunk (the lag it adds to the panel), and CPU that
 asgiprof spends, never the target. This reads every chunk of synthetic output directories
-(bench/synth.py: real py-spy speedscope format) and of any directory given, and prints
+(bench/synth.py: real py-spy speedscope format) and of any directory given (speedscope or
+chrometrace chunks, as recorded), and prints
 milliseconds per chunk (median, max) and the share of the chunk's 2 s that is.
 
     python bench/live_view.py                 # 1 min x 4 / 40 / 40 busy threads
@@ -28,7 +29,7 @@ def chunk_times(out: Path) -> list[float]:
     meta = orjson_meta(out)
     view = LiveView(out, meta, threshold_s=0.02)
     times: list[float] = []
-    for path in sorted((out / store.RAW_DIR).glob("chunk-*.speedscope.json")):
+    for path in store.chunk_files(out):  # speedscope or chrometrace chunks
         index = int(path.name.split("-")[1].split(".")[0])
         t = time.perf_counter()
         view.add_chunk(index)
