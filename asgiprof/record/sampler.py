@@ -50,19 +50,24 @@ FORMAT_ENV = "ASGIPROF_PYSPY_FORMAT"
 
 
 def chunk_format(pid: int, forks: bool = False) -> str:
-    """chrometrace (measured sample times) for a target that is one process, speedscope
-    for one that forks, or as ASGIPROF_PYSPY_FORMAT=speedscope asks.
+    """speedscope (the samples, in order), or chrometrace (measured sample times) when
+    ASGIPROF_PYSPY_FORMAT=chrometrace asks for it and the target is one process.
 
     chrometrace stamps each stack change with the time py-spy saw it, so a run lasts as long
-    as it was seen, even when py-spy falls behind on a CPU-starved machine or fails a read
-    (`--nonblocking`): with speedscope's order-only samples each chunk's span is spread
-    evenly, which reads CPU blocks short and sleeps long there (bench/README.md "Measured
-    sample times"). But py-spy's chrometrace recorder diffs each sample against the previous
-    one of the same thread id: forked workers share their main thread's pthread id, so
-    across processes the diffs mix, and a worker whose stack matches the last one recorded
-    writes nothing. speedscope keeps them apart, so servers that fork (`forks`, from the
-    command line) or have children already get speedscope."""
-    if forks or os.environ.get(FORMAT_ENV, "") == "speedscope":
+    as it was seen, even when py-spy falls behind on a CPU-starved machine: speedscope's
+    order-only samples spread each chunk's span evenly, which reads CPU blocks short and
+    sleeps long there (bench/README.md "Measured sample times"). But chrometrace records
+    changes, not samples: when py-spy itself is descheduled for 70 ms after one sample of a
+    quick line, that line's run lasts 70 ms, and is counted as 7 samples, although py-spy
+    looked once (it then takes the samples it owes back to back). The rule that tells one
+    long call from many short steps (analyze/episodes.py) weighs how often consecutive
+    samples repeat a line, so such runs invent blocks: a CI run on a loaded machine blamed
+    an `await db.execute(select(...))` line for 7 episodes, 181 ms, that the app's own
+    timing shows never happened. speedscope's counts are what py-spy saw; it is the
+    default. Also, py-spy's chrometrace recorder diffs each sample against the previous one
+    of the same thread id: forked workers share their main thread's pthread id, so servers
+    that fork (`forks`, from the command line) or have children get speedscope always."""
+    if forks or os.environ.get(FORMAT_ENV, "") != "chrometrace":
         return "speedscope"
     try:
         children = psutil.Process(pid).children(recursive=True)

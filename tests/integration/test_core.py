@@ -96,10 +96,10 @@ def test_run_finds_the_sleeping_line_its_route_and_its_blocked_time(
     assert "time.sleep(0.1)" in done.stdout and "GET /users/{user_id}" in done.stdout
     for name in ("report.html", "profile.speedscope.json", "stacks.folded", "meta.json"):
         assert (out / name).is_file(), name
-    # py-spy's raw output is kept: chrometrace chunks (measured sample times) for a server
-    # that is one process
+    # py-spy's raw output is kept: speedscope chunks (the samples py-spy took, in order;
+    # chrometrace only when asked for, record/sampler.chunk_format)
     chunks = store.chunk_files(out)
-    assert chunks and all(c.name.endswith(".chrometrace.json") for c in chunks), chunks
+    assert chunks and all(c.name.endswith(".speedscope.json") for c in chunks), chunks
     # ... and consecutive chunks nearly touch: the next py-spy starts before the last chunk
     # is sealed (typically 15-60 ms apart; generous for a loaded 2-core machine)
     spans = sorted(

@@ -1,5 +1,6 @@
-"""Blocked time from measured sample times (py-spy's chrometrace chunks, the default for a
-server that is one process) on a CPU-starved machine (issue 12).
+"""Blocked time from measured sample times (py-spy's chrometrace chunks, asked for with
+ASGIPROF_PYSPY_FORMAT=chrometrace for a server that is one process) on a CPU-starved
+machine (issue 12).
 
 With speedscope chunks, whose samples carry no times, each chunk's span was spread evenly
 over its samples; when the machine is short of CPU, py-spy falls behind while the target
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from asgiprof.record.sampler import FORMAT_ENV
 from tests.busy.harness import LineScore, Scenario, run_scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
@@ -38,8 +40,12 @@ def _off(s: LineScore) -> str | None:
 
 
 @pytest.mark.timeout(240)
-def test_blocked_time_matches_the_app_beside_a_cpu_hog(tmp_path: Path) -> None:
-    # GIVEN a process spinning on the CPU (bounded by `timeout`, killed by its PID)
+def test_blocked_time_matches_the_app_beside_a_cpu_hog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN chrometrace chunks asked for, and a process spinning on the CPU (bounded by
+    # `timeout`, killed by its PID)
+    monkeypatch.setenv(FORMAT_ENV, "chrometrace")
     hog = subprocess.Popen(
         ["timeout", "200", sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL
     )
