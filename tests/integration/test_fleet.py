@@ -469,9 +469,15 @@ def test_merge_of_three_runs_sums_them_and_ranks_culprits_across_the_fleet(
     assert set(fleet_sources) == {"run-a", "run-b", "run-c"}
     for name in RUNS:
         assert fleet_sources[f"run-{name}"]["samples"] == parts[name]["sampling"]["samples"]
+        # A source's blocked time is the merged analysis's labels of its samples: the same
+        # borderline stretches may flip as above (seen in CI: 4,660 ms vs 4,695 ms alone) ...
         assert fleet_sources[f"run-{name}"]["event_loop"]["blocked_ms"] == pytest.approx(
-            parts[name]["event_loop"]["blocked_ms"], abs=0.01
+            parts[name]["event_loop"]["blocked_ms"], rel=0.02
         )
+    # ... and the sources add up to the merged figure they are shares of.
+    assert sum(s["event_loop"]["blocked_ms"] for s in fleet_sources.values()) == pytest.approx(
+        data["event_loop"]["blocked_ms"], abs=0.05
+    )
 
     # every output as for one run; the pprof keeps the runs' workers apart
     for name in ("report.html", "profile.speedscope.json", "stacks.folded", "profile.pb.gz"):
