@@ -102,6 +102,15 @@ App = Annotated[
         "(e.g. `python serve.py` calling uvicorn.run(app)).",
     ),
 ]
+AccessLog = Annotated[
+    Path | None,
+    typer.Option(
+        "--access-log",
+        metavar="FILE",
+        help="The server's access log file: requests per route while sampling "
+        "(default: the server's stdout/stderr when they are files).",
+    ),
+]
 _APP_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
@@ -142,6 +151,7 @@ def _options(params: Mapping[str, Any]) -> ProfileOptions:
         load=spec,
         app_spec=_app_spec(params.get("app_spec")),
         live=params.get("live"),
+        access_log=params.get("access_log"),
     )
 
 
@@ -199,6 +209,7 @@ def attach(
     concurrency: Concurrency = 8,
     app_spec: App = None,
     live: LiveOption = None,
+    access_log: AccessLog = None,
 ) -> None:
     """Attach to a running server; it keeps running when asgiprof stops."""
     attach_server(pid, _options(ctx.params), Console())

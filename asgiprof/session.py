@@ -52,6 +52,7 @@ from asgiprof.record.load_run import LoadRunner, LoadSpec
 from asgiprof.record.resources import ResourceMonitor
 from asgiprof.record.routes import read_route_table_for
 from asgiprof.record.sampler import Sampler, SamplerConfig, check_pyspy, find_pyspy
+from asgiprof.record.server_log import LogTail
 from asgiprof.record.target import (
     Target,
     attach,
@@ -95,6 +96,8 @@ class ProfileOptions:
     app_spec: str | None = None
     # The live panel while sampling; None: on when the terminal (stderr) is one.
     live: bool | None = None
+    # attach: the server's access log file; None: its stdout/stderr when they are files.
+    access_log: Path | None = None
 
 
 class _Stop:
@@ -191,6 +194,8 @@ def attach_server(pid: int, options: ProfileOptions, console: Console) -> Analys
     if options.load is not None:
         options.load.check()
     pyspy = _usable_pyspy()
+    if options.access_log is not None:  # a bad --access-log fails before anything starts
+        LogTail.open([], options.access_log).close()
     target = attach(pid)
     out = store.prepare_out_dir(options.out or store.default_out_dir())
     try:
@@ -362,6 +367,13 @@ class _Recording:
             daemon=True,
         )
         self.stopped_before = set() if target.launched else stopped_pids(target.pids())
+        # attach: requests per route from the lines the server logs while sampled (run
+        # has the launched server's whole output in OUT/server.log already).
+        self.log_tail = (
+            None
+            if target.launched
+            else LogTail.open(target.pids() or [target.pid], options.access_log)
+        )
         self.load = LoadRunner(options.load, out, self.t0) if options.load is not None else None
         self.exit_status: int | None = None
         self.sampling_ended: float | None = None
@@ -392,6 +404,17 @@ class _Recording:
                 Text(f"sampling --blocking: {self.downgraded}"),
                 style="dim",
             )
+        if self.log_tail is not None:
+            sources = ", ".join(self.log_tail.sources)
+            console.print(
+                Text(
+                    terminal_safe(f"access log: {sources}")
+                    if sources
+                    else "no access log (the server's output is not a file; "
+                    "--access-log FILE names one): routes are split by endpoint samples"
+                ),
+                style="dim",
+            )
         self.monitor.start()
         self.routes.start()
         self.sampler.start()
@@ -420,6 +443,8 @@ class _Recording:
         # The profile's wall time ends with sampling, not after the server stopped:
         # coverage compares what was sampled with this.
         self.sampling_ended = time.time()
+        if self.log_tail is not None:
+            self.log_tail.save(self.out / store.SERVER_LOG)
         if self.target.launched:
             self.exit_status = self.target.exit_status()
             stop_launched(self.target)

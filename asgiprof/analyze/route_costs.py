@@ -5,7 +5,7 @@ the route, and a route whose endpoint only returns its dependency's result is al
 sampled at all. A dependency's loop, blocked and threadpool time is therefore split among
 the routes whose dependency tree holds it, by the best evidence there is:
 
-- requests per route from the server's access log (`run` captures it in OUT/server.log):
+- requests per route from the server's access log (OUT/server.log, from `run` or `attach`):
   every request of a route runs its dependencies once, so shares of requests are shares of
   the dependency's time (exact when each call costs the same);
 - otherwise the routes' endpoint samples, a proxy for their traffic (trivial endpoints are

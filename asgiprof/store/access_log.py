@@ -1,4 +1,5 @@
-"""Requests per route from the server's access log (`OUT/server.log`, written in `run` mode).
+"""Requests per route from the server's access log (`OUT/server.log`: `run` keeps the launched
+server's output there, `attach` the request lines of the file the server logs to).
 
 uvicorn, gunicorn and hypercorn all log a request as `"GET /users/1?x=2 HTTP/1.1" 200`: the
 method and the concrete path, never the route template. Paths are matched to the route
@@ -98,10 +99,18 @@ def request_lines(path: Path, max_bytes: int = MAX_BYTES) -> Iterator[tuple[str,
             read += len(raw)
             if read > max_bytes:
                 return
-            m = _REQUEST.search(raw)
-            if m is not None:
-                method, target, status = m.groups()
-                yield method.decode(), target.decode("utf-8", "replace"), int(status)
+            parsed = parse_request_line(raw)
+            if parsed is not None:
+                yield parsed
+
+
+def parse_request_line(raw: bytes) -> tuple[str, str, int] | None:
+    """(method, path, status) of one access-log line; None for any other line."""
+    m = _REQUEST.search(raw)
+    if m is None:
+        return None
+    method, target, status = m.groups()
+    return method.decode(), target.decode("utf-8", "replace"), int(status)
 
 
 def count_requests(path: Path, routes: Iterable[Route]) -> RequestCounts | None:

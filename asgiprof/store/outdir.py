@@ -7,8 +7,9 @@
     OUT/raw/gil-NNNN.*.json    short py-spy --gil windows: who held the GIL (record/gil_sampler.py)
     OUT/routes.json            the app's route table (or why it could not be read)
     OUT/resources.jsonl        psutil polls (format: store/resources.py)
-    OUT/server.log             the launched server's output (run only): its access log
-                               gives requests per route (see store/access_log.py)
+    OUT/server.log             the launched server's output (run), or the request lines
+                               an attached server logged to a file while sampled (attach,
+                               record/server_log.py): requests per route (store/access_log.py)
     OUT/load.json, load.log    the load command's outcome and output (--load, --load-url)
 
     OUT/sources.json           source lines of culprits (store/sources.py)

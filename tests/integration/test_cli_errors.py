@@ -65,6 +65,20 @@ def test_an_unknown_pid(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_an_access_log_that_is_not_a_file(
+    tmp_path: Path, python_sleeper: subprocess.Popen[bytes]
+) -> None:
+    missing = tmp_path / "no-such.log"
+    done = asgiprof(
+        *("attach", str(python_sleeper.pid), "--access-log", str(missing)),
+        *("--out", str(tmp_path / "out")),
+        cwd=tmp_path,
+    )
+    assert_usage_error(done, f"--access-log {missing}: cannot read it")
+    assert not (tmp_path / "out").exists()
+    assert python_sleeper.poll() is None  # never touched
+
+
 @pytest.mark.usefixtures("needs_ptrace")
 def test_a_pid_that_is_not_python(tmp_path: Path) -> None:
     sleeper = subprocess.Popen(["sleep", "60"])

@@ -1,12 +1,13 @@
 """Route costs end to end: an async dependency shared by three routes blocks the loop under
-real load (`asgiprof run`, real uvicorn, py-spy); each route's cost, its endpoint plus its
-share of the dependency split by the access log's request counts, matches the time the app
-measured itself inside the dependency for that route."""
+real load (`asgiprof run`, or `attach` to a server logging to a file; real uvicorn, py-spy);
+each route's cost, its endpoint plus its share of the dependency split by the access log's
+request counts, matches the time the app measured itself inside the dependency for that
+route."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import sys
 import textwrap
 from collections import defaultdict
@@ -17,7 +18,7 @@ import pytest
 
 from asgiprof.record.loadgen import free_port
 from tests.profiling import culprit_at
-from tests.servers import planted_lines
+from tests.servers import ServerProcess, planted_lines
 from tests.targets import profile_under_load
 
 APP = '''
@@ -79,23 +80,41 @@ LOAD_S = 8.0
 @pytest.mark.integration
 @pytest.mark.usefixtures("needs_ptrace")
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["run", "attach"])
 def test_shared_blocking_dependency_is_split_by_requests_within_15_percent(
-    tmp_path: Path,
+    tmp_path: Path, mode: str
 ) -> None:
-    # GIVEN the app launched by `asgiprof run`, its dependency timing itself per route
+    # GIVEN the app launched by `asgiprof run`, or already serving with its output going to
+    # a file (as under systemd or docker with a file log) for `attach`; its dependency
+    # times itself per route
     (tmp_path / "shared_dep.py").write_text(textwrap.dedent(APP))
     truth_file = tmp_path / "truth.jsonl"
-    os.environ["ROUTE_COSTS_TRUTH"] = str(truth_file)
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "shared_dep:app", "--port", str(port)]
-    args = ["run", "--duration", str(LOAD_S + 3.0), "--", *argv]
-    # WHEN it serves 8 s of load, 3:2:1 over the three routes using the dependency
-    try:
+    env = {"ROUTE_COSTS_TRUTH": str(truth_file)}
+    with contextlib.ExitStack() as stack:
+        if mode == "run":
+            port = free_port()
+            argv = [sys.executable, "-m", "uvicorn", "shared_dep:app", "--port", str(port)]
+            args = ["run", "--duration", str(LOAD_S + 3.0), "--", *argv]
+        else:
+            server = stack.enter_context(
+                ServerProcess(
+                    "shared_dep", cwd=tmp_path, log_dir=tmp_path, env=env, ready_path="/health"
+                )
+            )
+            port = server.port
+            args = ["attach", str(server.pid), "--duration", str(LOAD_S + 3.0)]
+        # WHEN it serves 8 s of load, 3:2:1 over the three routes using the dependency
         profiled = profile_under_load(
-            args, cwd=tmp_path, out=tmp_path / "out", port=port, paths=PATHS, load_s=LOAD_S
+            args,
+            cwd=tmp_path,
+            out=tmp_path / "out",
+            port=port,
+            paths=PATHS,
+            load_s=LOAD_S,
+            env=env,
         )
-    finally:
-        del os.environ["ROUTE_COSTS_TRUTH"]
+    if mode == "attach":  # the server's log file was read, and said so
+        assert "access log: " in profiled.done.stdout, profiled.done.stdout
     data = profiled.summary
     sampling = profiled.meta["sampling"]
     lo, hi = sampling["started_at"], sampling["started_at"] + sampling["duration_s"]
