@@ -171,7 +171,7 @@ class _Facts:
             classifier=classifier,
             roles=roles,
             loop_threads=threads_with_role(profile, roles, "event-loop"),
-            resolver=RouteResolver.for_profile(profile),
+            resolver=RouteResolver.for_profile(profile, read_line),
             user_frames=UserFrames(profile, classifier, read_line),
             duration_s=duration_s,
         )

@@ -1,8 +1,9 @@
 """Attribute stacks to routes, and sum time per route over the loop and the threadpool.
 
 A stack belongs to the route whose endpoint function (file + line span from the app's
-route table) appears on it. Without a table, the first user-code frame's function name
-stands in for the route, and the analysis says so in its notes.
+route table) appears on it, or, when none does, to the route whose endpoint spawned the
+task it runs (analyze/spawned.py). Without a table, the first user-code frame's function
+name stands in for the route, and the analysis says so in its notes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 from asgiprof.analyze.frames import is_user
 from asgiprof.analyze.route_index import RouteIndex
+from asgiprof.analyze.spawned import SourceReader, SpawnedTasks
 from asgiprof.model import Frame, Profile, Route
 
 
@@ -21,13 +23,15 @@ class RouteResolver:
     profile: Profile
     index: RouteIndex
     fallback: bool  # no route table: use endpoint function names
+    spawned: SpawnedTasks | None = None  # tasks endpoints spawn (needs their source)
     _cache: dict[int, str | None] = field(default_factory=dict)
     _frame_cache: dict[int, str | None] = field(default_factory=dict)
 
     @classmethod
-    def for_profile(cls, profile: Profile) -> RouteResolver:
+    def for_profile(cls, profile: Profile, read_line: SourceReader | None = None) -> RouteResolver:
         table = profile.routes
-        return cls(profile, RouteIndex(table), fallback=not table.routes)
+        spawned = SpawnedTasks(table.routes, read_line) if read_line is not None else None
+        return cls(profile, RouteIndex(table), fallback=not table.routes, spawned=spawned)
 
     def route_of(self, stack_id: int) -> str | None:
         if stack_id < 0:
@@ -35,10 +39,13 @@ class RouteResolver:
         if stack_id in self._cache:
             return self._cache[stack_id]
         found: str | None = None
-        for fid in self.profile.stacks[stack_id]:
+        stack = self.profile.stacks[stack_id]
+        for fid in stack:
             found = self._frame_route(fid)
             if found is not None:
                 break
+        if found is None and self.spawned is not None:
+            found = self.spawned.route_of([self.profile.frames[fid] for fid in stack])
         self._cache[stack_id] = found
         return found
 
