@@ -153,6 +153,8 @@ class _Merged:
         )
         for (pid, tid), series in resources.thread_cpu.items():
             self.resources.thread_cpu[(pid_map.get(pid, pid), tid)] = series
+        for (pid, tid), sched in resources.sched.items():
+            self.resources.sched[(pid_map.get(pid, pid), tid)] = sched
         for pid, conns in resources.connections.items():
             new = pid_map.get(pid, pid)
             self.resources.connections[new] = replace(conns, pid=new)

@@ -332,6 +332,11 @@ class Resources:
         default_factory=dict
     )
     connections: dict[int, ConnectionSeries] = field(default_factory=dict)  # by pid
+    # per (pid, tid) of main threads: times, cumulative seconds on a CPU and waiting for
+    # one (run queue), polled often enough to tell a 20 ms stretch's (analyze/starved.py)
+    sched: dict[tuple[int, int], tuple[array[float], array[float], array[float]]] = field(
+        default_factory=dict
+    )
 
     def add_cpu(self, sample: ThreadCpu) -> None:
         times, cpu = self.thread_cpu.setdefault((sample.pid, sample.tid), (array("d"), array("d")))

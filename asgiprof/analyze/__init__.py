@@ -392,6 +392,15 @@ def _notes_step(f: _Facts) -> None:
             "stretch(es) were many short callbacks back to back (no one line or stack held "
             f"them), counted as busy, not blocked: {remedy}"
         )
+    starved_ms = sum(lr.starved_ms for lr in f.loop_runs)
+    if starved_ms > 0:
+        stretches = sum(lr.starved_stretches for lr in f.loop_runs)
+        notes.append(
+            f"the machine was short of CPU: in {stretches} stretch(es), {starved_ms:.0f} ms, "
+            "the loop thread mostly waited for a CPU in the middle of quick code (its "
+            "scheduler times, polled every 10 ms); counted as busy, not as its line's "
+            "blocking: give the server more CPU or fewer neighbours"
+        )
     if f.traffic.level == "none" and f.loop.busy_ms == 0:
         # Nothing ran: what py-spy missed of an idle loop changes nothing in the report.
         notes = [n for n in notes if not n.startswith(COVERAGE_NOTE)]

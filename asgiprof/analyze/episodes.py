@@ -22,6 +22,7 @@ from asgiprof.analyze.advice import is_blocking_call
 from asgiprof.analyze.frames import app_roots, is_asgi_dispatch, is_user, is_web_framework
 from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_OFF, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
+from asgiprof.analyze.starved import sched_shares
 from asgiprof.analyze.torn import TornStacks
 from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
 
@@ -36,6 +37,10 @@ class LoopThreadRuns:
     # held them): a saturated loop, counted busy rather than blocked.
     saturated_ms: float = 0.0
     saturated_stretches: int = 0
+    # Stretches of the threshold's length in which the thread mostly waited for a CPU
+    # (analyze/starved.py): busy, never blocked, no evidence for their line.
+    starved_ms: float = 0.0
+    starved_stretches: int = 0
     # Stretches shorter than the threshold that one user line held (first run, end run,
     # frame id): candidates for `promote_short_stretches`.
     short: list[tuple[int, int, int]] = field(default_factory=list)
@@ -306,6 +311,8 @@ def find_episodes(
         candidates, framework, loop_samples = _candidates(
             runs, classifier, user_frames, route_of, torn
         )
+        candidates = [c for c in candidates if not _starved(profile, runs, c.stretch, params)]
+        framework = [st for st in framework if not _starved(profile, runs, st, params)]
         per_thread.append((runs, candidates, framework))
         weighed.add_lines(tl, candidates, loop_samples)
         weighed.add_framework(framework, loop_samples)
@@ -443,6 +450,25 @@ def _count_saturation(runs: LoopThreadRuns, threshold_s: float) -> None:
             runs.saturated_ms += length * 1000.0
             runs.saturated_stretches += 1
         length = 0.0
+
+
+def _starved(profile: Profile, runs: LoopThreadRuns, st: _Stretch, params: AnalysisParams) -> bool:
+    """Did the loop thread wait for a CPU through most of a stretch of the threshold's
+    length, running little of it? Then it is counted (busy) in `runs.starved_ms`."""
+    if st.duration_s * 1000.0 < params.block_threshold_ms:
+        return False
+    thread = runs.timeline.thread
+    shares = sched_shares(
+        profile.resources, thread.pid, thread.tid, st.start_s, st.start_s + st.duration_s
+    )
+    if shares is None:
+        return False
+    run, wait = shares
+    if wait < params.starved_min_wait or run > params.starved_max_run:
+        return False
+    runs.starved_ms += st.duration_s * 1000.0
+    runs.starved_stretches += 1
+    return True
 
 
 def is_blocking(ev: LineEvidence, await_line: bool, params: AnalysisParams) -> bool:

@@ -60,6 +60,13 @@ class AnalysisParams:
     # then, which repeats a quick line's stack (measured on the busy test app: such lines
     # had 5-20% long runs, blocking lines 60-100%).
     min_long_share: float = 0.4
+    # A stretch in which the loop thread waited in the run queue for at least this share
+    # and ran on a CPU for at most `starved_max_run` was the machine's doing, not its
+    # line's (analyze/starved.py; the main thread's schedstat, polled every 10 ms). Beside
+    # two CPU hogs, no planted block's episode came near (0 of 279: run p10 0.11, wait p90
+    # 0.26); quick lines caught waiting did.
+    starved_min_wait: float = 0.5
+    starved_max_run: float = 0.25
     # Culprit kind from measured CPU: cpu when the loop thread ran at least this share of
     # the blocked time, io when at most `io_max_cpu_ratio`, unknown in between.
     cpu_min_ratio: float = 0.7

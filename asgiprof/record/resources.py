@@ -30,6 +30,7 @@ from asgiprof.store.resources import (
     exit_record,
     problem_record,
     res_record,
+    sched_record,
     start_record,
     watch_record,
 )
@@ -137,6 +138,40 @@ class _ProcThreadCpu:
             self._forget(name)
 
 
+class _MainSched:
+    """The main thread's schedstat, apart: time on a CPU and time waiting for one.
+
+    An ASGI server's event loop runs in its main thread. On a machine short of CPU the OS
+    leaves it waiting in the run queue for 20-30 ms now and then, in the middle of whatever
+    line it was at; a poll every 10 ms tells that wait from a line that computes or sleeps
+    (analyze/starved.py). One pread of one file per poll.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fd = os.open(f"/proc/{pid}/task/{pid}/schedstat", os.O_RDONLY)
+        self.t_s: list[float] = []
+        self.run_us: list[int] = []
+        self.wait_us: list[int] = []
+
+    def read(self, t_s: float) -> None:
+        """Append one reading; raises OSError once the thread is gone."""
+        run_ns, wait_ns = os.pread(self._fd, 128, 0).split(maxsplit=2)[:2]
+        self.t_s.append(t_s)
+        self.run_us.append(int(run_ns) // 1000)
+        self.wait_us.append(int(wait_ns) // 1000)
+
+    def flush(self) -> Record | None:
+        if not self.t_s:
+            return None
+        record = sched_record(self.pid, self.pid, self.t_s, self.run_us, self.wait_us)
+        self.t_s, self.run_us, self.wait_us = [], [], []
+        return record
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
 class _PsutilThreadCpu:
     """Fallback where /proc is missing (psutil's threads(): ~7x slower on Linux)."""
 
@@ -165,6 +200,7 @@ class _Watched:
     pid: int
     proc: Any  # psutil.Process, None when psutil may not look at it
     cpu: _ProcThreadCpu | _PsutilThreadCpu | None
+    sched: _MainSched | None = None
 
 
 class ResourceMonitor:
@@ -183,12 +219,14 @@ class ResourceMonitor:
         cpu_interval_s: float = 0.05,
         resource_interval_s: float = 1.0,
         cpu_clock: CpuClock | None = None,
+        sched_interval_s: float = 0.01,
     ) -> None:
-        if cpu_interval_s <= 0 or resource_interval_s <= 0:
+        if cpu_interval_s <= 0 or resource_interval_s <= 0 or sched_interval_s <= 0:
             raise ValueError("poll intervals must be positive")
         self.path = path
         self.t0 = t0
         self.cpu_interval_s = cpu_interval_s
+        self.sched_interval_s = sched_interval_s
         self.resource_interval_s = resource_interval_s
         self.cpu_clock: CpuClock = cpu_clock or detect_cpu_clock()
         self._lock = threading.Lock()
@@ -259,10 +297,13 @@ class ResourceMonitor:
                     )
                 ]
             )
-            next_cpu = next_res = time.monotonic()
+            next_cpu = next_res = next_sched = time.monotonic()
             while True:
                 records = self._watch_pending()
                 now = time.monotonic()
+                if now >= next_sched:
+                    self._poll_sched()
+                    next_sched = _next_deadline(next_sched, self.sched_interval_s, now)
                 if now >= next_res:
                     records += self._poll_resources()
                     next_res = _next_deadline(next_res, self.resource_interval_s, now)
@@ -270,9 +311,11 @@ class ResourceMonitor:
                     records += self._poll_cpu()
                     next_cpu = _next_deadline(next_cpu, self.cpu_interval_s, now)
                 self._write(records)
-                if self._stop.wait(max(0.0, min(next_cpu, next_res) - time.monotonic())):
+                wake = min(next_cpu, next_res, next_sched)
+                if self._stop.wait(max(0.0, wake - time.monotonic())):
                     break
             # One last CPU poll, so episodes up to the stop are covered by polls.
+            self._poll_sched()
             self._write(self._poll_cpu())
         except Exception as exc:  # the profile must go on without resources, not die
             record = self._note(None, f"resource monitor stopped: {type(exc).__name__}: {exc}")
@@ -284,6 +327,8 @@ class ResourceMonitor:
             for w in self._watched.values():
                 if w.cpu is not None:
                     w.cpu.close()
+                if w.sched is not None:
+                    w.sched.close()
             if self._out is not None:
                 self._out.close()
 
@@ -325,8 +370,14 @@ class ResourceMonitor:
                 cpu = _PsutilThreadCpu(proc) if proc is not None else None
             else:
                 cpu = _ProcThreadCpu(pid, self.cpu_clock, self._budget)
+            sched: _MainSched | None = None
+            if self.cpu_clock == "schedstat":
+                try:
+                    sched = _MainSched(pid)
+                except OSError:
+                    sched = None  # gone already: the CPU poll says so
             with self._lock:
-                self._watched[pid] = _Watched(pid, proc, cpu)
+                self._watched[pid] = _Watched(pid, proc, cpu, sched)
         return records
 
     def _drop(self, pid: int, why: ExitReason) -> Record:
@@ -334,11 +385,24 @@ class ResourceMonitor:
             w = self._watched.pop(pid)
         if w.cpu is not None:
             w.cpu.close()
+        if w.sched is not None:
+            w.sched.close()
         return exit_record(self._t_s(), pid, why)
+
+    def _poll_sched(self) -> None:
+        for w in list(self._watched.values()):
+            if w.sched is not None:
+                try:
+                    w.sched.read(self._t_s())
+                except (OSError, ValueError):
+                    w.sched.close()
+                    w.sched = None  # the process is gone: the CPU poll reports it
 
     def _poll_cpu(self) -> list[Record]:
         records: list[Record] = []
         for w in list(self._watched.values()):
+            if w.sched is not None:
+                _append(records, w.sched.flush())
             if w.cpu is None:
                 continue
             t_s = self._t_s()

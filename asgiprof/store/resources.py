@@ -10,6 +10,12 @@ Record format: one compact JSON object a line, `k` names the kind. `t_s` is seco
     {"k":"cpu","t_s":0.05,"pid":123,"tids":[123,130],"cpu_us":[51230,10]}
                                                             cumulative user+system CPU
                                                             microseconds of each OS thread
+    {"k":"sched","pid":123,"tid":123,"t_s":[0.01,0.02],"run_us":[51000,51230],
+     "wait_us":[300,4300]}                                   the main thread's scheduler
+                                                            times, cumulative, polled every
+                                                            `sched_interval_s` (schedstat
+                                                            only): on a CPU and waiting for
+                                                            one, apart
     {"k":"res","t_s":1.0,"pid":123,"rss_bytes":52428800,"fds":23,"threads":40,"conns":7,
      "by_remote_port":{"5432":5},"by_listen_port":{"8000":1}}
     {"k":"exit","t_s":3.2,"pid":123,"why":"gone"}           why: "gone" or "zombie"
@@ -84,6 +90,12 @@ def problem_record(t_s: float, pid: int | None, msg: str) -> Record:
 
 def cpu_record(t_s: float, pid: int, tids: list[int], cpu_us: list[int]) -> Record:
     return {"k": "cpu", "t_s": t_s, "pid": pid, "tids": tids, "cpu_us": cpu_us}
+
+
+def sched_record(
+    pid: int, tid: int, t_s: list[float], run_us: list[int], wait_us: list[int]
+) -> Record:
+    return {"k": "sched", "pid": pid, "tid": tid, "t_s": t_s, "run_us": run_us, "wait_us": wait_us}
 
 
 def res_record(t_s: float, pid: int, reading: ResReading) -> Record:
@@ -168,6 +180,8 @@ class _Loader:
         kind = rec.get("k")
         if kind == "cpu":
             self.cpu(rec)
+        elif kind == "sched":
+            self.sched(rec)
         elif kind == "res":
             self.res(rec)
         elif kind == "start":
@@ -208,6 +222,23 @@ class _Loader:
                 continue
             times.append(t_s)
             cpu.append(_int(us) / 1e6)
+
+    def sched(self, rec: dict[str, Any]) -> None:
+        times, run_us, wait_us = rec["t_s"], rec["run_us"], rec["wait_us"]
+        if not all(isinstance(x, list) for x in (times, run_us, wait_us)):
+            raise TypeError("t_s, run_us and wait_us must be lists")
+        key = (_int(rec["pid"]), _int(rec["tid"]))
+        series = self.resources.sched.get(key)
+        if series is None:
+            series = self.resources.sched[key] = (array("d"), array("d"), array("d"))
+        at, run, wait = series
+        for t, r, w in zip(times, run_us, wait_us, strict=True):
+            t_s = _float(t) + self.offset_s
+            if at and t_s < at[-1]:  # interpolation bisects the times: keep them sorted
+                continue
+            at.append(t_s)
+            run.append(_int(r) / 1e6)
+            wait.append(_int(w) / 1e6)
 
     def res(self, rec: dict[str, Any]) -> None:
         t_s = self.t_s(rec)

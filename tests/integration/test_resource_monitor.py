@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from asgiprof.analyze.resources import Metric, cpu_ratio, growth
+from asgiprof.analyze.starved import sched_shares
 from asgiprof.record.resources import CpuClock, ResourceMonitor, detect_cpu_clock
 from asgiprof.store.resources import ResourceLog, load_resource_log
 
@@ -233,6 +234,70 @@ def test_thread_cpu_tells_a_burning_thread_from_a_sleeping_one(
     times, _ = res.thread_cpu[(target.pid, burner)]
     gaps = sorted(b - a for a, b in zip(times[:-1], times[1:], strict=True))
     assert 0.03 < gaps[len(gaps) // 2] < 0.1, gaps
+
+
+MAIN_BURNS_THEN_NAPS = """
+import sys, time
+
+clock = time.pthread_getcpuclockid(__import__("threading").main_thread().ident)
+print("ready", flush=True)
+for command in sys.stdin:
+    start, cpu = time.time(), time.clock_gettime(clock)
+    end = start + 0.6
+    if command.strip() == "burn":
+        while time.time() < end:
+            pass
+    else:
+        time.sleep(0.6)
+    print(start, time.time(), time.clock_gettime(clock) - cpu, flush=True)
+"""
+
+
+@pytest.mark.skipif(detect_cpu_clock() != "schedstat", reason="needs /proc/PID/schedstat")
+def test_the_main_threads_time_on_a_cpu_and_waiting_for_one_apart(tmp_path: Path) -> None:
+    # GIVEN a process whose main thread (where an ASGI server's loop runs) computes for
+    # 0.6 s, then sleeps for 0.6 s, beside one CPU hog per core (bounded by `timeout`)
+    path = tmp_path / "resources.jsonl"
+    hogs = [
+        subprocess.Popen(
+            ["timeout", "30", sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL
+        )
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        with child(MAIN_BURNS_THEN_NAPS) as target:
+            assert target.line() == "ready"
+            t0 = time.time()
+            # WHEN the monitor watches it
+            with ResourceMonitor(path, [target.pid], t0=t0) as monitor:
+                windows = []
+                for command in ("burn", "nap"):
+                    target.send(command + "\n")
+                    start, end, cpu_s = (float(x) for x in target.line().split())
+                    windows.append((start - t0 + 0.05, end - t0 - 0.05, cpu_s / (end - start)))
+                wait_for("a poll after it", lambda: last_cpu_t_s(path, target.pid) > end - t0)
+                assert monitor.problems == ()
+            log = load_resource_log(path)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(10)
+    # THEN its schedstat was polled about every 10 ms, ...
+    times, _, _ = log.resources.sched[(target.pid, target.pid)]
+    gaps = sorted(b - a for a, b in zip(times[:-1], times[1:], strict=True))
+    assert 0.005 < gaps[len(gaps) // 2] < 0.03, gaps[len(gaps) // 2]
+    # ... computing, it ran as much as its own clock says and waited for a CPU (the hogs
+    # took their share of every core) ...
+    (burn_a, burn_b, own_run), (nap_a, nap_b, _) = windows
+    burn = sched_shares(log.resources, target.pid, target.pid, burn_a, burn_b)
+    assert burn is not None
+    run, wait = burn
+    assert run == pytest.approx(own_run, abs=0.1), (burn, own_run)
+    assert run + wait > 0.85, burn
+    assert wait > 0.1, burn
+    # ... and sleeping it did neither
+    nap = sched_shares(log.resources, target.pid, target.pid, nap_a, nap_b)
+    assert nap is not None and sum(nap) < 0.1, nap
 
 
 def test_growth_of_a_leaking_process_and_not_of_a_steady_one(tmp_path: Path) -> None:
