@@ -26,6 +26,7 @@ from asgiprof import store
 from asgiprof.analyze.frames import is_user
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.routes import RouteResolver
+from asgiprof.analyze.torn import is_torn, loop_roots
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import (
     Frame,
@@ -88,6 +89,7 @@ def chunk_stats(
     by_route: dict[str, float] = defaultdict(float)
     for ts in threads:
         on_loop = loop.is_loop_thread(set(ts.stacks))
+        roots = loop_roots(ts.stacks, stacks, loop) if on_loop else set()
         for sid, count in zip(ts.stacks, ts.counts, strict=True):
             seconds = count * period
             if not on_loop:
@@ -95,6 +97,13 @@ def chunk_stats(
                     pool_s += seconds
                 continue
             state = loop.classify(sid).state
+            if is_torn(sid, stacks, roots, loop):
+                # py-spy read only its innermost frames: busy loop time, as the analysis
+                # counts it, with no route or line the panel could name from a chunk alone.
+                loop_s += seconds
+                busy_s += seconds
+                by_route[NO_ROUTE] += seconds
+                continue
             if state == STATE_IDLE:
                 loop_s += seconds
             elif state == STATE_BUSY:

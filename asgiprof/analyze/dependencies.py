@@ -295,7 +295,9 @@ class _Tally:
 
     def add_loop(self, loop_runs: list[LoopThreadRuns]) -> None:
         for lr in loop_runs:
-            for (_s, dur, sid, n), label in zip(lr.timeline.runs(), lr.labels, strict=True):
+            # A torn sample is the code of the stack standing in for it (analyze/torn.py).
+            runs = zip(lr.timeline.runs(), lr.stand_in, lr.labels, strict=True)
+            for (_s, dur, _sid, n), sid, label in runs:
                 if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
                     continue
                 ms = dur * 1000.0

@@ -326,10 +326,10 @@ class RequestPaths:
 
 
 def loop_stack_ids(loop_runs: list[LoopThreadRuns], classifier: LoopClassifier) -> list[int]:
-    """Distinct busy stacks of the event-loop threads."""
+    """Distinct busy stacks of the event-loop threads (a torn sample's stand-in for it)."""
     seen: dict[int, None] = {}
     for lr in loop_runs:
-        for sid, label in zip(lr.timeline.stack, lr.labels, strict=True):
+        for sid, label in zip(lr.stand_in, lr.labels, strict=True):
             if sid != NO_STACK and label in (STATE_BUSY, STATE_BLOCKED) and sid not in seen:
                 if classifier.classify(sid).state == STATE_BUSY:
                     seen[sid] = None
@@ -343,7 +343,9 @@ def middleware_summary(paths: RequestPaths, loop_runs: list[LoopThreadRuns]) -> 
     samples: Counter[str] = Counter()
     for lr in loop_runs:
         tl = lr.timeline
-        for (_start, dur, sid, n), label in zip(tl.runs(), lr.labels, strict=True):
+        for (_start, dur, _sid, n), sid, label in zip(
+            tl.runs(), lr.stand_in, lr.labels, strict=True
+        ):
             if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
                 continue
             owner = paths.owner(sid)

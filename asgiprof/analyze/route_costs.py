@@ -84,7 +84,8 @@ def request_overhead(
     loop_ms = blocked_ms = 0.0
     overhead: dict[int, bool] = {}  # per stack id: decided once
     for lr in loop_runs:
-        for (_start, dur, sid, _n), label in zip(lr.timeline.runs(), lr.labels, strict=True):
+        # A torn sample is the code of the stack standing in for it (analyze/torn.py).
+        for dur, sid, label in zip(lr.timeline.duration_s, lr.stand_in, lr.labels, strict=True):
             if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
                 continue
             is_overhead = overhead.get(sid)

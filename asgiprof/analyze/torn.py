@@ -19,13 +19,33 @@ holds one stack, which py-spy reads whole), running code of its own.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from asgiprof.analyze.loop import STATE_OFF, LoopClassifier
 from asgiprof.model import NO_STACK, Profile, ThreadTimeline
 
 # What a full stack runs: episodes.py's segment key (callback and outermost user frame).
 Key = tuple[int, ...]
+
+
+def loop_roots(
+    sids: Iterable[int], stacks: Sequence[tuple[int, ...]], classifier: LoopClassifier
+) -> set[int]:
+    """The outermost frames of loop-thread stacks py-spy read whole (idle or busy)."""
+    return {
+        stacks[sid][0]
+        for sid in sids
+        if sid != NO_STACK and stacks[sid] and classifier.classify(sid).state != STATE_OFF
+    }
+
+
+def is_torn(
+    sid: int, stacks: Sequence[tuple[int, ...]], roots: set[int], classifier: LoopClassifier
+) -> bool:
+    """A loop-thread stack without a loop entry whose outermost frame is no loop root: the
+    loop was running these frames, py-spy read only them. (Also the live panel's test.)"""
+    stack = stacks[sid] if sid != NO_STACK else ()
+    return bool(stack) and stack[0] not in roots and classifier.classify(sid).state == STATE_OFF
 
 
 class TornStacks:
@@ -49,7 +69,7 @@ class TornStacks:
             for sid in set(tl.stack):
                 if sid != NO_STACK and stacks[sid] and classifier.classify(sid).state != STATE_OFF:
                     inside[tl.thread.pid].add(sid)
-        self.roots = {stacks[sid][0] for sids in inside.values() for sid in sids}
+        self.roots = loop_roots((s for sids in inside.values() for s in sids), stacks, classifier)
         self._torn: dict[int, bool] = {}
         # Per process, full stacks that run a piece of user code, by innermost frame.
         self._keys: dict[int, Key] = {}
@@ -66,12 +86,7 @@ class TornStacks:
     def is_torn(self, sid: int) -> bool:
         hit = self._torn.get(sid)
         if hit is None:
-            stack = self.profile.stacks[sid] if sid != NO_STACK else ()
-            hit = self._torn[sid] = (
-                bool(stack)
-                and stack[0] not in self.roots
-                and self.classifier.classify(sid).state == STATE_OFF
-            )
+            hit = self._torn[sid] = is_torn(sid, self.profile.stacks, self.roots, self.classifier)
         return hit
 
     def owners(self, pid: int, sid: int) -> dict[Key, int]:

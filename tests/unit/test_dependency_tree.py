@@ -475,3 +475,21 @@ def test_tree_spans_answer_innermost_and_match_dotted_paths() -> None:
     assert trees.routes_at("/srv/app/./deps.py", 16) == ("GET /b",)
     assert trees.routes_at(DEPS, 31) is None
     assert trees.routes_at(APP, 12) is None
+
+
+def test_torn_samples_inside_a_dependency_count_for_it() -> None:
+    # GIVEN an async dependency whose samples py-spy read whole and, alternately, only in
+    # part (its innermost frames, no loop below: a greenlet, or --nonblocking racing)
+    query = Frame("Session.execute", f"{SITE}/sqlalchemy/orm/session.py", 2300)
+    b = Builder(routes=TREE_ROUTES)
+    for _ in range(10):
+        b.add(1, IDLE, 20)
+        b.add(1, handled(SOLVE, Frame("load_session", DEPS, 12), query), 1)
+        b.add(1, (Frame("load_session", DEPS, 12), query), 1)
+    b.add(1, IDLE, 20)
+    a = analyze(b.build(), read_line=read_line)
+    # THEN all 20 samples are the dependency's loop time (the torn ones through the stack
+    # standing in for them, analyze/torn.py), as they are the loop's busy time
+    deps = {d.name: d for d in a.dependencies.dependencies}
+    assert deps["load_session"].loop_ms == pytest.approx(200.0)
+    assert a.loop.busy_ms == pytest.approx(200.0)
