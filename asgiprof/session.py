@@ -315,6 +315,15 @@ def _blocking_because(options: ProfileOptions, python: str, pids: Sequence[int])
     return None
 
 
+def _resource_monitor(out: Path, info: TargetInfo, t0: float, chunk_format: str) -> ResourceMonitor:
+    # The loop thread's scheduler times every 10 ms need measured sample times to be lined
+    # up with (analyze/starved.py).
+    sched_interval_s = 0.01 if chunk_format == "chrometrace" else None
+    return ResourceMonitor(
+        out / store.RESOURCES, info.pids, t0=t0, sched_interval_s=sched_interval_s
+    )
+
+
 class _Recording:
     """The parts that record one target into OUT (sampler, GIL windows, resource monitor,
     route table, load), started and stopped together."""
@@ -359,7 +368,7 @@ class _Recording:
         )
         # Who holds the GIL, in short windows beside the main sampler (gil-contention evidence).
         self.gil = GilSampler(target.pid, out, self.t0, GilConfig(pyspy=self.sampler.pyspy))
-        self.monitor = ResourceMonitor(out / store.RESOURCES, self.info.pids, t0=self.t0)
+        self.monitor = _resource_monitor(out, self.info, self.t0, self.sampler.chunk_format)
         self.routes = threading.Thread(
             target=_read_routes,
             args=(target, self.info, out, options.app_spec),
@@ -369,11 +378,7 @@ class _Recording:
         self.stopped_before = set() if target.launched else stopped_pids(target.pids())
         # attach: requests per route from the lines the server logs while sampled (run
         # has the launched server's whole output in OUT/server.log already).
-        self.log_tail = (
-            None
-            if target.launched
-            else LogTail.open(target.pids() or [target.pid], options.access_log)
-        )
+        self.log_tail = None if target.launched else LogTail.open(target.pids(), options.access_log)
         self.load = LoadRunner(options.load, out, self.t0) if options.load is not None else None
         self.exit_status: int | None = None
         self.sampling_ended: float | None = None

@@ -76,6 +76,7 @@ _PYTHON_RUNNING: Final = (
     "the loop (or it was a comprehension or generator)"
 )
 _ISOLATED: Final = "of its episodes with the loop idle around them"
+_SCHED: Final = "of its episodes (its scheduler times, read every 10 ms)"
 _FITTED: Final = "fitted over the loop thread's CPU time in every 0.5 s window"
 _NOT_SPLIT: Final = "the loop thread's CPU time could not be split among the lines that held it"
 
@@ -86,13 +87,21 @@ def decide_kind(
     catalogue: Kind | None,
     params: AnalysisParams,
     python_running: bool = False,
+    by_sched: bool = False,
 ) -> tuple[Kind, float | None, str]:
-    """(kind, CPU share used, why): a direct measurement of episodes the loop idled around,
-    else Python code seen running, else the fit over the loop thread's CPU time
-    (analyze/kind.py), else the catalogue."""
-    if isolated is None and python_running:
-        return "cpu", fitted, _PYTHON_RUNNING
-    for ratio, how in ((isolated, _ISOLATED), (fitted, _FITTED)):
+    """(kind, CPU share used, why): a direct measurement of its episodes (the loop
+    thread's scheduler times inside them, or 50 ms polls around episodes the loop idled
+    around) when it says cpu, else Python code seen running, else that measurement, else
+    the fit over the loop thread's CPU time (analyze/kind.py), else the catalogue. Python
+    seen running outranks a lower share: pure-Python work waiting for the GIL held by other
+    threads sleeps, so its measured share can read low (0.35 on the busy test app) though
+    it never waits on I/O."""
+    how_measured = _SCHED if by_sched else _ISOLATED
+    if isolated is not None and measured_kind(isolated, params) == "cpu":
+        return "cpu", isolated, _kind_of_ratio(isolated, how_measured, catalogue, params)[1]
+    if python_running:
+        return "cpu", isolated if isolated is not None else fitted, _PYTHON_RUNNING
+    for ratio, how in ((isolated, how_measured), (fitted, _FITTED)):
         if ratio is not None:
             kind, why = _kind_of_ratio(ratio, how, catalogue, params)
             return kind, ratio, why
@@ -193,6 +202,7 @@ class _Ranking:
             entry.kind if entry is not None else None,
             self.params,
             python_running=(file, line) in self.python_running or _comprehension_leaf(stack),
+            by_sched=any(e.cpu_by_sched for e in eps),
         )
         return Culprit(
             rank=0,

@@ -22,7 +22,7 @@ from asgiprof.analyze.advice import is_blocking_call
 from asgiprof.analyze.frames import app_roots, is_asgi_dispatch, is_user, is_web_framework
 from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, STATE_OFF, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Episode, EpisodePart
-from asgiprof.analyze.starved import sched_shares
+from asgiprof.analyze.starved import SCHED_POLL_S, sched_shares, times_measured
 from asgiprof.analyze.torn import TornStacks
 from asgiprof.model import NO_STACK, Frame, Profile, ThreadTimeline
 
@@ -306,13 +306,15 @@ def find_episodes(
         profile, loop_threads, classifier, lambda sid: segment_key(classifier, user_frames, sid)
     )
     per_thread: list[tuple[LoopThreadRuns, list[_Candidate], list[_Stretch]]] = []
+    timed = times_measured(profile)  # else the scheduler's polls cannot be lined up
     for tl in loop_threads:
         runs = LoopThreadRuns(tl, array("b", bytes(len(tl))), stand_in=torn.stand_ins(tl))
         candidates, framework, loop_samples = _candidates(
             runs, classifier, user_frames, route_of, torn
         )
-        candidates = [c for c in candidates if not _starved(profile, runs, c.stretch, params)]
-        framework = [st for st in framework if not _starved(profile, runs, st, params)]
+        if timed:
+            candidates = [c for c in candidates if not _starved(profile, runs, c.stretch, params)]
+            framework = [st for st in framework if not _starved(profile, runs, st, params)]
         per_thread.append((runs, candidates, framework))
         weighed.add_lines(tl, candidates, loop_samples)
         weighed.add_framework(framework, loop_samples)
@@ -675,7 +677,21 @@ def _episode(
     dominant = stretch.stacks.most_common(1)[0][0]
     route = _route_of_stacks(stretch.stacks, route_of)
     ratio: float | None = None
-    if _is_isolated(tl, labels, stretch, params.kind_margin_s):
+    by_sched = False
+    end_s = stretch.start_s + stretch.duration_s
+    shares = None
+    if stretch.duration_s >= 3 * SCHED_POLL_S and times_measured(profile):
+        # Inside the episode only: a poll interval each side may hold its neighbours' time.
+        shares = sched_shares(
+            profile.resources,
+            tl.thread.pid,
+            tl.thread.tid,
+            stretch.start_s + SCHED_POLL_S,
+            end_s - SCHED_POLL_S,
+        )
+    if shares is not None:
+        ratio, by_sched = min(1.0, shares[0] + shares[1]), True  # on a CPU or waiting for one
+    elif _is_isolated(tl, labels, stretch, params.kind_margin_s):
         margin = params.kind_margin_s
         end = stretch.start_s + stretch.duration_s
         runnable = cpu_ratio(tl.thread.pid, tl.thread.tid, stretch.start_s - margin, end + margin)
@@ -700,6 +716,7 @@ def _episode(
         route=route,
         cpu_ratio=ratio,
         parts=parts,
+        cpu_by_sched=by_sched,
     )
 
 

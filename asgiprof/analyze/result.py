@@ -62,9 +62,8 @@ class AnalysisParams:
     min_long_share: float = 0.4
     # A stretch in which the loop thread waited in the run queue for at least this share
     # and ran on a CPU for at most `starved_max_run` was the machine's doing, not its
-    # line's (analyze/starved.py; the main thread's schedstat, polled every 10 ms). Beside
-    # two CPU hogs, no planted block's episode came near (0 of 279: run p10 0.11, wait p90
-    # 0.26); quick lines caught waiting did.
+    # line's (analyze/starved.py; the main thread's schedstat, polled every 10 ms, with
+    # measured sample times only). Real blocks run or sleep: a sleep does neither.
     starved_min_wait: float = 0.5
     starved_max_run: float = 0.25
     # Culprit kind from measured CPU: cpu when the loop thread ran at least this share of
@@ -155,6 +154,9 @@ class Episode:
     # Every line credited with part of the episode: a request whose dependency blocks
     # 30 ms and whose endpoint then blocks 50 ms is one synchronous stretch, two culprits.
     parts: tuple[EpisodePart, ...] = ()
+    # `cpu_ratio` from the main thread's schedstat polled every 10 ms inside the episode
+    # (False: from 50 ms polls, over an episode the loop idled around)
+    cpu_by_sched: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,13 @@ CPU hogs, 6 such stretches at one `select(...)` line, 131 ms, each with under 2 
 in it by the app's own clock. The loop really was blocked, by the machine; the line was
 not the cause, and changing it would change nothing.
 
-The resource monitor polls the main thread's schedstat every 10 ms (record/resources.py),
-apart: time on a CPU and time in the run queue. A stretch is *starved* when the loop thread
-waited for a CPU for most of it and ran for little of it: neither a call computing (which
-runs, and on a loaded machine waits too) nor a call sleeping in I/O (which does neither).
+With measured sample times (chrometrace chunks: `ASGIPROF_PYSPY_FORMAT=chrometrace`), the
+resource monitor polls the main thread's schedstat every 10 ms (record/resources.py),
+apart: time on a CPU and time in the run queue. (speedscope chunks, the default, place
+samples to ~0.1 s: too coarse for this, so it is not done.) A stretch is *starved* when the
+loop thread waited for a CPU for most of it and ran for little of it: neither a call
+computing (which runs, and on a loaded machine waits too) nor a call sleeping in I/O
+(which does neither).
 Starved stretches are busy loop time, never a line's blocked time, and are not evidence
 that their line blocks.
 """
@@ -22,10 +25,20 @@ from __future__ import annotations
 import bisect
 from array import array
 
-from asgiprof.model import Resources
+from asgiprof.model import Profile, Resources
 
 # Polls further apart than this around a stretch's end say nothing about it.
 MAX_GAP_S = 0.05
+# How often the resource monitor reads the main thread's schedstat (its default).
+SCHED_POLL_S = 0.01
+
+
+def times_measured(profile: Profile) -> bool:
+    """Are sample times measured (py-spy's chrometrace chunks)? speedscope chunks carry
+    order only: their samples are spread evenly over each chunk's span, good to ~0.1 s,
+    far too coarse to line a 20 ms stretch up with 10 ms polls."""
+    chunks = profile.sampling.chunks
+    return bool(chunks) and all(".chrometrace." in c.file for c in chunks)
 
 
 def sched_shares(

@@ -8,6 +8,7 @@ The record format and its loader live in store/resources.py: this module only po
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -219,9 +220,9 @@ class ResourceMonitor:
         cpu_interval_s: float = 0.05,
         resource_interval_s: float = 1.0,
         cpu_clock: CpuClock | None = None,
-        sched_interval_s: float = 0.01,
+        sched_interval_s: float | None = None,
     ) -> None:
-        if cpu_interval_s <= 0 or resource_interval_s <= 0 or sched_interval_s <= 0:
+        if cpu_interval_s <= 0 or resource_interval_s <= 0 or (sched_interval_s or 1) <= 0:
             raise ValueError("poll intervals must be positive")
         self.path = path
         self.t0 = t0
@@ -298,10 +299,12 @@ class ResourceMonitor:
                 ]
             )
             next_cpu = next_res = next_sched = time.monotonic()
+            if self.sched_interval_s is None:
+                next_sched = math.inf
             while True:
                 records = self._watch_pending()
                 now = time.monotonic()
-                if now >= next_sched:
+                if now >= next_sched and self.sched_interval_s is not None:
                     self._poll_sched()
                     next_sched = _next_deadline(next_sched, self.sched_interval_s, now)
                 if now >= next_res:
@@ -371,7 +374,7 @@ class ResourceMonitor:
             else:
                 cpu = _ProcThreadCpu(pid, self.cpu_clock, self._budget)
             sched: _MainSched | None = None
-            if self.cpu_clock == "schedstat":
+            if self.cpu_clock == "schedstat" and self.sched_interval_s is not None:
                 try:
                     sched = _MainSched(pid)
                 except OSError:

@@ -383,6 +383,12 @@ class Sampler:
         self.watchdog = Watchdog(pid, self.pyspy_pids, self._halt_pid)
 
     # -- control ---------------------------------------------------------------------------
+
+    @property
+    def chunk_format(self) -> str:
+        """speedscope or chrometrace (`chunk_format`), for every chunk of this recording."""
+        return self._format
+
     def start(self) -> None:
         self.watchdog.start()
         self._thread.start()

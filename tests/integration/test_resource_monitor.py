@@ -269,7 +269,7 @@ def test_the_main_threads_time_on_a_cpu_and_waiting_for_one_apart(tmp_path: Path
             assert target.line() == "ready"
             t0 = time.time()
             # WHEN the monitor watches it
-            with ResourceMonitor(path, [target.pid], t0=t0) as monitor:
+            with ResourceMonitor(path, [target.pid], t0=t0, sched_interval_s=0.01) as monitor:
                 windows = []
                 for command in ("burn", "nap"):
                     target.send(command + "\n")

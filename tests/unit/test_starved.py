@@ -5,12 +5,13 @@ call that computes (runs, and waits too on a loaded machine) or sleeps (does nei
 from __future__ import annotations
 
 from array import array
+from dataclasses import replace
 
 import pytest
 
 from asgiprof.analyze import analyze
 from asgiprof.analyze.starved import sched_shares
-from asgiprof.model import Frame, Profile, Route
+from asgiprof.model import Chunk, Frame, Profile, Route
 from tests.profile_builder import APP, IDLE, SITE, Builder, busy, source_reader
 
 SELECT = Frame("category_stats", APP, 20)  # `select(func.count(Item.id)).where(...)`
@@ -44,7 +45,15 @@ def _profile() -> tuple[Profile, list[tuple[float, float]], list[tuple[float, fl
         start = b.clock(1)
         b.add(1, busy(HASH), 6)
         hashing.append((start, b.clock(1)))
-    return b.build(), waited, hashing
+    return _chunked(b.build(), "chrometrace"), waited, hashing
+
+
+def _chunked(profile: Profile, fmt: str) -> Profile:
+    """The profile as recorded in one chunk of py-spy's `fmt` format."""
+    end = profile.sampling.duration_s
+    chunk = Chunk(f"raw/chunk-0001.{fmt}.json", 0.0, end, profile.sampling.samples, 0)
+    profile.sampling = replace(profile.sampling, chunks=(chunk,))
+    return profile
 
 
 def _schedstat(
@@ -101,3 +110,28 @@ def test_without_schedstat_polls_nothing_tells_the_wait_from_a_block() -> None:
     # THEN the select line reads as blocking, as before
     assert {c.line for c in a.culprits} == {20, 30}
     assert not [n for n in a.notes if "short of CPU" in n]
+
+
+def test_speedscope_sample_times_are_too_coarse_to_line_the_polls_up_with() -> None:
+    # GIVEN the polls, but samples from speedscope chunks (placed evenly over each chunk's
+    # span, good to ~0.1 s, not to the 10 ms of a poll)
+    profile, waited, hashing = _profile()
+    _schedstat(profile, waited, hashing)
+    a = analyze(_chunked(profile, "speedscope"), read_line=SOURCE)
+    # THEN the polls are not used: no stretch is set aside, no kind measured from them
+    assert {c.line for c in a.culprits} == {20, 30}
+    assert not [n for n in a.notes if "short of CPU" in n]
+    assert not any("scheduler times" in c.kind_evidence for c in a.culprits)
+
+
+def test_the_kind_of_a_culprit_from_its_scheduler_times() -> None:
+    # GIVEN measured sample times and polls: the pbkdf2 calls on a CPU or waiting for one
+    # 95% of their time
+    profile, waited, hashing = _profile()
+    _schedstat(profile, waited, hashing)
+    a = analyze(profile, read_line=SOURCE)
+    # THEN it is cpu, measured inside its episodes (no idle margins needed)
+    (c,) = a.culprits
+    assert c.kind == "cpu"
+    assert c.cpu_ratio == pytest.approx(0.95, abs=0.03)
+    assert "scheduler times" in c.kind_evidence
