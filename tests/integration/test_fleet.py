@@ -97,6 +97,13 @@ def fleet(
 # --- profile.pb.gz and its readers ---------------------------------------------------
 
 
+def _on_its_stacks_ms(route: dict[str, Any]) -> float:
+    """A route's time that its own stacks show, as pprof labels it: its cost without the
+    shares of request overhead and dependencies split to it by the access log."""
+    cost = route["loop_ms"] + route["threadpool_ms"]
+    return float(cost - route["overhead_ms"] - route["dependency_ms"])
+
+
 @needs_go
 @pytest.mark.timeout(300)
 def test_go_tool_pprof_reads_the_profile_and_agrees_with_summary_json(fleet: FleetRuns) -> None:
@@ -121,7 +128,10 @@ def test_go_tool_pprof_reads_the_profile_and_agrees_with_summary_json(fleet: Fle
     assert set(go_tags_ms(pb, "block_kind")) <= {"cpu", "io", "unknown"}
     assert set(go_tags_ms(pb, "thread_role")) <= {"event_loop", "threadpool", "other"}
     assert set(go_tags_ms(pb, "worker")) == {str(fleet.pids["a"])}
-    assert set(go_tags_ms(pb, "http_route")) == {r["route"] for r in data["routes"]}
+    # (attach reads the servers' access logs: a route that served requests no sample shows
+    # is listed with no samples, and has no label)
+    sampled = [r for r in data["routes"] if r["samples"] > 0]
+    assert set(go_tags_ms(pb, "http_route")) == {r["route"] for r in sampled}
 
     # blocked, idle and busy totals equal summary.json's (go prints 0.01 ms)
     loop = data["event_loop"]
@@ -135,11 +145,11 @@ def test_go_tool_pprof_reads_the_profile_and_agrees_with_summary_json(fleet: Fle
 
     # per route: samples, wall time (loop + threadpool) and blocked time
     blocked_by_route = go_tags_ms(pb, "http_route", "-tagfocus=loop_state=^blocked$")
-    for r in data["routes"]:
+    for r in sampled:
         focus = f"-tagfocus=http_route={go_regexp(r['route'])}"
         assert go_total_ms(pb, focus, "-sample_index=samples") == r["samples"], r
         wall = go_total_ms(pb, focus)
-        assert wall == pytest.approx(r["loop_ms"] + r["threadpool_ms"], abs=0.02), r
+        assert wall == pytest.approx(_on_its_stacks_ms(r), abs=0.02), r
         # -tags prints 0.1 ms
         assert blocked_by_route.get(r["route"], 0.0) == pytest.approx(r["blocked_ms"], abs=0.06)
     assert blocked_by_route["GET /users/{user_id}"] > 500
@@ -183,7 +193,7 @@ def test_protobuf_reader_agrees_with_summary_json(fleet: FleetRuns) -> None:
     by_route = profile.by_label(0, "http_route")
     blocked_by_route = profile.by_label(1, "http_route", loop_state="blocked")
     for r in data["routes"]:
-        assert by_route[r["route"]] == r["samples"]
+        assert by_route.get(r["route"], 0) == r["samples"]
         assert blocked_by_route.get(r["route"], 0) / 1e6 == pytest.approx(r["blocked_ms"], abs=0.01)
     # a blocked sample always says its kind; no other sample does
     for s in profile.samples:
