@@ -236,6 +236,8 @@ def test_thread_cpu_tells_a_burning_thread_from_a_sleeping_one(
     assert 0.03 < gaps[len(gaps) // 2] < 0.1, gaps
 
 
+HOG = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end:\n    pass\n"
+
 MAIN_BURNS_THEN_NAPS = """
 import sys, time
 
@@ -256,12 +258,11 @@ for command in sys.stdin:
 @pytest.mark.skipif(detect_cpu_clock() != "schedstat", reason="needs /proc/PID/schedstat")
 def test_the_main_threads_time_on_a_cpu_and_waiting_for_one_apart(tmp_path: Path) -> None:
     # GIVEN a process whose main thread (where an ASGI server's loop runs) computes for
-    # 0.6 s, then sleeps for 0.6 s, beside one CPU hog per core (bounded by `timeout`)
+    # 0.6 s, then sleeps for 0.6 s, beside one CPU hog per core (each ends itself after
+    # 30 s, and is killed by its PID: a `timeout` wrapper killed would leave it running)
     path = tmp_path / "resources.jsonl"
     hogs = [
-        subprocess.Popen(
-            ["timeout", "30", sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL
-        )
+        subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.DEVNULL)
         for _ in range(os.cpu_count() or 2)
     ]
     try:
