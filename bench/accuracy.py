@@ -175,7 +175,7 @@ class Config:
     rate_hz: int = 100
     utilization: float = 0.3  # share of time the planted blocks hold the loop
     healthy: bool = False
-    nonblocking: bool = True  # asgiprof's default; False: --blocking
+    nonblocking: bool = True  # --nonblocking; False: --blocking (asgiprof's default)
     loop: str = "asyncio"
     debug_mode: bool = False  # PYTHONASYNCIODEBUG instead of asgiprof
     load_s: float | None = None  # this run's load, instead of --load-seconds
@@ -187,7 +187,7 @@ class Config:
     def name(self) -> str:
         if self.debug_mode:
             return "asyncio debug"
-        mode = "asgiprof" + ("" if self.nonblocking else " --blocking")
+        mode = "asgiprof" + (" --nonblocking" if self.nonblocking else " --blocking")
         return f"{mode} {self.rate_hz} Hz" + (" uvloop" if self.loop == "uvloop" else "")
 
 
