@@ -62,7 +62,8 @@ class LogTail:
                 proc_path = f"/proc/{pid}/fd/{fd}"
                 try:
                     st = os.stat(proc_path)
-                    if (st.st_dev, st.st_ino) in seen:
+                    # Not even opened unless a regular file: opening a FIFO could wait.
+                    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
                         continue
                     tail = _tail(proc_path, f"{os.readlink(proc_path)} (fd {fd} of {pid})")
                 except OSError:
