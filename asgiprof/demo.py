@@ -47,9 +47,10 @@ def examples_dir() -> Path:
     raise UsageError("the bundled examples are missing from this installation: reinstall asgiprof")
 
 
-def uvicorn_command(module: str, port: int, *extra: str) -> list[str]:
-    """uvicorn serving `module:app` on 127.0.0.1 with the asyncio loop, quietly, in this
-    interpreter (the demo's command; the tests launch their apps the same way)."""
+def uvicorn_command(module: str, port: int, *extra: str, access_log: bool = False) -> list[str]:
+    """uvicorn serving `module:app` on 127.0.0.1 with the asyncio loop, in this interpreter
+    (the demo's command; the tests launch their apps the same way): quietly, or with its
+    access log (`run` keeps the server's output in OUT/server.log, not on the terminal)."""
     return [
         sys.executable,
         "-m",
@@ -62,7 +63,7 @@ def uvicorn_command(module: str, port: int, *extra: str) -> list[str]:
         "--loop",
         "asyncio",
         "--log-level",
-        "warning",
+        "info" if access_log else "warning",
         *extra,
     ]
 
@@ -78,7 +79,8 @@ def _check_requirements() -> None:
 def run_demo(options: ProfileOptions, console: Console) -> Analysis:
     _check_requirements()
     port = free_port()
-    argv = uvicorn_command(DEMO_MODULE, port)
+    # With its access log: requests per route split the shared dependency (route_costs.py).
+    argv = uvicorn_command(DEMO_MODULE, port, access_log=True)
     load: list[LoadThread] = []
     duration_s = options.duration_s or 8.0
 

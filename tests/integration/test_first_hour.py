@@ -46,6 +46,17 @@ def _shown_path(culprit: dict[str, Any], root: Path) -> str:
     return f"{os.path.relpath(culprit['file'], root)}:{culprit['line']}"
 
 
+def test_the_demo_splits_routes_by_the_requests_its_access_log_counted(demo_profile: Path) -> None:
+    # The demo's server logs its requests (into OUT/server.log, not the terminal): route
+    # costs and the shared dependency are split by requests, and the report says so.
+    data = summary(demo_profile)
+    assert data["routes_evidence"] == "access-log", data["routes_evidence"]
+    served = [r for r in data["routes"] if r["requests"]]
+    assert len(served) >= 4 and all(r["requests"] > 0 for r in served), data["routes"]
+    (dep,) = [d for d in data["dependencies"]["items"] if d["name"] == "current_user"]
+    assert dep["split_by"] in ("requests", "one-route"), dep
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 def test_terminal_shows_every_culprit_whole_at_each_width(
     demo_profile: Path, examples_dir: Path, width: int
