@@ -25,7 +25,7 @@ from typing import Final
 from asgiprof.analyze.advice import function_awaits
 from asgiprof.analyze.episodes import LoopThreadRuns
 from asgiprof.analyze.frames import bare_function, file_kind
-from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY
+from asgiprof.analyze.loop import STATE_BLOCKED
 from asgiprof.analyze.middleware import class_of
 from asgiprof.analyze.result import (
     AnalysisParams,
@@ -34,7 +34,7 @@ from asgiprof.analyze.result import (
     DependencySummary,
     Finding,
 )
-from asgiprof.model import NO_STACK, Frame, Profile, Route, ThreadTimeline
+from asgiprof.model import Frame, Profile, Route, ThreadTimeline
 
 SourceReader = Callable[[str, int], "str | None"]
 
@@ -295,11 +295,7 @@ class _Tally:
 
     def add_loop(self, loop_runs: list[LoopThreadRuns]) -> None:
         for lr in loop_runs:
-            # A torn sample is the code of the stack standing in for it (analyze/torn.py).
-            runs = zip(lr.timeline.runs(), lr.stand_in, lr.labels, strict=True)
-            for (_s, dur, _sid, n), sid, label in runs:
-                if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
-                    continue
+            for dur, sid, n, label in lr.busy_runs():
                 ms = dur * 1000.0
                 j = self.deps.on_loop(sid)
                 if j is None:

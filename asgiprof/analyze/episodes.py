@@ -15,7 +15,7 @@ import itertools
 import re
 from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from asgiprof.analyze.advice import is_blocking_call
@@ -47,6 +47,16 @@ class LoopThreadRuns:
     # Per run, the stack that stands for it (`TornStacks.stand_ins`): its own, or for a torn
     # run the full stack of the code it continues (its own when none fits).
     stand_in: list[int] = field(default_factory=list)
+
+    def busy_runs(self) -> Iterator[tuple[float, int, int, int]]:
+        """(seconds, stack, samples, label) of each busy or blocked run, the stack being the
+        run's stand-in: a torn sample is the code of the stack standing in for it."""
+        tl = self.timeline
+        for dur, sid, n, label in zip(
+            tl.duration_s, self.stand_in, tl.samples, self.labels, strict=True
+        ):
+            if sid != NO_STACK and label in (STATE_BUSY, STATE_BLOCKED):
+                yield dur, sid, n, label
 
 
 class UserFrames:

@@ -24,7 +24,7 @@ from asgiprof.analyze.episodes import LoopThreadRuns
 from asgiprof.analyze.frames import bare_function, file_kind
 from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY, LoopClassifier
 from asgiprof.analyze.result import AnalysisParams, Finding, MiddlewareLayer, MiddlewareSummary
-from asgiprof.model import NO_STACK, Frame, Profile
+from asgiprof.model import Frame, Profile
 
 OWNER_SERVER: Final = "<server>"
 OWNER_ROUTE: Final = "<route>"
@@ -329,10 +329,9 @@ def loop_stack_ids(loop_runs: list[LoopThreadRuns], classifier: LoopClassifier) 
     """Distinct busy stacks of the event-loop threads (a torn sample's stand-in for it)."""
     seen: dict[int, None] = {}
     for lr in loop_runs:
-        for sid, label in zip(lr.stand_in, lr.labels, strict=True):
-            if sid != NO_STACK and label in (STATE_BUSY, STATE_BLOCKED) and sid not in seen:
-                if classifier.classify(sid).state == STATE_BUSY:
-                    seen[sid] = None
+        for _dur, sid, _n, _label in lr.busy_runs():
+            if sid not in seen and classifier.classify(sid).state == STATE_BUSY:
+                seen[sid] = None
     return list(seen)
 
 
@@ -342,12 +341,7 @@ def middleware_summary(paths: RequestPaths, loop_runs: list[LoopThreadRuns]) -> 
     blocked_ms: dict[str, float] = defaultdict(float)
     samples: Counter[str] = Counter()
     for lr in loop_runs:
-        tl = lr.timeline
-        for (_start, dur, _sid, n), sid, label in zip(
-            tl.runs(), lr.stand_in, lr.labels, strict=True
-        ):
-            if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
-                continue
+        for dur, sid, n, label in lr.busy_runs():
             owner = paths.owner(sid)
             if owner is None:
                 continue

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from asgiprof.analyze.episodes import LoopThreadRuns
-from asgiprof.analyze.loop import STATE_BLOCKED, STATE_BUSY
+from asgiprof.analyze.loop import STATE_BLOCKED
 from asgiprof.analyze.middleware import is_server_code
 from asgiprof.analyze.result import (
     Culprit,
@@ -37,7 +37,7 @@ from asgiprof.analyze.result import (
     RouteStats,
     SplitEvidence,
 )
-from asgiprof.model import NO_STACK, Profile, RequestCounts
+from asgiprof.model import Profile, RequestCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +84,7 @@ def request_overhead(
     loop_ms = blocked_ms = 0.0
     overhead: dict[int, bool] = {}  # per stack id: decided once
     for lr in loop_runs:
-        # A torn sample is the code of the stack standing in for it (analyze/torn.py).
-        for dur, sid, label in zip(lr.timeline.duration_s, lr.stand_in, lr.labels, strict=True):
-            if sid == NO_STACK or label not in (STATE_BUSY, STATE_BLOCKED):
-                continue
+        for dur, sid, _n, label in lr.busy_runs():
             is_overhead = overhead.get(sid)
             if is_overhead is None:
                 is_overhead = overhead[sid] = (
