@@ -316,20 +316,19 @@ def find_episodes(
         profile, loop_threads, classifier, lambda sid: segment_key(classifier, user_frames, sid)
     )
     per_thread: list[tuple[LoopThreadRuns, list[_Candidate], list[_Stretch]]] = []
-    timed = times_measured(profile)  # else the scheduler's polls cannot be lined up
+    cut = _Cut(profile, user_frames, route_of, cpu_ratio, params)
     for tl in loop_threads:
         runs = LoopThreadRuns(tl, array("b", bytes(len(tl))), stand_in=torn.stand_ins(tl))
         candidates, framework, loop_samples = _candidates(
             runs, classifier, user_frames, route_of, torn
         )
-        if timed:
+        if cut.timed:
             candidates = [c for c in candidates if not _starved(profile, runs, c.stretch, params)]
             framework = [st for st in framework if not _starved(profile, runs, st, params)]
         per_thread.append((runs, candidates, framework))
         weighed.add_lines(tl, candidates, loop_samples)
         weighed.add_framework(framework, loop_samples)
     blocking = weighed.blocking_lines(params)
-    cut = _Cut(profile, user_frames, route_of, cpu_ratio, params)
     episodes: list[Episode] = []
     for runs, candidates, framework in per_thread:
         cut.line_episodes(runs, candidates, blocking, episodes)
@@ -391,9 +390,12 @@ class _Cut:
     cpu_ratio: Callable[[int, int, float, float], float | None]
     params: AnalysisParams
     threshold_s: float = field(init=False)
+    # Sample times measured: the scheduler's 10 ms polls can be lined up with stretches.
+    timed: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.threshold_s = self.params.block_threshold_ms / 1000.0
+        self.timed = times_measured(self.profile)
 
     def episode(self, runs: LoopThreadRuns, st: _Stretch, holder: int | None) -> Episode:
         _label(runs.labels, st, STATE_BLOCKED)
@@ -406,6 +408,7 @@ class _Cut:
             self.cpu_ratio,
             runs.labels,
             self.params,
+            self.timed,
         )
 
     def line_episodes(
@@ -682,32 +685,12 @@ def _episode(
     cpu_ratio: Callable[[int, int, float, float], float | None],
     labels: array[int],
     params: AnalysisParams,
+    timed: bool,
 ) -> Episode:
     profile = user_frames.profile
     dominant = stretch.stacks.most_common(1)[0][0]
     route = _route_of_stacks(stretch.stacks, route_of)
-    ratio: float | None = None
-    by_sched = False
-    end_s = stretch.start_s + stretch.duration_s
-    shares = None
-    if stretch.duration_s >= 3 * SCHED_POLL_S and times_measured(profile):
-        # Inside the episode only: a poll interval each side may hold its neighbours' time.
-        shares = sched_shares(
-            profile.resources,
-            tl.thread.pid,
-            tl.thread.tid,
-            stretch.start_s + SCHED_POLL_S,
-            end_s - SCHED_POLL_S,
-        )
-    if shares is not None:
-        ratio, by_sched = min(1.0, shares[0] + shares[1]), True  # on a CPU or waiting for one
-    elif _is_isolated(tl, labels, stretch, params.kind_margin_s):
-        margin = params.kind_margin_s
-        end = stretch.start_s + stretch.duration_s
-        runnable = cpu_ratio(tl.thread.pid, tl.thread.tid, stretch.start_s - margin, end + margin)
-        if runnable is not None:
-            # The idle margins add (almost) nothing: scale back to the episode.
-            ratio = min(1.0, runnable * (stretch.duration_s + 2 * margin) / stretch.duration_s)
+    ratio, by_sched = _episode_cpu(profile, tl, stretch, labels, cpu_ratio, params, timed)
     culprit: tuple[str, int] | None = None
     parts: tuple[EpisodePart, ...] = ()
     ms = stretch.duration_s * 1000.0
@@ -728,6 +711,37 @@ def _episode(
         parts=parts,
         cpu_by_sched=by_sched,
     )
+
+
+def _episode_cpu(
+    profile: Profile,
+    tl: ThreadTimeline,
+    stretch: _Stretch,
+    labels: array[int],
+    cpu_ratio: Callable[[int, int, float, float], float | None],
+    params: AnalysisParams,
+    timed: bool,
+) -> tuple[float | None, bool]:
+    """The loop thread's share of an episode on a CPU or waiting for one, and whether it
+    comes from the scheduler's 10 ms polls inside it (measured sample times only) rather
+    than from 50 ms polls around an episode the loop idled around."""
+    pid, tid = tl.thread.pid, tl.thread.tid
+    end = stretch.start_s + stretch.duration_s
+    if timed and stretch.duration_s >= 3 * SCHED_POLL_S:
+        # Inside the episode only: a poll interval each side may hold its neighbours' time.
+        shares = sched_shares(
+            profile.resources, pid, tid, stretch.start_s + SCHED_POLL_S, end - SCHED_POLL_S
+        )
+        if shares is not None:
+            return min(1.0, shares[0] + shares[1]), True
+    if not _is_isolated(tl, labels, stretch, params.kind_margin_s):
+        return None, False
+    margin = params.kind_margin_s
+    runnable = cpu_ratio(pid, tid, stretch.start_s - margin, end + margin)
+    if runnable is None:
+        return None, False
+    # The idle margins add (almost) nothing: scale back to the episode.
+    return min(1.0, runnable * (stretch.duration_s + 2 * margin) / stretch.duration_s), False
 
 
 def promote_short_stretches(
