@@ -122,8 +122,8 @@ class _ProcThreadCpu:
         if self._file == "schedstat":
             # Run time plus run-queue wait: a CPU-bound thread on a busy machine waits for a
             # core but is still CPU-bound; counting only run time would call it half idle.
-            run_ns, wait_ns = data.split(maxsplit=2)[:2]
-            return (int(run_ns) + int(wait_ns)) // 1000
+            run_ns, wait_ns = _schedstat_ns(data)
+            return (run_ns + wait_ns) // 1000
         # The command name (field 2) may hold spaces and ')': fields restart after the last ')'.
         fields = data[data.rfind(b")") + 2 :].split()
         return round((int(fields[11]) + int(fields[12])) * self._tick_us)
@@ -137,6 +137,12 @@ class _ProcThreadCpu:
     def close(self) -> None:
         for name in list(self._fds):
             self._forget(name)
+
+
+def _schedstat_ns(data: bytes) -> tuple[int, int]:
+    """A thread's schedstat: nanoseconds on a CPU, nanoseconds waiting in the run queue."""
+    run_ns, wait_ns = data.split(maxsplit=2)[:2]
+    return int(run_ns), int(wait_ns)
 
 
 class _MainSched:
@@ -157,10 +163,10 @@ class _MainSched:
 
     def read(self, t_s: float) -> None:
         """Append one reading; raises OSError once the thread is gone."""
-        run_ns, wait_ns = os.pread(self._fd, 128, 0).split(maxsplit=2)[:2]
+        run_ns, wait_ns = _schedstat_ns(os.pread(self._fd, 128, 0))
         self.t_s.append(t_s)
-        self.run_us.append(int(run_ns) // 1000)
-        self.wait_us.append(int(wait_ns) // 1000)
+        self.run_us.append(run_ns // 1000)
+        self.wait_us.append(wait_ns // 1000)
 
     def flush(self) -> Record | None:
         if not self.t_s:
@@ -222,7 +228,11 @@ class ResourceMonitor:
         cpu_clock: CpuClock | None = None,
         sched_interval_s: float | None = None,
     ) -> None:
-        if cpu_interval_s <= 0 or resource_interval_s <= 0 or (sched_interval_s or 1) <= 0:
+        if (
+            cpu_interval_s <= 0
+            or resource_interval_s <= 0
+            or (sched_interval_s is not None and sched_interval_s <= 0)
+        ):
             raise ValueError("poll intervals must be positive")
         self.path = path
         self.t0 = t0
@@ -304,7 +314,7 @@ class ResourceMonitor:
             while True:
                 records = self._watch_pending()
                 now = time.monotonic()
-                if now >= next_sched and self.sched_interval_s is not None:
+                if self.sched_interval_s is not None and now >= next_sched:
                     self._poll_sched()
                     next_sched = _next_deadline(next_sched, self.sched_interval_s, now)
                 if now >= next_res:

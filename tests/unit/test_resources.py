@@ -11,6 +11,7 @@ import pytest
 from asgiprof.analyze.resources import cpu_ratio, growth
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import UNKNOWN, ConnectionSeries, ResourcePoint, Resources, ThreadCpu
+from asgiprof.record.resources import ResourceMonitor
 from asgiprof.store.resources import load_resource_log, load_resources
 
 START = (
@@ -362,3 +363,27 @@ def test_growth_without_data() -> None:
     assert growth(Resources(), "fds", 1).points == 0
     single = growth(points([(1.0, 7)]), "fds", 1)
     assert (single.points, single.start_value, single.steady) == (1, 7.0, False)
+
+
+@pytest.mark.parametrize(
+    "intervals",
+    [
+        {"cpu_interval_s": 0.0},
+        {"resource_interval_s": -1.0},
+        {"sched_interval_s": 0.0},  # a zero poll interval would spin the monitor thread
+    ],
+)
+def test_a_poll_interval_that_is_not_positive_is_refused(
+    tmp_path: Path, intervals: dict[str, float]
+) -> None:
+    given = {"cpu_interval_s": 0.05, "resource_interval_s": 1.0, "sched_interval_s": 0.01}
+    given.update(intervals)
+    with pytest.raises(ValueError, match="poll intervals must be positive"):
+        ResourceMonitor(
+            tmp_path / "resources.jsonl",
+            [],
+            t0=0.0,
+            cpu_interval_s=given["cpu_interval_s"],
+            resource_interval_s=given["resource_interval_s"],
+            sched_interval_s=given["sched_interval_s"],
+        )
