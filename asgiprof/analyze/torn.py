@@ -28,15 +28,16 @@ from asgiprof.model import NO_STACK, Profile, ThreadTimeline
 Key = tuple[int, ...]
 
 
+def read_whole(sid: int, stacks: Sequence[tuple[int, ...]], classifier: LoopClassifier) -> bool:
+    """A loop-thread stack py-spy read down to the loop (idle or busy)."""
+    return sid != NO_STACK and bool(stacks[sid]) and classifier.classify(sid).state != STATE_OFF
+
+
 def loop_roots(
     sids: Iterable[int], stacks: Sequence[tuple[int, ...]], classifier: LoopClassifier
 ) -> set[int]:
-    """The outermost frames of loop-thread stacks py-spy read whole (idle or busy)."""
-    return {
-        stacks[sid][0]
-        for sid in sids
-        if sid != NO_STACK and stacks[sid] and classifier.classify(sid).state != STATE_OFF
-    }
+    """The outermost frames of loop-thread stacks py-spy read whole."""
+    return {stacks[sid][0] for sid in sids if read_whole(sid, stacks, classifier)}
 
 
 def is_torn(
@@ -66,10 +67,10 @@ class TornStacks:
         stacks = profile.stacks
         inside: dict[int, set[int]] = defaultdict(set)  # pid -> its loop stacks
         for tl in loop_threads:
-            for sid in set(tl.stack):
-                if sid != NO_STACK and stacks[sid] and classifier.classify(sid).state != STATE_OFF:
-                    inside[tl.thread.pid].add(sid)
-        self.roots = loop_roots((s for sids in inside.values() for s in sids), stacks, classifier)
+            inside[tl.thread.pid].update(
+                sid for sid in set(tl.stack) if read_whole(sid, stacks, classifier)
+            )
+        self.roots = {stacks[sid][0] for sids in inside.values() for sid in sids}
         self._torn: dict[int, bool] = {}
         # Per process, full stacks that run a piece of user code, by innermost frame.
         self._keys: dict[int, Key] = {}
