@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from asgiprof.errors import UsageError
-from asgiprof.store.access_log import MAX_BYTES, parse_request_line
+from asgiprof.store.access_log import MAX_BYTES, parse_request_line, path_only
 
 # The target's file descriptors a server writes its access log to when not told otherwise.
 _STD_FDS = (1, 2)
@@ -118,6 +118,5 @@ def _request_lines(t: _Tail) -> list[bytes]:
         parsed = parse_request_line(raw)
         if parsed is not None:
             method, target, status = parsed
-            path = target.split("?", 1)[0].split("#", 1)[0]
-            out.append(f'"{method} {path} HTTP/1.1" {status}\n'.encode())
+            out.append(f'"{method} {path_only(target)} HTTP/1.1" {status}\n'.encode())
     return out

@@ -77,7 +77,7 @@ class RouteMatcher:
         self._cache: dict[tuple[str, str], str | None] = {}
 
     def route(self, method: str, path: str) -> str | None:
-        path = path.split("?", 1)[0].split("#", 1)[0]
+        path = path_only(path)
         key = (method, path)
         if key in self._cache:
             return self._cache[key]
@@ -102,6 +102,11 @@ def request_lines(path: Path, max_bytes: int = MAX_BYTES) -> Iterator[tuple[str,
             parsed = parse_request_line(raw)
             if parsed is not None:
                 yield parsed
+
+
+def path_only(target: str) -> str:
+    """A request target without its query string and fragment."""
+    return target.split("?", 1)[0].split("#", 1)[0]
 
 
 def parse_request_line(raw: bytes) -> tuple[str, str, int] | None:
