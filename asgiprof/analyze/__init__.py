@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from asgiprof.analyze.blocks import group_blocks
-from asgiprof.analyze.culprits import CulpritContexts, SourceReader, rank_culprits
+from asgiprof.analyze.culprits import CulpritContexts, rank_culprits
 from asgiprof.analyze.dependencies import (
     DependencyFrames,
     declared_dependencies,
@@ -34,6 +34,7 @@ from asgiprof.analyze.episodes import (
     promote_short_stretches,
 )
 from asgiprof.analyze.fleet import fleet_summary
+from asgiprof.analyze.frames import SourceReader
 from asgiprof.analyze.gil import CpuRatio, find_gil_stalls, gil_findings, pool_threads
 from asgiprof.analyze.kind import fit_line_cpu
 from asgiprof.analyze.labels import sample_labels
@@ -171,7 +172,7 @@ class _Facts:
             classifier=classifier,
             roles=roles,
             loop_threads=threads_with_role(profile, roles, "event-loop"),
-            resolver=RouteResolver.for_profile(profile, read_line),
+            resolver=RouteResolver.for_profile(profile, read_line, classifier),
             user_frames=UserFrames(profile, classifier, read_line),
             duration_s=duration_s,
         )

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Final
 
 from asgiprof.analyze.advice import advice_text, find_advice, function_awaits
 from asgiprof.analyze.dependencies import DependencyFrames
-from asgiprof.analyze.frames import short_name
+from asgiprof.analyze.frames import SourceReader, short_name
 from asgiprof.analyze.middleware import OWNER_ROUTE, OWNER_SERVER, RequestPaths
 from asgiprof.analyze.result import AnalysisParams, Culprit, CulpritContext, Episode, Kind
 from asgiprof.model import Frame, Profile
-
-SourceReader = Callable[[str, int], "str | None"]
 
 # Lines of the culprit's function read above it, for the advice catalogue's `near` evidence.
 NEAR_LINES: Final = 25

@@ -24,7 +24,7 @@ from typing import Final
 
 from asgiprof.analyze.advice import function_awaits
 from asgiprof.analyze.episodes import LoopThreadRuns
-from asgiprof.analyze.frames import bare_function, file_kind
+from asgiprof.analyze.frames import SourceReader, bare_function, file_kind
 from asgiprof.analyze.loop import STATE_BLOCKED
 from asgiprof.analyze.middleware import class_of
 from asgiprof.analyze.result import (
@@ -35,8 +35,6 @@ from asgiprof.analyze.result import (
     Finding,
 )
 from asgiprof.model import Frame, Profile, Route, ThreadTimeline
-
-SourceReader = Callable[[str, int], "str | None"]
 
 _UTILS: Final = "fastapi/dependencies/utils.py"
 _SOLVE: Final = frozenset({"solve_dependencies", "_solve_generator"})

@@ -6,10 +6,14 @@ The target runs in its own environment, so we judge by path shapes, not by our s
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
 from asgiprof.model import Frame, Route
+
+# Reads a source line (file, 1-based line) as the profile saw it; None when unknown.
+SourceReader = Callable[[str, int], "str | None"]
 
 FrameKind = Literal["user", "stdlib", "library"]
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from asgiprof.analyze.frames import is_user
+from asgiprof.analyze.frames import SourceReader, is_user
+from asgiprof.analyze.loop import LoopClassifier
 from asgiprof.analyze.route_index import RouteIndex
-from asgiprof.analyze.spawned import SourceReader, SpawnedTasks
+from asgiprof.analyze.spawned import SpawnedTasks
 from asgiprof.model import Frame, Profile, Route
 
 
@@ -23,15 +24,22 @@ class RouteResolver:
     profile: Profile
     index: RouteIndex
     fallback: bool  # no route table: use endpoint function names
-    spawned: SpawnedTasks | None = None  # tasks endpoints spawn (needs their source)
+    spawned: SpawnedTasks | None = None  # tasks endpoints spawn (needs their source) ...
+    classifier: LoopClassifier | None = None  # ... and the loop's callback on a stack
     _cache: dict[int, str | None] = field(default_factory=dict)
     _frame_cache: dict[int, str | None] = field(default_factory=dict)
 
     @classmethod
-    def for_profile(cls, profile: Profile, read_line: SourceReader | None = None) -> RouteResolver:
+    def for_profile(
+        cls,
+        profile: Profile,
+        read_line: SourceReader | None = None,
+        classifier: LoopClassifier | None = None,
+    ) -> RouteResolver:
+        """With the source and the loop classifier, tasks endpoints spawn have routes too."""
         table = profile.routes
         spawned = SpawnedTasks(table.routes, read_line) if read_line is not None else None
-        return cls(profile, RouteIndex(table), fallback=not table.routes, spawned=spawned)
+        return cls(profile, RouteIndex(table), not table.routes, spawned, classifier)
 
     def route_of(self, stack_id: int) -> str | None:
         if stack_id < 0:
@@ -44,8 +52,10 @@ class RouteResolver:
             found = self._frame_route(fid)
             if found is not None:
                 break
-        if found is None and self.spawned is not None:
-            found = self.spawned.route_of([self.profile.frames[fid] for fid in stack])
+        if found is None and self.spawned is not None and self.classifier is not None:
+            callback = self.classifier.classify(stack_id).callback
+            if callback >= 0:
+                found = self.spawned.route_of(self.profile.frames[callback])
         self._cache[stack_id] = found
         return found
 

@@ -9,30 +9,26 @@ read 1.3 s of its 2.5 s short in one attach run).
 The evidence is the endpoint's source: the names of the calls it hands to `gather`,
 `create_task`, `ensure_future`, `wait_for`, `shield`, `wait`, `as_completed` or anyio's
 `start_soon` (which takes the function itself). A loop stack with no route whose task
-starts (its first frame after the event loop's own) in a function of that name is that
-route's, when exactly one route spawns that name; when several do, the stack says nothing
-about which, and it stays with no route. Tasks spawned by helpers the endpoint calls, or
-by dependencies, are not followed.
+starts (its first frame after the event loop's own: `LoopSample.callback`) in a function of
+that name is that route's, when exactly one route spawns that name; when several do, the
+stack says nothing about which, and it stays with no route. Tasks spawned by helpers the
+endpoint calls, or by dependencies, are not followed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Final
 
+from asgiprof.analyze.frames import SourceReader
 from asgiprof.model import Frame, Route
-
-SourceReader = Callable[[str, int], "str | None"]
 
 _SPAWN: Final = re.compile(
     r"\b(?:gather|create_task|ensure_future|wait_for|shield|wait|as_completed|start_soon)\s*\("
 )
 _CALL: Final = re.compile(r"([A-Za-z_]\w*)\s*\(")
 _NAME: Final = re.compile(r"[A-Za-z_][\w.]*")
-# The event loop's own frames, between the process's entry and a task's first frame: the
-# standard library's asyncio (a wrapper of an instrumented loop included) and uvloop.
-_LOOP_FILE: Final = re.compile(r"[/\\](?:asyncio|uvloop)[/\\][^/\\]+$")
 # An endpoint longer than this is read up to here: its spawn calls are near its top.
 _MAX_LINES: Final = 400
 
@@ -77,23 +73,7 @@ class SpawnedTasks:
                 spawners.setdefault(name, set()).add(route.name)
         self._route = {name: next(iter(rs)) for name, rs in spawners.items() if len(rs) == 1}
 
-    def route_of(self, frames: list[Frame]) -> str | None:
-        """The route of a stack (outermost frame first) whose task one endpoint spawned."""
-        if not self._route:
-            return None
-        entry = task_entry(frames)
-        if entry is None:
-            return None
-        short = entry.function.rsplit(".", 1)[-1]
-        return self._route.get(short)
-
-
-def task_entry(frames: list[Frame]) -> Frame | None:
-    """The first frame after the event loop's own: the coroutine a task runs (or the
-    callback a handle runs)."""
-    i = 0
-    while i < len(frames) and not _LOOP_FILE.search(frames[i].file):
-        i += 1
-    while i < len(frames) and _LOOP_FILE.search(frames[i].file):
-        i += 1
-    return frames[i] if i < len(frames) else None
+    def route_of(self, callback: Frame) -> str | None:
+        """The route whose endpoint spawned the task a loop stack runs: `callback` is the
+        stack's first frame after the event loop's own (`LoopSample.callback`)."""
+        return self._route.get(callback.function.rsplit(".", 1)[-1])

@@ -6,13 +6,15 @@ from __future__ import annotations
 import pytest
 
 from asgiprof.analyze import analyze
-from asgiprof.analyze.spawned import spawned_names, task_entry
+from asgiprof.analyze.spawned import spawned_names
 from asgiprof.model import Frame, Route
 from tests.profile_builder import (
     APP,
     HANDLE,
     IDLE,
     LOOP_BASE,
+    RUN_ASGI,
+    RUN_ENDPOINT,
     RUN_ONCE,
     SITE,
     STDLIB,
@@ -59,19 +61,6 @@ def test_the_calls_an_endpoint_hands_to_a_task(code: str, names: set[str]) -> No
     assert spawned_names(code) == names
 
 
-def test_a_tasks_first_frame_is_the_one_after_the_loops_own() -> None:
-    uvloop_stack = [
-        Frame("Server.run", f"{SITE}/uvicorn/server.py", 66),
-        Frame("asyncio_run", f"{SITE}/uvicorn/_compat.py", 30),
-        Frame("Runner.run", f"{STDLIB}/asyncio/runners.py", 118),
-        CLIENT_GET,
-        PARSE,
-    ]
-    assert task_entry(uvloop_stack) == CLIENT_GET
-    assert task_entry([*LOOP_BASE, RUN_ONCE, HANDLE, CLIENT_GET, PARSE]) == CLIENT_GET
-    assert task_entry([CLIENT_GET, PARSE]) is None  # no loop below: not a task's stack
-
-
 def _fan_out_profile() -> Builder:
     """Each /quotes request: its endpoint's own step, then two spawned client.get tasks;
     /items awaits client.get in its own task (its endpoint is on the stack)."""
@@ -96,6 +85,26 @@ def test_spawned_tasks_count_for_the_route_whose_endpoint_spawned_them() -> None
     blind = analyze(_fan_out_profile().build())
     routes = {r.route: r for r in blind.routes}
     assert routes["GET /quotes/{item_id}"].loop_ms == pytest.approx(routes["GET /items"].loop_ms)
+
+
+def test_on_uvloop_the_task_starts_right_above_the_loop_entry() -> None:
+    # GIVEN a uvloop server (its loop is C: a task's coroutine sits right above the Python
+    # frame that entered the loop), /quotes' spawned client.get tasks among its requests
+    entry = (
+        Frame("Server.run", f"{SITE}/uvicorn/server.py", 66),
+        Frame("asyncio_run", f"{SITE}/uvicorn/_compat.py", 30),
+        Frame("Runner.run", f"{STDLIB}/asyncio/runners.py", 118),
+    )
+    request = (*entry, RUN_ASGI, RUN_ENDPOINT)
+    b = Builder(routes=ROUTES)
+    for _ in range(20):
+        b.add(1, entry, 5)  # idle: nothing above the entry
+        b.add(1, (*request, QUOTE), 1)
+        b.add(1, (*entry, CLIENT_GET, PARSE), 2)
+    a = analyze(b.build(), read_line=source_reader(QUOTE_SOURCE))
+    # THEN the tasks are /quotes' time too
+    (quotes,) = [r for r in a.routes if r.route == "GET /quotes/{item_id}"]
+    assert quotes.loop_ms == pytest.approx(600.0)
 
 
 def test_a_name_two_endpoints_spawn_is_nobodys() -> None:
