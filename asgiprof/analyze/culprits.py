@@ -13,16 +13,19 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Final
 
-from asgiprof.analyze.advice import advice_text, find_advice, function_awaits
+from asgiprof.analyze.advice import (
+    GENERIC_DB,
+    Advice,
+    advice_text,
+    find_advice,
+    function_awaits,
+)
 from asgiprof.analyze.dependencies import DependencyFrames
 from asgiprof.analyze.frames import SourceReader, short_name
 from asgiprof.analyze.middleware import OWNER_ROUTE, OWNER_SERVER, RequestPaths
+from asgiprof.analyze.near import Definitions, lines_above
 from asgiprof.analyze.result import AnalysisParams, Culprit, CulpritContext, Episode, Kind
 from asgiprof.model import Frame, Profile
-
-# Lines of the culprit's function read above it, for the advice catalogue's `near` evidence.
-NEAR_LINES: Final = 25
-_DEF: Final = re.compile(r"^\s*(?:async\s+)?def\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +146,15 @@ def rank_culprits(
     fitted: Mapping[tuple[str, int], float] | None = None,
     python_running: Set[tuple[str, int]] = frozenset(),
 ) -> list[Culprit]:
-    ranking = _Ranking(profile, read_line, params, contexts, fitted or {}, python_running)
+    ranking = _Ranking(
+        profile,
+        read_line,
+        params,
+        contexts,
+        fitted or {},
+        python_running,
+        Definitions(read_line),
+    )
     built = [
         ranking.culprit(file, line, eps)
         for (file, line), eps in _by_line(episodes).items()
@@ -174,6 +185,18 @@ class _Ranking:
     contexts: CulpritContexts | None
     fitted: Mapping[tuple[str, int], float]
     python_running: Set[tuple[str, int]]
+    definitions: Definitions
+
+    def _advice(self, code: str | None, called: list[Frame], file: str, line: int) -> Advice | None:
+        """The catalogue entry from the line, what it called, and its function's lines
+        above it; when those name no library (or only say "a database call"), also from
+        where the names it uses were made in its file (`get_db()`, a module's client)."""
+        near = lines_above(self.read_line, file, line)
+        entry = find_advice(code, called, near)
+        if entry is not None and entry is not GENERIC_DB:
+            return entry
+        made = self.definitions.made_lines(file, [code or "", *near], local_to=near)
+        return find_advice(code, called, [*near, *made]) if made else entry
 
     def culprit(self, file: str, line: int, eps: list[Episode]) -> Culprit:
         """One line's culprit (rank 0) from its episodes."""
@@ -186,7 +209,7 @@ class _Ranking:
         routes = _route_weights(eps)
         code = self.read_line(file, line)
         index = _index(stack, file, line)
-        entry = find_advice(code, stack[index:], _near(self.read_line, file, line))
+        entry = self._advice(code, stack[index:], file, line)
         context: CulpritContext = "endpoint"
         context_name: str | None = None
         users: tuple[str, ...] = ()
@@ -266,18 +289,3 @@ def _index(stack: list[Frame], file: str, line: int) -> int:
         if stack[i].file == file and stack[i].line == line:
             return i
     return 0
-
-
-def _near(read_line: SourceReader, file: str, line: int) -> list[str]:
-    """The culprit function's lines above the culprit line, nearest first, up to its `def`."""
-    lines: list[str] = []
-    for number in range(line - 1, max(0, line - NEAR_LINES) - 1, -1):
-        if number < 1:
-            break
-        text = read_line(file, number)
-        if text is None:
-            break
-        lines.append(text)
-        if _DEF.match(text):
-            break
-    return lines
