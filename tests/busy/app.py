@@ -319,7 +319,11 @@ def planted_routes(app: FastAPI) -> None:
     @app.get("/export/{category}")
     async def export(category: str, db: Db) -> Response:
         items = (await db.scalars(select(Item).where(Item.category == category))).all()
-        big = [ExportRow(item, n) for n in range(80) for item in items]
+        # Real CPU work in the same loop step as the planted json.dumps (4,000 objects): timed
+        # so that asgiprof's culprit here is checked against the app's time, not counted as
+        # invented, though it is no planted mistake.
+        with truth.planted("export-rows", "cpu"):
+            big = [ExportRow(item, n) for n in range(80) for item in items]  # timed: export-rows
         with truth.planted("json-default", "cpu"):
             body = json.dumps(big, indent=2, default=_default)  # planted: json-default
         return Response(body[:2000], media_type="application/json")

@@ -174,6 +174,9 @@ class Score:
     requests: int  # wrk's count
     sampled_ms: float  # the loop's sampled time (busy + idle)
     lines: list[LineScore] = field(default_factory=list)
+    # Lines the app times that are real work, not planted (`# timed: TAG`): a culprit there
+    # is no invention; shown beside the planted ones, not in recall.
+    timed_lines: list[LineScore] = field(default_factory=list)
     false_culprits: list[dict[str, Any]] = field(default_factory=list)
     await_culprits: list[dict[str, Any]] = field(default_factory=list)
     blocking_findings: list[str] = field(default_factory=list)
@@ -241,6 +244,7 @@ class Score:
             f"of it CPU {long_cpu:.0f} ms"
         )
         lines.extend(_line_text(s) for s in self.lines)
+        lines.extend(_line_text(s, "timed") for s in self.timed_lines)
         lines.extend(f"  finding: {f}" for f in self.blocking_findings)
         lines.extend(
             f"  route {r.route}: {r.requests} req, truth {r.truth_ms:.0f} ms, "
@@ -255,9 +259,9 @@ class Score:
         return "\n".join(lines)
 
 
-def _line_text(s: LineScore) -> str:
+def _line_text(s: LineScore, what: str = "planted") -> str:
     truth = (
-        f"  planted {s.tag} line {s.line}: truth {s.truth_ms:.0f} ms ({s.calls} calls, "
+        f"  {what} {s.tag} line {s.line}: truth {s.truth_ms:.0f} ms ({s.calls} calls, "
         f"{s.truth_kind}, cpu {s.cpu_ratio:.2f}, runnable {s.runnable_ratio:.2f}) asgiprof "
     )
     if not s.found:
@@ -337,11 +341,12 @@ def _overlap(start: float, end: float, spans: Sequence[tuple[float, float]]) -> 
     return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
 
 
-def planted_marks(path: Path = APP_FILE) -> dict[str, int]:
-    """tag -> line of every `# planted: TAG` mark in the app."""
+def planted_marks(path: Path = APP_FILE, mark: str = "planted") -> dict[str, int]:
+    """tag -> line of every `# planted: TAG` mark in the app (`mark="timed"`: the lines
+    the app times that are real work but no planted mistake)."""
     marks = {}
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        found = re.search(r"# planted: (\S+)\s*$", text)
+        found = re.search(rf"# {mark}: (\S+)\s*$", text)
         if found:
             marks[found.group(1)] = number
     return marks
@@ -358,12 +363,14 @@ def score(scenario: Scenario, out: Path, truth: list[dict[str, Any]], requests: 
 
     # planted lines
     marks = planted_marks()
+    timed = planted_marks(mark="timed")
     calls: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rec in truth:
         if rec["type"] == "planted":
             calls[rec["tag"]].append(rec)
     culprit_by_line = {(Path(c["file"]).resolve(), c["line"]): c for c in summary["culprits"]}
     planted_at = {(APP_FILE.resolve(), line) for line in marks.values()}
+    timed_at = {(APP_FILE.resolve(), line) for line in timed.values()}
     for tag, recs in sorted(calls.items()):
         inside = [
             (r, _overlap(r["t"], r["t"] + r["ms"] / 1000, spans) * 1000)
@@ -372,13 +379,13 @@ def score(scenario: Scenario, out: Path, truth: list[dict[str, Any]], requests: 
         ]
         if not inside:
             continue
-        line = marks[tag]
+        line = marks.get(tag) or timed[tag]
         per_route: dict[str, int] = defaultdict(int)
         for r, _ in inside:
             per_route[str(r["route"])] += 1
         wall = sum(r["ms"] for r, _ in inside)
         c = culprit_by_line.get((APP_FILE.resolve(), line))
-        result.lines.append(
+        (result.lines if tag in marks else result.timed_lines).append(
             LineScore(
                 tag=tag,
                 file=str(APP_FILE),
@@ -399,7 +406,7 @@ def score(scenario: Scenario, out: Path, truth: list[dict[str, Any]], requests: 
             )
         )
     for c in summary["culprits"]:
-        if (Path(c["file"]).resolve(), c["line"]) not in planted_at:
+        if (Path(c["file"]).resolve(), c["line"]) not in planted_at | timed_at:
             result.false_culprits.append(c)
         if is_await_line(c):
             result.await_culprits.append(c)
