@@ -87,6 +87,27 @@ def culprit_at(data: dict[str, Any], file: Path, line: int) -> dict[str, Any] | 
     return None
 
 
+# The demo's planted lines (examples/demo_app.py, by the words of their marks) and the kind
+# each is: two time.sleep calls wait; a sqlite LIKE scan and a generator expression compute.
+DEMO_KINDS = {
+    "sync token check": "io",
+    "sync call (think requests.get)": "io",
+    "sync DB": "cpu",
+    "pure-Python CPU work": "cpu",
+}
+
+
+def demo_kinds(data: dict[str, Any], demo_file: Path) -> dict[str, str | None]:
+    """Each planted demo line's culprit kind in a profile (None: not a culprit)."""
+    lines = demo_file.read_text(encoding="utf-8").splitlines()
+    kinds: dict[str, str | None] = {}
+    for words in DEMO_KINDS:
+        (number,) = [i for i, text in enumerate(lines, 1) if f"# planted: {words}" in text]
+        culprit = culprit_at(data, demo_file, number)
+        kinds[words] = None if culprit is None else str(culprit["kind"])
+    return kinds
+
+
 @dataclass(frozen=True, slots=True)
 class Profiled:
     data: dict[str, Any]

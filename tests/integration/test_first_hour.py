@@ -19,7 +19,16 @@ from asgiprof.analyze.leaks import leak_findings, resource_summary
 from asgiprof.analyze.result import AnalysisParams
 from asgiprof.demo import uvicorn_command
 from asgiprof.record.loadgen import drive_load, free_port
-from tests.profiling import Finished, asgiprof, finish, start_asgiprof, summary, wait_until_serving
+from tests.profiling import (
+    DEMO_KINDS,
+    Finished,
+    asgiprof,
+    demo_kinds,
+    finish,
+    start_asgiprof,
+    summary,
+    wait_until_serving,
+)
 from tests.servers import ServerFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("needs_ptrace")]
@@ -44,6 +53,13 @@ def _render(out: Path, width: int) -> list[str]:
 
 def _shown_path(culprit: dict[str, Any], root: Path) -> str:
     return f"{os.path.relpath(culprit['file'], root)}:{culprit['line']}"
+
+
+def test_the_demo_names_its_four_planted_lines_each_with_its_kind(
+    demo_profile: Path, examples_dir: Path
+) -> None:
+    # The first report a newcomer reads: every planted line, and never `kind: unknown`
+    assert demo_kinds(summary(demo_profile), examples_dir / "demo_app.py") == DEMO_KINDS
 
 
 def test_the_demo_splits_routes_by_the_requests_its_access_log_counted(demo_profile: Path) -> None:
