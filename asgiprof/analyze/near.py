@@ -35,6 +35,7 @@ _USED = re.compile(r"(?<![.\w])([A-Za-z_]\w*)\s*(?:\(|\.)")
 _PARAMS = re.compile(r"^(?:async\s+)?def\s+\w+\s*\((.*)")
 _PARAM_NAME = re.compile(r"(?:^|,)\s*\**([A-Za-z_]\w*)")
 _IMPORT = re.compile(r"^(?:import|from)\s")
+_ANNOTATED = re.compile(r"^\**([A-Za-z_]\w*)\s*:(?!=)")
 
 
 def lines_above(read_line: SourceReader, file: str, line: int) -> list[str]:
@@ -106,7 +107,11 @@ class Definitions:
 
 
 def _locals(lines: Sequence[str]) -> set[str]:
-    names = {m.group(1) for text in lines if (m := _ASSIGN_NAME.match(text))}
+    """Names the function assigns, and its parameters (on its `def` line, or one per line
+    of a long signature: `db: Session,`)."""
+    names = {
+        m.group(1) for text in lines if (m := _ASSIGN_NAME.match(text) or _ANNOTATED.match(text))
+    }
     for text in lines:
         m = _PARAMS.match(text)
         if m is not None:

@@ -39,6 +39,14 @@ async def direct():
 
 async def unknown_origin(conn):
     return conn.execute(QUERY).fetchall()
+
+
+async def long_signature(
+    category: str,
+    conn: Connection,
+):
+    rows = conn.execute(QUERY).fetchmany(10)
+    return rows
 """
 
 
@@ -95,6 +103,8 @@ def test_a_name_with_no_definition_in_the_file_stays_a_generic_database_call() -
     # a parameter: its origin is the caller, not another function's `conn = psycopg2...`;
     # and the file's imports are no evidence
     assert advice_for("return conn.execute(QUERY).fetchall()") == GENERIC_DB.name
+    # ... also when the signature runs over several lines
+    assert advice_for("rows = conn.execute(QUERY).fetchmany(10)") == GENERIC_DB.name
 
 
 def test_a_module_level_client_names_its_library() -> None:
