@@ -36,6 +36,7 @@ from asgiprof.analyze.episodes import (
 from asgiprof.analyze.fleet import fleet_summary
 from asgiprof.analyze.frames import SourceReader
 from asgiprof.analyze.gil import CpuRatio, find_gil_stalls, gil_findings, pool_threads
+from asgiprof.analyze.greenlets import session_work
 from asgiprof.analyze.kind import fit_line_cpu
 from asgiprof.analyze.labels import sample_labels
 from asgiprof.analyze.leaks import leak_findings, resource_summary
@@ -327,7 +328,14 @@ def _diagnostics(f: _Facts) -> None:
         f.resolver.route_of,
         lambda sid: deps.on_loop(sid) is not None,
     )
-    f.costs = route_costs(f.sums.endpoint_time(), dependencies, profile.requests, overhead)
+    session = session_work(
+        profile,
+        f.loop_runs,
+        f.classifier,
+        f.resolver.route_of,
+        lambda sid: _dependency_routes(deps, profile, sid),
+    )
+    f.costs = route_costs(f.sums.endpoint_time(), dependencies, profile.requests, overhead, session)
     f.routes, f.dependencies = f.costs.routes, f.costs.dependencies
     f.culprits = order_culprit_routes(f.culprits, f.dependencies)
     f.threadpool = threadpool_summary(
@@ -353,6 +361,12 @@ def _diagnostics(f: _Facts) -> None:
         f.cpu_ratio,
         f.params,
     )
+
+
+def _dependency_routes(deps: DependencyFrames, profile: Profile, sid: int) -> tuple[str, ...]:
+    """The routes declaring the dependency a loop stack runs in (none outside one)."""
+    j = deps.on_loop(sid)
+    return () if j is None else deps.routes_of(profile.frames[profile.stacks[sid][j]])
 
 
 def _findings(f: _Facts) -> None:

@@ -222,6 +222,10 @@ class RouteStats:
     # loop time no stack attributes to a route), split by requests; 0 without a log. In
     # loop_ms, not in blocked_ms (blocked framework time is the blocking request's).
     overhead_ms: float = 0.0
+    # Its share of the ORM work SQLAlchemy's AsyncSession ran in greenlets (no frame of it
+    # names a route: analyze/greenlets.py), split among the routes seen using the session
+    # like a shared dependency's time. In loop_ms (and its blocked part in blocked_ms).
+    session_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,10 @@ middleware, FastAPI's own work around the endpoint. With an access log it is spl
 among the routes by their requests; without one it stays unattributed (summary.json's
 `request_overhead_ms` says how much), since endpoint samples measure work, not requests.
 
+SQLAlchemy's AsyncSession does the ORM's work in greenlets, whose stacks show no route
+(analyze/greenlets.py): that time is split among the routes seen using the session, by
+the same evidence as a shared dependency's.
+
 Every route that served requests is listed: with an access log, also routes no sample shows.
 """
 
@@ -27,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from asgiprof.analyze.episodes import LoopThreadRuns
+from asgiprof.analyze.greenlets import SessionWork
 from asgiprof.analyze.loop import STATE_BLOCKED
 from asgiprof.analyze.middleware import is_server_code
 from asgiprof.analyze.result import (
@@ -98,12 +103,13 @@ def request_overhead(
 
 
 def _split(
-    dep: DependencyStats,
+    users: Sequence[str],
     endpoints: Mapping[str, EndpointTime],
     requests: Mapping[str, int] | None,
 ) -> tuple[list[tuple[str, float]], SplitEvidence]:
-    """(route, share) most first, and the evidence that decided the shares."""
-    users = list(dep.routes)
+    """(route, share) of time shared by `users`, most first, and the evidence that decided
+    the shares."""
+    users = list(users)
     if not users:
         return [], "one-route"
     weights: dict[str, float] = {}
@@ -135,6 +141,7 @@ def route_costs(
     dependencies: DependencySummary,
     requests: RequestCounts | None,
     overhead: RequestOverhead = RequestOverhead(),
+    session: SessionWork | None = None,
 ) -> RouteCosts:
     """Routes (endpoint time + dependency shares + request overhead share), most expensive
     first, and the dependency summary with each dependency's routes ordered by their share.
@@ -144,7 +151,7 @@ def route_costs(
     tally = _Tally.of_endpoints(endpoints)
     deps: list[DependencyStats] = []
     for dep in dependencies.dependencies:
-        shares, how = _split(dep, endpoints, usable)
+        shares, how = _split(dep.routes, endpoints, usable)
         tally.add_dependency(dep, shares)
         deps.append(
             replace(
@@ -154,6 +161,9 @@ def route_costs(
                 split_by=how,
             )
         )
+    if session is not None and session.loop_ms > 0 and session.routes:
+        shares, _how = _split(session.routes, endpoints, usable)
+        tally.add_session(session, shares)
     unattributed = overhead.loop_ms
     if usable is not None and overhead.loop_ms > 0:
         tally.add_overhead(overhead.loop_ms, usable)
@@ -176,6 +186,7 @@ class _Tally:
     pool: dict[str, float]
     from_deps: dict[str, float] = field(default_factory=dict)
     overhead_of: dict[str, float] = field(default_factory=dict)
+    session_of: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of_endpoints(cls, endpoints: Mapping[str, EndpointTime]) -> _Tally:
@@ -193,6 +204,12 @@ class _Tally:
             self.from_deps[route] = (
                 self.from_deps.get(route, 0.0) + (dep.loop_ms + dep.threadpool_ms) * share
             )
+
+    def add_session(self, work: SessionWork, shares: list[tuple[str, float]]) -> None:
+        for route, share in shares:
+            self.loop[route] = self.loop.get(route, 0.0) + work.loop_ms * share
+            self.blocked[route] = self.blocked.get(route, 0.0) + work.blocked_ms * share
+            self.session_of[route] = self.session_of.get(route, 0.0) + work.loop_ms * share
 
     def add_overhead(self, loop_ms: float, requests: Mapping[str, int]) -> None:
         """The request overhead split by requests served."""
@@ -220,6 +237,7 @@ class _Tally:
                 requests=requests.get(r, 0) if requests is not None else None,
                 dependency_ms=self.from_deps.get(r, 0.0),
                 overhead_ms=self.overhead_of.get(r, 0.0),
+                session_ms=self.session_of.get(r, 0.0),
             )
             for r in names
         ]

@@ -20,7 +20,9 @@ from tests.fastapi_frames import (
     CURRENT_USER,
     ENDPOINT,
     FASTAPI,
+    ITEM,
     ORDER,
+    PROFILE,
     ROUTES,
     SOLVE,
     SOURCE,
@@ -283,3 +285,59 @@ def test_gil_windows_of_merged_runs_keep_their_threads_apart() -> None:
     assert (merged.windows, merged.seconds) == (3, 3.0)
     assert merged.held == {(7, 7): {0: 5}, (8199, 9): {6: 3}}
     assert merged.samples == 8
+
+
+ASYNC_GET = Frame("AsyncSession.get", f"{SITE}/sqlalchemy/ext/asyncio/session.py", 592)
+SPAWN = Frame("greenlet_spawn", f"{SITE}/sqlalchemy/util/_concurrency_py3k.py", 201)
+# What py-spy reads while the ORM runs in its greenlet: no loop, no task, no route below.
+IN_GREENLET = (
+    Frame("Session.get", f"{SITE}/sqlalchemy/orm/session.py", 3680),
+    Frame("Session._get_impl", f"{SITE}/sqlalchemy/orm/session.py", 3850),
+    Frame("load_on_pk_identity", f"{SITE}/sqlalchemy/orm/loading.py", 690),
+)
+
+
+def session_profile() -> Builder:
+    """/orders and /items use an AsyncSession (a few samples catch it handing work to its
+    greenlet); /profile does not; 60 ms of ORM work ran in the greenlet."""
+    b = Builder(routes=ROUTES)
+    route = (FASTAPI, *ENDPOINT)
+    b.add(1, IDLE, 10)
+    b.add(1, request(*route, ORDER, ASYNC_GET, SPAWN), 1)
+    b.add(1, IN_GREENLET, 3)
+    b.add(1, IDLE, 10)
+    b.add(1, request(*route, ITEM, ASYNC_GET, SPAWN), 1)
+    b.add(1, IN_GREENLET, 3)
+    b.add(1, IDLE, 10)
+    b.add(1, request(*route, PROFILE), 2)
+    b.add(1, IDLE, 10)
+    return b
+
+
+def test_orm_work_in_greenlets_goes_to_the_routes_using_the_session_by_requests() -> None:
+    # GIVEN /orders served 20 requests, /items 10, /profile 30 (it never uses the session)
+    profile = session_profile().build()
+    profile.requests = RequestCounts(
+        "access-log",
+        (("GET /orders/{order_id}", 20), ("GET /items/{item_id}", 10), ("GET /profile", 30)),
+        total=60,
+        unmatched=0,
+    )
+    a = analyze(profile, ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE))
+    routes = {r.route: r for r in a.routes}
+    # THEN the greenlet's 60 ms go 2:1 to the two routes seen using the session
+    assert routes["GET /orders/{order_id}"].session_ms == pytest.approx(40.0)
+    assert routes["GET /items/{item_id}"].session_ms == pytest.approx(20.0)
+    assert routes["GET /orders/{order_id}"].loop_ms == pytest.approx(10.0 + 40.0)
+    # ... none to the route that never showed it
+    assert routes["GET /profile"].session_ms == 0.0
+    assert routes["GET /profile"].loop_ms == pytest.approx(20.0)
+
+
+def test_without_a_log_orm_work_is_split_by_the_routes_endpoint_samples() -> None:
+    b = session_profile()
+    b.add(1, request(FASTAPI, *ENDPOINT, ORDER), 2)  # /orders: 3 endpoint samples, /items 1
+    a = analyze(b.build(), ONE_EPISODE_IS_ENOUGH, read_line=source_reader(SOURCE))
+    routes = {r.route: r for r in a.routes}
+    assert routes["GET /orders/{order_id}"].session_ms == pytest.approx(45.0)
+    assert routes["GET /items/{item_id}"].session_ms == pytest.approx(15.0)
