@@ -187,6 +187,14 @@ CATALOGUE: tuple[Advice, ...] = (
         code=_c(r"\bjson\.(?:dumps|loads|dump|load)\s*\("),
     ),
     Advice(
+        "sorting",
+        "cpu",
+        "Sorting a big list on the loop is CPU work in C (with a `key=` function, Python work "
+        "too): sort less (paginate, `heapq.nlargest` for a top N, ORDER BY in the database), "
+        "or offload it with `await anyio.to_thread.run_sync(sorted, items)`.",
+        code=_c(r"\bsorted\s*\(|\.sort\s*\("),
+    ),
+    Advice(
         "response encoding",
         "cpu",
         "FastAPI's jsonable_encoder walks a big response object by object on the loop: "

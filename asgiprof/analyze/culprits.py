@@ -89,23 +89,36 @@ def decide_kind(
     params: AnalysisParams,
     python_running: bool = False,
     by_sched: bool = False,
+    guessed: bool = False,
 ) -> tuple[Kind, float | None, str]:
-    """(kind, CPU share used, why): a direct measurement of its episodes (the loop
-    thread's scheduler times inside them, or 50 ms polls around episodes the loop idled
-    around) when it says cpu, else Python code seen running, else that measurement, else
-    the fit over the loop thread's CPU time (analyze/kind.py), else the catalogue. Python
-    seen running outranks a lower share: pure-Python work waiting for the GIL held by other
-    threads sleeps, so its measured share can read low (0.35 on the busy test app) though
-    it never waits on I/O."""
+    """(kind, CPU share used, why), from the strongest evidence there is:
+
+    1. a direct measurement of its episodes (the loop thread's scheduler times inside them,
+       or 50 ms polls around episodes the loop idled around) when it says cpu;
+    2. Python code seen running (pure-Python work waiting for the GIL held by other threads
+       sleeps, so its measured share can read low, 0.35 on the busy test app, though it
+       never waits on I/O);
+    3. that direct measurement otherwise;
+    4. the catalogue, when it knows the call (`sqlite3`, hashing, `time.sleep`, sorting): what
+       a call does outranks the fit below, which a loaded server's mixed windows can pull
+       far off (a measured CI run fitted pbkdf2 at 27% on a CPU: "io");
+    5. the fit over the loop thread's CPU time (analyze/kind.py), with a catalogue entry
+       that only `guessed` (any `.execute(`: which driver?) between io and cpu;
+    6. that guess."""
     how_measured = _SCHED if by_sched else _ISOLATED
     if isolated is not None and measured_kind(isolated, params) == "cpu":
         return "cpu", isolated, _kind_of_ratio(isolated, how_measured, catalogue, params)[1]
     if python_running:
         return "cpu", isolated if isolated is not None else fitted, _PYTHON_RUNNING
-    for ratio, how in ((isolated, how_measured), (fitted, _FITTED)):
-        if ratio is not None:
-            kind, why = _kind_of_ratio(ratio, how, catalogue, params)
-            return kind, ratio, why
+    if isolated is not None:
+        kind, why = _kind_of_ratio(isolated, how_measured, catalogue, params)
+        return kind, isolated, why
+    if catalogue is not None and not guessed:
+        fit = f"; {_NOT_SPLIT}" if fitted is None else f" (the fit said {fitted:.0%} on a CPU)"
+        return catalogue, fitted, f"the call is a known {catalogue} call{fit}"
+    if fitted is not None:
+        kind, why = _kind_of_ratio(fitted, _FITTED, catalogue, params)
+        return kind, fitted, why
     if catalogue is not None:
         return catalogue, None, f"{_NOT_SPLIT}; the call is a known {catalogue} call"
     return (
@@ -224,6 +237,7 @@ class _Ranking:
             self.params,
             python_running=(file, line) in self.python_running or _comprehension_leaf(stack),
             by_sched=any(e.cpu_by_sched for e in eps),
+            guessed=entry is GENERIC_DB,
         )
         return Culprit(
             rank=0,

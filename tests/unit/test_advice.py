@@ -138,6 +138,8 @@ CASES: list[tuple[str, str | None, list[Frame], list[str], tuple[str, ...]]] = [
         ("to_thread",),
     ),
     ("password hashing", "bcrypt.checkpw(pw, hashed)", [], [], ("to_thread",)),
+    ("sorting", "ranked = sorted(RANKING, key=_rank_key)", [], [], ("nlargest", "to_thread")),
+    ("sorting", "rows.sort(key=lambda r: r.price)", [], [], ("ORDER BY",)),
     (
         "pandas",
         "frame = df.groupby('user').sum()",
@@ -285,6 +287,21 @@ def test_unknown_kind_says_why() -> None:
     kind, _, why = decide_kind(0.5, None, None, params)
     assert kind == "unknown" and "on the CPU 50%" in why
     assert decide_kind(0.9, None, None, params)[0] == "cpu"
+
+
+def test_what_a_known_call_does_outranks_the_cpu_fit_but_not_a_direct_measurement() -> None:
+    from asgiprof.analyze.culprits import decide_kind
+    from asgiprof.analyze.result import AnalysisParams
+
+    params = AnalysisParams()
+    # pbkdf2 fitted at 27% on a CPU over a loaded server's windows: still cpu
+    kind, ratio, why = decide_kind(None, 0.27, "cpu", params)
+    assert (kind, ratio) == ("cpu", 0.27) and "known cpu call" in why and "27%" in why
+    # ... the fit decides where the catalogue only guessed (a `.execute(` of some driver)
+    assert decide_kind(None, 0.85, "io", params, guessed=True)[0] == "cpu"
+    # ... and a direct measurement of its isolated episodes decides before either
+    assert decide_kind(0.1, 0.9, "cpu", params)[0] == "io"
+    assert decide_kind(None, 0.1, None, params)[0] == "io"  # no catalogue: the fit
 
 
 def test_a_dependency_that_awaits_is_not_told_to_become_a_def() -> None:
