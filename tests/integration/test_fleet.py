@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import shutil
 import socket
@@ -166,14 +167,17 @@ def test_protobuf_reader_agrees_with_summary_json(fleet: FleetRuns) -> None:
     assert profile.period_type == ("wall", "nanoseconds")
     # the period py-spy kept: chunk wall time per sampling instant, which summary.json gives
     # as the instants plus how far py-spy fell behind the rate
-    # (behind_s is 0 when the exponential spacing ran a little ahead of the rate)
+    # (behind_s is 0 when py-spy's random spacing ran ahead of the rate: its intervals are
+    # exponential, so their mean over N of them has a relative sd of 1/sqrt(N); a CI run
+    # had 0.934 of the asked interval over ~600)
     sampling = data["sampling"]
     asked_s = 1 / sampling["rate_hz"]
     if sampling["behind_s"] > 0:
         span_s = sampling["behind_s"] + sampling["intervals"] * asked_s
         assert profile.period / 1e9 == pytest.approx(span_s / sampling["intervals"], abs=2e-6)
     else:
-        assert 0.95 * asked_s <= profile.period / 1e9 <= asked_s + 1e-9
+        lowest = asked_s * (1 - 4 / math.sqrt(sampling["intervals"]))
+        assert lowest <= profile.period / 1e9 <= asked_s + 1e-9
     assert profile.time_nanos == round(meta["sampling"]["started_at"] * 1e9)
     assert profile.duration_nanos == pytest.approx(data["sampling"]["duration_s"] * 1e9, abs=1e6)
     # every stack py-spy recorded is in it, once
