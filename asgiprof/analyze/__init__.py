@@ -333,7 +333,7 @@ def _diagnostics(f: _Facts) -> None:
         f.loop_runs,
         f.classifier,
         f.resolver.route_of,
-        lambda sid: _dependency_routes(deps, profile, sid),
+        deps.routes_on_loop,
     )
     f.costs = route_costs(f.sums.endpoint_time(), dependencies, profile.requests, overhead, session)
     f.routes, f.dependencies = f.costs.routes, f.costs.dependencies
@@ -361,12 +361,6 @@ def _diagnostics(f: _Facts) -> None:
         f.cpu_ratio,
         f.params,
     )
-
-
-def _dependency_routes(deps: DependencyFrames, profile: Profile, sid: int) -> tuple[str, ...]:
-    """The routes declaring the dependency a loop stack runs in (none outside one)."""
-    j = deps.on_loop(sid)
-    return () if j is None else deps.routes_of(profile.frames[profile.stacks[sid][j]])
 
 
 def _findings(f: _Facts) -> None:

@@ -27,6 +27,7 @@ from asgiprof.analyze.episodes import LoopThreadRuns
 from asgiprof.analyze.frames import SourceReader, bare_function, file_kind
 from asgiprof.analyze.loop import STATE_BLOCKED
 from asgiprof.analyze.middleware import class_of
+from asgiprof.analyze.near import DEF
 from asgiprof.analyze.result import (
     AnalysisParams,
     Culprit,
@@ -46,7 +47,6 @@ _PLUMBING: Final = re.compile(
 )
 _CONTEXTLIB: Final = re.compile(r"[/\\]contextlib\.py$")
 _DEPENDS: Final = re.compile(r"\b(?:Depends|Security)\(\s*(?:dependency\s*=\s*)?([A-Za-z_][\w.]*)")
-_DEF: Final = re.compile(r"^\s*(?:async\s+)?def\b")
 _MAX_SIGNATURE_LINES: Final = 80
 
 SOLVING: Final = "<solving>"
@@ -81,7 +81,7 @@ def declared_dependencies(
                 break
             for match in _DEPENDS.finditer(text):
                 users[match.group(1).rsplit(".", 1)[-1]].add(route.name)
-            if _DEF.match(text):
+            if DEF.match(text):
                 seen_def = True
             if seen_def and text.split("#", 1)[0].rstrip().endswith(":"):
                 break  # the end of the signature
@@ -235,6 +235,11 @@ class DependencyFrames:
             stack = self.profile.stack_frames(sid)
             self._loop[sid] = loop_dependency_index(stack, self.known, self.in_tree)
         return self._loop[sid]
+
+    def routes_on_loop(self, sid: int) -> tuple[str, ...]:
+        """The routes using the dependency a loop stack runs in (none outside one)."""
+        j = self.on_loop(sid)
+        return () if j is None else self.routes_of(self.profile.frames[self.profile.stacks[sid][j]])
 
     def solving(self, sid: int) -> bool:
         if sid not in self._solving:

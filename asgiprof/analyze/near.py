@@ -34,7 +34,6 @@ _BLOCK_START = re.compile(r"^(?:(?:async\s+)?def|class)\b|^@")
 _USED = re.compile(r"(?<![.\w])([A-Za-z_]\w*)\s*(?:\(|\.)")
 _PARAMS = re.compile(r"^(?:async\s+)?def\s+\w+\s*\((.*)")
 _PARAM_NAME = re.compile(r"(?:^|,)\s*\**([A-Za-z_]\w*)")
-_IMPORT = re.compile(r"^(?:import|from)\s")
 _ANNOTATED = re.compile(r"^\**([A-Za-z_]\w*)\s*:(?!=)")
 
 
@@ -99,8 +98,8 @@ class Definitions:
                 text = self.read_line(file, number)
                 if text is None:
                     break
-                m = _DEF_NAME.match(text) or _ASSIGN_NAME.match(text)
-                if m is not None and not _IMPORT.match(text):
+                m = _DEF_NAME.match(text) or _ASSIGN_NAME.match(text)  # never an import
+                if m is not None:
                     defs.setdefault(m.group(1), number)
             self._files[file] = defs
         return self._files[file]
