@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from asgiprof.analyze.near import BLOCK_START, DEF
 from asgiprof.analyze.result import Kind
 from asgiprof.model import Frame
 
@@ -261,36 +262,35 @@ GENERIC_UNKNOWN = (
     " if it computes, move the work to a thread or process pool."
 )
 _AWAIT = re.compile(r"\bawait\b|\basync\s+(?:with|for)\b")
-_DEF_LINE = re.compile(r"^(\s*)(?:async\s+)?def\b")
 FUNCTION_LINES = 80  # how far function_awaits reads above and below the line
 
 
 def function_awaits(read_line: Callable[[str, int], str | None], file: str, line: int) -> bool:
-    """Whether the function holding `file:line` awaits anything (its lines from its `def`
-    down to the next line indented no deeper than the `def`)."""
-    indent: int | None = None
+    """Whether the function holding `file:line` awaits anything: its lines from its `def`
+    down to the next `def`, `class` or decorator line. Lines come stripped (SourceCache
+    keeps no indentation, and a saved report's sources are stripped too), so the end of a
+    function is where the next block starts, not where the indentation returns."""
+    found_def = False
     for number in range(line, max(0, line - FUNCTION_LINES), -1):
         text = read_line(file, number)
         if text is None:
             return False
         if _AWAIT.search(text):
             return True
-        match = _DEF_LINE.match(text)
-        if match is not None:
-            indent = len(match.group(1))
+        if DEF.match(text):
+            found_def = True
             break
-    if indent is None:
+    if not found_def:
         return False
     for number in range(line + 1, line + FUNCTION_LINES):
         text = read_line(file, number)
         if text is None:
             break
-        stripped = text.strip()
-        if stripped and not stripped.startswith("#"):
-            if len(text) - len(text.lstrip()) <= indent:
-                break
-            if _AWAIT.search(text):
-                return True
+        text = text.strip()
+        if BLOCK_START.match(text):
+            break
+        if not text.startswith("#") and _AWAIT.search(text):
+            return True
     return False
 
 

@@ -29,7 +29,7 @@ MAX_FILE_LINES: Final = 5000
 DEF: Final = re.compile(r"^\s*(?:async\s+)?def\b")
 _DEF_NAME = re.compile(r"^(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(")
 _ASSIGN_NAME = re.compile(r"^([A-Za-z_]\w*)\s*(?::[^=]*)?=(?!=)")
-_BLOCK_START = re.compile(r"^(?:(?:async\s+)?def|class)\b|^@")
+BLOCK_START: Final = re.compile(r"^(?:(?:async\s+)?def|class)\b|^@")
 # A name used on a line: called (`get_db(`) or called on (`conn.`); not an attribute.
 _USED = re.compile(r"(?<![.\w])([A-Za-z_]\w*)\s*(?:\(|\.)")
 _PARAMS = re.compile(r"^(?:async\s+)?def\s+\w+\s*\((.*)")
@@ -86,7 +86,7 @@ class Definitions:
         body: list[str] = []
         for number in range(start + 1, start + 1 + HELPER_LINES):
             text = self.read_line(file, number)
-            if text is None or _BLOCK_START.match(text):
+            if text is None or BLOCK_START.match(text):
                 break
             body.append(text)
         return body

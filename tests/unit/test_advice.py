@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from asgiprof.analyze.advice import (
 )
 from asgiprof.analyze.result import Kind
 from asgiprof.model import Frame
+from asgiprof.store.sources import SourceCache
 
 SITE = "/venv/lib/python3.11/site-packages"
 LIB = "/usr/lib/python3.11"
@@ -266,6 +268,32 @@ def test_function_awaits_reads_the_whole_function_and_only_it() -> None:
     read = _source(FUNCTION)
     assert function_awaits(read, "f.py", 2)  # the await is below the line
     assert not function_awaits(read, "f.py", 7)  # the next function's await is not its own
+
+
+def test_function_awaits_through_the_source_cache(tmp_path: Path) -> None:
+    # SourceCache hands out stripped lines (as a saved report's sources.json holds them):
+    # an await below the culprit line must still count, and the next function's must not.
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import time\n"
+        "\n"
+        "@app.get('/a')\n"
+        "async def a():\n"
+        "    time.sleep(1)\n"
+        "    if True:\n"
+        "        await other()\n"
+        "\n"
+        "@app.get('/b')\n"
+        "async def b():\n"
+        "    time.sleep(1)\n"
+        "    return 1\n"
+        "\n"
+        "async def c():\n"
+        "    await other()\n"
+    )
+    cache = SourceCache()
+    assert function_awaits(cache.read_line, str(app), 5)
+    assert not function_awaits(cache.read_line, str(app), 11)
 
 
 @pytest.mark.parametrize("kind", ["cpu", "io"])
