@@ -193,6 +193,7 @@ def _merged_sampling(
         errors=sum(p.sampling.errors for p in profiles),
         chunks=tuple(chunks),
         stopped_by=profiles[0].sampling.stopped_by,
+        max_pause=max(p.sampling.max_pause for p in profiles),
     )
 
 

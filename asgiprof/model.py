@@ -83,6 +83,10 @@ class Chunk:
     # Seconds cut from the chunk's start because the chunk before it still sampled then
     # (chunks overlap by a few ms at each handover, so that no instant goes unsampled).
     overlap_s: float = 0.0
+    # Seconds py-spy held the target paused in this chunk (its CPU time while it sampled:
+    # it reads the stacks with every thread stopped); 0 with --nonblocking; None: not
+    # measured (a profile from before asgiprof measured it, or a chunk too short).
+    pause_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +199,9 @@ class SamplingInfo:
     # What the watchdog did to keep the target running (a hung py-spy killed, a stopped
     # process resumed): empty when py-spy behaved.
     watchdog: tuple[str, ...] = ()
+    # The most of the time py-spy was allowed to hold the target paused (--max-pause, a
+    # share; 0: no limit, or a profile from before the limit existed).
+    max_pause: float = 0.0
 
     @property
     def intervals(self) -> int:
@@ -228,6 +235,16 @@ class SamplingInfo:
         whole = max(c.end_s for c in spans) - min(c.start_s for c in spans)
         inside = sum(c.end_s - c.start_s for c in spans)
         return min(1.0, inside / whole) if whole > 0 else 0.0
+
+    @property
+    def pause_share(self) -> float | None:
+        """The share of the sampled time py-spy held the target paused, over the chunks
+        where it was measured (None when none was)."""
+        measured = [c for c in self.chunks if c.pause_s is not None and c.end_s > c.start_s]
+        span = sum(c.end_s - c.start_s for c in measured)
+        if span <= 0:
+            return None
+        return min(1.0, sum(c.pause_s or 0.0 for c in measured) / span)
 
     @property
     def behind_s(self) -> float:

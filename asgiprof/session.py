@@ -51,7 +51,13 @@ from asgiprof.record.gil_sampler import GilConfig, GilSampler
 from asgiprof.record.load_run import LoadRunner, LoadSpec
 from asgiprof.record.resources import ResourceMonitor
 from asgiprof.record.routes import read_route_table_for
-from asgiprof.record.sampler import Sampler, SamplerConfig, check_pyspy, find_pyspy
+from asgiprof.record.sampler import (
+    DEFAULT_MAX_PAUSE,
+    Sampler,
+    SamplerConfig,
+    check_pyspy,
+    find_pyspy,
+)
 from asgiprof.record.server_log import LogTail
 from asgiprof.record.target import (
     Target,
@@ -84,6 +90,8 @@ class ProfileOptions:
     # and tears up to half of the loop's samples, and blocked time and route costs read
     # measurably worse (bench/README.md "Sampling mode"): trust first.
     nonblocking: bool = False
+    # The most of the time py-spy may hold the target paused (0: no limit; see SamplerConfig).
+    max_pause: float = DEFAULT_MAX_PAUSE
     ready_timeout_s: float = 30.0
     # Stop with NotAsgiServerError when the first chunk shows no event-loop thread.
     require_event_loop: bool = True
@@ -347,6 +355,7 @@ class _Recording:
             0,
             stopped_by="running",
             nonblocking=nonblocking,
+            max_pause=0.0 if nonblocking else options.max_pause,
         )
         store.write_meta(out, self.info, sampling)
         self.stop = _Stop()
@@ -361,6 +370,7 @@ class _Recording:
                 rate_hz=options.rate_hz,
                 chunk_s=options.chunk_s,
                 nonblocking=nonblocking,
+                max_pause=options.max_pause,
                 pyspy=pyspy,
                 forks=_forks(parse_server_command(target.server_argv)),
             ),
@@ -468,6 +478,7 @@ class _Recording:
             nonblocking=self.nonblocking,
             rate_changes=tuple(sampler.rate_changes),
             watchdog=tuple(sampler.watchdog.report.events),
+            max_pause=0.0 if self.nonblocking else self.options.max_pause,
         )
         exit_status = self.exit_status if self.stop.reason == "target-exit" else None
         store.write_meta(self.out, replace(info, exit_status=exit_status), final)
@@ -589,4 +600,6 @@ def _progress(rec: _Recording, deadline: float | None, now: float) -> tuple[str,
     )
     if sampler.max_lag_s:
         sampling += f", py-spy fell up to {sampler.max_lag_s:.1f} s behind"
+    if sampler.pause_share is not None and not sampler.config.nonblocking:
+        sampling += f", target paused {sampler.pause_share:.1%}"
     return status, sampling

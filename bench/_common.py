@@ -154,7 +154,8 @@ def stop_pid(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> int | No
 
 
 class Server:
-    """`python -m uvicorn MODULE:app` on 127.0.0.1 from bench/apps, ready when it answers."""
+    """`python -m uvicorn MODULE:app` on 127.0.0.1 from `cwd` (bench/apps), ready when it
+    answers."""
 
     def __init__(
         self,
@@ -165,8 +166,10 @@ class Server:
         loop: str = "asyncio",
         cpus: set[int] | None = None,
         ready_path: str = "/ok",
+        cwd: Path = APPS,
     ) -> None:
         self.module = module
+        self.cwd = cwd
         self.port = free_port()
         self.log = log
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -203,7 +206,7 @@ class Server:
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 cmd,
-                cwd=APPS,
+                cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

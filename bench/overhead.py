@@ -254,6 +254,9 @@ class Profiler:
             s = data["sampling"]
             mode = "nonblocking" if s["nonblocking"] else "blocking"
             note = f"{mode}, {s['samples']} samples, {s['errors']} errors"
+            if s.get("pause_share") is not None:
+                rates = [c["to_hz"] for c in s["rate_changes"]]
+                note += f", paused {s['pause_share']:.1%}, rates {[RATE_HZ, *rates]}"
             return f"{note}, span coverage {s['span_coverage']:.3f}", s["span_coverage"]
         text = self.log.read_text(errors="replace")
         m = re.search(r"Samples: (\d+) Errors: (\d+)", text)
@@ -266,6 +269,8 @@ def variants(polling: bool) -> list[Variant]:
         Variant("asgiprof attach", "plain", "asgiprof"),  # its default mode
         Variant("asgiprof attach --blocking", "plain", "asgiprof", ("--blocking",)),
         Variant("asgiprof attach --nonblocking", "plain", "asgiprof", ("--nonblocking",)),
+        Variant("asgiprof attach --max-pause 1", "plain", "asgiprof", ("--max-pause", "1")),
+        Variant("asgiprof attach --max-pause 0", "plain", "asgiprof", ("--max-pause", "0")),
         # The live view reads each chunk in asgiprof while py-spy samples the next one.
         Variant("asgiprof attach --live", "plain", "asgiprof", ("--live",)),
         Variant("py-spy record", "plain", "py-spy"),

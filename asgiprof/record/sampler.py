@@ -41,6 +41,7 @@ from asgiprof.errors import (
 from asgiprof.model import RateChange
 from asgiprof.record.command import is_python_program
 from asgiprof.record.watchdog import Watchdog
+from asgiprof.store.profile import PAUSE_SLACK
 
 # Set to a py-spy executable to use that one instead of searching.
 PYSPY_ENV = "ASGIPROF_PYSPY"
@@ -75,6 +76,14 @@ def chunk_format(pid: int, forks: bool = False) -> str:
         children = []
     return "speedscope" if children else "chrometrace"
 
+
+# py-spy (blocking) reads every thread's stack while the target's threads are stopped:
+# ~15 us per frame. At 100 Hz that held a one-thread FastAPI app 6% of the time, the demo
+# 10%, the busy app under wrk (aiosqlite's threads) 17-26%, and an app with 20 idle pool
+# threads 43% (bench/README.md "What a sample costs"). The default only caps extremes: a
+# limit of 5% lowered the busy app's rate to 15-21 Hz, where 5 of its 7 planted blocks
+# (35-100 ms each) went unfound. Trust first; --max-pause 1 is there to choose.
+DEFAULT_MAX_PAUSE = 0.3
 
 PYSPY_INSTALL = "pip install 'py-spy>=0.4,<0.5'"
 MIN_PYSPY = (0, 4)
@@ -203,6 +212,9 @@ class SamplerConfig:
     forks: bool = False
     # py-spy runs in a row that may fail (killed, crashed) before sampling gives up.
     max_failures: int = 3
+    # The most of the wall time py-spy may hold the target paused (0: no limit): the rate
+    # is lowered for the chunks after one that paused it longer (see `pause_s`).
+    max_pause: float = DEFAULT_MAX_PAUSE
 
 
 # --- why py-spy failed ----------------------------------------------------------------------
@@ -321,6 +333,10 @@ class _Run:
     halted: bool = False  # the watchdog stopped it (it held a target thread too long)
     alongside: bool = False  # started while another py-spy sampled (an overlapping handover)
     said: str = ""  # its log, once it ended
+    # (wall s since t0, py-spy's CPU s) when first seen sampling, and the latest while it
+    # sampled: py-spy's CPU time between them is the time it held the target (pause_s).
+    cpu_first: tuple[float, float] | None = None
+    cpu_last: tuple[float, float] | None = None
 
 
 # py-spy writes its file within milliseconds of SIGINT; one that does not end by then hangs.
@@ -368,6 +384,8 @@ class Sampler:
         self.first_start_s: float | None = None  # when the first chunk kept started
         self.last_end_s = 0.0  # when the last chunk kept ended (seconds since t0)
         self.max_lag_s = 0.0  # the furthest py-spy said it fell behind
+        self.paused_s = 0.0  # how long py-spy held the target (chunks where it was measured)
+        self.pause_measured_s = 0.0  # ... and those chunks' spans
         self.failed_runs = 0  # py-spy runs that left no output
         self.rate_hz = config.rate_hz  # the rate of the next chunk
         self.rate_changes: list[RateChange] = []
@@ -547,12 +565,33 @@ class Sampler:
         if current.started_s is None:
             return False
         now = self._now()
+        if self._pausing_too_long(current):  # hand over to a gentler py-spy now
+            if self._overlap:
+                return True
+            self._interrupt(current)
+            return False
         if not self._overlap:  # stop this one first; the next starts once it ended
             if now >= current.started_s + self.config.chunk_s:
                 self._interrupt(current)
             return False
         lead = min(2 * self._startup_s + 0.05, self.config.chunk_s / 2)
         return now >= current.started_s + self.config.chunk_s - lead
+
+    def _pausing_too_long(self, run: _Run) -> bool:
+        """Whether the py-spy sampling now has held the target paused more than twice
+        --max-pause over half a second or more: then the rate is lowered at once, not at
+        the chunk's end (a target with many threads can be held half of the time)."""
+        limit = self.config.max_pause
+        if limit <= 0 or run.rate_hz != self.rate_hz or run.rate_hz <= _MIN_RATE_HZ:
+            return False
+        share = _pause_share(run, min_wall_s=0.5)
+        if share is None or share <= 2 * limit or self.config.nonblocking:
+            return False
+        self._clean_chunks = 0
+        self._set_rate(
+            max(_MIN_RATE_HZ, int(run.rate_hz * limit / share)), _paused_why(share, limit)
+        )
+        return True
 
     def _interrupt(self, run: _Run) -> None:
         with self._lock:
@@ -569,11 +608,7 @@ class Sampler:
         busy = False
         now = self._now()
         for run in runs:
-            if run.started_s is None:
-                busy = True
-                if _STARTED in _read_bytes_from(run.log, 0, 4096):
-                    run.started_s = now
-                    self._startup_s = 0.7 * self._startup_s + 0.3 * (now - run.spawned_s)
+            busy = self._note_start(run, now) or busy
             if run.stopped_s is None and run.interrupted_s is not None:
                 busy = True
                 if self._chunk_path(run.index).exists():
@@ -602,6 +637,19 @@ class Sampler:
                 if now >= run.started_s + self.config.chunk_s - 2 * self._startup_s - 0.2:
                     busy = True
         return busy
+
+    def _note_start(self, run: _Run, now: float) -> bool:
+        """Note when py-spy starts sampling, and its CPU time while it samples. True while
+        it had not started at the last look."""
+        waiting = run.started_s is None
+        if waiting:
+            if _STARTED not in _read_bytes_from(run.log, 0, 4096):
+                return True
+            run.started_s = now
+            self._startup_s = 0.7 * self._startup_s + 0.3 * (now - run.spawned_s)
+        if run.interrupted_s is None:
+            _note_cpu(run, now)
+        return waiting
 
     def _chunk_path(self, index: int) -> Path:
         return store.chunk_path(self.out, index, self._format)
@@ -650,6 +698,7 @@ class Sampler:
         end_s = run.stopped_s if run.stopped_s is not None else self._now()
         errors = int(m.group(2)) if m else 0
         lag_s = _lag_s(said)
+        paused_s = pause_s(run, end_s - start_s, self.config.nonblocking)
         store.write_chunk_meta(
             self.out,
             run.index,
@@ -661,6 +710,7 @@ class Sampler:
             intervals=intervals,
             lag_s=lag_s,
             rate_hz=run.rate_hz,
+            pause_s=paused_s,
         )
         self.chunks += 1
         self._overlap = True  # try the overlapping handover again
@@ -674,7 +724,10 @@ class Sampler:
         self.max_lag_s = max(self.max_lag_s, lag_s)
         # A failed read (py-spy's errors: with --nonblocking, a stack that changed while it
         # was read) is an instant py-spy kept pace with: lowering the rate cannot help it.
-        self._adapt_rate(run, intervals + errors, end_s - start_s, lag_s)
+        if paused_s is not None:
+            self.paused_s += paused_s
+            self.pause_measured_s += end_s - start_s
+        self._adapt_rate(run, intervals + errors, end_s - start_s, lag_s, paused_s)
         if self.on_chunk is not None:
             self.on_chunk(run.index)
         return True
@@ -683,9 +736,19 @@ class Sampler:
         """Move the run's own log into OUT/raw/pyspy.log (one py-spy at a time writes it)."""
         store.append_pyspy_log(self.out, run.index, run.proc.pid, said)
 
-    def _adapt_rate(self, run: _Run, intervals: int, span_s: float, lag_s: float) -> None:
+    @property
+    def pause_share(self) -> float | None:
+        """The share of the sampled time py-spy held the target paused (None: not measured)."""
+        if self.pause_measured_s <= 0:
+            return None
+        return self.paused_s / self.pause_measured_s
+
+    def _adapt_rate(
+        self, run: _Run, intervals: int, span_s: float, lag_s: float, paused_s: float | None
+    ) -> None:
         """Lower the rate when py-spy could not keep up with this chunk (`intervals`: the
-        instants it sampled or tried to); raise it back a step after many that kept up."""
+        instants it sampled or tried to) or held the target paused longer than
+        `max_pause` of the time; raise it back a step after many chunks that kept up."""
         if run.rate_hz != self.rate_hz or span_s < 0.5:
             return  # a decision on this rate is already taken, or too little to judge
         expected = run.rate_hz * span_s
@@ -694,6 +757,11 @@ class Sampler:
         # py-spy's exponential spacing makes a chunk's count vary by 1/sqrt(expected):
         # falling behind means more than 3 sd short, and short by 10% at least.
         behind = min(_BEHIND_COVERAGE, 1 - 3 / math.sqrt(expected))
+        # The pause grows with the rate (each sample costs the same): the highest rate
+        # that keeps it within the limit.
+        share = paused_s / span_s if paused_s is not None else 0.0
+        limit = self.config.max_pause
+        pause_cap = run.rate_hz * limit / share if limit > 0 and share > 0 else math.inf
         if lag_s > 0 or kept_up < behind:
             # The rate py-spy managed, with room to spare; at least halve on a lag report.
             managed = intervals / span_s
@@ -704,14 +772,80 @@ class Sampler:
                 else f"py-spy sampled {kept_up:.0%} of the instants asked for"
             )
             self._clean_chunks = 0
+        elif share > limit * PAUSE_SLACK and limit > 0 and run.rate_hz > _MIN_RATE_HZ:
+            to_hz = max(_MIN_RATE_HZ, int(pause_cap))
+            why = _paused_why(share, limit)
+            self._clean_chunks = 0
         else:
             self._clean_chunks += 1
             if self._clean_chunks < _CLEAN_CHUNKS_TO_RAISE or self.rate_hz >= asked:
                 return
             self._clean_chunks = 0
-            to_hz = min(asked, int(self.rate_hz * 1.5))
+            to_hz = min(asked, int(self.rate_hz * 1.5), int(min(pause_cap, 1e6)))
+            if to_hz <= self.rate_hz:
+                return  # a faster rate would pause the target longer than allowed
             why = f"py-spy kept up for {_CLEAN_CHUNKS_TO_RAISE} chunks"
         self._set_rate(to_hz, why)
+
+
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds of py-spy's busiest thread (None once it is gone): the thread that
+    samples, which does its reading with the target stopped. Its other threads do not
+    pause the target: the one that looks for the target's new processes
+    (--subprocesses) alone costs about 1% of a CPU, as much as all the pauses at 25 Hz on
+    a 40-frame stack. schedstat counts nanoseconds where /proc/PID/stat counts 10 ms ticks."""
+    busiest = -1
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                busiest = max(busiest, int(f.read().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that just ended
+    return busiest / 1e9 if busiest >= 0 else None
+
+
+def _note_cpu(run: _Run, now: float) -> None:
+    cpu = _cpu_s(run.proc.pid)
+    if cpu is None:
+        return
+    if run.cpu_first is None:
+        run.cpu_first = (now, cpu)
+    else:
+        run.cpu_last = (now, cpu)
+
+
+def pause_s(run: _Run, span_s: float, nonblocking: bool) -> float | None:
+    """How long py-spy held the target paused during the run's `span_s` of sampling.
+
+    Blocking py-spy stops every target thread, reads their stacks and lets them go: what it
+    computes while sampling is almost all done with the target stopped (measured against a
+    target timing its own stops: py-spy's CPU time 0.30 s for 0.25 s of stops at 40 frames,
+    0.67 s for 0.61 s at 100 frames, 2.05 s for 2.01 s with 40 idle threads; bench/README.md
+    "What a sample costs"). Its share of the time between two readings while it sampled,
+    scaled to the span. Its start-up and the writing of its file are outside those readings.
+    None when too little was seen to say; 0 for --nonblocking (it never stops the target)."""
+    if nonblocking:
+        return 0.0
+    share = _pause_share(run, min_wall_s=0.2)
+    return None if share is None else share * max(0.0, span_s)
+
+
+def _pause_share(run: _Run, min_wall_s: float) -> float | None:
+    """py-spy's CPU time over the wall time between the run's first and latest readings."""
+    if run.cpu_first is None or run.cpu_last is None:
+        return None
+    wall = run.cpu_last[0] - run.cpu_first[0]
+    if wall < min_wall_s:
+        return None
+    return min(1.0, max(0.0, run.cpu_last[1] - run.cpu_first[1]) / wall)
+
+
+def _paused_why(share: float, limit: float) -> str:
+    return f"py-spy held the target paused {share:.1%} of the time (--max-pause {limit:.0%})"
 
 
 def _exited(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:

@@ -35,6 +35,8 @@ DIGITS: Final[Mapping[str, int]] = {
     "span_coverage": 4,
     "behind_s": 3,
     "max_lag_s": 3,
+    "pause_share": 4,
+    "max_pause": 4,
 }
 MS_DIGITS: Final = 3  # any field ending in `_ms`
 

@@ -52,10 +52,12 @@ def _target(analysis: Analysis) -> dict[str, Any]:
 
 # Sampling figures written as SamplingInfo has them (rounded by document.DIGITS). The
 # coverage figures say how honest the times are: instants py-spy sampled, their share of
-# what the rate asks for, how far it fell behind (summed, and the most it reported).
+# what the rate asks for, how far it fell behind (summed, and the most it reported), and
+# the share of the time py-spy held the target paused (null: not measured).
 SAMPLING_FIGURES = (
     *("rate_hz", "duration_s", "samples", "errors", "stopped_by", "nonblocking"),
     *("intervals", "coverage", "span_coverage", "behind_s", "max_lag_s"),
+    *("pause_share", "max_pause"),
 )
 
 

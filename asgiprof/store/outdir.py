@@ -337,11 +337,12 @@ def write_chunk_meta(
     intervals: int = 0,
     lag_s: float = 0.0,
     rate_hz: int = 0,
+    pause_s: float | None = None,
 ) -> None:
     """The chunk's span (sampling start to py-spy's exit) and py-spy's counts: `samples`
     thread stacks and `errors` failed reads as py-spy printed them, `intervals` sampling
     instants, `lag_s` the furthest py-spy said it fell behind, `rate_hz` the rate it
-    was asked for."""
+    was asked for, `pause_s` how long it held the target paused (None: not measured)."""
     write_json(
         chunk_meta_path(out, index),
         {
@@ -353,6 +354,7 @@ def write_chunk_meta(
             "intervals": intervals,
             "lag_s": lag_s,
             "rate_hz": rate_hz,
+            "pause_s": pause_s,
         },
     )
 
@@ -454,9 +456,14 @@ def chunk_meta(path: Path) -> dict[str, Any] | None:
             "intervals": max(0, as_int(data.get("intervals", 0))),
             "lag_s": max(0.0, as_float(data.get("lag_s", 0.0))),
             "rate_hz": max(0, as_int(data.get("rate_hz", 0))),
+            "pause_s": _pause_s(data.get("pause_s")),
         }
     except (OSError, orjson.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError):
         return None
+
+
+def _pause_s(value: Any) -> float | None:
+    return None if value is None else max(0.0, as_float(value))
 
 
 def read_chunk_meta(path: Path) -> Chunk:
@@ -473,4 +480,5 @@ def read_chunk_meta(path: Path) -> Chunk:
         data["intervals"],
         data["lag_s"],
         data["rate_hz"],
+        pause_s=data["pause_s"],
     )

@@ -129,6 +129,7 @@ class _Meta:
     nonblocking: bool
     rate_changes: tuple[RateChange, ...]
     watchdog: tuple[str, ...]
+    max_pause: float
 
     @property
     def default_pid(self) -> int:
@@ -214,6 +215,7 @@ def _read_meta(out: Path) -> _Meta:
             nonblocking=nonblocking,
             rate_changes=tuple(_rate_change(r) for r in as_list(s.get("rate_changes", []))),
             watchdog=tuple(str(w) for w in as_list(s.get("watchdog", []))),
+            max_pause=min(1.0, max(0.0, as_float(s.get("max_pause", 0.0)))),
         )
     except (TypeError, ValueError) as exc:
         raise CorruptProfileError(
@@ -271,6 +273,7 @@ def _unsealed_span(
         "intervals": longest,
         "lag_s": 0.0,
         "rate_hz": 0,
+        "pause_s": None,
     }
 
 
@@ -303,6 +306,9 @@ def _place_chunk(
     samples = max(0, cmeta["samples"] - cut * sum(1 for t in threads if t.n_samples))
     if timed:
         _apportion(threads, samples)
+    pause_s = cmeta["pause_s"]
+    if pause_s is not None and span_end_s > span_start_s:  # the cut part paused it too
+        pause_s = round(pause_s * (end_s - start_s) / (span_end_s - span_start_s), 6)
     return Chunk(
         f"{RAW_DIR}/{path.name}",
         start_s,
@@ -313,6 +319,7 @@ def _place_chunk(
         cmeta["lag_s"],
         cmeta["rate_hz"],
         round(start_s - span_start_s, 6),
+        pause_s,
     )
 
 
@@ -466,6 +473,7 @@ def _sampling(meta: _Meta, samples: _Samples, problems: list[str]) -> SamplingIn
         nonblocking=meta.nonblocking,
         rate_changes=meta.rate_changes,
         watchdog=meta.watchdog,
+        max_pause=meta.max_pause,
     )
 
 
@@ -522,6 +530,11 @@ MIN_COVERAGE = 0.9
 
 
 MAX_ERROR_SHARE = 0.01
+# A chunk's pause share moves with its stacks (their depth, the threads alive): only a
+# share this far over --max-pause lowers the sampler's rate, and a run's share this far
+# over it (or this high with no limit) is said in the report.
+PAUSE_SLACK = 1.2
+UNLIMITED_PAUSE = 0.1
 
 
 def sampling_problems(sampling: SamplingInfo) -> list[str]:
@@ -550,6 +563,16 @@ def sampling_problems(sampling: SamplingInfo) -> list[str]:
         problems.append(
             f"the sampler {verb} its rate from {change.from_hz} to {change.to_hz} Hz at "
             f"{change.at_s:.1f} s: {change.reason}"
+        )
+    pause = sampling.pause_share
+    limit = sampling.max_pause
+    if pause is not None and pause > (limit * PAUSE_SLACK if limit > 0 else UNLIMITED_PAUSE):
+        allowed = f" (--max-pause {limit:.0%})" if limit > 0 else ""
+        problems.append(
+            f"py-spy held the target paused {pause:.1%} of the time{allowed}: it served "
+            "less while sampled. Each sample reads every thread's stack with the target "
+            "stopped (~15 us a frame): a lower --max-pause lowers the rate, --nonblocking "
+            "does not pause it"
         )
     if intervals and sampling.errors > MAX_ERROR_SHARE * intervals:
         problems.append(

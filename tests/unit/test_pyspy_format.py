@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import orjson
 import pytest
 
 from asgiprof import store
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import Frame, Interner
+from asgiprof.store.profile import sampling_problems
 from asgiprof.store.pyspy import parse_chunk, place_samples
 from tests.pyspy_chunks import doc, write_profile
 
@@ -160,3 +163,38 @@ def test_coverage_counts_instants_at_their_own_chunk_rate(tmp_path: Path) -> Non
     assert profile.sampling.behind_s == pytest.approx(0.0)
     (tl,) = profile.threads
     assert tl.duration_s[-1] == pytest.approx(1.0)  # one run of 50 samples x 20 ms
+
+
+def test_the_pause_share_is_kept_per_chunk_and_said_when_over_the_limit(tmp_path: Path) -> None:
+    # GIVEN two chunks that held the target 0.30 s of 1 s, then 0.04 s of 1 s (the second
+    # started 0.1 s early: its pause is cut with its overlap), and a limit of 5%
+    out = tmp_path / "out"
+    write_profile(out, [_thread_doc([[1, 2]] * 100), _thread_doc([[1, 2]] * 110)])
+    meta = orjson.loads((out / "meta.json").read_bytes())
+    meta["sampling"]["max_pause"] = 0.05
+    (out / "meta.json").write_bytes(orjson.dumps(meta))
+    store.write_chunk_meta(
+        out, 1, start_s=0.0, end_s=1.0, samples=100, errors=0, rc=0, intervals=100,
+        rate_hz=100, pause_s=0.3,
+    )  # fmt: skip
+    store.write_chunk_meta(
+        out, 2, start_s=0.9, end_s=2.0, samples=110, errors=0, rc=0, intervals=110,
+        rate_hz=100, pause_s=0.044,
+    )  # fmt: skip
+    # WHEN the profile is loaded
+    sampling = store.load_profile(out).sampling
+    # THEN the run's share is the chunks' pauses over their kept spans, and the report
+    # says it held the target longer than allowed
+    c1, c2 = sampling.chunks
+    assert c2.pause_s == pytest.approx(0.04)
+    assert sampling.max_pause == 0.05
+    assert sampling.pause_share == pytest.approx(0.17)
+    (said,) = [p for p in sampling_problems(sampling) if "paused" in p]
+    assert "17.0%" in said and "--max-pause 5%" in said
+    # ... and says nothing about a share within the limit, nor where none was measured
+    within = replace(sampling, chunks=(replace(c1, pause_s=0.05), replace(c2, pause_s=0.05)))
+    assert within.pause_share == pytest.approx(0.05)
+    assert not [p for p in sampling_problems(within) if "paused" in p]
+    unmeasured = replace(sampling, chunks=(replace(c1, pause_s=None), c2))
+    assert unmeasured.pause_share == pytest.approx(0.04)
+    assert replace(sampling, chunks=(replace(c1, pause_s=None),)).pause_share is None
