@@ -532,9 +532,10 @@ MIN_COVERAGE = 0.9
 MAX_ERROR_SHARE = 0.01
 # A chunk's pause share moves with its stacks (their depth, the threads alive): only a
 # share this far over --max-pause lowers the sampler's rate, and a run's share this far
-# over it (or this high with no limit) is said in the report.
+# over it, or this high whatever the limit, is said in the report (its latencies and
+# throughput were the profiler's too).
 PAUSE_SLACK = 1.2
-UNLIMITED_PAUSE = 0.1
+NOTABLE_PAUSE = 0.1
 
 
 def sampling_problems(sampling: SamplingInfo) -> list[str]:
@@ -566,13 +567,15 @@ def sampling_problems(sampling: SamplingInfo) -> list[str]:
         )
     pause = sampling.pause_share
     limit = sampling.max_pause
-    if pause is not None and pause > (limit * PAUSE_SLACK if limit > 0 else UNLIMITED_PAUSE):
+    if pause is not None and (
+        pause >= NOTABLE_PAUSE or (limit > 0 and pause > limit * PAUSE_SLACK)
+    ):
         allowed = f" (--max-pause {limit:.0%})" if limit > 0 else ""
         problems.append(
             f"py-spy held the target paused {pause:.1%} of the time{allowed}: it served "
-            "less while sampled. Each sample reads every thread's stack with the target "
-            "stopped (~15 us a frame): a lower --max-pause lowers the rate, --nonblocking "
-            "does not pause it"
+            "less, and slower, while sampled. Each sample reads every thread's stack with "
+            "the target stopped (~15 us a frame): a lower --max-pause lowers the rate, "
+            "--nonblocking does not pause it"
         )
     if intervals and sampling.errors > MAX_ERROR_SHARE * intervals:
         problems.append(
