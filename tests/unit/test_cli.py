@@ -34,6 +34,8 @@ BAD_INPUT = [
     (["run"], "Missing argument 'COMMAND"),
     (["attach", "abc"], "Invalid value for 'PID'"),
     (["attach", "1", "--rate", "0"], "Invalid value for '--rate'"),
+    (["attach", "1", "--max-pause", "150"], "Invalid value for '--max-pause'"),
+    (["attach", "1", "--max-pause", "-1"], "Invalid value for '--max-pause'"),
     (["attach", "1", "--duration", "0.1"], "Invalid value for '--duration'"),
     (["run", "--app", "not a spec", "--", "x"], "--app 'not a spec' is not MODULE:ATTR"),
     (["attach", "0"], "invalid PID 0"),
@@ -89,7 +91,7 @@ def test_run_and_attach_build_the_same_options(monkeypatch: pytest.MonkeyPatch) 
     shared = [
         *("--duration", "3", "--out", "o", "--rate", "50", "--open", "--threshold-ms", "40"),
         *("--nonblocking", "--load-url", "http://127.0.0.1:9/", "--concurrency", "3"),
-        *("--app", "serve:app", "--no-live"),
+        *("--app", "serve:app", "--no-live", "--max-pause", "2.5"),
     ]
     runner = CliRunner()
     assert runner.invoke(cli.app, ["run", *shared, "--", "uvicorn", "x:app"]).exit_code == 0
@@ -99,6 +101,7 @@ def test_run_and_attach_build_the_same_options(monkeypatch: pytest.MonkeyPatch) 
     assert (options.duration_s, options.out, options.rate_hz) == (3.0, Path("o"), 50)
     assert options.open_browser and options.nonblocking and options.live is False
     assert options.params.block_threshold_ms == 40.0 and options.app_spec == "serve:app"
+    assert options.max_pause == 0.025
     assert options.load is not None
     assert options.load.urls == ("http://127.0.0.1:9/",)
     assert (options.load.concurrency, options.load.duration_s) == (3, 3.0)
