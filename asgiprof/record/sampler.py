@@ -40,7 +40,7 @@ from asgiprof.errors import (
 )
 from asgiprof.model import RateChange
 from asgiprof.record.command import is_python_program
-from asgiprof.record.watchdog import Watchdog
+from asgiprof.record.watchdog import Watchdog, task_files
 from asgiprof.store.profile import PAUSE_SLACK
 
 # Set to a py-spy executable to use that one instead of searching.
@@ -397,6 +397,7 @@ class Sampler:
         self._startup_s = 0.3  # how long py-spy takes to start sampling (measured)
         self._clean_chunks = 0
         self._overlap = True  # start the next py-spy before the current one stops
+        self._deciding: _Run | None = None  # ended early for its pause, not yet finished
         self._thread = threading.Thread(target=self._run, name="asgiprof-sampler", daemon=True)
         self.watchdog = Watchdog(pid, self.pyspy_pids, self._halt_pid)
 
@@ -557,6 +558,8 @@ class Sampler:
     def _wants_next(self, live: list[_Run]) -> bool:
         """Whether to start the next py-spy now: none samples, or the one sampling is
         close enough to its chunk's end that the next starts sampling just before it."""
+        if self._deciding is not None:
+            return False  # a chunk ended early for its pause: wait for its rate decision
         if not live:
             return True
         if len(live) > 1:
@@ -565,9 +568,9 @@ class Sampler:
         if current.started_s is None:
             return False
         now = self._now()
-        if self._pausing_too_long(current):  # hand over to a gentler py-spy now
-            if self._overlap:
-                return True
+        if self._pausing_too_long(current):
+            # End it now; the next starts once its samples say which rate fits (below).
+            self._deciding = current
             self._interrupt(current)
             return False
         if not self._overlap:  # stop this one first; the next starts once it ended
@@ -579,19 +582,16 @@ class Sampler:
 
     def _pausing_too_long(self, run: _Run) -> bool:
         """Whether the py-spy sampling now has held the target paused more than twice
-        --max-pause over half a second or more: then the rate is lowered at once, not at
-        the chunk's end (a target with many threads can be held half of the time)."""
+        --max-pause over half a second or more: then its chunk ends at once, not at its
+        2 s end (a target with many threads can be held half of the time), and the rate is
+        chosen when it ended (`_adapt_rate`), from the instants it took as well: a py-spy
+        that stops the target that long may also be behind its rate, and a rate chosen
+        from the pause alone would then still be too fast for it."""
         limit = self.config.max_pause
         if limit <= 0 or run.rate_hz != self.rate_hz or run.rate_hz <= _MIN_RATE_HZ:
             return False
         share = _pause_share(run, min_wall_s=0.5)
-        if share is None or share <= 2 * limit or self.config.nonblocking:
-            return False
-        self._clean_chunks = 0
-        self._set_rate(
-            max(_MIN_RATE_HZ, int(run.rate_hz * limit / share)), _paused_why(share, limit)
-        )
-        return True
+        return share is not None and share > 2 * limit and not self.config.nonblocking
 
     def _interrupt(self, run: _Run) -> None:
         with self._lock:
@@ -677,6 +677,8 @@ class Sampler:
 
     def _finish(self, run: _Run) -> bool:
         """A py-spy ended: keep its chunk (True) or drop what it left (False)."""
+        if run is self._deciding:
+            self._deciding = None  # the rate is decided below, before the next py-spy starts
         self.watchdog.check()
         path = self._chunk_path(run.index)
         if run.stopped_s is None and path.exists():
@@ -794,18 +796,8 @@ def _cpu_s(pid: int) -> float | None:
     pause the target: the one that looks for the target's new processes
     (--subprocesses) alone costs about 1% of a CPU, as much as all the pauses at 25 Hz on
     a 40-frame stack. schedstat counts nanoseconds where /proc/PID/stat counts 10 ms ticks."""
-    busiest = -1
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
-                busiest = max(busiest, int(f.read().split()[0]))
-        except (OSError, ValueError, IndexError):
-            continue  # a thread that just ended
-    return busiest / 1e9 if busiest >= 0 else None
+    ran_ns = [int(s.split()[0]) for s in (task_files(pid, "schedstat") or {}).values() if s]
+    return max(ran_ns) / 1e9 if ran_ns else None
 
 
 def _note_cpu(run: _Run, now: float) -> None:

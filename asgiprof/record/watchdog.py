@@ -33,23 +33,30 @@ POLL_S = 0.1
 _CHILDREN_EVERY_S = 1.0
 
 
-def task_states(pid: int) -> dict[int, str]:
-    """{tid: state letter} from /proc/PID/task/*/stat ("R", "S", "t", "T", ...)."""
-    states: dict[int, str] = {}
+def task_files(pid: int, name: str) -> dict[int, bytes] | None:
+    """{tid: /proc/PID/task/TID/NAME} for every thread of `pid` (None once it is gone)."""
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return states
-    for name in tids:
+        return None
+    files: dict[int, bytes] = {}
+    for tid in tids:
         try:
-            with open(f"/proc/{pid}/task/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
+            with open(f"/proc/{pid}/task/{tid}/{name}", "rb") as f:
+                files[int(tid)] = f.read()
+        except (OSError, ValueError):
             continue  # the thread ended
+    return files
+
+
+def task_states(pid: int) -> dict[int, str]:
+    """{tid: state letter} from /proc/PID/task/*/stat ("R", "S", "t", "T", ...)."""
+    states: dict[int, str] = {}
+    for tid, stat in (task_files(pid, "stat") or {}).items():
         # The command name may hold spaces and parentheses: the state follows the last ")".
         rest = stat[stat.rfind(b")") + 2 :]
         if rest:
-            states[int(name)] = chr(rest[0])
+            states[tid] = chr(rest[0])
     return states
 
 
