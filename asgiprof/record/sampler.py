@@ -81,8 +81,8 @@ def chunk_format(pid: int, forks: bool = False) -> str:
 # ~15 us per frame. At 100 Hz that held a one-thread FastAPI app 6% of the time, the demo
 # 10%, the busy app under wrk (aiosqlite's threads) 17-26%, and an app with 20 idle pool
 # threads 43% (bench/README.md "What a sample costs"). The default only caps extremes: a
-# limit of 5% lowered the busy app's rate to 15-21 Hz, where 5 of its 7 planted blocks
-# (35-100 ms each) went unfound. Trust first; --max-pause 1 is there to choose.
+# limit of 5% lowered the busy app's rate to 15-28 Hz, where 5 of its 7 planted blocks
+# (28-39 ms each) went unfound. Trust first; --max-pause 1 is there to choose.
 DEFAULT_MAX_PAUSE = 0.3
 
 PYSPY_INSTALL = "pip install 'py-spy>=0.4,<0.5'"
@@ -347,6 +347,8 @@ _BEHIND_COVERAGE = 0.9
 _MIN_RATE_HZ = 10
 # ... and this many clean chunks in a row raise it a step back towards the asked rate.
 _CLEAN_CHUNKS_TO_RAISE = 5
+# A py-spy whose sampling thread is busy less than this share of the time keeps its rate.
+_SPARE_TIME = 0.5
 
 
 class Sampler:
@@ -568,8 +570,19 @@ class Sampler:
         if current.started_s is None:
             return False
         now = self._now()
-        if self._pausing_too_long(current):
-            # End it now; the next starts once its samples say which rate fits (below).
+        share = self._pausing_too_long(current)
+        if share is not None:
+            if share < _SPARE_TIME:
+                # py-spy has time to spare, so it keeps its rate (unless starved of a
+                # CPU: that chunk's own end lowers it then): the pause says which rate
+                # fits, and the next py-spy takes over at it with no gap.
+                limit = self.config.max_pause
+                to_hz = max(_MIN_RATE_HZ, int(current.rate_hz * limit / share))
+                self._clean_chunks = 0
+                self._set_rate(to_hz, _paused_why(share, limit))
+                return True
+            # It may be behind as well: end it now, and start the next once its instants
+            # and its pause say which rate fits (`_adapt_rate`); a gap of py-spy's start-up.
             self._deciding = current
             self._interrupt(current)
             return False
@@ -580,18 +593,20 @@ class Sampler:
         lead = min(2 * self._startup_s + 0.05, self.config.chunk_s / 2)
         return now >= current.started_s + self.config.chunk_s - lead
 
-    def _pausing_too_long(self, run: _Run) -> bool:
-        """Whether the py-spy sampling now has held the target paused more than twice
-        --max-pause over half a second or more: then its chunk ends at once, not at its
-        2 s end (a target with many threads can be held half of the time), and the rate is
-        chosen when it ended (`_adapt_rate`), from the instants it took as well: a py-spy
-        that stops the target that long may also be behind its rate, and a rate chosen
-        from the pause alone would then still be too fast for it."""
+    def _pausing_too_long(self, run: _Run) -> float | None:
+        """The share of the time the py-spy sampling now has held the target paused, when
+        more than twice --max-pause over half a second or more (else None): then its chunk
+        ends at once, not at its 2 s end (a target with many threads can be held half of
+        the time). A py-spy that stops the target that long may also be behind its rate:
+        a rate chosen from the pause alone would then still be too fast for it (a CI run:
+        1000 -> 333 Hz where py-spy managed ~120), so the caller decides how."""
         limit = self.config.max_pause
         if limit <= 0 or run.rate_hz != self.rate_hz or run.rate_hz <= _MIN_RATE_HZ:
-            return False
+            return None
         share = _pause_share(run, min_wall_s=0.5)
-        return share is not None and share > 2 * limit and not self.config.nonblocking
+        if share is None or share <= 2 * limit or self.config.nonblocking:
+            return None
+        return share
 
     def _interrupt(self, run: _Run) -> None:
         with self._lock:
@@ -813,13 +828,13 @@ def _note_cpu(run: _Run, now: float) -> None:
 def pause_s(run: _Run, span_s: float, nonblocking: bool) -> float | None:
     """How long py-spy held the target paused during the run's `span_s` of sampling.
 
-    Blocking py-spy stops every target thread, reads their stacks and lets them go: what it
-    computes while sampling is almost all done with the target stopped (measured against a
-    target timing its own stops: py-spy's CPU time 0.30 s for 0.25 s of stops at 40 frames,
-    0.67 s for 0.61 s at 100 frames, 2.05 s for 2.01 s with 40 idle threads; bench/README.md
-    "What a sample costs"). Its share of the time between two readings while it sampled,
-    scaled to the span. Its start-up and the writing of its file are outside those readings.
-    None when too little was seen to say; 0 for --nonblocking (it never stops the target)."""
+    Blocking py-spy stops every target thread, reads their stacks and lets them go: what its
+    sampling thread computes is almost all done with the target stopped (against a server
+    timing its own stops, 0-40 idle threads at 25 and 100 Hz: 0.93-1.05 of what the server
+    measured; bench/README.md "What a sample costs the target"). That thread's CPU time over
+    the wall time between two readings while it sampled, scaled to the span; py-spy's
+    start-up and the writing of its file are outside those readings. None when too little
+    was seen to say; 0 for --nonblocking (it never stops the target)."""
     if nonblocking:
         return 0.0
     share = _pause_share(run, min_wall_s=0.2)
