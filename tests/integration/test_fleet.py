@@ -484,9 +484,11 @@ def test_merge_of_three_runs_sums_them_and_ranks_culprits_across_the_fleet(
     for name in RUNS:
         assert fleet_sources[f"run-{name}"]["samples"] == parts[name]["sampling"]["samples"]
         # A source's blocked time is the merged analysis's labels of its samples: the same
-        # borderline stretches may flip as above (seen in CI: 4,660 ms vs 4,695 ms alone) ...
+        # borderline stretches may flip as above (seen in CI: 4,660 ms vs 4,695 ms alone; and
+        # the healthy run's only episode, 27.8 ms alone, was busy code in the merge): 2%, or
+        # two stretches just over the 20 ms threshold ...
         assert fleet_sources[f"run-{name}"]["event_loop"]["blocked_ms"] == pytest.approx(
-            parts[name]["event_loop"]["blocked_ms"], rel=0.02
+            parts[name]["event_loop"]["blocked_ms"], rel=0.02, abs=2 * 30.0
         )
     # ... and the sources add up to the merged figure they are shares of.
     assert sum(s["event_loop"]["blocked_ms"] for s in fleet_sources.values()) == pytest.approx(

@@ -63,7 +63,11 @@ def _profile(server: ServerProcess, out: Path, *extra: str) -> tuple[dict[str, A
     time.sleep(0.1)  # the app's next 20 ms mark after the last chunk's end
     data = summary(out)
     t0 = orjson.loads((out / "meta.json").read_bytes())["sampling"]["started_at"]
-    rows = [(c, _stopped(server, t0, c)) for c in _chunks(out) if c["end_s"] - c["start_s"] > 0.3]
+    # A chunk too short for two readings of py-spy's CPU time has no pause figure.
+    measured = [
+        c for c in _chunks(out) if c["end_s"] - c["start_s"] > 0.3 and c["pause_s"] is not None
+    ]
+    rows = [(c, _stopped(server, t0, c)) for c in measured]
     return data, rows
 
 
