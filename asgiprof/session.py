@@ -347,6 +347,8 @@ class _Recording:
         # Pythons (threads lose their OS ids) and uvloop servers (most samples torn).
         self.downgraded = _blocking_because(options, self.info.python, target.pids())
         self.nonblocking = nonblocking = options.nonblocking and self.downgraded is None
+        # --nonblocking never pauses the target: there is no pause to limit.
+        max_pause = 0.0 if nonblocking else options.max_pause
         sampling = SamplingInfo(
             options.rate_hz,
             self.t0,
@@ -355,7 +357,7 @@ class _Recording:
             0,
             stopped_by="running",
             nonblocking=nonblocking,
-            max_pause=0.0 if nonblocking else options.max_pause,
+            max_pause=max_pause,
         )
         store.write_meta(out, self.info, sampling)
         self.stop = _Stop()
@@ -370,7 +372,7 @@ class _Recording:
                 rate_hz=options.rate_hz,
                 chunk_s=options.chunk_s,
                 nonblocking=nonblocking,
-                max_pause=options.max_pause,
+                max_pause=max_pause,
                 pyspy=pyspy,
                 forks=_forks(parse_server_command(target.server_argv)),
             ),
@@ -478,7 +480,7 @@ class _Recording:
             nonblocking=self.nonblocking,
             rate_changes=tuple(sampler.rate_changes),
             watchdog=tuple(sampler.watchdog.report.events),
-            max_pause=0.0 if self.nonblocking else self.options.max_pause,
+            max_pause=sampler.config.max_pause,
         )
         exit_status = self.exit_status if self.stop.reason == "target-exit" else None
         store.write_meta(self.out, replace(info, exit_status=exit_status), final)

@@ -349,6 +349,7 @@ _MIN_RATE_HZ = 10
 _CLEAN_CHUNKS_TO_RAISE = 5
 # A py-spy whose sampling thread is busy less than this share of the time keeps its rate.
 _SPARE_TIME = 0.5
+_CPU_EVERY_S = 0.05  # how often py-spy's CPU time is read while it samples
 
 
 class Sampler:
@@ -576,10 +577,9 @@ class Sampler:
                 # py-spy has time to spare, so it keeps its rate (unless starved of a
                 # CPU: that chunk's own end lowers it then): the pause says which rate
                 # fits, and the next py-spy takes over at it with no gap.
-                limit = self.config.max_pause
-                to_hz = max(_MIN_RATE_HZ, int(current.rate_hz * limit / share))
+                to_hz = max(_MIN_RATE_HZ, int(self._rate_within_limit(current, share)))
                 self._clean_chunks = 0
-                self._set_rate(to_hz, _paused_why(share, limit))
+                self._set_rate(to_hz, _paused_why(share, self.config.max_pause))
                 return True
             # It may be behind as well: end it now, and start the next once its instants
             # and its pause say which rate fits (`_adapt_rate`); a gap of py-spy's start-up.
@@ -592,6 +592,13 @@ class Sampler:
             return False
         lead = min(2 * self._startup_s + 0.05, self.config.chunk_s / 2)
         return now >= current.started_s + self.config.chunk_s - lead
+
+    def _rate_within_limit(self, run: _Run, share: float) -> float:
+        """The highest rate that keeps the pause within --max-pause, from the share of the
+        time `run` held the target: each sample costs the same, so the pause grows with
+        the rate (inf when there is no limit or no pause)."""
+        limit = self.config.max_pause
+        return run.rate_hz * limit / share if limit > 0 and share > 0 else math.inf
 
     def _pausing_too_long(self, run: _Run) -> float | None:
         """The share of the time the py-spy sampling now has held the target paused, when
@@ -774,11 +781,9 @@ class Sampler:
         # py-spy's exponential spacing makes a chunk's count vary by 1/sqrt(expected):
         # falling behind means more than 3 sd short, and short by 10% at least.
         behind = min(_BEHIND_COVERAGE, 1 - 3 / math.sqrt(expected))
-        # The pause grows with the rate (each sample costs the same): the highest rate
-        # that keeps it within the limit.
         share = paused_s / span_s if paused_s is not None else 0.0
         limit = self.config.max_pause
-        pause_cap = run.rate_hz * limit / share if limit > 0 and share > 0 else math.inf
+        pause_cap = self._rate_within_limit(run, share)
         if lag_s > 0 or kept_up < behind:
             # The rate py-spy managed, with room to spare; at least halve on a lag report.
             managed = intervals / span_s
@@ -816,6 +821,10 @@ def _cpu_s(pid: int) -> float | None:
 
 
 def _note_cpu(run: _Run, now: float) -> None:
+    # The poll loop turns every 5 ms around a handover: a reading every 50 ms is plenty
+    # for a share over seconds (the first one is taken as soon as py-spy samples).
+    if run.cpu_last is not None and now - run.cpu_last[0] < _CPU_EVERY_S:
+        return
     cpu = _cpu_s(run.proc.pid)
     if cpu is None:
         return
