@@ -8,6 +8,7 @@ thread costs one run per chunk and memory stays flat as profiles grow.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -217,11 +218,33 @@ class SamplingInfo:
         return sum(c.intervals / self.chunk_rate(c) for c in self.chunks if self.chunk_rate(c))
 
     @property
+    def spanned_s(self) -> float:
+        """Seconds inside the chunks' spans (py-spy sampling, from its start to the signal
+        that stopped it; overlaps are cut from the newer chunk when loaded)."""
+        return sum(max(0.0, c.end_s - c.start_s) for c in self.chunks)
+
+    @property
+    def asked(self) -> float:
+        """The instants the chunks' rates asked for inside their spans."""
+        return sum(max(0.0, c.end_s - c.start_s) * self.chunk_rate(c) for c in self.chunks)
+
+    @property
     def coverage(self) -> float:
-        """Seconds sampled (instants taken x 1/their chunk's rate) / `duration_s`, 0..1:
-        below 1 when py-spy fell behind or left time between chunks unsampled. With one
-        rate throughout: instants taken / instants the rate asks for."""
-        return min(1.0, self.sampled_s / self.duration_s) if self.duration_s > 0 else 0.0
+        """Instants taken / instants the rates asked for inside py-spy's spans, 0..1: below
+        1 when py-spy fell behind. py-spy spaces instants at random (exponentially), so a
+        count of N varies by about 1/sqrt(N) (`fell_behind` allows for it). Time left
+        between the spans is `span_coverage`'s."""
+        asked = self.asked
+        return min(1.0, self.intervals / asked) if asked > 0 else 0.0
+
+    @property
+    def fell_behind(self) -> bool:
+        """py-spy tried fewer instants (taken or failed) than its rates asked for, by more
+        than its random spacing explains: short by 10% and by three standard deviations of
+        the count. (Failed reads are `errors`: lowering the rate does not help them.)"""
+        asked = self.asked
+        short = asked - self.intervals - self.errors
+        return asked > 0 and short > 0.1 * asked and short > 3 * math.sqrt(asked)
 
     @property
     def span_coverage(self) -> float:
@@ -250,8 +273,7 @@ class SamplingInfo:
     def behind_s(self) -> float:
         """Wall time inside chunks beyond what their instants take at the rate: how far
         py-spy fell behind (exponential spacing makes this noisy by ~0.1 s per chunk)."""
-        span = sum(max(0.0, c.end_s - c.start_s) for c in self.chunks if c.intervals)
-        return max(0.0, span - self.sampled_s)
+        return max(0.0, self.spanned_s - self.sampled_s)
 
     @property
     def max_lag_s(self) -> float:

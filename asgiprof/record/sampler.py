@@ -339,7 +339,8 @@ class _Run:
     cpu_last: tuple[float, float] | None = None
 
 
-# py-spy writes its file within milliseconds of SIGINT; one that does not end by then hangs.
+# py-spy writes its file about two sampling intervals after SIGINT (0.2-0.9 s at the 10 Hz
+# floor, measured); one that does not end within this hangs.
 _HUNG_AFTER_SIGINT_S = 5.0
 # Rate control: a chunk that sampled less than this share of the instants it asked for
 # (or whose py-spy said it fell behind) lowers the rate of the chunks after it...
@@ -384,6 +385,7 @@ class Sampler:
         self.errors = 0
         self.intervals = 0  # sampling instants: the chunks' longest thread sample counts
         self.sampled_s = 0.0  # instants / their chunk's rate: time sampled at the rate asked
+        self.spanned_s = 0.0  # the kept chunks' spans (overlaps counted in each)
         self.first_start_s: float | None = None  # when the first chunk kept started
         self.last_end_s = 0.0  # when the last chunk kept ended (seconds since t0)
         self.max_lag_s = 0.0  # the furthest py-spy said it fell behind
@@ -477,11 +479,10 @@ class Sampler:
 
     @property
     def coverage(self) -> float:
-        """Seconds sampled at the asked rate / seconds from the first chunk's start to the
-        last one's end (py-spy's random spacing makes this vary by 1/sqrt(instants))."""
-        if self.first_start_s is None or self.last_end_s <= self.first_start_s:
-            return 0.0
-        return min(1.0, self.sampled_s / (self.last_end_s - self.first_start_s))
+        """Instants taken / instants the rates asked for inside the chunks' spans, 0..1
+        (`SamplingInfo.coverage`; py-spy's random spacing makes it vary by
+        1/sqrt(instants))."""
+        return min(1.0, self.sampled_s / self.spanned_s) if self.spanned_s > 0 else 0.0
 
     # -- work ------------------------------------------------------------------------------
     def _command(self, path: Path, rate_hz: int) -> list[str]:
@@ -718,8 +719,7 @@ class Sampler:
         except CorruptProfileError as exc:  # kept for `report` to skip and name
             said += f"\nunreadable output: {exc.message}"
             intervals = 0
-        start_s = run.started_s if run.started_s is not None else run.spawned_s
-        end_s = run.stopped_s if run.stopped_s is not None else self._now()
+        start_s, end_s, written_s = self._span(run)
         errors = int(m.group(2)) if m else 0
         lag_s = _lag_s(said)
         paused_s = pause_s(run, end_s - start_s, self.config.nonblocking)
@@ -735,6 +735,7 @@ class Sampler:
             lag_s=lag_s,
             rate_hz=run.rate_hz,
             pause_s=paused_s,
+            written_s=written_s,
         )
         self.chunks += 1
         self._overlap = True  # try the overlapping handover again
@@ -742,6 +743,7 @@ class Sampler:
         self.errors += errors
         self.intervals += intervals
         self.sampled_s += intervals / run.rate_hz
+        self.spanned_s += end_s - start_s
         self.last_end_s = max(self.last_end_s, end_s)
         if self.first_start_s is None:
             self.first_start_s = start_s
@@ -755,6 +757,19 @@ class Sampler:
         if self.on_chunk is not None:
             self.on_chunk(run.index)
         return True
+
+    def _span(self, run: _Run) -> tuple[float, float, float]:
+        """When the run's sampling started and ended, and when its file appeared."""
+        start_s = run.started_s if run.started_s is not None else run.spawned_s
+        written_s = run.stopped_s if run.stopped_s is not None else self._now()
+        # Told to stop (SIGINT), py-spy takes no more samples, but its file appears only
+        # about two intervals later (its loop and its sampling thread each wait for their
+        # next instant: 0.22 s at 10 Hz, 18 ms at 100 Hz, measured): its sampling ended at
+        # the signal. A span ending at the file gave each sample of a 2 s chunk ~10% more
+        # time than it stood for at 10 Hz, and read as py-spy falling behind.
+        if run.interrupted_s is None:
+            return start_s, written_s, written_s
+        return start_s, max(start_s, min(written_s, run.interrupted_s)), written_s
 
     def _append_log(self, run: _Run, said: str) -> None:
         """Move the run's own log into OUT/raw/pyspy.log (one py-spy at a time writes it)."""

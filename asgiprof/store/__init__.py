@@ -41,7 +41,7 @@ from asgiprof.store.outdir import (
     write_meta,
     write_routes,
 )
-from asgiprof.store.profile import MAX_ERROR_SHARE, MIN_COVERAGE, load_profile, sampling_problems
+from asgiprof.store.profile import MAX_ERROR_SHARE, load_profile, sampling_problems
 
 __all__ = [
     "FORMAT",
@@ -50,7 +50,6 @@ __all__ = [
     "LOAD_LOG",
     "MAX_ERROR_SHARE",
     "META",
-    "MIN_COVERAGE",
     "PYSPY_LOG",
     "RAW_DIR",
     "RESOURCES",

@@ -338,11 +338,13 @@ def write_chunk_meta(
     lag_s: float = 0.0,
     rate_hz: int = 0,
     pause_s: float | None = None,
+    written_s: float | None = None,
 ) -> None:
-    """The chunk's span (sampling start to py-spy's exit) and py-spy's counts: `samples`
-    thread stacks and `errors` failed reads as py-spy printed them, `intervals` sampling
-    instants, `lag_s` the furthest py-spy said it fell behind, `rate_hz` the rate it
-    was asked for, `pause_s` how long it held the target paused (None: not measured)."""
+    """The chunk's span (sampling start to the signal that stopped it, or py-spy's exit)
+    and py-spy's counts: `samples` thread stacks and `errors` failed reads as py-spy
+    printed them, `intervals` sampling instants, `lag_s` the furthest py-spy said it fell
+    behind, `rate_hz` the rate it was asked for, `pause_s` how long it held the target
+    paused (None: not measured), `written_s` when its file appeared (after `end_s`)."""
     write_json(
         chunk_meta_path(out, index),
         {
@@ -355,6 +357,7 @@ def write_chunk_meta(
             "lag_s": lag_s,
             "rate_hz": rate_hz,
             "pause_s": pause_s,
+            "written_s": written_s if written_s is not None else end_s,
         },
     )
 
@@ -457,6 +460,8 @@ def chunk_meta(path: Path) -> dict[str, Any] | None:
             "lag_s": max(0.0, as_float(data.get("lag_s", 0.0))),
             "rate_hz": max(0, as_int(data.get("rate_hz", 0))),
             "pause_s": _pause_s(data.get("pause_s")),
+            # Profiles from before the span ended at the signal: their end is the file's.
+            "written_s": max(end_s, as_float(data.get("written_s", end_s))),
         }
     except (OSError, orjson.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError):
         return None

@@ -274,6 +274,7 @@ def _unsealed_span(
         "lag_s": 0.0,
         "rate_hz": 0,
         "pause_s": None,
+        "written_s": end_s,
     }
 
 
@@ -294,7 +295,9 @@ def _place_chunk(
     span_start_s, span_end_s = cmeta["start_s"], max(cmeta["end_s"], cmeta["start_s"])
     timed = any(t.starts is not None for t in threads)
     if timed:  # measured times: the chunk starts at its first sample (seen late, or not)
-        span_start_s = min(span_start_s, _align_trace(threads, span_start_s, span_end_s))
+        written_s = max(cmeta["written_s"], span_end_s)
+        span_start_s = min(span_start_s, _align_trace(threads, span_start_s, written_s))
+        _clip_trace(threads, span_end_s)
     start_s = max(span_start_s, prev_end_s)
     end_s = max(span_end_s, start_s)
     cut = 0
@@ -388,6 +391,18 @@ def _align_trace(threads: list[ThreadSamples], span_start_s: float, span_end_s: 
         t.starts = [s + offset for s in t.starts or ()]
         t.ends = [e + offset for e in t.ends or ()]
     return first + offset
+
+
+def _clip_trace(threads: list[ThreadSamples], end_s: float) -> None:
+    """End a chrometrace chunk's runs at `end_s`, in place: py-spy stamps its last runs'
+    ends when it writes, after its sampling stopped at the signal."""
+    for t in threads:
+        if not t.starts or not t.ends:
+            continue
+        while t.starts and t.starts[-1] >= end_s:
+            del t.starts[-1], t.ends[-1], t.stacks[-1], t.counts[-1]
+        if t.ends and t.ends[-1] > end_s:
+            t.ends[-1] = end_s
 
 
 def _trim_trace(threads: list[ThreadSamples], keep_from_s: float, rate_hz: float) -> int:
@@ -525,8 +540,9 @@ def _load_gil(
     return gil if gil.windows else None
 
 
-# Below these, the report says how much py-spy missed (see `sampling_problems`).
-MIN_COVERAGE = 0.9
+# Below this, the report says how much time between chunks went unsampled (see
+# `sampling_problems`; py-spy falling behind is `SamplingInfo.fell_behind`).
+MIN_SPAN_COVERAGE = 0.98
 
 
 MAX_ERROR_SHARE = 0.01
@@ -542,22 +558,24 @@ def sampling_problems(sampling: SamplingInfo) -> list[str]:
     """Sentences for the report when py-spy fell behind or failed to read samples."""
     problems: list[str] = []
     intervals = sampling.intervals
-    # What the rates asked for (one rate: rate x duration).
-    expected = (
-        round(intervals / sampling.coverage)
-        if sampling.coverage > 0
-        else round(sampling.rate_hz * sampling.duration_s)
-    )
-    if expected >= sampling.rate_hz and intervals and sampling.coverage < MIN_COVERAGE:
+    if sampling.fell_behind:
         lag = (
             f"; it reported falling up to {sampling.max_lag_s:.1f} s behind"
             if sampling.max_lag_s
             else ""
         )
         problems.append(
-            f"{COVERAGE_NOTE}{intervals} of the {expected} instants asked for "
+            f"{COVERAGE_NOTE}{intervals} of the {sampling.asked:.0f} instants asked for "
             f"({sampling.coverage:.0%}): it fell {sampling.behind_s:.1f} s behind its rate"
             f"{lag}; times are estimates, lower --rate or load the machine less"
+        )
+    spans = [c for c in sampling.chunks if c.end_s > c.start_s]
+    if len(spans) > 1 and sampling.span_coverage < MIN_SPAN_COVERAGE:
+        whole = max(c.end_s for c in spans) - min(c.start_s for c in spans)
+        gaps = whole - sampling.spanned_s
+        problems.append(
+            f"{gaps:.1f} s ({1 - sampling.span_coverage:.0%}) between py-spy's chunks went "
+            "unsampled (one py-spy ended before the next sampled): blocks there are missing"
         )
     for change in sampling.rate_changes:
         verb = "lowered" if change.to_hz < change.from_hz else "raised"

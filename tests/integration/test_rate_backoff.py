@@ -107,3 +107,37 @@ def test_a_sampler_that_falls_behind_lowers_its_rate_and_coverage_recovers(
         f"\nrate {changes}; first chunk took {first:.0%} of its instants, the "
         f"{len(after)} chunks after backing off {recovered:.0%} (floor {floor:.0%})"
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_sampler_that_keeps_up_at_a_low_rate_is_not_said_behind(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    # GIVEN a server sampled at 10 Hz, where each 2 s chunk asks for ~20 instants: told
+    # to stop, py-spy samples no more but writes its file about two intervals later,
+    # which a span ending at the file counted as ~10% of the chunk missed
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "deep_app.py").write_text(DEEP_APP)
+    server = server_factory("deep_app", cwd=app_dir)
+    out = tmp_path / "out"
+    # WHEN asgiprof attaches for 20 s
+    profiled = attach_under_load(
+        server, ["/"], out, duration_s=20, concurrency=2, extra=("--rate", "10")
+    )
+    # THEN each chunk's span ends at the signal, before py-spy's file appeared (about two
+    # random intervals: 0.2 s on average)
+    chunks = _chunks(out)
+    signalled = chunks[:-1]
+    assert len(signalled) >= 6, chunks
+    waits = [c["written_s"] - c["end_s"] for c in signalled]
+    assert all(w >= 0 for w in waits) and 0.02 < sum(waits) / len(waits) < 0.5, waits
+    # ... py-spy took the instants its rate asked for inside the spans, within its random
+    # spacing (4 sd of a count of N: 4 sqrt(N)) ...
+    taken, asked = _kept_up(chunks)
+    assert abs(taken - 1) < 4 / math.sqrt(asked), (taken, asked)
+    # ... and the report does not call that falling behind
+    sampling = profiled.data["sampling"]
+    assert not sampling["rate_changes"], sampling["rate_changes"]
+    assert not [n for n in profiled.data["notes"] if n.startswith("py-spy sampled")]
+    print(f"\n{len(chunks)} chunks took {taken:.0%} of {asked:.0f} instants; waits {waits}")

@@ -191,8 +191,11 @@ def test_seal_counts_instants_over_thread_time() -> None:
     assert seal(orjson.dumps(HAND), samples=30)[1] == round(30 * 0.5 / 0.8) == 19
 
 
-def write_trace_profile(out: Path, chunks: list[tuple[float, float, bytes]]) -> None:
-    """An output directory of pid 7 holding chrometrace chunks with their measured spans."""
+def write_trace_profile(
+    out: Path, chunks: list[tuple[float, float, bytes]], written_s: float | None = None
+) -> None:
+    """An output directory of pid 7 holding chrometrace chunks with their measured spans
+    (`written_s`: when the last one's file appeared, after the signal that ended it)."""
     store.prepare_out_dir(out)
     store.write_meta(
         out,
@@ -203,8 +206,9 @@ def write_trace_profile(out: Path, chunks: list[tuple[float, float, bytes]]) -> 
         store.chunk_path(out, i, "chrometrace").write_bytes(data)
         samples = round((end_s - start_s) * 100)  # one thread at 100 Hz, as py-spy counts
         store.write_chunk_meta(
-            out, i, start_s=start_s, end_s=end_s, samples=samples, errors=0, rc=0
-        )
+            out, i, start_s=start_s, end_s=end_s, samples=samples, errors=0, rc=0,
+            written_s=written_s if i == len(chunks) else None,
+        )  # fmt: skip
 
 
 def test_load_profile_places_runs_at_their_measured_times(tmp_path: Path) -> None:
@@ -324,6 +328,22 @@ def test_a_start_seen_late_gives_way_to_the_measured_end(tmp_path: Path) -> None
     (tl,) = [t for t in store.load_profile(tmp_path).threads if t.thread.tid == 7]
     runs = [(round(s, 6), round(d, 6)) for s, d, _sid, _n in tl.runs()]
     assert runs == [(0.8, 0.1), (0.9, 0.25), (1.15, 0.15)]
+
+
+def test_a_chunk_ends_at_the_signal_that_stopped_it_not_at_its_file(tmp_path: Path) -> None:
+    # GIVEN a chunk that sampled from 1.0 s until SIGINT at 1.4 s; py-spy sampled no more
+    # and wrote its file at 1.5 s, stamping the end of its last run then (0.5 s on its
+    # clock)
+    loop_only = [e for e in HAND if e["tid"] == 140]
+    write_trace_profile(tmp_path, [(1.0, 1.4, orjson.dumps(loop_only))], written_s=1.5)
+    profile = store.load_profile(tmp_path)
+    # THEN the runs are placed by both ends (start and file: no shift) and the last one
+    # ends at the signal: nothing was sampled after it
+    (tl,) = [t for t in profile.threads if t.thread.tid == 7]
+    runs = [(round(s, 6), round(d, 6)) for s, d, _sid, _n in tl.runs()]
+    assert runs == [(1.0, 0.1), (1.1, 0.25), (1.35, 0.05)]
+    (chunk,) = profile.sampling.chunks
+    assert (chunk.start_s, chunk.end_s) == (1.0, 1.4)
 
 
 def test_counts_of_fast_changing_runs_add_up_to_the_samples_py_spy_took(tmp_path: Path) -> None:

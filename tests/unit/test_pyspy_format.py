@@ -10,7 +10,7 @@ import pytest
 
 from asgiprof import store
 from asgiprof.errors import CorruptProfileError
-from asgiprof.model import Frame, Interner
+from asgiprof.model import COVERAGE_NOTE, Chunk, Frame, Interner, SamplingInfo
 from asgiprof.store.profile import sampling_problems
 from asgiprof.store.pyspy import parse_chunk, place_samples
 from tests.pyspy_chunks import doc, write_profile
@@ -163,6 +163,51 @@ def test_coverage_counts_instants_at_their_own_chunk_rate(tmp_path: Path) -> Non
     assert profile.sampling.behind_s == pytest.approx(0.0)
     (tl,) = profile.threads
     assert tl.duration_s[-1] == pytest.approx(1.0)  # one run of 50 samples x 20 ms
+
+
+def _chunks_at(rate_hz: int, counts: list[int], gap_s: float = 0.0) -> SamplingInfo:
+    """Back-to-back 2 s chunks at `rate_hz` that took `counts` instants (`gap_s` apart)."""
+    chunks = tuple(
+        Chunk("c", i * (2 + gap_s), i * (2 + gap_s) + 2, n, 0, n, 0.0, rate_hz)
+        for i, n in enumerate(counts)
+    )
+    end = chunks[-1].end_s
+    return SamplingInfo(rate_hz, 0.0, end, sum(counts), 0, chunks)
+
+
+def test_py_spy_is_said_behind_only_beyond_its_random_spacing() -> None:
+    # GIVEN three 2 s chunks at 10 Hz (20 instants asked each) that took 17, 15 and 19:
+    # 85% of the instants, 1.8 sd short of a Poisson count of 60 (py-spy spaces its
+    # instants at random: a run at 10 Hz for 30 s took 0.96-1.06 of them)
+    sampling = _chunks_at(10, [17, 15, 19])
+    # THEN coverage says what was taken, and the report does not call that falling behind
+    assert sampling.asked == pytest.approx(60) and sampling.coverage == pytest.approx(0.85)
+    assert not sampling.fell_behind
+    assert not [p for p in sampling_problems(sampling) if p.startswith(COVERAGE_NOTE)]
+    # ... but 33 of 60 (4.6 sd short) is py-spy falling behind, said with the counts
+    behind = _chunks_at(10, [11, 10, 12])
+    assert behind.fell_behind
+    (said,) = [p for p in sampling_problems(behind) if p.startswith(COVERAGE_NOTE)]
+    assert "33 of the 60 instants" in said and "2.7 s behind" in said
+    # ... and at 100 Hz, where the count is tighter, 85% is behind too
+    assert _chunks_at(100, [170, 170, 170]).fell_behind
+    # ... while failed reads are not falling behind (they have their own note)
+    failed = replace(behind, errors=27)
+    assert not failed.fell_behind
+    assert [p for p in sampling_problems(failed) if "failed to read" in p]
+
+
+def test_time_left_between_chunks_is_said() -> None:
+    # GIVEN 100 Hz chunks that kept up, with 0.1 s between them (one py-spy ended before
+    # the next sampled)
+    gaps = _chunks_at(100, [200] * 5, gap_s=0.1)
+    assert gaps.coverage == pytest.approx(1.0)
+    assert gaps.span_coverage == pytest.approx(10 / 10.4)
+    # THEN the report says how much went unsampled
+    (said,) = [p for p in sampling_problems(gaps) if "unsampled" in p]
+    assert said.startswith("0.4 s (4%) between py-spy's chunks went unsampled")
+    # ... and nothing for back-to-back chunks
+    assert not [p for p in sampling_problems(_chunks_at(100, [200] * 5)) if "unsampled" in p]
 
 
 def test_the_pause_share_is_kept_per_chunk_and_said_when_over_the_limit(tmp_path: Path) -> None:
