@@ -56,7 +56,8 @@ async def stopped(since: float, until: float) -> dict[str, float]:
     """The share of [since, until] the clock thread was neither running nor runnable."""
     inside = [m for m in list(marks) if since <= m[0] <= until]
     if len(inside) < 2:
-        return {"share": -1.0, "wall": 0.0}
+        return {"share": -1.0, "wall": 0.0, "pid": os.getpid()}
     (t0, r0, w0), (t1, r1, w1) = inside[0], inside[-1]
     wall = t1 - t0
-    return {"share": max(0.0, wall - (r1 - r0) / 1e9 - (w1 - w0) / 1e9) / wall, "wall": wall}
+    share = max(0.0, wall - (r1 - r0) / 1e9 - (w1 - w0) / 1e9) / wall
+    return {"share": share, "wall": wall, "pid": os.getpid()}

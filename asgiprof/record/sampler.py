@@ -335,8 +335,10 @@ class _Run:
     said: str = ""  # its log, once it ended
     # (wall s since t0, py-spy's CPU s) when first seen sampling, and the latest while it
     # sampled: py-spy's CPU time between them is the time it held the target (pause_s).
-    cpu_first: tuple[float, float] | None = None
-    cpu_last: tuple[float, float] | None = None
+    # Per py-spy thread (tid: CPU s), as the thread that samples is not always the one
+    # with the most CPU time at the first reading.
+    cpu_first: tuple[float, dict[int, float]] | None = None
+    cpu_last: tuple[float, dict[int, float]] | None = None
 
 
 # py-spy writes its file about two sampling intervals after SIGINT (0.2-0.9 s at the 10 Hz
@@ -825,14 +827,13 @@ class Sampler:
         self._set_rate(to_hz, why)
 
 
-def _cpu_s(pid: int) -> float | None:
-    """CPU seconds of py-spy's busiest thread (None once it is gone): the thread that
-    samples, which does its reading with the target stopped. Its other threads do not
-    pause the target: the one that looks for the target's new processes
-    (--subprocesses) alone costs about 1% of a CPU, as much as all the pauses at 25 Hz on
-    a 40-frame stack. schedstat counts nanoseconds where /proc/PID/stat counts 10 ms ticks."""
-    ran_ns = [int(s.split()[0]) for s in (task_files(pid, "schedstat") or {}).values() if s]
-    return max(ran_ns) / 1e9 if ran_ns else None
+def _cpu_s(pid: int) -> dict[int, float] | None:
+    """CPU seconds of each of py-spy's threads (None once it is gone). schedstat counts
+    nanoseconds where /proc/PID/stat counts 10 ms ticks."""
+    files = task_files(pid, "schedstat")
+    if not files:
+        return None
+    return {tid: int(s.split()[0]) / 1e9 for tid, s in files.items() if s}
 
 
 def _note_cpu(run: _Run, now: float) -> None:
@@ -869,10 +870,17 @@ def _pause_share(run: _Run, min_wall_s: float) -> float | None:
     """py-spy's CPU time over the wall time between the run's first and latest readings."""
     if run.cpu_first is None or run.cpu_last is None:
         return None
-    wall = run.cpu_last[0] - run.cpu_first[0]
-    if wall < min_wall_s:
+    (t0, first), (t1, last) = run.cpu_first, run.cpu_last
+    if t1 - t0 < min_wall_s:
         return None
-    return min(1.0, max(0.0, run.cpu_last[1] - run.cpu_first[1]) / wall)
+    # The busiest thread between the readings: the one that samples, which does its
+    # reading with the target stopped (with --subprocesses, one per process: the most
+    # held process's). The others do not pause the target: the one that looks for new
+    # processes alone costs about 1% of a CPU, as much as all the pauses at 25 Hz on a
+    # 40-frame stack. A thread that started between them (the spy of a new worker) counts
+    # whole: its start-up reads too, and a high figure errs on the target's side.
+    spent = max((cpu - first.get(tid, 0.0) for tid, cpu in last.items()), default=0.0)
+    return min(1.0, max(0.0, spent) / (t1 - t0))
 
 
 def _paused_why(share: float, limit: float) -> str:

@@ -113,3 +113,57 @@ def test_the_pause_is_measured_and_kept_near_the_limit(
         f" --max-pause 5: {changes[0]}; after it app {later_app:.1%} stopped, "
         f"asgiprof {_pooled(later, 'asgiprof'):.1%}"
     )
+
+
+def _most_held_worker(
+    server: ServerProcess, t0: float, chunk: dict[str, Any], workers: int
+) -> float:
+    """The largest share of the chunk's span any worker measured itself held stopped (the
+    workers answer in turn: ask until each has)."""
+    shares: dict[int, float] = {}
+    for _ in range(10 * workers):
+        got = httpx.get(
+            f"{server.url}/stopped",
+            params={"since": t0 + chunk["start_s"], "until": t0 + chunk["end_s"]},
+            timeout=10,
+            trust_env=False,
+        ).json()
+        assert got["share"] >= 0, (chunk, got)
+        shares[got["pid"]] = float(got["share"])
+        if len(shares) == workers:
+            return max(shares.values())
+    raise AssertionError(f"only {len(shares)} of {workers} workers answered: {shares}")
+
+
+@pytest.mark.timeout(180)
+def test_the_pause_of_a_server_with_workers_is_its_most_held_workers(
+    tmp_path: Path, server_factory: ServerFactory
+) -> None:
+    # GIVEN a server of two worker processes, each with 10 idle pool threads: py-spy
+    # (--subprocesses) reads each worker in its own thread, pausing each for its own reads
+    server = server_factory(
+        "pause_app",
+        cwd=PAUSE_APP.parent,
+        extra_args=("--workers", "2"),
+        env={"PAUSE_APP_THREADS": "10"},
+    )
+    out = tmp_path / "out"
+    # WHEN asgiprof attaches to the server's main process, with no limit
+    done = asgiprof(
+        "attach", str(server.pid), "--duration", "8", "--max-pause", "0", "--out", str(out),
+        cwd=server.cwd, timeout_s=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    time.sleep(0.1)  # the workers' next 20 ms marks after the last chunk's end
+    t0 = orjson.loads((out / "meta.json").read_bytes())["sampling"]["started_at"]
+    measured = [
+        c for c in _chunks(out) if c["end_s"] - c["start_s"] > 0.3 and c["pause_s"] is not None
+    ]
+    assert len(measured) >= 3, _chunks(out)
+    rows = [(c, _most_held_worker(server, t0, c, 2)) for c in measured]
+    # THEN asgiprof's figure is the most held worker's share (as bounded for one process
+    # above), not the workers' sum, which is about twice that
+    worst, est = _pooled(rows, "app"), _pooled(rows, "asgiprof")
+    assert worst > 0.03, rows
+    assert 0.6 * worst - 0.01 <= est <= 1.6 * worst + 0.01, (worst, est, rows)
+    print(f"\ntwo workers: the most held one measured {worst:.1%} stopped, asgiprof {est:.1%}")
