@@ -31,17 +31,22 @@ def _chunks(out: Path) -> list[dict[str, Any]]:
     return [orjson.loads(p.read_bytes()) for p in sorted((out / "raw").glob("chunk-*[0-9].json"))]
 
 
-def _stopped(server: ServerProcess, t0: float, chunk: dict[str, Any]) -> float:
-    """The share of the chunk's span the app measured itself held stopped."""
-    since, until = t0 + chunk["start_s"], t0 + chunk["end_s"]
-    got = httpx.get(
+def _ask_stopped(server: ServerProcess, t0: float, chunk: dict[str, Any]) -> dict[str, Any]:
+    """What the process that answered measured of the chunk's span: the share of it held
+    stopped, and its pid."""
+    got: dict[str, Any] = httpx.get(
         f"{server.url}/stopped",
-        params={"since": since, "until": until},
+        params={"since": t0 + chunk["start_s"], "until": t0 + chunk["end_s"]},
         timeout=10,
         trust_env=False,
     ).json()
     assert got["share"] >= 0, (chunk, got)
-    return float(got["share"])
+    return got
+
+
+def _stopped(server: ServerProcess, t0: float, chunk: dict[str, Any]) -> float:
+    """The share of the chunk's span the app measured itself held stopped."""
+    return float(_ask_stopped(server, t0, chunk)["share"])
 
 
 Rows = list[tuple[dict[str, Any], float]]
@@ -122,13 +127,7 @@ def _most_held_worker(
     workers answer in turn: ask until each has)."""
     shares: dict[int, float] = {}
     for _ in range(10 * workers):
-        got = httpx.get(
-            f"{server.url}/stopped",
-            params={"since": t0 + chunk["start_s"], "until": t0 + chunk["end_s"]},
-            timeout=10,
-            trust_env=False,
-        ).json()
-        assert got["share"] >= 0, (chunk, got)
+        got = _ask_stopped(server, t0, chunk)
         shares[got["pid"]] = float(got["share"])
         if len(shares) == workers:
             return max(shares.values())
