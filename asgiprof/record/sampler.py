@@ -792,6 +792,8 @@ class Sampler:
         `max_pause` of the time; raise it back a step after many chunks that kept up."""
         if run.rate_hz != self.rate_hz or span_s < 0.5:
             return  # a decision on this rate is already taken, or too little to judge
+        if self._stop.is_set():
+            return  # no chunk follows: a change would be reported but never sampled at
         expected = run.rate_hz * span_s
         kept_up = intervals / expected
         asked = self.config.rate_hz
