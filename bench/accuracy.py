@@ -4,6 +4,7 @@
     python bench/accuracy.py             # full: 50/100/200 Hz, heavier load, --blocking,
                                          # uvloop, asyncio debug; 40 s of load per run (~25 min)
     python bench/accuracy.py --lines     # + every planted line's numbers
+    python bench/accuracy.py --low-rates --load-seconds 60   # 10 and 20 Hz (--max-pause's)
 
 bench/apps/planted.py plants eight blocking calls (io: time.sleep, cpu: a busy loop; in an
 `async def` route, an `async def` dependency, a helper in another module, a pure ASGI
@@ -417,6 +418,12 @@ def precision_configs(samples_per_line: int) -> list[Config]:
     return out
 
 
+def low_rate_configs(load_s: float) -> list[Config]:
+    """Blocked time at the rates --max-pause lowers to (10-20 Hz), asgiprof's default mode:
+    300 ms blocks (a few samples each) holding the loop 70% of the time."""
+    return [Config(300, rate, 0.7, nonblocking=False, load_s=load_s) for rate in (10, 20)]
+
+
 def configs(quick: bool) -> list[Config]:
     durations = (10, 30, 100, 300)
     if quick:
@@ -450,12 +457,19 @@ def main() -> None:
         help="instead: 100 Hz, 30/100/300 ms and healthy twins, each run long enough for "
         "SAMPLES samples per planted line (700: about 3 min per run)",
     )
+    parser.add_argument(
+        "--low-rates",
+        action="store_true",
+        help="instead: 300 ms blocks at 10 and 20 Hz, --blocking, 70%% of the time",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", type=Path, help="keep every run's output directory here")
     args = parser.parse_args()
     load_s = args.load_seconds or (12.0 if args.quick else 40.0)
     planted = planted_lines()
     cfgs = precision_configs(args.precision) if args.precision else configs(args.quick)
+    if args.low_rates:
+        cfgs = low_rate_configs(load_s)
     if args.only:
         keep = [k.strip() for k in args.only.split(",")]
         cfgs = [c for c in cfgs if any(k in f"{c.name} {c.block_ms} ms" for k in keep)]
