@@ -767,8 +767,9 @@ class Sampler:
         # Told to stop (SIGINT), py-spy takes no more samples, but its file appears only
         # about two intervals later (its loop and its sampling thread each wait for their
         # next instant: 0.22 s at 10 Hz, 18 ms at 100 Hz, measured): its sampling ended at
-        # the signal. A span ending at the file gave each sample of a 2 s chunk ~10% more
-        # time than it stood for at 10 Hz, and read as py-spy falling behind.
+        # the signal. A span ending at the file stretched the chunk's samples over time
+        # py-spy had not sampled (the next chunk's samples of it were cut as overlap), and
+        # read as py-spy falling behind (~10% of a 2 s chunk at 10 Hz).
         if run.interrupted_s is None:
             return start_s, written_s, written_s
         return start_s, max(start_s, min(written_s, run.interrupted_s)), written_s
