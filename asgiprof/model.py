@@ -183,6 +183,14 @@ class TargetInfo:
     exit_status: int | None = None  # set when the target exited while sampled
 
 
+def behind_pace(tried: float, asked: float) -> bool:
+    """Whether py-spy tried fewer instants than its rate asked for by more than its random
+    (exponential) spacing explains, which makes a count of N vary by about sqrt(N): short
+    by 10% and by three standard deviations of the count."""
+    short = asked - tried
+    return asked > 0 and short > 0.1 * asked and short > 3 * math.sqrt(asked)
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingInfo:
     rate_hz: int
@@ -242,9 +250,7 @@ class SamplingInfo:
         """py-spy tried fewer instants (taken or failed) than its rates asked for, by more
         than its random spacing explains: short by 10% and by three standard deviations of
         the count. (Failed reads are `errors`: lowering the rate does not help them.)"""
-        asked = self.asked
-        short = asked - self.intervals - self.errors
-        return asked > 0 and short > 0.1 * asked and short > 3 * math.sqrt(asked)
+        return behind_pace(self.intervals + self.errors, self.asked)
 
     @property
     def span_coverage(self) -> float:
@@ -252,12 +258,21 @@ class SamplingInfo:
         inside some py-spy's sampling span, 0..1: below 1 by the gaps between chunks.
         Unlike `coverage` it does not move with py-spy's random (exponential) spacing of
         instants, which makes a count of N instants vary by about 1/sqrt(N)."""
+        whole = self.spread_s
+        return min(1.0, self.spanned_s / whole) if whole > 0 else 0.0
+
+    @property
+    def spread_s(self) -> float:
+        """From the first chunk's start to the last one's end (0 without a span)."""
         spans = [c for c in self.chunks if c.end_s > c.start_s]
         if not spans:
             return 0.0
-        whole = max(c.end_s for c in spans) - min(c.start_s for c in spans)
-        inside = sum(c.end_s - c.start_s for c in spans)
-        return min(1.0, inside / whole) if whole > 0 else 0.0
+        return max(c.end_s for c in spans) - min(c.start_s for c in spans)
+
+    @property
+    def gaps_s(self) -> float:
+        """Time between the chunks' spans that no py-spy sampled."""
+        return max(0.0, self.spread_s - self.spanned_s)
 
     @property
     def pause_share(self) -> float | None:

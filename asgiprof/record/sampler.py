@@ -38,7 +38,7 @@ from asgiprof.errors import (
     SamplerError,
     TargetNotFoundError,
 )
-from asgiprof.model import RateChange
+from asgiprof.model import RateChange, behind_pace
 from asgiprof.record.command import is_python_program
 from asgiprof.record.watchdog import Watchdog, task_files
 from asgiprof.store.profile import PAUSE_SLACK
@@ -344,9 +344,8 @@ class _Run:
 # py-spy writes its file about two sampling intervals after SIGINT (0.2-0.9 s at the 10 Hz
 # floor, measured); one that does not end within this hangs.
 _HUNG_AFTER_SIGINT_S = 5.0
-# Rate control: a chunk that sampled less than this share of the instants it asked for
-# (or whose py-spy said it fell behind) lowers the rate of the chunks after it...
-_BEHIND_COVERAGE = 0.9
+# Rate control: a chunk whose py-spy fell behind its rate (`model.behind_pace`, or it said
+# so) lowers the rate of the chunks after it, never below this...
 _MIN_RATE_HZ = 10
 # ... and this many clean chunks in a row raise it a step back towards the asked rate.
 _CLEAN_CHUNKS_TO_RAISE = 5
@@ -388,7 +387,6 @@ class Sampler:
         self.intervals = 0  # sampling instants: the chunks' longest thread sample counts
         self.sampled_s = 0.0  # instants / their chunk's rate: time sampled at the rate asked
         self.spanned_s = 0.0  # the kept chunks' spans (overlaps counted in each)
-        self.first_start_s: float | None = None  # when the first chunk kept started
         self.last_end_s = 0.0  # when the last chunk kept ended (seconds since t0)
         self.max_lag_s = 0.0  # the furthest py-spy said it fell behind
         self.paused_s = 0.0  # how long py-spy held the target (chunks where it was measured)
@@ -747,8 +745,6 @@ class Sampler:
         self.sampled_s += intervals / run.rate_hz
         self.spanned_s += end_s - start_s
         self.last_end_s = max(self.last_end_s, end_s)
-        if self.first_start_s is None:
-            self.first_start_s = start_s
         self.max_lag_s = max(self.max_lag_s, lag_s)
         # A failed read (py-spy's errors: with --nonblocking, a stack that changed while it
         # was read) is an instant py-spy kept pace with: lowering the rate cannot help it.
@@ -798,13 +794,10 @@ class Sampler:
         expected = run.rate_hz * span_s
         kept_up = intervals / expected
         asked = self.config.rate_hz
-        # py-spy's exponential spacing makes a chunk's count vary by 1/sqrt(expected):
-        # falling behind means more than 3 sd short, and short by 10% at least.
-        behind = min(_BEHIND_COVERAGE, 1 - 3 / math.sqrt(expected))
         share = paused_s / span_s if paused_s is not None else 0.0
         limit = self.config.max_pause
         pause_cap = self._rate_within_limit(run, share)
-        if lag_s > 0 or kept_up < behind:
+        if lag_s > 0 or behind_pace(intervals, expected):
             # The rate py-spy managed, with room to spare; at least halve on a lag report.
             managed = intervals / span_s
             to_hz = max(_MIN_RATE_HZ, min(int(managed * 0.8), int(run.rate_hz * 0.7)))

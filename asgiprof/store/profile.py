@@ -569,13 +569,11 @@ def sampling_problems(sampling: SamplingInfo) -> list[str]:
             f"({sampling.coverage:.0%}): it fell {sampling.behind_s:.1f} s behind its rate"
             f"{lag}; times are estimates, lower --rate or load the machine less"
         )
-    spans = [c for c in sampling.chunks if c.end_s > c.start_s]
-    if len(spans) > 1 and sampling.span_coverage < MIN_SPAN_COVERAGE:
-        whole = max(c.end_s for c in spans) - min(c.start_s for c in spans)
-        gaps = whole - sampling.spanned_s
+    if sampling.gaps_s > 0 and sampling.span_coverage < MIN_SPAN_COVERAGE:
         problems.append(
-            f"{gaps:.1f} s ({1 - sampling.span_coverage:.0%}) between py-spy's chunks went "
-            "unsampled (one py-spy ended before the next sampled): blocks there are missing"
+            f"{sampling.gaps_s:.1f} s ({1 - sampling.span_coverage:.0%}) between py-spy's "
+            "chunks went unsampled (one py-spy ended before the next sampled): blocks "
+            "there are missing"
         )
     for change in sampling.rate_changes:
         verb = "lowered" if change.to_hz < change.from_hz else "raised"
