@@ -31,28 +31,34 @@ def _chunks(out: Path) -> list[dict[str, Any]]:
     return [orjson.loads(p.read_bytes()) for p in sorted((out / "raw").glob("chunk-*[0-9].json"))]
 
 
-def _ask_stopped(server: ServerProcess, t0: float, chunk: dict[str, Any]) -> dict[str, Any]:
-    """What the process that answered measured of the chunk's span: the share of it held
-    stopped, and its pid."""
-    got: dict[str, Any] = httpx.get(
-        f"{server.url}/stopped",
-        params={"since": t0 + chunk["start_s"], "until": t0 + chunk["end_s"]},
-        timeout=10,
-        trust_env=False,
-    ).json()
-    assert got["share"] >= 0, (chunk, got)
-    return got
-
-
-def _stopped(server: ServerProcess, t0: float, chunk: dict[str, Any]) -> float:
-    """The share of the chunk's span the app measured itself held stopped."""
-    return float(_ask_stopped(server, t0, chunk)["share"])
-
-
 Rows = list[tuple[dict[str, Any], float]]
 
 
-def _profile(server: ServerProcess, out: Path, *extra: str) -> tuple[dict[str, Any], Rows]:
+def _most_held_worker(
+    server: ServerProcess, t0: float, chunk: dict[str, Any], workers: int
+) -> float:
+    """The largest share of the chunk's span any of the app's `workers` processes measured
+    itself held stopped (the workers answer in turn: ask until each has)."""
+    shares: dict[int, float] = {}
+    for _ in range(10 * workers):
+        got = httpx.get(
+            f"{server.url}/stopped",
+            params={"since": t0 + chunk["start_s"], "until": t0 + chunk["end_s"]},
+            timeout=10,
+            trust_env=False,
+        ).json()
+        assert got["share"] >= 0, (chunk, got)
+        shares[got["pid"]] = float(got["share"])
+        if len(shares) == workers:
+            return max(shares.values())
+    raise AssertionError(f"only {len(shares)} of {workers} workers answered: {shares}")
+
+
+def _profile(
+    server: ServerProcess, out: Path, *extra: str, workers: int = 1
+) -> tuple[dict[str, Any], Rows]:
+    """`asgiprof attach` for 8 s; each chunk with a pause figure beside the share of its span
+    the app measured itself held stopped (of `workers` processes, the most held one's)."""
     done = asgiprof(
         "attach",
         str(server.pid),
@@ -65,14 +71,14 @@ def _profile(server: ServerProcess, out: Path, *extra: str) -> tuple[dict[str, A
         timeout_s=90,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    time.sleep(0.1)  # the app's next 20 ms mark after the last chunk's end
+    time.sleep(0.1)  # the app's (each worker's) next 20 ms mark after the last chunk's end
     data = summary(out)
     t0 = orjson.loads((out / "meta.json").read_bytes())["sampling"]["started_at"]
     # A chunk too short for two readings of py-spy's CPU time has no pause figure.
     measured = [
         c for c in _chunks(out) if c["end_s"] - c["start_s"] > 0.3 and c["pause_s"] is not None
     ]
-    rows = [(c, _stopped(server, t0, c)) for c in measured]
+    rows = [(c, _most_held_worker(server, t0, c, workers)) for c in measured]
     return data, rows
 
 
@@ -120,20 +126,6 @@ def test_the_pause_is_measured_and_kept_near_the_limit(
     )
 
 
-def _most_held_worker(
-    server: ServerProcess, t0: float, chunk: dict[str, Any], workers: int
-) -> float:
-    """The largest share of the chunk's span any worker measured itself held stopped (the
-    workers answer in turn: ask until each has)."""
-    shares: dict[int, float] = {}
-    for _ in range(10 * workers):
-        got = _ask_stopped(server, t0, chunk)
-        shares[got["pid"]] = float(got["share"])
-        if len(shares) == workers:
-            return max(shares.values())
-    raise AssertionError(f"only {len(shares)} of {workers} workers answered: {shares}")
-
-
 @pytest.mark.timeout(180)
 def test_the_pause_of_a_server_with_workers_is_its_most_held_workers(
     tmp_path: Path, server_factory: ServerFactory
@@ -146,20 +138,9 @@ def test_the_pause_of_a_server_with_workers_is_its_most_held_workers(
         extra_args=("--workers", "2"),
         env={"PAUSE_APP_THREADS": "10"},
     )
-    out = tmp_path / "out"
     # WHEN asgiprof attaches to the server's main process, with no limit
-    done = asgiprof(
-        "attach", str(server.pid), "--duration", "8", "--max-pause", "0", "--out", str(out),
-        cwd=server.cwd, timeout_s=90,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    time.sleep(0.1)  # the workers' next 20 ms marks after the last chunk's end
-    t0 = orjson.loads((out / "meta.json").read_bytes())["sampling"]["started_at"]
-    measured = [
-        c for c in _chunks(out) if c["end_s"] - c["start_s"] > 0.3 and c["pause_s"] is not None
-    ]
-    assert len(measured) >= 3, _chunks(out)
-    rows = [(c, _most_held_worker(server, t0, c, 2)) for c in measured]
+    _, rows = _profile(server, tmp_path / "out", "--max-pause", "0", workers=2)
+    assert len(rows) >= 3, rows
     # THEN asgiprof's figure is the most held worker's share (as bounded for one process
     # above), not the workers' sum, which is about twice that
     worst, est = _pooled(rows, "app"), _pooled(rows, "asgiprof")
