@@ -27,16 +27,11 @@ from asgiprof.analyze.frames import is_user
 from asgiprof.analyze.loop import STATE_BUSY, STATE_IDLE, LoopClassifier
 from asgiprof.analyze.routes import RouteResolver
 from asgiprof.analyze.torn import is_torn, loop_roots
+from asgiprof.chunk_probe import read_chunk
 from asgiprof.errors import CorruptProfileError
 from asgiprof.model import (
-    Frame,
-    Interner,
-    Profile,
     RouteTable,
-    SamplingInfo,
-    TargetInfo,
 )
-from asgiprof.store.pyspy import parse_chunk
 from asgiprof.text import terminal_safe
 
 _BARS = "▁▂▃▄▅▆▇█"
@@ -68,16 +63,9 @@ def chunk_stats(
     data: bytes, pid: int, routes: RouteTable, rate_hz: int, span_s: float, threshold_s: float
 ) -> ChunkStats:
     """Read one py-spy chunk: loop time, busy and blocked time, lines and routes."""
-    frames: list[Frame] = []
-    stacks: list[tuple[int, ...]] = []
-    threads = parse_chunk(data, Interner(frames, stacks), default_pid=pid)
-    probe = Profile(
-        TargetInfo(pids=(pid,), command=(), server="unknown"),
-        SamplingInfo(rate_hz=rate_hz, started_at=0.0, duration_s=0.0, samples=0, errors=0),
-        frames=frames,
-        stacks=stacks,
-        routes=routes,
-    )
+    chunk = read_chunk(data, pid, rate_hz, routes)
+    probe, threads = chunk.profile, chunk.threads
+    frames, stacks = probe.frames, probe.stacks
     loop = LoopClassifier(probe)
     resolver = RouteResolver.for_profile(probe)
     longest = max((t.n_samples for t in threads), default=0)
@@ -137,7 +125,10 @@ class LiveView:
     lines: dict[tuple[str, int, str, str], float] = field(default_factory=dict)
     routes: dict[str, float] = field(default_factory=dict)
     problems: int = 0
-    _routes_table: RouteTable | None = None
+    _routes: store.RoutesSoFar = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._routes = store.RoutesSoFar(self.out)
 
     def add_chunk(self, index: int) -> None:
         """Read chunk `index` (its span and rate from its meta file) into the totals."""
@@ -147,7 +138,7 @@ class LiveView:
             stats = chunk_stats(
                 data,
                 self.pid,
-                self._route_table(),
+                self._routes.table(),
                 meta.rate_hz or 1,
                 meta.end_s - meta.start_s,
                 self.threshold_s,
@@ -166,15 +157,6 @@ class LiveView:
             self.lines[key] = self.lines.get(key, 0.0) + s
         for route, s in stats.routes.items():
             self.routes[route] = self.routes.get(route, 0.0) + s
-
-    def _route_table(self) -> RouteTable:
-        # routes.json is written by a thread while sampling: read it once it is there.
-        if self._routes_table is None or not self._routes_table.routes:
-            table = store.load_routes(self.out) if (self.out / store.ROUTES).exists() else None
-            if table is None:
-                return RouteTable((), "none", "not read yet")
-            self._routes_table = table
-        return self._routes_table
 
     def render(self, status: str, sampling: str) -> RenderableType:
         """The panel: `status` (elapsed, what stops it) and `sampling` (coverage, rate,

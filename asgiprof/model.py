@@ -98,6 +98,9 @@ class RateChange:
     from_hz: int
     to_hz: int
     reason: str
+    # A change of --scout-rate's (full rate while the loop held a line, the scout rate
+    # again once it did not): expected, so the report sums them up in one note.
+    scout: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +214,8 @@ class SamplingInfo:
     # The most of the time py-spy was allowed to hold the target paused (--max-pause, a
     # share; 0: no limit, or a profile from before the limit existed).
     max_pause: float = 0.0
+    # --scout-rate: the rate while the loop held no line still (0: always `rate_hz`).
+    scout_hz: int = 0
 
     @property
     def intervals(self) -> int:

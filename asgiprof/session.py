@@ -53,6 +53,7 @@ from asgiprof.record.resources import ResourceMonitor
 from asgiprof.record.routes import read_route_table_for
 from asgiprof.record.sampler import (
     DEFAULT_MAX_PAUSE,
+    MIN_RATE_HZ,
     Sampler,
     SamplerConfig,
     check_pyspy,
@@ -73,6 +74,7 @@ from asgiprof.record.target import (
 )
 from asgiprof.redact import redact
 from asgiprof.report import render
+from asgiprof.scout import ScoutPolicy
 from asgiprof.store.pyspy import parse_chunk
 from asgiprof.text import terminal_safe
 
@@ -92,6 +94,9 @@ class ProfileOptions:
     nonblocking: bool = False
     # The most of the time py-spy may hold the target paused (0: no limit; see SamplerConfig).
     max_pause: float = DEFAULT_MAX_PAUSE
+    # --scout-rate: sample at this rate while the loop holds no line still, at `rate_hz`
+    # while it does (0: always `rate_hz`; see analyze/scout.py).
+    scout_hz: int = 0
     ready_timeout_s: float = 30.0
     # Stop with NotAsgiServerError when the first chunk shows no event-loop thread.
     require_event_loop: bool = True
@@ -106,6 +111,28 @@ class ProfileOptions:
     live: bool | None = None
     # attach: the server's access log file; None: its stdout/stderr when they are files.
     access_log: Path | None = None
+
+    def check(self) -> None:
+        """Raise UsageError for options that cannot go together."""
+        if self.load is not None:
+            self.load.check()
+        if not self.scout_hz:
+            return
+        if self.scout_hz < MIN_RATE_HZ:
+            raise UsageError(
+                f"--scout-rate {self.scout_hz} is below the sampler's floor of "
+                f"{MIN_RATE_HZ} Hz: give {MIN_RATE_HZ} or more (or 0: no scouting)"
+            )
+        if self.scout_hz >= self.rate_hz:
+            raise UsageError(
+                f"--scout-rate {self.scout_hz} is not below --rate {self.rate_hz}: the scout "
+                "rate is the slow one, e.g. --rate 100 --scout-rate 20"
+            )
+        if self.nonblocking:
+            raise UsageError(
+                "--scout-rate lowers the rate to pause the target less; --nonblocking does "
+                "not pause it: use one of them"
+            )
 
 
 class _Stop:
@@ -167,8 +194,7 @@ def run_server(
     (the demo starts its load there) and returns what to call when sampling stops."""
     if not argv:
         raise UsageError("no server command given: asgiprof run -- uvicorn app:app")
-    if options.load is not None:
-        options.load.check()
+    options.check()
     pyspy = _usable_pyspy()
     out = store.prepare_out_dir(options.out or store.default_out_dir())
     console.print(Text(terminal_safe(f"starting: {' '.join(redact(argv))}")), style="dim")
@@ -199,8 +225,7 @@ def run_server(
 
 
 def attach_server(pid: int, options: ProfileOptions, console: Console) -> Analysis:
-    if options.load is not None:
-        options.load.check()
+    options.check()
     pyspy = _usable_pyspy()
     if options.access_log is not None:  # a bad --access-log fails before anything starts
         LogTail.open([], options.access_log).close()
@@ -349,13 +374,8 @@ class _Recording:
         self.nonblocking = nonblocking = options.nonblocking and self.downgraded is None
         # --nonblocking never pauses the target: there is no pause to limit.
         max_pause = 0.0 if nonblocking else options.max_pause
-        sampling = SamplingInfo(
-            options.rate_hz,
-            self.t0,
-            0.0,
-            0,
-            0,
-            stopped_by="running",
+        sampling = replace(
+            _sampling_so_far(options, self.t0),
             nonblocking=nonblocking,
             max_pause=max_pause,
         )
@@ -375,8 +395,10 @@ class _Recording:
                 max_pause=max_pause,
                 pyspy=pyspy,
                 forks=_forks(parse_server_command(target.server_argv)),
+                scout_hz=options.scout_hz,
             ),
             on_chunk=self._on_chunk,
+            rate_policy=_scout_policy(out, target.pid, options),
         )
         # Who holds the GIL, in short windows beside the main sampler (gil-contention evidence).
         self.gil = GilSampler(target.pid, out, self.t0, GilConfig(pyspy=self.sampler.pyspy))
@@ -481,9 +503,23 @@ class _Recording:
             rate_changes=tuple(sampler.rate_changes),
             watchdog=tuple(sampler.watchdog.report.events),
             max_pause=sampler.config.max_pause,
+            scout_hz=sampler.config.scout_hz,
         )
         exit_status = self.exit_status if self.stop.reason == "target-exit" else None
         store.write_meta(self.out, replace(info, exit_status=exit_status), final)
+
+
+def _sampling_so_far(options: ProfileOptions, t0: float) -> SamplingInfo:
+    """meta.json's sampling while sampling runs (the final one replaces it)."""
+    return SamplingInfo(
+        options.rate_hz, t0, 0.0, 0, 0, stopped_by="running", scout_hz=options.scout_hz
+    )
+
+
+def _scout_policy(out: Path, pid: int, options: ProfileOptions) -> ScoutPolicy | None:
+    if not options.scout_hz:
+        return None
+    return ScoutPolicy(out, pid, options.rate_hz, options.scout_hz)
 
 
 def _profile(

@@ -184,7 +184,7 @@ def mode_rows(scores: list[tuple[Score, str, float]]) -> list[list[object]]:
         errors = [abs(line.error) for line in s.lines if line.found]
         rows.append(
             [
-                s.scenario.name.removesuffix(f"-{mode}"),
+                replace(s.scenario, flags=()).name,
                 mode,
                 f"{load:.1f}",
                 s.requests,
@@ -259,9 +259,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--modes",
         default="",
-        help="comma-separated py-spy modes to run each scenario in (blocking, nonblocking), "
-        "alternating; default: asgiprof's default only",
+        help="comma-separated sampling modes to run each scenario in (blocking, nonblocking, "
+        "scout: --scout-rate), alternating; default: asgiprof's default only",
     )
+    parser.add_argument("--scout-rate", type=int, default=20, help="the scout mode's rate")
     parser.add_argument("--rounds", type=int, default=1, help="passes over the scenarios")
     parser.add_argument(
         "--formats", default="", help="py-spy chunk formats to compare, e.g. chrometrace,speedscope"
@@ -273,8 +274,13 @@ def main(argv: list[str]) -> int:
         parser.error("--load-s above 20 s: keep load runs short on a shared machine")
     wanted = [w for w in args.only.split(",") if w]
     modes = [m for m in args.modes.split(",") if m]
-    if any(m not in ("blocking", "nonblocking") for m in modes):
-        parser.error(f"--modes takes blocking and nonblocking, got {args.modes!r}")
+    mode_flags = {
+        "blocking": ("--blocking",),
+        "nonblocking": ("--nonblocking",),
+        "scout": (f"--scout-rate={args.scout_rate}",),
+    }
+    if any(m not in mode_flags for m in modes):
+        parser.error(f"--modes takes {', '.join(mode_flags)}, got {args.modes!r}")
     base = [
         Scenario(s.variant, s.mode, s.loop, args.load_s, args.connections, args.rate, s.db)
         for s in SCENARIOS
@@ -295,7 +301,7 @@ def main(argv: list[str]) -> int:
                 order = modes if turn % 2 == 0 else modes[::-1]
                 turn += 1
                 for mode in order or [""]:
-                    chosen = replace(scenario, flags=(f"--{mode}",)) if mode else scenario
+                    chosen = replace(scenario, flags=mode_flags[mode]) if mode else scenario
                     for fmt_name in formats:
                         name = chosen.name + (f"-{fmt_name}" if fmt_name else "")
                         print(f"- {name} ...", file=sys.stderr, flush=True)

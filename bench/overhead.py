@@ -271,6 +271,7 @@ def variants(polling: bool) -> list[Variant]:
         Variant("asgiprof attach --nonblocking", "plain", "asgiprof", ("--nonblocking",)),
         Variant("asgiprof attach --max-pause 1", "plain", "asgiprof", ("--max-pause", "1")),
         Variant("asgiprof attach --max-pause 0", "plain", "asgiprof", ("--max-pause", "0")),
+        Variant("asgiprof attach --scout-rate 20", "plain", "asgiprof", ("--scout-rate", "20")),
         # The live view reads each chunk in asgiprof while py-spy samples the next one.
         Variant("asgiprof attach --live", "plain", "asgiprof", ("--live",)),
         Variant("py-spy record", "plain", "py-spy"),

@@ -215,6 +215,9 @@ class SamplerConfig:
     # The most of the wall time py-spy may hold the target paused (0: no limit): the rate
     # is lowered for the chunks after one that paused it longer (see `pause_s`).
     max_pause: float = DEFAULT_MAX_PAUSE
+    # --scout-rate: start at this rate, and let `rate_policy` say when the full `rate_hz`
+    # is needed (0: always `rate_hz`).
+    scout_hz: int = 0
 
 
 # --- why py-spy failed ----------------------------------------------------------------------
@@ -346,7 +349,7 @@ class _Run:
 _HUNG_AFTER_SIGINT_S = 5.0
 # Rate control: a chunk whose py-spy fell behind its rate (`model.behind_pace`, or it said
 # so) lowers the rate of the chunks after it, never below this...
-_MIN_RATE_HZ = 10
+MIN_RATE_HZ = 10
 # ... and this many clean chunks in a row raise it a step back towards the asked rate.
 _CLEAN_CHUNKS_TO_RAISE = 5
 # A py-spy whose sampling thread is busy less than this share of the time keeps its rate.
@@ -363,7 +366,9 @@ class Sampler:
     store cuts the overlap (see `store.load_profile`). A watchdog makes sure py-spy never
     leaves a target thread stopped (see `record/watchdog.py`).
 
-    `on_chunk(index)` runs in the sampler thread after each chunk reached OUT/raw.
+    `on_chunk(index)` runs in the sampler thread after each chunk reached OUT/raw;
+    `rate_policy(index)` before it, with --scout-rate: the rate the chunks after it should
+    aim for, and why (None: no change).
     """
 
     def __init__(
@@ -373,6 +378,7 @@ class Sampler:
         t0: float,
         config: SamplerConfig,
         on_chunk: Callable[[int], None] | None = None,
+        rate_policy: Callable[[int], tuple[int, str] | None] | None = None,
     ) -> None:
         self.pid = pid
         self.out = out
@@ -381,6 +387,7 @@ class Sampler:
         self.pyspy = config.pyspy or find_pyspy()
         self._format = chunk_format(pid, config.forks)  # of every chunk of this recording
         self.on_chunk = on_chunk
+        self.rate_policy = rate_policy
         self.chunks = 0
         self.samples = 0
         self.errors = 0
@@ -392,7 +399,11 @@ class Sampler:
         self.paused_s = 0.0  # how long py-spy held the target (chunks where it was measured)
         self.pause_measured_s = 0.0  # ... and those chunks' spans
         self.failed_runs = 0  # py-spy runs that left no output
-        self.rate_hz = config.rate_hz  # the rate of the next chunk
+        # The rate the sampler aims for (the asked rate, or --scout-rate's while scouting),
+        # and the rate of the next chunk: lower when py-spy fell behind or paused too long.
+        self.aim_hz = config.scout_hz or config.rate_hz
+        self.rate_hz = self.aim_hz
+        self._pause_cap_hz = math.inf  # the fastest rate within --max-pause, as last measured
         self.rate_changes: list[RateChange] = []
         self.error: AsgiprofError | None = None
         self.target_exited = False
@@ -455,14 +466,25 @@ class Sampler:
                     pass
                 if not kill and run.rate_hz == self.rate_hz:
                     self._set_rate(
-                        max(_MIN_RATE_HZ, run.rate_hz // 2),
+                        max(MIN_RATE_HZ, run.rate_hz // 2),
                         "py-spy held a target thread without letting it run",
                     )
 
-    def _set_rate(self, to_hz: int, why: str) -> None:
+    def _set_rate(self, to_hz: int, why: str, scout: bool = False) -> None:
         if to_hz != self.rate_hz:
-            self.rate_changes.append(RateChange(round(self._now(), 3), self.rate_hz, to_hz, why))
+            at_s = round(self._now(), 3)
+            self.rate_changes.append(RateChange(at_s, self.rate_hz, to_hz, why, scout))
             self.rate_hz = to_hz
+
+    def _aim(self, hz: int, why: str) -> None:
+        """--scout-rate's decision: aim for `hz` from the next chunk on (at once, within
+        --max-pause as last measured)."""
+        if hz == self.aim_hz:
+            return
+        self.aim_hz = hz
+        self._clean_chunks = 0
+        to_hz = hz if hz < self.rate_hz else int(min(hz, self._pause_cap_hz))
+        self._set_rate(max(MIN_RATE_HZ, to_hz), why, scout=True)
 
     def pyspy_pids(self) -> list[int]:
         """The py-spy processes running now."""
@@ -528,7 +550,7 @@ class Sampler:
                         failures = 0
                         continue
                     self.failed_runs += 1
-                    if run.halted and run.rate_hz > _MIN_RATE_HZ:
+                    if run.halted and run.rate_hz > MIN_RATE_HZ:
                         continue  # the next runs sample more gently: not a failure yet
                     if run.alongside:
                         # A py-spy can fail to attach while another one holds the target
@@ -578,7 +600,7 @@ class Sampler:
                 # py-spy has time to spare, so it keeps its rate (unless starved of a
                 # CPU: that chunk's own end lowers it then): the pause says which rate
                 # fits, and the next py-spy takes over at it with no gap.
-                to_hz = max(_MIN_RATE_HZ, int(self._rate_within_limit(current, share)))
+                to_hz = max(MIN_RATE_HZ, int(self._rate_within_limit(current, share)))
                 self._clean_chunks = 0
                 self._set_rate(to_hz, _paused_why(share, self.config.max_pause))
                 return True
@@ -609,7 +631,7 @@ class Sampler:
         a rate chosen from the pause alone would then still be too fast for it (a CI run:
         1000 -> 333 Hz where py-spy managed ~120), so the caller decides how."""
         limit = self.config.max_pause
-        if limit <= 0 or run.rate_hz != self.rate_hz or run.rate_hz <= _MIN_RATE_HZ:
+        if limit <= 0 or run.rate_hz != self.rate_hz or run.rate_hz <= MIN_RATE_HZ:
             return None
         share = _pause_share(run, min_wall_s=0.5)
         if share is None or share <= 2 * limit or self.config.nonblocking:
@@ -752,9 +774,17 @@ class Sampler:
             self.paused_s += paused_s
             self.pause_measured_s += end_s - start_s
         self._adapt_rate(run, intervals + errors, end_s - start_s, lag_s, paused_s)
-        if self.on_chunk is not None:
-            self.on_chunk(run.index)
+        self._chunk_kept(run.index)
         return True
+
+    def _chunk_kept(self, index: int) -> None:
+        """Tell `rate_policy` (it may change the rate of the chunks to come) and `on_chunk`."""
+        if self.rate_policy is not None and not self._stop.is_set():
+            decision = self.rate_policy(index)
+            if decision is not None:
+                self._aim(*decision)
+        if self.on_chunk is not None:
+            self.on_chunk(index)
 
     def _span(self, run: _Run) -> tuple[float, float, float]:
         """When the run's sampling started and ended, and when its file appeared."""
@@ -793,22 +823,23 @@ class Sampler:
             return  # no chunk follows: a change would be reported but never sampled at
         expected = run.rate_hz * span_s
         kept_up = intervals / expected
-        asked = self.config.rate_hz
+        asked = self.aim_hz
         share = paused_s / span_s if paused_s is not None else 0.0
         limit = self.config.max_pause
         pause_cap = self._rate_within_limit(run, share)
+        self._pause_cap_hz = pause_cap
         if lag_s > 0 or behind_pace(intervals, expected):
             # The rate py-spy managed, with room to spare; at least halve on a lag report.
             managed = intervals / span_s
-            to_hz = max(_MIN_RATE_HZ, min(int(managed * 0.8), int(run.rate_hz * 0.7)))
+            to_hz = max(MIN_RATE_HZ, min(int(managed * 0.8), int(run.rate_hz * 0.7)))
             why = (
                 f"py-spy fell {lag_s:.1f} s behind"
                 if lag_s > 0
                 else f"py-spy sampled {kept_up:.0%} of the instants asked for"
             )
             self._clean_chunks = 0
-        elif share > limit * PAUSE_SLACK and limit > 0 and run.rate_hz > _MIN_RATE_HZ:
-            to_hz = max(_MIN_RATE_HZ, int(pause_cap))
+        elif share > limit * PAUSE_SLACK and limit > 0 and run.rate_hz > MIN_RATE_HZ:
+            to_hz = max(MIN_RATE_HZ, int(pause_cap))
             why = _paused_why(share, limit)
             self._clean_chunks = 0
         else:

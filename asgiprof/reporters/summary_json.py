@@ -57,7 +57,7 @@ def _target(analysis: Analysis) -> dict[str, Any]:
 SAMPLING_FIGURES = (
     *("rate_hz", "duration_s", "samples", "errors", "stopped_by", "nonblocking"),
     *("intervals", "coverage", "span_coverage", "behind_s", "max_lag_s"),
-    *("pause_share", "max_pause"),
+    *("pause_share", "max_pause", "scout_hz"),
 )
 
 

@@ -427,6 +427,22 @@ def _route(data: Any) -> Route:
     return Route(**fields, dependencies=tuple(map(_route_dependency, data["dependencies"])))
 
 
+class RoutesSoFar:
+    """The route table while sampling: routes.json is written by a thread meanwhile, so it
+    is read once it is there (an empty table until then)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self._table: RouteTable | None = None
+
+    def table(self) -> RouteTable:
+        if self._table is None or not self._table.routes:
+            if not (self.out / ROUTES).exists():
+                return RouteTable((), "none", "not read yet")
+            self._table = load_routes(self.out)
+        return self._table
+
+
 def load_routes(out: Path) -> RouteTable:
     path = out / ROUTES
     if not path.exists():

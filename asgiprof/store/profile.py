@@ -72,6 +72,7 @@ def _rate_change(data: Any) -> RateChange:
         as_int(data.get("from_hz")),
         as_int(data.get("to_hz")),
         str(data.get("reason", "")),
+        data.get("scout") is True,
     )
 
 
@@ -130,6 +131,7 @@ class _Meta:
     rate_changes: tuple[RateChange, ...]
     watchdog: tuple[str, ...]
     max_pause: float
+    scout_hz: int
 
     @property
     def default_pid(self) -> int:
@@ -216,6 +218,7 @@ def _read_meta(out: Path) -> _Meta:
             rate_changes=tuple(_rate_change(r) for r in as_list(s.get("rate_changes", []))),
             watchdog=tuple(str(w) for w in as_list(s.get("watchdog", []))),
             max_pause=min(1.0, max(0.0, as_float(s.get("max_pause", 0.0)))),
+            scout_hz=max(0, as_int(s.get("scout_hz", 0))),
         )
     except (TypeError, ValueError) as exc:
         raise CorruptProfileError(
@@ -489,6 +492,7 @@ def _sampling(meta: _Meta, samples: _Samples, problems: list[str]) -> SamplingIn
         rate_changes=meta.rate_changes,
         watchdog=meta.watchdog,
         max_pause=meta.max_pause,
+        scout_hz=meta.scout_hz,
     )
 
 
@@ -554,6 +558,20 @@ PAUSE_SLACK = 1.2
 NOTABLE_PAUSE = 0.1
 
 
+def _scouting(sampling: SamplingInfo) -> str:
+    """What --scout-rate did: how long the sampler ran at the full rate, and why."""
+    scout = sampling.scout_hz
+    full_s = sum(c.end_s - c.start_s - c.overlap_s for c in sampling.chunks if c.rate_hz > scout)
+    total_s = sum(c.end_s - c.start_s - c.overlap_s for c in sampling.chunks)
+    raised = [c for c in sampling.rate_changes if c.scout and c.to_hz > c.from_hz]
+    first = f"; first at {raised[0].at_s:.1f} s: {raised[0].reason}" if raised else ""
+    return (
+        f"--scout-rate {scout}: sampled at {scout} Hz while the event loop held no line "
+        f"across samples, faster for {full_s:.1f} s of {total_s:.1f} s{first}. Blocks "
+        f"shorter than ~{2000 // scout} ms seen only while scouting are missed"
+    )
+
+
 def sampling_problems(sampling: SamplingInfo) -> list[str]:
     """Sentences for the report when py-spy fell behind or failed to read samples."""
     problems: list[str] = []
@@ -575,7 +593,11 @@ def sampling_problems(sampling: SamplingInfo) -> list[str]:
             "chunks went unsampled (one py-spy ended before the next sampled): blocks "
             "there are missing"
         )
+    if sampling.scout_hz:
+        problems.append(_scouting(sampling))
     for change in sampling.rate_changes:
+        if change.scout:
+            continue  # summed up in the scouting note
         verb = "lowered" if change.to_hz < change.from_hz else "raised"
         problems.append(
             f"the sampler {verb} its rate from {change.from_hz} to {change.to_hz} Hz at "

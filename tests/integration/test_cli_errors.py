@@ -80,6 +80,25 @@ def test_an_access_log_that_is_not_a_file(
     assert python_sleeper.poll() is None  # never touched
 
 
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (("--scout-rate", "5"), "--scout-rate 5 is below the sampler's floor of 10 Hz"),
+        (("--rate", "50", "--scout-rate", "50"), "--scout-rate 50 is not below --rate 50"),
+        (("--scout-rate", "20", "--nonblocking"), "--nonblocking does not pause it"),
+    ],
+)
+def test_a_scout_rate_that_cannot_be(
+    tmp_path: Path, python_sleeper: subprocess.Popen[bytes], flags: tuple[str, ...], needle: str
+) -> None:
+    done = asgiprof(
+        "attach", str(python_sleeper.pid), *flags, "--out", str(tmp_path / "out"), cwd=tmp_path
+    )
+    assert_usage_error(done, needle)
+    assert not (tmp_path / "out").exists()
+    assert python_sleeper.poll() is None  # never touched
+
+
 @pytest.mark.usefixtures("needs_ptrace")
 def test_a_pid_that_is_not_python(tmp_path: Path) -> None:
     sleeper = subprocess.Popen(["sleep", "60"])

@@ -2,46 +2,11 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from asgiprof.live import NO_ROUTE, chunk_stats, sparkline
-from asgiprof.model import Route, RouteTable
-
-ASYNCIO = "/usr/lib/python3.11/asyncio"
-APP = "/srv/app.py"
-
-
-def chunk(loop: list[list[int]], worker: list[list[int]]) -> bytes:
-    frames = [
-        {"name": "thread (7): MainThread", "file": "", "line": 0},  # 0
-        {"name": "run_forever", "file": f"{ASYNCIO}/base_events.py", "line": 600},  # 1
-        {"name": "_run_once", "file": f"{ASYNCIO}/base_events.py", "line": 1900},  # 2
-        {"name": "select", "file": "/usr/lib/python3.11/selectors.py", "line": 468},  # 3
-        {"name": "_run", "file": f"{ASYNCIO}/events.py", "line": 80},  # 4
-        {"name": "get_user", "file": APP, "line": 12},  # 5
-        {"name": "sleep_a_bit", "file": APP, "line": 30},  # 6
-        {"name": "thread (8): AnyIO worker thread", "file": "", "line": 0},  # 7
-        {"name": "sync_route", "file": APP, "line": 40},  # 8
-        {"name": "wait", "file": "/usr/lib/python3.11/threading.py", "line": 320},  # 9
-    ]
-    profiles = [
-        {"type": "sampled", "name": 'Thread 7 "MainThread"', "samples": loop},
-        {"type": "sampled", "name": 'Thread 8 "AnyIO worker thread"', "samples": worker},
-    ]
-    return orjson.dumps({"shared": {"frames": frames}, "profiles": profiles})
-
-
-IDLE = [0, 1, 2, 3]
-BLOCKED = [0, 1, 2, 4, 5, 6]  # the same stack, sample after sample: it holds still
-SHORT = [0, 1, 2, 4, 5]
-ROUTES = RouteTable(
-    (
-        Route("GET", "/users/{user_id}", "get_user", APP, 10, 14, True),
-        Route("GET", "/sync", "sync_route", APP, 38, 42, False),
-    ),
-    "app",
-)
+from tests.pyspy_chunks import APP, BLOCKED, IDLE, ROUTES, SHORT
+from tests.pyspy_chunks import loop_chunk as chunk
 
 
 def test_a_chunk_gives_loop_busy_blocked_time_lines_and_routes() -> None:
