@@ -12,10 +12,13 @@ from asgiprof.analyze.scout import Line, held_lines
 from asgiprof.chunk_probe import read_chunk
 from asgiprof.errors import CorruptProfileError
 
-# Pairs a second (at the scout's spacing) from which the loop counts as holding a line: 3
-# in a 2 s chunk at 20 Hz. Measured (bench/README.md, "--scout-rate"): the saturated clean
-# busy app 0-1.1 a second per chunk (2.4 once, its warm-up), the planted one 2.4-10.
-HELD_PER_S = 1.5
+# The share of a chunk's scout intervals held on a line from which the loop counts as
+# holding one: 3 of the 40 intervals of a 2 s chunk at 20 Hz. Measured (bench/README.md,
+# "--scout-rate"): the saturated clean busy app 0-5.5% per chunk (12% once, its warm-up),
+# the planted one 12-50%. A chance pair needs two samples on one line, so healthy loops
+# stay far below at any scout rate; slower scouts see fewer blocks held (at 10 Hz only
+# those over ~0.1 s).
+HELD_SHARE = 0.075
 # Chunks in a row with no line held before the sampler slows down to scout again.
 QUIET_CHUNKS = 3
 
@@ -48,7 +51,7 @@ class ScoutPolicy:
         except (OSError, CorruptProfileError):
             self.problems += 1
             return None
-        if held.per_s >= HELD_PER_S:
+        if held.share >= HELD_SHARE:
             self.quiet = 0
             if self.fast:
                 return None
@@ -56,7 +59,7 @@ class ScoutPolicy:
             where = _where(held.line)
             return self.full_hz, (
                 f"the loop held {where} across samples {1000 / self.scout_hz:.0f} ms apart "
-                f"({held.per_s:.1f} a second)"
+                f"({held.share:.0%} of them)"
             )
         if not self.fast:
             return None

@@ -5,6 +5,7 @@
                                          # uvloop, asyncio debug; 40 s of load per run (~25 min)
     python bench/accuracy.py --lines     # + every planted line's numbers
     python bench/accuracy.py --low-rates --load-seconds 60   # 10 and 20 Hz (--max-pause's)
+    python bench/accuracy.py --scout-rate 20 --load-seconds 30  # without and with scouting
 
 bench/apps/planted.py plants eight blocking calls (io: time.sleep, cpu: a busy loop; in an
 `async def` route, an `async def` dependency, a helper in another module, a pure ASGI
@@ -46,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,12 +184,14 @@ class Config:
     # wrk connections saturating GET /ok beside the paced load: fast steps all around the
     # blocks (0: none)
     background: int = 0
+    scout_hz: int = 0  # --scout-rate (0: not given)
 
     @property
     def name(self) -> str:
         if self.debug_mode:
             return "asyncio debug"
         mode = "asgiprof" + (" --nonblocking" if self.nonblocking else " --blocking")
+        mode += f" --scout-rate {self.scout_hz}" if self.scout_hz else ""
         return f"{mode} {self.rate_hz} Hz" + (" uvloop" if self.loop == "uvloop" else "")
 
 
@@ -215,6 +218,7 @@ class Score:
 def _asgiprof(server: Server, cfg: Config, out: Path, log: Path) -> subprocess.Popen[bytes]:
     cmd = [PYTHON, "-m", "asgiprof", "attach", str(server.pid), "--rate", str(cfg.rate_hz)]
     cmd += ["--out", str(out), "--nonblocking" if cfg.nonblocking else "--blocking"]
+    cmd += ["--scout-rate", str(cfg.scout_hz)] if cfg.scout_hz else []
     with log.open("wb") as f:
         proc = subprocess.Popen(
             cmd,
@@ -424,6 +428,16 @@ def low_rate_configs(load_s: float) -> list[Config]:
     return [Config(300, rate, 0.7, nonblocking=False, load_s=load_s) for rate in (10, 20)]
 
 
+def scout_configs(scout_hz: int) -> list[Config]:
+    """Each planted duration and a healthy twin at 100 Hz --blocking, without and with
+    --scout-rate, side by side: what scouting costs in recall and blocked-time error."""
+    out = []
+    for d, healthy in ((10, False), (30, False), (100, False), (300, False), (100, True)):
+        plain = Config(d, healthy=healthy, nonblocking=False)
+        out += [plain, replace(plain, scout_hz=scout_hz)]
+    return out
+
+
 def configs(quick: bool) -> list[Config]:
     durations = (10, 30, 100, 300)
     if quick:
@@ -462,6 +476,13 @@ def main() -> None:
         action="store_true",
         help="instead: 300 ms blocks at 10 and 20 Hz, --blocking, 70%% of the time",
     )
+    parser.add_argument(
+        "--scout-rate",
+        type=int,
+        metavar="HZ",
+        help="instead: 10-300 ms blocks and a healthy twin, --blocking at 100 Hz, each "
+        "without and with --scout-rate HZ",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", type=Path, help="keep every run's output directory here")
     args = parser.parse_args()
@@ -470,6 +491,8 @@ def main() -> None:
     cfgs = precision_configs(args.precision) if args.precision else configs(args.quick)
     if args.low_rates:
         cfgs = low_rate_configs(load_s)
+    if args.scout_rate:
+        cfgs = scout_configs(args.scout_rate)
     if args.only:
         keep = [k.strip() for k in args.only.split(",")]
         cfgs = [c for c in cfgs if any(k in f"{c.name} {c.block_ms} ms" for k in keep)]
@@ -489,7 +512,9 @@ def main() -> None:
     try:
         for i, cfg in enumerate(cfgs):
             t0 = time.monotonic()
-            s = run(cfg, planted, cfg.load_s or load_s, work, args.seed + i)
+            # a config and its --scout-rate twin get the same load (seed)
+            seed = args.seed + (i // 2 if args.scout_rate else i)
+            s = run(cfg, planted, cfg.load_s or load_s, work, seed)
             errs = [abs(e) for e in s.errors.values()]
             sampled_errs = [abs(e) for e in s.sampled_errors.values()]
             signed = list(s.errors.values())

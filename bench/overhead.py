@@ -256,7 +256,8 @@ class Profiler:
             note = f"{mode}, {s['samples']} samples, {s['errors']} errors"
             if s.get("pause_share") is not None:
                 rates = [c["to_hz"] for c in s["rate_changes"]]
-                note += f", paused {s['pause_share']:.1%}, rates {[RATE_HZ, *rates]}"
+                first = s.get("scout_hz") or s["rate_hz"]  # --scout-rate starts slow
+                note += f", paused {s['pause_share']:.1%}, rates {[first, *rates]}"
             return f"{note}, span coverage {s['span_coverage']:.3f}", s["span_coverage"]
         text = self.log.read_text(errors="replace")
         m = re.search(r"Samples: (\d+) Errors: (\d+)", text)
@@ -272,6 +273,8 @@ def variants(polling: bool) -> list[Variant]:
         Variant("asgiprof attach --max-pause 1", "plain", "asgiprof", ("--max-pause", "1")),
         Variant("asgiprof attach --max-pause 0", "plain", "asgiprof", ("--max-pause", "0")),
         Variant("asgiprof attach --scout-rate 20", "plain", "asgiprof", ("--scout-rate", "20")),
+        # --scout-rate's healthy case without the scout: the last --rate given counts.
+        Variant("asgiprof attach --rate 20", "plain", "asgiprof", ("--rate", "20")),
         # The live view reads each chunk in asgiprof while py-spy samples the next one.
         Variant("asgiprof attach --live", "plain", "asgiprof", ("--live",)),
         Variant("py-spy record", "plain", "py-spy"),

@@ -24,14 +24,20 @@ def doc(profiles: list[dict[str, object]]) -> bytes:
     return orjson.dumps({"shared": {"frames": frames}, "profiles": profiles})
 
 
-def write_profile(out: Path, chunks: list[bytes]) -> None:
-    """An output directory of pid 7 holding these py-spy chunks, one second each."""
+def profile_dir(out: Path, sampling: SamplingInfo | None = None) -> Path:
+    """An output directory of pid 7 (`uvicorn app:app`) with its meta.json and no chunk."""
     store.prepare_out_dir(out)
     store.write_meta(
         out,
         TargetInfo(pids=(7,), command=("uvicorn", "app:app"), server="uvicorn"),
-        SamplingInfo(100, 1000.0, 2.0, 0, 0),
+        sampling or SamplingInfo(100, 1000.0, 2.0, 0, 0),
     )
+    return out
+
+
+def write_profile(out: Path, chunks: list[bytes]) -> None:
+    """An output directory of pid 7 holding these py-spy chunks, one second each."""
+    profile_dir(out)
     for i, data in enumerate(chunks, start=1):
         (out / "raw" / f"{store.chunk_name(i)}.speedscope.json").write_bytes(data)
         store.write_chunk_meta(out, i, start_s=i - 1.0, end_s=float(i), samples=3, errors=0, rc=0)

@@ -4,15 +4,15 @@ while it shows a line held across consecutive samples; asgiprof/scout.py decides
 
 A blocked call holds the loop still: the same innermost frame, under the same line of the
 user's code, across consecutive samples. A healthy busy loop runs many short callbacks, so
-two samples a scout interval apart rarely hold both (the saturated clean busy app: 0-1.1
-pairs a second per 2 s chunk, at 20 Hz and at 100 Hz taken 5 apart; the planted one 2.4-10;
-bench/README.md "--scout-rate"). The user's line alone is not enough: under an `await` in
-a middleware (`await call_next(request)`) the library runs many different short steps,
-and that line read as held 2.4 times a second on the clean app. The signal is measured at
-the scout's spacing whatever rate the chunk was taken at, so one rule decides when to speed
-up (a scout chunk) and when to slow down again (a full-rate chunk): at 100 Hz with a 20 Hz
-scout every pair of samples 5 apart is counted, and divided by 5 (the pairs one 20 Hz phase
-would see).
+two samples a scout interval apart rarely hold both (the saturated clean busy app: 0-5.5%
+of the scout intervals of a 2 s chunk, at 20 Hz and at 100 Hz taken 5 apart; the planted
+one 12-50%; bench/README.md "--scout-rate"). The user's line alone is not enough: under an
+`await` in a middleware (`await call_next(request)`) the library runs many different short
+steps, and that line read as held in 12% of the clean app's intervals. The signal is
+measured at the scout's spacing whatever rate the chunk was taken at, so one rule decides
+when to speed up (a scout chunk) and when to slow down again (a full-rate chunk): at 100 Hz
+with a 20 Hz scout every pair of samples 5 apart is counted, and divided by 5 (the pairs
+one 20 Hz phase would see).
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ HeldKey = tuple[Line, Line | None]
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """Pairs of loop samples one scout interval apart on the same line, per second of the
-    chunk (the busiest loop thread's, for a server with workers), and the line most held."""
+    """The share of the chunk's scout intervals over which the loop held a line (pairs of
+    samples one interval apart holding it, over the intervals in the chunk's span; the
+    busiest loop thread's, for a server with workers), and the line most held."""
 
-    per_s: float
+    share: float
     line: Line | None  # the user's line (or the innermost one, when no user frame is in it)
 
 
@@ -74,8 +75,9 @@ def held_lines(
         same: Counter[HeldKey] = Counter(
             a for a, b in zip(seq, seq[step:], strict=False) if a is not None and a == b
         )
-        per_s = sum(same.values()) / step / span_s if span_s > 0 else 0.0
-        if per_s > best.per_s:
+        intervals = span_s * scout_hz
+        share = sum(same.values()) / step / intervals if intervals > 0 else 0.0
+        if share > best.share:
             inner, mine = same.most_common(1)[0][0]
-            best = Held(per_s, mine or inner)
+            best = Held(share, mine or inner)
     return best

@@ -20,7 +20,7 @@ from asgiprof import store
 from asgiprof.analyze import analyze
 from asgiprof.analyze.dependencies import DependencyTrees
 from asgiprof.errors import CorruptProfileError
-from asgiprof.model import Frame, Route, RouteDependency, RouteTable, SamplingInfo, TargetInfo
+from asgiprof.model import Frame, Route, RouteDependency, RouteTable, SamplingInfo
 from asgiprof.record import route_probe
 from asgiprof.record.route_probe import DependencyRecord, RouteRecord
 from asgiprof.store import ROUTES, load_routes, write_routes
@@ -35,6 +35,7 @@ from tests.profile_builder import (
     request,
     source_reader,
 )
+from tests.pyspy_chunks import profile_dir
 
 # --- the probe, in process, on a real FastAPI app ---------------------------------------------
 
@@ -334,13 +335,7 @@ def test_malformed_dependencies_in_routes_json_are_corrupt(
 
 def test_why_trees_were_not_read_reaches_the_analysis_notes(tmp_path: Path) -> None:
     # GIVEN an output directory whose route probe could not read one tree
-    out = tmp_path / "out"
-    store.prepare_out_dir(out)
-    store.write_meta(
-        out,
-        TargetInfo(pids=(7,), command=("uvicorn", "app:app"), server="uvicorn"),
-        SamplingInfo(100, 1000.0, 1.0, 0, 0),
-    )
+    out = profile_dir(tmp_path / "out", SamplingInfo(100, 1000.0, 1.0, 0, 0))
     frames = [{"name": "thread (7): MainThread", "file": "", "line": 0}]
     chunk = {"type": "sampled", "name": "t", "samples": [[0]] * 3, "weights": [0.01] * 3}
     data = orjson.dumps({"shared": {"frames": frames}, "profiles": [chunk]})

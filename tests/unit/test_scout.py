@@ -14,10 +14,10 @@ import pytest
 from asgiprof import store
 from asgiprof.analyze.scout import Line, held_lines
 from asgiprof.chunk_probe import read_chunk
-from asgiprof.model import Chunk, RateChange, RouteTable, SamplingInfo, TargetInfo
+from asgiprof.model import Chunk, RateChange, RouteTable, SamplingInfo
 from asgiprof.record.sampler import Sampler, SamplerConfig, _Run
 from asgiprof.scout import QUIET_CHUNKS, ScoutPolicy
-from tests.pyspy_chunks import APP, BLOCKED, IDLE, ROUTES, SHORT, loop_chunk
+from tests.pyspy_chunks import APP, BLOCKED, IDLE, ROUTES, SHORT, loop_chunk, profile_dir
 
 OTHER = [0, 1, 2, 4, 5, 6][:4] + [8]  # a short step on another line (sync_route's frame)
 # A healthy loop: short steps on two lines between idle waits, never the same line at
@@ -32,7 +32,7 @@ def _held(
     chunk = read_chunk(loop_chunk(loop, WORKER[: len(loop)]), 7, rate_hz, ROUTES)
     runs = [(t.stacks, t.counts) for t in chunk.threads]
     held = held_lines(chunk.profile, runs, rate_hz, 20, 2.0)
-    return held.per_s, held.line
+    return held.share, held.line
 
 
 def test_a_healthy_busy_loop_holds_no_line() -> None:
@@ -43,14 +43,15 @@ def test_a_healthy_busy_loop_holds_no_line() -> None:
 def test_a_blocked_stretch_is_counted_at_the_scouts_spacing() -> None:
     # GIVEN 2 s at 100 Hz with one 300 ms block (30 samples of one stack) among healthy steps
     loop = HEALTHY[:100] + [BLOCKED] * 30 + HEALTHY[:70]
-    per_s, line = _held(loop)
-    # THEN 25 pairs of samples 5 apart hold its line: 5 pairs for one 20 Hz phase, 2.5 a second
-    assert per_s == pytest.approx(2.5)
+    share, line = _held(loop)
+    # THEN 25 pairs of samples 5 apart hold its line: 5 pairs for one 20 Hz phase, of the
+    # 40 intervals of 2 s at 20 Hz
+    assert share == pytest.approx(5 / 40)
     assert line == (APP, 30)
     # ... and the same block sampled at 20 Hz (6 samples, 5 consecutive pairs) reads the same
     slow = [HEALTHY[i] for i in range(0, 100, 5)] + [BLOCKED] * 6 + [HEALTHY[0], IDLE] * 7
-    per_s, line = _held(slow, rate_hz=20)
-    assert per_s == pytest.approx(2.5) and line == (APP, 30)
+    share, line = _held(slow, rate_hz=20)
+    assert share == pytest.approx(5 / 40) and line == (APP, 30)
 
 
 def _chunk(out: Path, index: int, loop: list[list[int]], rate_hz: int) -> None:
@@ -64,14 +65,7 @@ def _chunk(out: Path, index: int, loop: list[list[int]], rate_hz: int) -> None:
 
 
 def _out(tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    store.prepare_out_dir(out)
-    store.write_meta(
-        out,
-        TargetInfo(pids=(7,), command=("uvicorn", "app:app"), server="uvicorn"),
-        SamplingInfo(100, 1000.0, 2.0, 0, 0, scout_hz=20),
-    )
-    return out
+    return profile_dir(tmp_path / "out", SamplingInfo(100, 1000.0, 2.0, 0, 0, scout_hz=20))
 
 
 def test_the_policy_speeds_up_on_a_held_line_and_scouts_again_after_quiet_chunks(
