@@ -568,7 +568,7 @@ def _scouting(sampling: SamplingInfo) -> str:
     return (
         f"--scout-rate {scout}: sampled at {scout} Hz while the event loop held no line "
         f"across samples, faster for {full_s:.1f} s of {total_s:.1f} s{first}. Blocks "
-        f"shorter than ~{2000 // scout} ms seen only while scouting are missed"
+        f"shorter than ~{2000 // scout} ms seen only while scouting may be missed"
     )
 
 
