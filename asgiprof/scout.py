@@ -47,7 +47,7 @@ class ScoutPolicy:
             rate = meta.rate_hz or self.full_hz
             chunk = read_chunk(data, self.pid, rate, self.routes.table())
             runs = [(t.stacks, t.counts) for t in chunk.threads]
-            held = held_lines(chunk.profile, runs, rate, self.scout_hz, meta.end_s - meta.start_s)
+            held = held_lines(chunk.profile, runs, rate, self.scout_hz)
         except (OSError, CorruptProfileError):
             self.problems += 1
             return None

@@ -273,6 +273,7 @@ def variants(polling: bool) -> list[Variant]:
         Variant("asgiprof attach --max-pause 1", "plain", "asgiprof", ("--max-pause", "1")),
         Variant("asgiprof attach --max-pause 0", "plain", "asgiprof", ("--max-pause", "0")),
         Variant("asgiprof attach --scout-rate 20", "plain", "asgiprof", ("--scout-rate", "20")),
+        Variant("asgiprof attach --scout-rate 10", "plain", "asgiprof", ("--scout-rate", "10")),
         # --scout-rate's healthy case without the scout: the last --rate given counts.
         Variant("asgiprof attach --rate 20", "plain", "asgiprof", ("--rate", "20")),
         # The live view reads each chunk in asgiprof while py-spy samples the next one.

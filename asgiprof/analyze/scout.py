@@ -11,8 +11,8 @@ one 12-50%; bench/README.md "--scout-rate"). The user's line alone is not enough
 steps, and that line read as held in 12% of the clean app's intervals. The signal is
 measured at the scout's spacing whatever rate the chunk was taken at, so one rule decides
 when to speed up (a scout chunk) and when to slow down again (a full-rate chunk): at 100 Hz
-with a 20 Hz scout every pair of samples 5 apart is counted, and divided by 5 (the pairs
-one 20 Hz phase would see).
+with a 20 Hz scout every pair of samples 5 apart is counted (the five 20 Hz phases
+together), over all such pairs.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ HeldKey = tuple[Line, Line | None]
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """The share of the chunk's scout intervals over which the loop held a line (pairs of
-    samples one interval apart holding it, over the intervals in the chunk's span; the
-    busiest loop thread's, for a server with workers), and the line most held."""
+    """The share of the chunk's scout intervals over which the loop held a line (of the
+    pairs of samples one interval apart, those holding it; the busiest loop thread's, for
+    a server with workers), and the line most held."""
 
     share: float
     line: Line | None  # the user's line (or the innermost one, when no user frame is in it)
@@ -47,7 +47,7 @@ ThreadRuns = tuple[Sequence[int], Sequence[int]]
 
 
 def held_lines(
-    profile: Profile, threads: Sequence[ThreadRuns], rate_hz: float, scout_hz: float, span_s: float
+    profile: Profile, threads: Sequence[ThreadRuns], rate_hz: float, scout_hz: float
 ) -> Held:
     """How often the loop held a line across one scout interval in one chunk (`profile`:
     the chunk's frame table, `threads`: its threads' samples)."""
@@ -75,8 +75,8 @@ def held_lines(
         same: Counter[HeldKey] = Counter(
             a for a, b in zip(seq, seq[step:], strict=False) if a is not None and a == b
         )
-        intervals = span_s * scout_hz
-        share = sum(same.values()) / step / intervals if intervals > 0 else 0.0
+        pairs = len(seq) - step  # samples one scout interval apart, over all phases
+        share = sum(same.values()) / pairs if pairs > 0 else 0.0
         if share > best.share:
             inner, mine = same.most_common(1)[0][0]
             best = Held(share, mine or inner)

@@ -26,12 +26,11 @@ HEALTHY = [SHORT, IDLE, OTHER, IDLE] * 50
 WORKER = [[7, 9]] * 200
 
 
-def _held(
-    loop: list[list[int]], rate_hz: float = 100, span_s: float = 2.0
-) -> tuple[float, Line | None]:
+def _held(loop: list[list[int]], rate_hz: float = 100) -> tuple[float, Line | None]:
+    """held_lines on a chunk of pid 7 whose loop thread took `loop`."""
     chunk = read_chunk(loop_chunk(loop, WORKER[: len(loop)]), 7, rate_hz, ROUTES)
     runs = [(t.stacks, t.counts) for t in chunk.threads]
-    held = held_lines(chunk.profile, runs, rate_hz, 20, 2.0)
+    held = held_lines(chunk.profile, runs, rate_hz, 20)
     return held.share, held.line
 
 
@@ -44,14 +43,13 @@ def test_a_blocked_stretch_is_counted_at_the_scouts_spacing() -> None:
     # GIVEN 2 s at 100 Hz with one 300 ms block (30 samples of one stack) among healthy steps
     loop = HEALTHY[:100] + [BLOCKED] * 30 + HEALTHY[:70]
     share, line = _held(loop)
-    # THEN 25 pairs of samples 5 apart hold its line: 5 pairs for one 20 Hz phase, of the
-    # 40 intervals of 2 s at 20 Hz
-    assert share == pytest.approx(5 / 40)
+    # THEN 25 of the 195 pairs of samples 5 apart (20 Hz's spacing) hold its line
+    assert share == pytest.approx(25 / 195)
     assert line == (APP, 30)
     # ... and the same block sampled at 20 Hz (6 samples, 5 consecutive pairs) reads the same
     slow = [HEALTHY[i] for i in range(0, 100, 5)] + [BLOCKED] * 6 + [HEALTHY[0], IDLE] * 7
     share, line = _held(slow, rate_hz=20)
-    assert share == pytest.approx(5 / 40) and line == (APP, 30)
+    assert share == pytest.approx(5 / 39) and line == (APP, 30)
 
 
 def _chunk(out: Path, index: int, loop: list[list[int]], rate_hz: int) -> None:
