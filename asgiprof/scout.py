@@ -72,4 +72,4 @@ class ScoutPolicy:
 
 
 def _where(line: Line | None) -> str:
-    return "one stack" if line is None else f"{Path(line[0]).name}:{line[1]}"
+    return "a line" if line is None else f"{Path(line[0]).name}:{line[1]}"

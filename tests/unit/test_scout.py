@@ -39,6 +39,12 @@ def test_a_healthy_busy_loop_holds_no_line() -> None:
     assert _held([IDLE] * 200) == (0.0, None)  # an idle loop holds its select(), not a line
 
 
+def test_a_stack_with_no_user_code_holds_no_line() -> None:
+    # a framework's hot line, held across samples by chance on a tiny saturated app, is not
+    # what the scout speeds up for (the user's blocking lines are)
+    assert _held([[0, 1, 2, 4]] * 200) == (0.0, None)
+
+
 def test_a_blocked_stretch_is_counted_at_the_scouts_spacing() -> None:
     # GIVEN 2 s at 100 Hz with one 300 ms block (30 samples of one stack) among healthy steps
     loop = HEALTHY[:100] + [BLOCKED] * 30 + HEALTHY[:70]
