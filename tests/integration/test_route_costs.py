@@ -131,7 +131,9 @@ def test_shared_blocking_dependency_is_split_by_requests_within_15_percent(
     routes = {r["route"]: r for r in data["routes"]}
     assert set(routes) == {*SHARED, "GET /health"}, data["routes"]
     for name in SHARED:
-        assert routes[name]["requests"] >= calls[name] > 50, (name, routes[name], calls)
+        # A request whose dependency ran when sampling stopped is logged after it: the loop
+        # runs one blocking call at a time, so at most one (a CI run: 404 logged, 405 timed).
+        assert routes[name]["requests"] >= calls[name] - 1 > 50, (name, routes[name], calls)
     # ... the dependency lists its routes by requests served, most first
     (dep,) = [d for d in data["dependencies"]["items"] if d["name"] == "current_user"]
     assert dep["routes"] == list(SHARED) and dep["split_by"] == "requests", dep
