@@ -561,8 +561,10 @@ NOTABLE_PAUSE = 0.1
 def _scouting(sampling: SamplingInfo) -> str:
     """What --scout-rate did: how long the sampler ran at the full rate, and why."""
     scout = sampling.scout_hz
-    full_s = sum(c.end_s - c.start_s - c.overlap_s for c in sampling.chunks if c.rate_hz > scout)
-    total_s = sum(c.end_s - c.start_s - c.overlap_s for c in sampling.chunks)
+    # A loaded chunk's span starts after its overlap with the one before is cut.
+    fast = [c for c in sampling.chunks if sampling.chunk_rate(c) > scout]
+    full_s = sum(max(0.0, c.end_s - c.start_s) for c in fast)
+    total_s = sampling.spanned_s
     raised = [c for c in sampling.rate_changes if c.scout and c.to_hz > c.from_hz]
     first = f"; first at {raised[0].at_s:.1f} s: {raised[0].reason}" if raised else ""
     return (

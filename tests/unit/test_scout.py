@@ -125,7 +125,16 @@ def test_the_sampler_follows_the_policy_within_the_pause_limit(tmp_path: Path) -
 
 def test_the_report_sums_the_scouts_changes_up_in_one_note() -> None:
     chunks = tuple(
-        Chunk(f"raw/{i}", 2.0 * i, 2.0 * i + 2, 10, 0, rate_hz=100 if 2 <= i < 5 else 20)
+        # as loaded: each span starts after the 0.1 s it overlapped the chunk before
+        Chunk(
+            f"raw/{i}",
+            2.0 * i,
+            2.0 * i + 2,
+            10,
+            0,
+            rate_hz=100 if 2 <= i < 5 else 20,
+            overlap_s=0.1,
+        )
         for i in range(8)
     )
     changes = (
