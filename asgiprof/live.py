@@ -29,9 +29,7 @@ from asgiprof.analyze.routes import RouteResolver
 from asgiprof.analyze.torn import is_torn, loop_roots
 from asgiprof.chunk_probe import read_chunk
 from asgiprof.errors import CorruptProfileError
-from asgiprof.model import (
-    RouteTable,
-)
+from asgiprof.model import RouteTable
 from asgiprof.text import terminal_safe
 
 _BARS = "▁▂▃▄▅▆▇█"

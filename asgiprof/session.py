@@ -374,11 +374,7 @@ class _Recording:
         self.nonblocking = nonblocking = options.nonblocking and self.downgraded is None
         # --nonblocking never pauses the target: there is no pause to limit.
         max_pause = 0.0 if nonblocking else options.max_pause
-        sampling = replace(
-            _sampling_so_far(options, self.t0),
-            nonblocking=nonblocking,
-            max_pause=max_pause,
-        )
+        sampling = _sampling_so_far(options, self.t0, nonblocking, max_pause)
         store.write_meta(out, self.info, sampling)
         self.stop = _Stop()
         self.stop.abort = self.abort
@@ -509,10 +505,16 @@ class _Recording:
         store.write_meta(self.out, replace(info, exit_status=exit_status), final)
 
 
-def _sampling_so_far(options: ProfileOptions, t0: float) -> SamplingInfo:
+def _sampling_so_far(
+    options: ProfileOptions, t0: float, nonblocking: bool, max_pause: float
+) -> SamplingInfo:
     """meta.json's sampling while sampling runs (the final one replaces it)."""
     return SamplingInfo(
-        options.rate_hz, t0, 0.0, 0, 0, stopped_by="running", scout_hz=options.scout_hz
+        *(options.rate_hz, t0, 0.0, 0, 0),
+        stopped_by="running",
+        nonblocking=nonblocking,
+        max_pause=max_pause,
+        scout_hz=options.scout_hz,
     )
 
 
