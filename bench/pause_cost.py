@@ -27,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import subprocess  # noqa: E402
 
-import httpx  # noqa: E402
 from _common import PYTHON, REPO, Server, header, stop_pid, table  # noqa: E402
+
+sys.path.insert(0, str(REPO))  # run as a script: make `tests` importable
+from tests.pause_probe import stopped  # noqa: E402
 
 
 def _profile(pid: int, out: Path, seconds: float, *flags: str) -> None:
@@ -55,14 +57,9 @@ def _rows(url: str, out: Path) -> list[tuple[dict[str, float], float]]:
         c = json.loads(path.read_text())
         if c["end_s"] - c["start_s"] < 0.3 or c.get("pause_s") is None:
             continue
-        got = httpx.get(
-            f"{url}/stopped",
-            params={"since": t0 + c["start_s"], "until": t0 + c["end_s"]},
-            timeout=10,
-            trust_env=False,
-        ).json()
-        if got["share"] >= 0:
-            rows.append((c, float(got["share"])))
+        _pid, share = stopped(url, t0 + c["start_s"], t0 + c["end_s"])
+        if share >= 0:
+            rows.append((c, share))
     return rows
 
 

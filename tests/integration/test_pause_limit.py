@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
+from tests.pause_probe import stopped
 from tests.profiling import asgiprof, summary
 from tests.servers import ServerFactory, ServerProcess
 
@@ -41,14 +41,9 @@ def _most_held_worker(
     itself held stopped (the workers answer in turn: ask until each has)."""
     shares: dict[int, float] = {}
     for _ in range(10 * workers):
-        got = httpx.get(
-            f"{server.url}/stopped",
-            params={"since": t0 + chunk["start_s"], "until": t0 + chunk["end_s"]},
-            timeout=10,
-            trust_env=False,
-        ).json()
-        assert got["share"] >= 0, (chunk, got)
-        shares[got["pid"]] = float(got["share"])
+        pid, share = stopped(server.url, t0 + chunk["start_s"], t0 + chunk["end_s"])
+        assert share >= 0, (chunk, pid, share)
+        shares[pid] = share
         if len(shares) == workers:
             return max(shares.values())
     raise AssertionError(f"only {len(shares)} of {workers} workers answered: {shares}")
