@@ -4,7 +4,8 @@ less without losing the culprits of a blocked one).
 
 Two uvicorn servers of one FastAPI app profiled at once (`asgiprof attach --rate 100
 --scout-rate 20`): one loaded on a route that blocks the loop (`time.sleep` in an async
-route), the control on a route that awaits.
+route), the control, a server of two worker processes (the signal is the busiest of their
+loops), on a route that awaits.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def test_a_blocked_loop_is_sampled_at_the_full_rate_and_a_healthy_one_is_not(
     (app_dir / "scout_app.py").write_text(APP)
     (line,) = planted_lines(app_dir / "scout_app.py")
     blocked = server_factory("scout_app", cwd=app_dir, ready_path="/openapi.json")
-    healthy = server_factory("scout_app", cwd=app_dir, ready_path="/openapi.json")
+    healthy = server_factory(
+        "scout_app", cwd=app_dir, ready_path="/openapi.json", extra_args=("--workers", "2")
+    )
     flags = ("--rate", "100", "--scout-rate", "20")
     # WHEN both are attached to for 14 s under load, one on /block, one on /wait
     p_blocked, p_healthy = both(
@@ -81,10 +84,13 @@ def test_a_blocked_loop_is_sampled_at_the_full_rate_and_a_healthy_one_is_not(
     assert rates[0] == 20 and rates.count(100) >= 3, rates
     # ... and the blocking line is a culprit
     assert culprit_at(p_blocked.data, app_dir / "scout_app.py", line) is not None
-    # ... while the healthy one stayed at 20 Hz throughout, with no culprit
+    # ... while the healthy one stayed at 20 Hz throughout, with no culprit, in either
+    # worker
     calm = p_healthy.data["sampling"]
     assert calm["rate_changes"] == [] and calm["scout_hz"] == 20, calm
     assert {c["rate_hz"] for c in _chunks(tmp_path / "healthy")} == {20}
     assert p_healthy.data["culprits"] == []
+    loops = [w["event_loop"]["busy_ms"] for w in p_healthy.data["processes"]]
+    assert len(loops) == 2 and min(loops) > 100, p_healthy.data["processes"]
     assert any("--scout-rate 20" in n for n in p_healthy.data["notes"])
     print(f"\nblocked: rates {rates}, {raised[0]['reason']}")
