@@ -26,7 +26,6 @@ figure is significant in the same direction.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -49,6 +48,7 @@ from asgiprof.analyze.result import (
 from asgiprof.errors import UsageError
 from asgiprof.identity import CulpritKey, culprit_key, portable_file
 from asgiprof.model import NO_STACK, Profile
+from asgiprof.store.access_log import RouteMatcher
 from asgiprof.store.sources import SourceCache
 
 FAMILY_ALPHA = 0.05
@@ -376,33 +376,16 @@ def _run(analysis: Analysis, out: str) -> _Run:
     return _Run(analysis, facts, ms_per_sample, bins, routes, _culprits(analysis))
 
 
-def _route_pattern(path: str) -> re.Pattern[str]:
-    """A route's path template as a regex: `{name}` one segment, `{name:path}` the rest."""
-    parts = re.split(r"(\{[^}]*\})", path)
-    return re.compile(
-        "".join(
-            (".+" if p.endswith(":path}") else "[^/]+") if p.startswith("{") else re.escape(p)
-            for p in parts
-        )
-        + "$"
-    )
-
-
 def route_requests(profile: Profile) -> dict[str, int]:
     """Requests per route name from the load's per-path counts (GET, as the generator sends),
     the first route whose template matches a path taking it, as the framework would."""
     load = profile.load
     if load is None or not load.requests_by_path:
         return {}
-    routes = [
-        (r.name, _route_pattern(r.path))
-        for r in profile.routes.routes
-        if r.method in ("GET", "*") and r.path
-    ]
+    matcher = RouteMatcher(r for r in profile.routes.routes if r.path)
     counts: dict[str, int] = defaultdict(int)
     for path, n in load.requests_by_path:
-        bare = path.split("?", 1)[0]
-        name = next((name for name, pattern in routes if pattern.match(bare)), None)
+        name = matcher.route("GET", path)
         if name is not None:
             counts[name] += n
     return dict(counts)

@@ -118,7 +118,9 @@ class RouteDependency:
 class Route:
     """One route as the framework declares it, with its endpoint's source span."""
 
-    method: str  # "GET", "POST", ... or "*" for mounts / websocket
+    # "GET", "POST", ..., "WS", "*" (a mount: the path and all below it) or "ANY" (any
+    # method, this path: a Django function view)
+    method: str
     path: str  # "/users/{user_id}"
     endpoint: str  # qualified function name
     file: str

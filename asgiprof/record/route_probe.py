@@ -6,6 +6,8 @@ imports asgiprof): `python route_probe.py MODULE:ATTR [--factory] [--app-dir DIR
 calling `uvicorn.run(app)`): the script is imported as a module, so its `__main__` block
 does not run, and the ASGI app is found among its globals.
 Each FastAPI route also carries its dependency tree, read from FastAPI's `route.dependant`.
+Django's table is its URL resolver's (`django.urls.get_resolver()`), read once the app, its
+ASGIHandler, has set Django up.
 """
 
 # Kept to Python 3.9 syntax and stdlib on purpose: no `match`, no `X | Y` outside
@@ -40,6 +42,10 @@ _CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]*\}")
 _GENERATED_HANDLERS = ("HTTPRoute.create_options_handler.<locals>.options_handler",)
 # werkzeug (Quart): `<int:user_id>`, `<name>`, `<path:rest>` -> `{user_id}`, `{name}`, `{rest}`.
 _WERKZEUG_CONVERTOR = re.compile(r"<(?:[^<>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
+# Django: a function view answers any method (it is "ANY"); a class-based view's methods are
+# the handlers it defines among these.
+_ANY_METHOD = "ANY"
+_DJANGO_BASE_VIEWS = "django.views.generic.base"
 _MAX_DEPTH = 32  # mounts within mounts, dependencies within dependencies; guards cycles too
 _MAX_MESSAGE = 500
 # Nodes of one route's dependency tree: shared sub-dependencies repeat under each user.
@@ -55,7 +61,9 @@ class DependencyRecord(TypedDict):
 
 
 class RouteRecord(TypedDict):
-    method: str  # "GET", "GET,POST" (one endpoint function), "WS", or "*" (mounted app)
+    # "GET", "GET,POST" (one endpoint function), "WS", "*" (mounted app: the path and all
+    # below it), or "ANY" (any method, this path: a Django function view)
+    method: str
     path: str
     endpoint: str  # module.qualname
     file: str
@@ -219,6 +227,56 @@ def find_werkzeug_rules(app: object) -> tuple[object, dict[str, object]] | None:
     return None
 
 
+def find_django_resolver(app: object) -> object | None:
+    """Django's root URL resolver when the app is Django's ASGIHandler, or wraps one (`.app`
+    chains, Channels' ProtocolTypeRouter), else None."""
+    seen: set[int] = set()
+    obj: object = app
+    for _ in range(64):
+        if obj is None or id(obj) in seen:
+            return None
+        seen.add(id(obj))
+        if str(_attr(type(obj), "__module__")).startswith("django.core.handlers"):
+            get_resolver = _attr(sys.modules.get("django.urls"), "get_resolver")
+            return get_resolver() if callable(get_resolver) else None
+        mapping = _attr(obj, "application_mapping")
+        obj = mapping.get("http") if isinstance(mapping, dict) else _attr(obj, "app")
+    return None
+
+
+def _django_part(pattern: object) -> str | None:
+    """One Django URL pattern as a route template part: `users/<int:user_id>/` ->
+    `users/{user_id}/`; a regex (`re_path`) `^a/(?P<year>[0-9]{4})/$` -> `a/{year}/`."""
+    text = str(pattern)
+    if "Regex" not in type(pattern).__name__:
+        return _WERKZEUG_CONVERTOR.sub(r"{\1}", text)
+    text = text[1:] if text.startswith("^") else text
+    text = text[:-1] if text.endswith("$") and not text.endswith("\\$") else text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("(?P<", i) and ">" in text[i:]:
+            name_end = text.index(">", i)
+            depth, j = 0, i
+            while j < len(text):  # the group's closing parenthesis (groups can nest)
+                if text[j] == "\\":
+                    j += 2
+                    continue
+                depth += {"(": 1, ")": -1}.get(text[j], 0)
+                if depth == 0:
+                    break
+                j += 1
+            out.append("{" + text[i + 4 : name_end] + "}")
+            i = j + 1
+        elif text[i] == "\\" and i + 1 < len(text):
+            out.append(text[i + 1])  # `\.` -> `.`
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
 def _route_handlers(route: object) -> list[object] | None:
     """Litestar's handlers of a route: `route_handlers` (HTTP) or `route_handler` (WS, ASGI)."""
     handlers = _attr(route, "route_handlers")
@@ -362,6 +420,43 @@ class _Walker:
                 methods = set(methods) - {"OPTIONS"}  # werkzeug adds it to every rule
             method = "WS" if _attr(rule, "websocket") is True else _method_label(methods)
             self._record(method, _WERKZEUG_CONVERTOR.sub(r"{\1}", path), function)
+
+    def walk_django(self, patterns: object, prefix: str, depth: int) -> None:
+        """Django's URL patterns: `include()`s (resolvers) walked into, views recorded."""
+        if depth > _MAX_DEPTH:
+            self.skipped.append(f"URL patterns nested deeper than {_MAX_DEPTH} under {prefix!r}")
+            return
+        for entry in patterns if isinstance(patterns, (list, tuple)) else ():
+            pattern = _attr(entry, "pattern")
+            part = _django_part(pattern) if pattern is not None else None
+            if part is None:
+                self.skipped.append(type(entry).__name__)
+                continue
+            subs = _attr(entry, "url_patterns")  # an include()'s, imported now: may fail
+            callback = _attr(entry, "callback")
+            if isinstance(subs, (list, tuple)):
+                self.walk_django(subs, prefix + part, depth + 1)
+            elif callback is not None:
+                self._add_django_view(prefix + part, callback)
+            else:
+                self.skipped.append(type(entry).__name__)
+
+    def _add_django_view(self, path: str, view: object) -> None:
+        """A class-based view: one route per method handler it defines (Django's own
+        `options` left out); a function view: one route for any method."""
+        cls = _attr(view, "view_class")
+        if not inspect.isclass(cls):
+            self._record(_ANY_METHOD, path, view)
+            return
+        found = False
+        for name in _attr(cls, "http_method_names") or ():
+            handler = _attr(cls, str(name))
+            if not callable(handler) or _attr(handler, "__module__") == _DJANGO_BASE_VIEWS:
+                continue
+            self._record(str(name).upper(), path, handler)
+            found = True
+        if not found:
+            self._record(_ANY_METHOD, path, cls)
 
     def _record(self, method: str, path: str, endpoint: object, route: object = None) -> None:
         name, file, first, last, is_async = describe(endpoint)
@@ -568,6 +663,17 @@ def probe_app(app: object) -> ProbeResult:
     try:
         routes = find_routes(app)
         rules = find_werkzeug_rules(app) if routes is None else None
+        resolver = find_django_resolver(app) if routes is None and rules is None else None
+        if resolver is not None:
+            walker = _Walker()
+            walker.walk_django(_attr(resolver, "url_patterns"), "/", 0)
+            return ProbeResult(
+                protocol=PROTOCOL,
+                status="ok",
+                framework="django",
+                routes=walker.routes,
+                skipped=walker.skipped,
+            )
         if rules is not None:
             walker = _Walker()
             walker.walk_werkzeug(*rules)

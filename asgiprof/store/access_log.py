@@ -54,8 +54,9 @@ def template_regex(path: str, prefix: bool = False) -> re.Pattern[str]:
 
 
 def _methods(label: str) -> frozenset[str] | None:
-    """The HTTP methods a route label serves; None for any (a mount, `*`)."""
-    if label == "*":
+    """The HTTP methods a route label serves; None for any (a mount, `*`, or a Django
+    function view, `ANY`)."""
+    if label in ("*", "ANY"):
         return None
     names = set(label.split(","))
     if "GET" in names:

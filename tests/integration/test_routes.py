@@ -341,6 +341,79 @@ def test_gunicorn_chdir_and_missing_spec(tmp_path: Path) -> None:
     assert read_route_table_for(no_spec, python=PYTHON, cwd=str(tmp_path)).source == "none"
 
 
+# --- Django -----------------------------------------------------------------------------------
+
+DJANGO_APP = """
+    import django
+    from django.conf import settings
+
+    settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], SECRET_KEY="k" * 50)
+    django.setup()
+
+    from django.core.asgi import get_asgi_application
+    from django.http import HttpResponse
+    from django.urls import include, path, re_path
+    from django.views import View
+
+
+    async def user(request, user_id):
+        return HttpResponse(str(user_id))
+
+
+    def article(request, year, slug):
+        return HttpResponse(slug)
+
+
+    class Orders(View):
+        async def get(self, request):
+            return HttpResponse("list")
+
+        async def post(self, request):
+            return HttpResponse("created")
+
+
+    api = [
+        path("users/<int:user_id>/", user),
+        re_path(r"^articles/(?P<year>[0-9]{4})/(?P<slug>[-\\w]+)\\.html$", article),
+    ]
+    urlpatterns = [
+        path("api/v<int:version>/", include(api)),
+        path("orders/", Orders.as_view()),
+    ]
+
+    application = get_asgi_application()
+"""
+
+
+def test_django_url_patterns_includes_regexes_and_class_views(tmp_path: Path) -> None:
+    main = write_app(tmp_path, DJANGO_APP)
+    table = read_route_table("main:application", python=PYTHON, cwd=str(tmp_path))
+    # A function view answers any method: ANY; a class-based view one route per handler
+    assert table == RouteTable(
+        (
+            route(
+                "ANY",
+                "/api/v{version}/users/{user_id}/",
+                "main.user",
+                span(main, "async def user", "str(user_id)"),
+                True,
+            ),
+            route(
+                "ANY",
+                "/api/v{version}/articles/{year}/{slug}.html",
+                "main.article",
+                span(main, "def article", "(slug)"),
+                False,
+            ),
+            route("GET", "/orders/", "main.Orders.get", span(main, "def get", '"list"'), True),
+            route(
+                "POST", "/orders/", "main.Orders.post", span(main, "def post", '"created"'), True
+            ),
+        ),
+        "app",
+    )
+
+
 # --- apps that misbehave -----------------------------------------------------------------------
 
 

@@ -98,6 +98,13 @@ def test_matcher_strips_query_and_respects_methods() -> None:
     assert m.route("GET", "/staticx") is None
 
 
+def test_a_django_function_view_takes_any_method_on_its_path_only() -> None:
+    m = RouteMatcher((Route("ANY", "/users/{user_id}/", "main.user", APP, 10, 12, True),))
+    assert m.route("GET", "/users/7/") == "ANY /users/{user_id}/"
+    assert m.route("POST", "/users/7/") == "ANY /users/{user_id}/"
+    assert m.route("GET", "/users/7/orders/") is None  # not a mount: no prefix
+
+
 def shared_dependency_profile() -> Builder:
     """current_user (used by /orders and /profile) blocks 40 ms; /orders' endpoint 10 ms."""
     b = Builder(routes=ROUTES)
