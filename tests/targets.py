@@ -4,7 +4,7 @@
   uvloop from PyPI, created once (under a file lock, ready once its marker file is written)
   in `~/.cache/asgiprof-test-venvs` or `$ASGIPROF_TEST_VENVS`. `python -m tests.targets 3.9
   3.10 3.12 3.13` creates them ahead of the tests (see .ci/run).
-- STARLETTE, LITESTAR, QUART, THREADS: small apps with one planted blocking line
+- STARLETTE, LITESTAR, QUART, DJANGO, THREADS: small apps with one planted blocking line
   (`# planted:`) in an `async def` route.
 - `CommandServer`: any server command line, started, waited for and stopped by PID.
 - `profile_under_load`: `python -m asgiprof run|attach` as a user runs it, with load on
@@ -243,6 +243,53 @@ QUART = App(
     ''',
     "/users/1",
     "GET /users/{user_id}",
+)
+
+DJANGO = App(
+    "django_app",
+    '''
+    """Django: async views under Django's ASGI handler and its middleware, one in an include()."""
+    import asyncio
+    import time
+
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        ROOT_URLCONF=__name__,
+        ALLOWED_HOSTS=["*"],
+        SECRET_KEY="not-a-secret-" * 4,
+        MIDDLEWARE=[
+            "django.middleware.security.SecurityMiddleware",
+            "django.middleware.common.CommonMiddleware",
+        ],
+    )
+    django.setup()
+
+    from django.core.asgi import get_asgi_application
+    from django.http import JsonResponse
+    from django.urls import include, path
+
+
+    async def get_user(request, user_id):
+        time.sleep(0.1)  # planted: sync sleep on the event loop
+        return JsonResponse({"id": user_id})
+
+
+    async def healthy(request):
+        await asyncio.sleep(0.1)
+        return JsonResponse({"status": "ok"})
+
+
+    urlpatterns = [
+        path("users/", include([path("<int:user_id>", get_user)])),
+        path("healthy", healthy),
+    ]
+
+    app = get_asgi_application()
+    ''',
+    "/users/1",
+    "ANY /users/{user_id}",
 )
 
 THREADS = App(

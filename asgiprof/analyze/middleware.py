@@ -36,6 +36,10 @@ _SERVER_DIRS: Final = re.compile(
 )
 # Where the router begins: everything deeper is routing, dependencies and the endpoint.
 _ROUTER_FILES: Final = ("starlette/routing.py", "fastapi/routing.py", "fastapi/dependencies/")
+# Django's router is a function of its handler (resolving the URL, calling the view), below
+# its middleware chain; the handler above it (ASGIHandler) is the app.
+_DJANGO_BASE: Final = "django/core/handlers/base.py"
+_DJANGO_ROUTER: Final = frozenset({"_get_response_async", "_get_response"})
 # Classes with a `__call__` that are not middleware: responses a middleware returns itself,
 # background tasks, static files and such.
 _NOT_LAYER_FILES: Final = re.compile(
@@ -44,7 +48,8 @@ _NOT_LAYER_FILES: Final = re.compile(
     r"|[/\\]functools\.py$"
 )
 _BASE_HTTP_FILE: Final = "starlette/middleware/base.py"
-_APP_CLASSES: Final = frozenset({"FastAPI", "Starlette"})
+# The frameworks' application classes: the app a request enters, not a middleware layer.
+_APP_CLASSES: Final = frozenset({"FastAPI", "Starlette", "Litestar", "Quart", "ASGIHandler"})
 _LIFESPAN: Final = re.compile(r"[/\\]lifespan[/\\]")
 _LOCALS: Final = ".<locals>."
 
@@ -73,6 +78,8 @@ def is_server_frame(frame: Frame) -> bool:
 
 def is_router_frame(frame: Frame) -> bool:
     file = _norm(frame.file)
+    if file.endswith(_DJANGO_BASE):
+        return bare_function(frame.function) in _DJANGO_ROUTER
     return any(part in file for part in _ROUTER_FILES)
 
 

@@ -36,6 +36,7 @@ from tests.planted_truth import PlantedTruth, planted_truth, truth_env
 from tests.profiling import culprit_at
 from tests.servers import HOST, planted_lines
 from tests.targets import (
+    DJANGO,
     LITESTAR,
     QUART,
     STARLETTE,
@@ -139,6 +140,7 @@ CASES = {
     ),
     "litestar-uvicorn-attach": Case("uvicorn", uvicorn(), "attach", app=LITESTAR, c_loop=True),
     "quart-hypercorn-run": Case("hypercorn", hypercorn(), "run", app=QUART, in_child=True),
+    "django-uvicorn-asyncio-run": Case("uvicorn", uvicorn("--loop", "asyncio"), "run", app=DJANGO),
     # 5. target Pythons (3.11 is the tests' own, above); uvicorn's default loop is uvloop
     "cpython3.9-uvloop-run": Case("uvicorn", uvicorn(), "run", python="3.9", c_loop=True),
     "cpython3.9-asyncio-attach": Case(
@@ -257,6 +259,9 @@ def test_server_matrix_finds_the_planted_line_route_and_blocked_time(
     assert truth.logged >= served, (truth, served)  # every answered request's sleep was timed
     _assert_blocked_like_truth(culprit["blocked_ms"], truth, profiled)
     truth_ms = truth.ms
+    # ... and no middleware is said to cost much: these apps' middleware does next to nothing
+    # (Django's handler, which runs the views, is the app, not a layer)
+    assert not [f for f in data["findings"] if f["kind"] == "middleware-cost"], data["findings"]
     # ... no other line blocked a request (a worker caught importing the app is, with no
     # route), and a loop the app runs in a thread of its own is not the server's
     assert [c["line"] for c in data["culprits"] if c["route"] is not None] == [line]

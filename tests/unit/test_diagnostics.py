@@ -8,10 +8,11 @@ from rich.console import Console
 from asgiprof.analyze import analyze
 from asgiprof.analyze.middleware import class_of
 from asgiprof.analyze.result import AnalysisParams
-from asgiprof.model import Frame, ResourcePoint
+from asgiprof.model import Frame, ResourcePoint, Route
 from asgiprof.reporters.summary_json import summary
 from asgiprof.reporters.terminal import print_summary
 from tests.fastapi_frames import (
+    APP,
     AUDIT,
     BASE_HTTP_EARLY,
     BOOTSTRAP,
@@ -145,6 +146,43 @@ def test_a_callable_object_called_by_middleware_is_not_a_layer() -> None:
     # THEN its time is the middleware's own
     assert [layer.name for layer in a.middleware.layers] == ["FastAPI", "TimingMiddleware"]
     assert a.middleware.layers[1].self_ms == pytest.approx(30.0)
+
+
+def test_django_s_handler_is_the_app_and_its_views_are_routes() -> None:
+    # GIVEN Django under uvicorn: its ASGIHandler runs the request in a task, through the
+    # middleware chain, to the router (`_get_response_async`) and a view that blocks 60 ms
+    handlers = f"{SITE}/django/core/handlers"
+    view = Frame("user", APP, 12)
+    b = Builder(routes=(Route("ANY", "/users/{user_id}/", "main.user", APP, 10, 13, True),))
+    b.add(1, IDLE, 10)
+    b.add(
+        1,
+        request(
+            Frame("ASGIHandler.__call__", f"{handlers}/asgi.py", 162),
+            Frame("ASGIHandler.handle.<locals>.process_request", f"{handlers}/asgi.py", 190),
+            Frame("ASGIHandler.run_get_response", f"{handlers}/asgi.py", 248),
+            Frame("BaseHandler.get_response_async", f"{handlers}/base.py", 162),
+            Frame("convert_exception_to_response.<locals>.inner", f"{handlers}/exception.py", 42),
+            Frame("MiddlewareMixin.__acall__", f"{SITE}/django/utils/deprecation.py", 136),
+            Frame("convert_exception_to_response.<locals>.inner", f"{handlers}/exception.py", 42),
+            Frame("BaseHandler._get_response_async", f"{handlers}/base.py", 253),
+            view,
+        ),
+        6,
+    )
+    b.add(1, IDLE, 10)
+    a = analyze(b.build(), AnalysisParams(finding_min_samples=1))
+    # THEN the handler is the app, not a middleware layer taking the request's time ...
+    assert [(x.name, x.role) for x in a.middleware.layers] == [("ASGIHandler", "app")]
+    assert a.middleware.route_ms == pytest.approx(60.0)
+    assert not [f for f in a.findings if f.kind == "middleware-cost"]
+    # ... and the view's line is the route's culprit, not a middleware's
+    (culprit,) = a.culprits
+    assert (culprit.line, culprit.route, culprit.context) == (
+        12,
+        "ANY /users/{user_id}/",
+        "endpoint",
+    )
 
 
 def dependency_profile() -> Builder:
