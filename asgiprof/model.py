@@ -180,7 +180,7 @@ class RequestCounts:
 class TargetInfo:
     pids: tuple[int, ...]
     command: tuple[str, ...]  # already redacted
-    server: str  # "uvicorn", "gunicorn", "hypercorn", "granian", "unknown"
+    server: str  # "uvicorn", "gunicorn", "hypercorn", "granian", "daphne", "unknown"
     cwd: str = ""
     python: str = ""  # interpreter that can import the app
     app_spec: str | None = None  # "module:attr"

@@ -30,7 +30,7 @@ WORKER_FRAMES: Final = frozenset(
 # the loop (`uvicorn/server.py` Server.run, `uvicorn/workers.py` UvicornWorker.run,
 # `hypercorn/asyncio/run.py`, `granian/server/mp.py`) or above it (`uvicorn/protocols/`,
 # `hypercorn/protocol/`, `granian/_futures.py` run each request).
-SERVER_PACKAGES: Final = frozenset({"uvicorn", "uvicorn_worker", "hypercorn", "granian"})
+SERVER_PACKAGES: Final = frozenset({"uvicorn", "uvicorn_worker", "hypercorn", "granian", "daphne"})
 # (path suffix, bare function) of loops that servers run beside the app's and that never
 # serve requests: gunicorn (23+) master's control socket.
 BACKGROUND_LOOP_FRAMES: Final = frozenset({("gunicorn/ctl/server.py", "_run_loop")})

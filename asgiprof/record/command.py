@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-ServerKind = Literal["uvicorn", "gunicorn", "hypercorn", "granian", "fastapi", "unknown"]
+ServerKind = Literal["uvicorn", "gunicorn", "hypercorn", "granian", "daphne", "fastapi", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +137,23 @@ _GRANIAN_VALUES: Mapping[str, str | None] = {
 }
 _GRANIAN_FLAGS: Mapping[str, str] = {"--reload": "reload", "--factory": "factory"}
 
+# Django's own ASGI server (Twisted on the asyncio loop); its app is `module:attr`, always.
+_DAPHNE_VALUES: Mapping[str, str | None] = {
+    "-b": "host",
+    "--bind": "host",
+    "-p": "port",
+    "--port": "port",
+    **dict.fromkeys(
+        (
+            "--websocket_timeout --websocket_connect_timeout -u --unix-socket --fd -e "
+            "--endpoint -v --verbosity -t --http-timeout --access-log --log-fmt "
+            "--ping-interval --ping-timeout --websocket-max-message-size "
+            "--websocket-max-frame-size --application-close-timeout --root-path "
+            "--proxy-headers-host --proxy-headers-port -s --server-name"
+        ).split()
+    ),
+}
+
 _FASTAPI_VALUES: Mapping[str, str | None] = {
     "--host": "host",
     "--port": "port",
@@ -166,6 +183,7 @@ _SYNTAX: Mapping[ServerKind, _Syntax] = {
     "gunicorn": _Syntax(_GUNICORN_VALUES, _GUNICORN_FLAGS, "application", None),
     "hypercorn": _Syntax(_HYPERCORN_VALUES, _HYPERCORN_FLAGS, "app", "asyncio"),
     "granian": _Syntax(_GRANIAN_VALUES, _GRANIAN_FLAGS, "app", "auto", guess_unknown_values=True),
+    "daphne": _Syntax(_DAPHNE_VALUES, {}, "application", "asyncio"),
     "fastapi": _Syntax(_FASTAPI_VALUES, _FASTAPI_FLAGS, "app", "auto"),
 }
 
@@ -175,6 +193,7 @@ _SERVER_NAMES: Mapping[str, ServerKind] = {
     "gunicorn": "gunicorn",
     "hypercorn": "hypercorn",
     "granian": "granian",
+    "daphne": "daphne",
     "fastapi": "fastapi",
     "fastapi_cli": "fastapi",
 }

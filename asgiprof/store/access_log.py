@@ -23,8 +23,9 @@ from typing import Final
 from asgiprof.model import RequestCounts, Route
 
 # `"METHOD /path HTTP/1.1" 200`: uvicorn's `%s - "%s %s HTTP/%s" %d`, gunicorn's and
-# hypercorn's `"%(r)s" %(s)s` alike. The path has no spaces or quotes (servers quote them).
-_REQUEST: Final = re.compile(rb'"([A-Z]{3,7}) ([^" ]+) HTTP/[0-9.]+" (\d{3})')
+# hypercorn's `"%(r)s" %(s)s` alike; daphne's `"GET /path" 200` has no version. The path has
+# no spaces or quotes (servers quote them).
+_REQUEST: Final = re.compile(rb'"([A-Z]{3,7}) ([^" ]+)(?: HTTP/[0-9.]+)?" (\d{3})')
 # Starlette's convertors (FastAPI, Litestar share the `{name:type}` syntax).
 _CONVERTORS: Final = {
     "str": "[^/]+",

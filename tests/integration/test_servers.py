@@ -87,6 +87,10 @@ def granian(*extra: str) -> Argv:
     ]
 
 
+def daphne(*extra: str) -> Argv:
+    return lambda py, app, port: [py, "-m", "daphne", "-b", HOST, "-p", str(port), *extra, app]
+
+
 @dataclass(frozen=True, slots=True)
 class Case:
     server: str  # what asgiprof must name in target.server
@@ -141,6 +145,7 @@ CASES = {
     "litestar-uvicorn-attach": Case("uvicorn", uvicorn(), "attach", app=LITESTAR, c_loop=True),
     "quart-hypercorn-run": Case("hypercorn", hypercorn(), "run", app=QUART, in_child=True),
     "django-uvicorn-asyncio-run": Case("uvicorn", uvicorn("--loop", "asyncio"), "run", app=DJANGO),
+    "django-daphne-attach": Case("daphne", daphne(), "attach", app=DJANGO),
     # 5. target Pythons (3.11 is the tests' own, above); uvicorn's default loop is uvloop
     "cpython3.9-uvloop-run": Case("uvicorn", uvicorn(), "run", python="3.9", c_loop=True),
     "cpython3.9-asyncio-attach": Case(

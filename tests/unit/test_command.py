@@ -128,6 +128,17 @@ PARSE_CASES: list[tuple[str, ServerCommand]] = [
             "hypercorn", "main:api", app_dir="src/service", loop="asyncio", host="localhost"
         ),
     ),
+    # daphne (Django's server): its value options (-v 2, --access-log -) are not the app
+    (
+        "daphne -b 127.0.0.1 -p 8001 -v 2 --access-log - --proxy-headers mysite.asgi:application",
+        ServerCommand(
+            "daphne", "mysite.asgi:application", loop="asyncio", host="127.0.0.1", port=8001
+        ),
+    ),
+    (
+        "python -m daphne -u /run/d.sock asgi",
+        ServerCommand("daphne", "asgi:application", loop="asyncio", python="python"),
+    ),
     (
         "granian --interface asgi main:app --workers 2 --loop uvloop --port 8000",
         ServerCommand("granian", "main:app", workers=2, loop="uvloop", port=8000, interface="asgi"),

@@ -48,7 +48,7 @@ TABLE = (
     Route("*", "/static", "StaticFiles", APP, 26, 26, False),
 )
 
-# Lines as uvicorn, gunicorn (--access-logfile -) and hypercorn print them.
+# Lines as uvicorn, gunicorn (--access-logfile -), hypercorn and daphne print them.
 LOG = """\
 INFO:     Started server process [4242]
 INFO:     Uvicorn running on http://127.0.0.1:8000 (Press CTRL+C to quit)
@@ -59,6 +59,7 @@ INFO:     127.0.0.1:50314 - "HEAD /users/17 HTTP/1.1" 200 OK
 127.0.0.1 - - [06/Dec/2026:17:00:00 +0000] "POST /files/a/b.txt HTTP/1.1" 201 0 "-" "wrk"
 [2026-12-06 17:00:00 +0000] [1] [INFO] 127.0.0.1:5 - - [06/Dec/2026:17:00:00 +0000] \
 "GET /static/app.js HTTP/2" 200 10 "-" "curl"
+127.0.0.1:45826 - - [06/Dec/2026:17:00:00] "GET /users/me" 200 9
 INFO:     127.0.0.1:50316 - "DELETE /items/abc HTTP/1.1" 404 Not Found
 INFO:     127.0.0.1:50316 - "DELETE /items/12 HTTP/1.1" 204 No Content
 INFO:     127.0.0.1:50316 - "PUT /users/me HTTP/1.1" 405 Method Not Allowed
@@ -72,13 +73,13 @@ def test_access_log_lines_are_counted_per_route_template(tmp_path: Path) -> None
     counts = count_requests(log, TABLE)
     assert counts is not None
     assert dict(counts.by_route) == {
-        "GET /users/me": 2,  # declared before /users/{user_id}: the router picks it
+        "GET /users/me": 3,  # declared before /users/{user_id}: the router picks it
         "GET /users/{user_id}": 2,  # HEAD is served by the GET route
         "GET,POST /files/{name:path}": 1,
         "* /static": 1,
         "DELETE /items/{item_id:int}": 1,  # /items/abc is not an int: 404
     }
-    assert (counts.total, counts.unmatched) == (9, 2)
+    assert (counts.total, counts.unmatched) == (10, 2)
     assert counts.by_route[0][1] >= counts.by_route[-1][1]  # most first
 
 
