@@ -40,6 +40,9 @@ _ROUTER_FILES: Final = ("starlette/routing.py", "fastapi/routing.py", "fastapi/d
 # its middleware chain; the handler above it (ASGIHandler) is the app.
 _DJANGO_BASE: Final = "django/core/handlers/base.py"
 _DJANGO_ROUTER: Final = frozenset({"_get_response_async", "_get_response"})
+# Django calls every middleware through `convert_exception_to_response.<locals>.inner`: the
+# frame it calls is one (a class's `__call__`/`__acall__`, or a factory's closure).
+_DJANGO_WRAPPER: Final = "django/core/handlers/exception.py"
 # Classes with a `__call__` that are not middleware: responses a middleware returns itself,
 # background tasks, static files and such.
 _NOT_LAYER_FILES: Final = re.compile(
@@ -176,7 +179,8 @@ class RequestPaths:
                     origin="user" if file_kind(stack[d].file) == "user" else "library",
                     confirmed=name.endswith("Middleware")
                     or ("/middleware" in file and file_kind(file) == "library")
-                    or file.endswith(_BASE_HTTP_FILE),
+                    or file.endswith(_BASE_HTTP_FILE)
+                    or _django_middleware(stack, i) is not None,
                     depth=i - start,
                 )
             cand.depth = min(cand.depth, i - start)
@@ -208,6 +212,9 @@ class RequestPaths:
     ) -> str | None:
         """The layer name when frame i starts a new layer, else None."""
         frame = stack[i]
+        django = _django_middleware(stack, i)
+        if django is not None:
+            return django
         cls = class_of(frame.function)
         if cls is None or _LOCALS in frame.function:
             return None
@@ -330,6 +337,19 @@ class RequestPaths:
             else:  # a cycle (two orders seen): fall back to depth
                 placed.append(remaining.pop(0))
         return placed
+
+
+def _django_middleware(stack: list[Frame], i: int) -> str | None:
+    """A Django middleware's name when frame i is one (see _DJANGO_WRAPPER): its class, or
+    for a function middleware its factory (`timing.<locals>.middleware` -> `timing`)."""
+    if i == 0 or not _norm(stack[i - 1].file).endswith(_DJANGO_WRAPPER):
+        return None
+    frame = stack[i]
+    if is_router_frame(frame):
+        return None
+    name = class_of(frame.function) or frame.function.split(_LOCALS, 1)[0]
+    # Python < 3.11 names carry no class: a bare `__call__` says nothing.
+    return None if name.startswith("__") else name
 
 
 def loop_stack_ids(loop_runs: list[LoopThreadRuns], classifier: LoopClassifier) -> list[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from rich.console import Console
 
@@ -148,41 +150,42 @@ def test_a_callable_object_called_by_middleware_is_not_a_layer() -> None:
     assert a.middleware.layers[1].self_ms == pytest.approx(30.0)
 
 
-def test_django_s_handler_is_the_app_and_its_views_are_routes() -> None:
-    # GIVEN Django under uvicorn: its ASGIHandler runs the request in a task, through the
-    # middleware chain, to the router (`_get_response_async`) and a view that blocks 60 ms
+def test_django_s_handler_is_the_app_its_middlewares_layers_and_its_views_routes() -> None:
+    # GIVEN Django under uvicorn: its ASGIHandler runs the request in a task, through its
+    # middleware chain (each called by `convert_exception_to_response`'s `inner`: an
+    # old-style one, then a function middleware of the app's that blocks 30 ms), to the
+    # router (`_get_response_async`) and a view that blocks 60 ms
     handlers = f"{SITE}/django/core/handlers"
-    view = Frame("user", APP, 12)
+    inner = Frame("convert_exception_to_response.<locals>.inner", f"{handlers}/exception.py", 42)
+    chain = (
+        Frame("ASGIHandler.__call__", f"{handlers}/asgi.py", 162),
+        Frame("ASGIHandler.handle.<locals>.process_request", f"{handlers}/asgi.py", 190),
+        Frame("ASGIHandler.run_get_response", f"{handlers}/asgi.py", 248),
+        Frame("BaseHandler.get_response_async", f"{handlers}/base.py", 162),
+        inner,
+        Frame("MiddlewareMixin.__acall__", f"{SITE}/django/utils/deprecation.py", 136),
+        inner,
+    )
+    timing = Frame("timing.<locals>.middleware", APP, 30)
     b = Builder(routes=(Route("ANY", "/users/{user_id}/", "main.user", APP, 10, 13, True),))
-    b.add(1, IDLE, 10)
-    b.add(
-        1,
-        request(
-            Frame("ASGIHandler.__call__", f"{handlers}/asgi.py", 162),
-            Frame("ASGIHandler.handle.<locals>.process_request", f"{handlers}/asgi.py", 190),
-            Frame("ASGIHandler.run_get_response", f"{handlers}/asgi.py", 248),
-            Frame("BaseHandler.get_response_async", f"{handlers}/base.py", 162),
-            Frame("convert_exception_to_response.<locals>.inner", f"{handlers}/exception.py", 42),
-            Frame("MiddlewareMixin.__acall__", f"{SITE}/django/utils/deprecation.py", 136),
-            Frame("convert_exception_to_response.<locals>.inner", f"{handlers}/exception.py", 42),
-            Frame("BaseHandler._get_response_async", f"{handlers}/base.py", 253),
-            view,
-        ),
-        6,
-    )
-    b.add(1, IDLE, 10)
+    for _ in range(2):
+        b.add(1, IDLE, 10)
+        b.add(1, request(*chain, timing), 3)
+        b.add(1, IDLE, 10)
+        view = Frame("BaseHandler._get_response_async", f"{handlers}/base.py", 253)
+        b.add(1, request(*chain, replace(timing, line=31), inner, view, Frame("user", APP, 12)), 6)
     a = analyze(b.build(), AnalysisParams(finding_min_samples=1))
-    # THEN the handler is the app, not a middleware layer taking the request's time ...
-    assert [(x.name, x.role) for x in a.middleware.layers] == [("ASGIHandler", "app")]
-    assert a.middleware.route_ms == pytest.approx(60.0)
-    assert not [f for f in a.findings if f.kind == "middleware-cost"]
-    # ... and the view's line is the route's culprit, not a middleware's
-    (culprit,) = a.culprits
-    assert (culprit.line, culprit.route, culprit.context) == (
-        12,
-        "ANY /users/{user_id}/",
-        "endpoint",
-    )
+    # THEN the handler is the app; its middlewares are layers, named by class or factory ...
+    assert [(x.name, x.role) for x in a.middleware.layers] == [
+        ("ASGIHandler", "app"),
+        ("MiddlewareMixin", "middleware"),
+        ("timing", "middleware"),
+    ]
+    assert a.middleware.route_ms == pytest.approx(120.0)
+    # ... the view's line is the route's culprit, the middleware's its layer's
+    by_line = {c.line: c for c in a.culprits}
+    assert (by_line[12].route, by_line[12].context) == ("ANY /users/{user_id}/", "endpoint")
+    assert (by_line[30].context, by_line[30].context_name) == ("middleware", "timing")
 
 
 def dependency_profile() -> Builder:
