@@ -21,6 +21,13 @@ blocked-time error and bias per planted kind, py-spy's errors, and the load aver
 
     python bench/busy_accuracy.py --only planted-run --formats chrometrace,speedscope --hog 2
 
+`--rescore KEEP` records nothing: it re-analyses the runs a `--keep KEEP` run kept with the
+code as it is now and scores them again against their own truth (the same samples, for a
+rule change).
+
+    python bench/busy_accuracy.py --keep /tmp/ba0    # before the change
+    python bench/busy_accuracy.py --rescore /tmp/ba0 # after it
+
 `--formats` records each scenario once per py-spy chunk format, interleaved (chrometrace:
 measured sample times; speedscope: the format before 0.2, times spread evenly over each
 chunk); `--hog N` runs N busy-looping processes beside everything (a CPU-starved machine),
@@ -64,7 +71,7 @@ from _common import fmt, header, table  # noqa: E402
 from asgiprof.analyze.loop import STATE_OFF, LoopClassifier  # noqa: E402
 from asgiprof.model import NO_STACK  # noqa: E402
 from asgiprof.store import load_profile  # noqa: E402
-from tests.busy.harness import Scenario, Score, run_scenario  # noqa: E402
+from tests.busy.harness import Scenario, Score, read_truth, run_scenario, score  # noqa: E402
 
 SCENARIOS = [
     *(
@@ -246,6 +253,24 @@ def cpu_hogs(n: int, bound_s: float) -> Iterator[None]:
                 hog.wait(10)
 
 
+def rescore(keep: Path) -> int:
+    """Re-analyse every kept run (`asgiprof report OUT`) and score it against its truth."""
+    by_name = {s.name: s for s in SCENARIOS}
+    scores = []
+    for work in sorted(keep.glob("r*/*")):
+        scenario = by_name.get(work.name)
+        if scenario is None or not (work / "out" / "meta.json").exists():
+            continue
+        report = [sys.executable, "-m", "asgiprof", "report", str(work / "out")]
+        subprocess.run(report, check=True, capture_output=True, timeout=300)
+        found = score(scenario, work / "out", read_truth(work / "truth.jsonl"), 0)
+        LABELS[id(found)] = f"{work.parent.name}/{work.name}"
+        scores.append(found)
+    header(f"Trust on busy apps, re-analysed: {keep} (requests: not re-counted)")
+    print(table(HEADERS, [row(s) for s in scores]))
+    return 0 if scores else 1
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--load-s", type=float, default=10.0, help="wrk load per scenario")
@@ -268,7 +293,12 @@ def main(argv: list[str]) -> int:
         "--formats", default="", help="py-spy chunk formats to compare, e.g. chrometrace,speedscope"
     )
     parser.add_argument("--hog", type=int, default=0, help="busy-looping processes beside")
+    parser.add_argument(
+        "--rescore", type=Path, help="re-analyse and score the runs a --keep folder holds"
+    )
     args = parser.parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore)
     formats = [f for f in args.formats.split(",") if f] or [""]
     if args.load_s > 20:
         parser.error("--load-s above 20 s: keep load runs short on a shared machine")

@@ -161,6 +161,18 @@ def test_stickiness_separates_a_block_from_chance() -> None:
     assert not is_blocking(dominant, True, params)
 
 
+def test_a_plain_line_followed_by_other_code_is_held_to_its_share() -> None:
+    # GIVEN a plain call of 20-30 ms holding 39% of the loop, always followed by the next
+    # blocking call of its request (two Django middlewares), never by itself: its stays
+    # are its own, but chance expects 39% of its samples to stay anyway
+    ev = evidence([2, 3, 2, 2, 3, 2, 2, 3, 2, 3], 0.39)
+    assert 0.21 < ev.excess < AnalysisParams().min_stickiness
+    # THEN it blocks: the bar is lowered by the share a plain line holds ...
+    assert is_blocking(ev, False, AnalysisParams())
+    # ... but not for an `await` line, whose runs are many steps of many requests
+    assert not is_blocking(ev, True, AnalysisParams())
+
+
 INSTALLED = f"{SITE}/shop/api/users.py"
 
 
