@@ -22,7 +22,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO, TypedDict
 
 # The result is the last stdout line starting with MARKER, so whatever the app prints at
@@ -196,51 +196,46 @@ def _route_list(obj: object) -> list[object] | None:
     return None
 
 
-def find_routes(app: object) -> list[object] | None:
-    """Unwrap middleware (`.app` chains) until an object with a route table appears."""
+def _unwrapped(app: object) -> Iterator[object]:
+    """The app, then each app it wraps: middleware's `.app` chains, and the HTTP app of a
+    Channels ProtocolTypeRouter; at most 64 deep, each object once (cycles end)."""
     seen: set[int] = set()
     obj: object = app
     for _ in range(64):
         if obj is None or id(obj) in seen:
-            return None
+            return
         seen.add(id(obj))
+        yield obj
+        mapping = _attr(obj, "application_mapping")
+        obj = mapping.get("http") if isinstance(mapping, dict) else _attr(obj, "app")
+
+
+def find_routes(app: object) -> list[object] | None:
+    """Unwrap middleware (`.app` chains) until an object with a route table appears."""
+    for obj in _unwrapped(app):
         routes = _route_list(obj)
         if routes is not None:
             return routes
-        obj = _attr(obj, "app")
     return None
 
 
 def find_werkzeug_rules(app: object) -> tuple[object, dict[str, object]] | None:
     """(url_map, view_functions) of a Quart app (or one wrapped in middleware)."""
-    seen: set[int] = set()
-    obj: object = app
-    for _ in range(64):
-        if obj is None or id(obj) in seen:
-            return None
-        seen.add(id(obj))
+    for obj in _unwrapped(app):
         url_map = _attr(obj, "url_map")
         views = _attr(obj, "view_functions")
         if callable(_attr(url_map, "iter_rules")) and isinstance(views, dict):
             return url_map, views
-        obj = _attr(obj, "app")
     return None
 
 
 def find_django_resolver(app: object) -> object | None:
-    """Django's root URL resolver when the app is Django's ASGIHandler, or wraps one (`.app`
-    chains, Channels' ProtocolTypeRouter), else None."""
-    seen: set[int] = set()
-    obj: object = app
-    for _ in range(64):
-        if obj is None or id(obj) in seen:
-            return None
-        seen.add(id(obj))
+    """Django's root URL resolver when the app is Django's ASGIHandler, or wraps one, else
+    None."""
+    for obj in _unwrapped(app):
         if str(_attr(type(obj), "__module__")).startswith("django.core.handlers"):
             get_resolver = _attr(sys.modules.get("django.urls"), "get_resolver")
             return get_resolver() if callable(get_resolver) else None
-        mapping = _attr(obj, "application_mapping")
-        obj = mapping.get("http") if isinstance(mapping, dict) else _attr(obj, "app")
     return None
 
 
