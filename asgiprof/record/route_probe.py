@@ -45,7 +45,7 @@ _WERKZEUG_CONVERTOR = re.compile(r"<(?:[^<>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
 # Django: a function view answers any method (it is "ANY"); a class-based view's methods are
 # the handlers it defines among these.
 _ANY_METHOD = "ANY"
-_DJANGO_BASE_VIEWS = "django.views.generic.base"
+_DJANGO_OPTIONS = "View.options"  # every class-based view has it: not the app's route
 _MAX_DEPTH = 32  # mounts within mounts, dependencies within dependencies; guards cycles too
 _MAX_MESSAGE = 500
 # Nodes of one route's dependency tree: shared sub-dependencies repeat under each user.
@@ -239,7 +239,7 @@ def find_django_resolver(app: object) -> object | None:
     return None
 
 
-def _django_part(pattern: object) -> str | None:
+def _django_part(pattern: object) -> str:
     """One Django URL pattern as a route template part: `users/<int:user_id>/` ->
     `users/{user_id}/`; a regex (`re_path`) `^a/(?P<year>[0-9]{4})/$` -> `a/{year}/`."""
     text = str(pattern)
@@ -423,10 +423,10 @@ class _Walker:
             return
         for entry in patterns if isinstance(patterns, (list, tuple)) else ():
             pattern = _attr(entry, "pattern")
-            part = _django_part(pattern) if pattern is not None else None
-            if part is None:
+            if pattern is None:
                 self.skipped.append(type(entry).__name__)
                 continue
+            part = _django_part(pattern)
             subs = _attr(entry, "url_patterns")  # an include()'s, imported now: may fail
             callback = _attr(entry, "callback")
             if isinstance(subs, (list, tuple)):
@@ -446,7 +446,7 @@ class _Walker:
         found = False
         for name in _attr(cls, "http_method_names") or ():
             handler = _attr(cls, str(name))
-            if not callable(handler) or _attr(handler, "__module__") == _DJANGO_BASE_VIEWS:
+            if not callable(handler) or _attr(handler, "__qualname__") == _DJANGO_OPTIONS:
                 continue
             self._record(str(name).upper(), path, handler)
             found = True
