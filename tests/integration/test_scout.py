@@ -90,7 +90,9 @@ def test_a_blocked_loop_is_sampled_at_the_full_rate_and_a_healthy_one_is_not(
     assert calm["rate_changes"] == [] and calm["scout_hz"] == 20, calm
     assert {c["rate_hz"] for c in _chunks(tmp_path / "healthy")} == {20}
     assert p_healthy.data["culprits"] == []
+    # (both workers sampled; the kernel may hand both keep-alive connections to one of them,
+    # as it did in a CI run: then the other loop idles, which the signal must also take)
     loops = [w["event_loop"]["busy_ms"] for w in p_healthy.data["processes"]]
-    assert len(loops) == 2 and min(loops) > 100, p_healthy.data["processes"]
+    assert len(loops) == 2 and max(loops) > 100, p_healthy.data["processes"]
     assert any("--scout-rate 20" in n for n in p_healthy.data["notes"])
     print(f"\nblocked: rates {rates}, {raised[0]['reason']}")
