@@ -2,8 +2,9 @@
 
 A stack belongs to the route whose endpoint function (file + line span from the app's
 route table) appears on it, or, when none does, to the route whose endpoint spawned the
-task it runs (analyze/spawned.py). Without a table, the first user-code frame's function
-name stands in for the route, and the analysis says so in its notes.
+task it runs or added the background task it runs (analyze/spawned.py). Without a table,
+the first user-code frame's function name stands in for the route, and the analysis says
+so in its notes.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class RouteResolver:
             callback = self.classifier.classify(stack_id).callback
             if callback >= 0:
                 found = self.spawned.route_of(self.profile.frames[callback])
+        if found is None and self.spawned is not None:
+            found = self.spawned.background_route(self.profile.stack_frames(stack_id))
         self._cache[stack_id] = found
         return found
 

@@ -13,20 +13,29 @@ starts (its first frame after the event loop's own: `LoopSample.callback`) in a 
 that name is that route's, when exactly one route spawns that name; when several do, the
 stack says nothing about which, and it stays with no route. Tasks spawned by helpers the
 endpoint calls, or by dependencies, are not followed.
+
+Background tasks (`background_tasks.add_task(send_email, user)`, Starlette's
+`BackgroundTask(send_email, ...)`) run after the response, inside the request's own task,
+but below the response, not the endpoint: Starlette's `BackgroundTask.__call__` awaits the
+function right under it. A `def` one runs in the threadpool and is not followed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from asgiprof.analyze.frames import SourceReader
 from asgiprof.model import Frame, Route
 
 _SPAWN: Final = re.compile(
-    r"\b(?:gather|create_task|ensure_future|wait_for|shield|wait|as_completed|start_soon)\s*\("
+    r"\b(?:gather|create_task|ensure_future|wait_for|shield|wait|as_completed|start_soon"
+    r"|add_task|BackgroundTask)\s*\("
 )
+# Starlette's background task runner (FastAPI's BackgroundTasks is it): its `__call__`
+# awaits the task's function, the frame right below it.
+_BACKGROUND_FILE: Final = "starlette/background.py"
 _CALL: Final = re.compile(r"([A-Za-z_]\w*)\s*\(")
 _NAME: Final = re.compile(r"[A-Za-z_][\w.]*")
 # An endpoint longer than this is read up to here: its spawn calls are near its top.
@@ -72,6 +81,16 @@ class SpawnedTasks:
             for name in spawned_names(" ".join(line or "" for line in lines)):
                 spawners.setdefault(name, set()).add(route.name)
         self._route = {name: next(iter(rs)) for name, rs in spawners.items() if len(rs) == 1}
+
+    def background_route(self, stack: Sequence[Frame]) -> str | None:
+        """The route whose endpoint added the background task a stack runs, if it runs one."""
+        for i in range(len(stack) - 2, -1, -1):
+            frame = stack[i]
+            if frame.file.replace("\\", "/").endswith(_BACKGROUND_FILE) and (
+                frame.function.rsplit(".", 1)[-1] == "__call__"
+            ):
+                return self._route.get(stack[i + 1].function.rsplit(".", 1)[-1])
+        return None
 
     def route_of(self, callback: Frame) -> str | None:
         """The route whose endpoint spawned the task a loop stack runs: `callback` is the

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.planted_truth import planted_truth, truth_env
 from tests.postgres import INSTALL_HINT, PostgresServer, find_pg_bin
 from tests.profiling import attach_under_load, both, culprit_at
 from tests.servers import ServerFactory, planted_lines
@@ -250,6 +251,34 @@ def test_blocking_async_dependency_is_a_culprit_of_every_route_using_it(
     holders = {h["name"]: h for h in p.data["threadpool"]["holders"]}
     assert holders["dependency get_settings"]["kind"] == "dependency"
     assert "Dependencies (FastAPI Depends)" in p.done.stdout
+
+
+def test_a_blocking_background_task_is_a_culprit_of_the_route_that_adds_it(
+    tmp_path: Path, server_factory: ServerFactory, examples_dir: Path
+) -> None:
+    # GIVEN background_task: /receipt adds an async task that sleeps 40 ms on the loop after
+    # the response; /invoice adds a `def` task, which runs in the threadpool
+    truth_file = tmp_path / "truth.log"
+    server = server_factory(
+        "background_task", ready_path="/openapi.json", env=truth_env(truth_file)
+    )
+    out = tmp_path / "out"
+    p = attach_under_load(server, ("/orders/1/receipt", "/orders/2/invoice"), out, duration_s=6)
+    # THEN the task's line is a culprit of /receipt (its stacks show no endpoint) ...
+    file, (line,) = planted(examples_dir, "background_task")
+    culprit = culprit_at(p.data, file, line)
+    assert culprit is not None, p.data["culprits"]
+    assert culprit["route"] == "GET /orders/{order_id}/receipt", culprit
+    # ... with the time the server measured, and in that route's blocked time
+    truth = planted_truth(out, truth_file, file, line)
+    print(truth.describe(culprit["blocked_ms"]))
+    assert abs(culprit["blocked_ms"] - truth.ms) <= truth.tolerance_ms(), truth.describe(
+        culprit["blocked_ms"]
+    )
+    route = routes_of(p.data)["GET /orders/{order_id}/receipt"]
+    assert route["blocked_ms"] >= culprit["blocked_ms"] * 0.95, route
+    # ... and the threadpool task blocks nothing
+    assert_no_false_culprit(p.data, "GET /orders/{order_id}/invoice", culprit["blocked_ms"])
 
 
 # --------------------------------------------------------------------------- threadpool

@@ -31,6 +31,7 @@ EXAMPLES = {
     "leaky_session": 0,
     "leaky_session_fixed": 0,
     "gil_contention": 1,
+    "background_task": 1,
 }
 # Examples that need a service the test starts elsewhere (tests/integration/test_causes.py).
 NEEDS_SERVICE = {"sync_db_postgres"}

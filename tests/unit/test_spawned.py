@@ -114,3 +114,40 @@ def test_a_name_two_endpoints_spawn_is_nobodys() -> None:
     routes = {r.route: r for r in a.routes}
     # THEN the spawned tasks go to neither route
     assert routes["GET /quotes/{item_id}"].loop_ms == pytest.approx(routes["GET /items"].loop_ms)
+
+
+def test_a_background_task_counts_for_the_route_that_added_it() -> None:
+    # GIVEN an endpoint that adds an async background task, which blocks 50 ms after the
+    # response: its stack is the request's, below Starlette's BackgroundTask, not the
+    # endpoint
+    starlette = f"{SITE}/starlette"
+    route = Route("POST", "/users/{user_id}", "main.create_user", APP, 50, 53, True)
+    source = {
+        (APP, 50): "async def create_user(user_id: int, tasks: BackgroundTasks) -> User:",
+        (APP, 51): "tasks.add_task(send_welcome_email, user_id)",
+        (APP, 52): "await db.commit()",
+        (APP, 53): "return User(id=user_id)",
+    }
+    task = (
+        *LOOP_BASE,
+        *(RUN_ONCE, HANDLE, RUN_ASGI),
+        Frame("Response.__call__", f"{starlette}/responses.py", 167),
+        Frame("BackgroundTasks.__call__", f"{starlette}/background.py", 42),
+        Frame("BackgroundTask.__call__", f"{starlette}/background.py", 26),
+        Frame("send_welcome_email", APP, 41),
+    )
+    b = Builder(routes=(route,))
+    for _ in range(10):
+        b.add(1, IDLE, 10)
+        b.add(1, task, 5)
+    a = analyze(b.build(), read_line=source_reader(source))
+    # THEN its line is that route's culprit, and its time the route's blocked time
+    (culprit,) = a.culprits
+    assert (culprit.line, culprit.route) == (41, "POST /users/{user_id}")
+    (cost,) = [r for r in a.routes if r.route == "POST /users/{user_id}"]
+    assert cost.blocked_ms == pytest.approx(500.0)
+
+
+def test_background_task_additions_are_spawns() -> None:
+    assert spawned_names("background_tasks.add_task(send_email, to=user.email)") == {"send_email"}
+    assert spawned_names("task = BackgroundTask(notify, user.id)") == {"notify"}
