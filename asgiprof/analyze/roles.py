@@ -43,6 +43,11 @@ def _matches(frame: Frame, table: frozenset[tuple[str, str]]) -> bool:
     return any(file.endswith(suffix) and function == name for suffix, name in table)
 
 
+def is_worker_entry(frame: Frame) -> bool:
+    """The run loop of a threadpool worker (anyio's, or an executor's)."""
+    return _matches(frame, WORKER_FRAMES)
+
+
 def _in_server_package(frame: Frame) -> bool:
     """True for `.../site-packages/uvicorn/server.py`; a venv in `/opt/uvicorn/` is no server."""
     folders = frame.file.replace("\\", "/").split("/")[:-1]

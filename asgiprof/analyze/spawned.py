@@ -17,7 +17,8 @@ endpoint calls, or by dependencies, are not followed.
 Background tasks (`background_tasks.add_task(send_email, user)`, Starlette's
 `BackgroundTask(send_email, ...)`) run after the response, inside the request's own task,
 but below the response, not the endpoint: Starlette's `BackgroundTask.__call__` awaits the
-function right under it. A `def` one runs in the threadpool and is not followed.
+function right under it. A `def` one runs in a threadpool worker, where it is the first frame
+of the app's code above the worker's entry.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from asgiprof.analyze.frames import SourceReader
+from asgiprof.analyze.frames import SourceReader, bare_function, is_user
+from asgiprof.analyze.roles import is_worker_entry
 from asgiprof.model import Frame, Route
 
 _SPAWN: Final = re.compile(
@@ -83,13 +85,17 @@ class SpawnedTasks:
         self._route = {name: next(iter(rs)) for name, rs in spawners.items() if len(rs) == 1}
 
     def background_route(self, stack: Sequence[Frame]) -> str | None:
-        """The route whose endpoint added the background task a stack runs, if it runs one."""
+        """The route whose endpoint added the background task a stack runs, if it runs one:
+        on the loop, below Starlette's runner; in a threadpool worker, a `def` task."""
         for i in range(len(stack) - 2, -1, -1):
             frame = stack[i]
             if frame.file.replace("\\", "/").endswith(_BACKGROUND_FILE) and (
-                frame.function.rsplit(".", 1)[-1] == "__call__"
+                bare_function(frame.function) == "__call__"
             ):
-                return self._route.get(stack[i + 1].function.rsplit(".", 1)[-1])
+                return self._route.get(bare_function(stack[i + 1].function))
+            if is_worker_entry(frame):
+                task = next((f for f in stack[i + 1 :] if is_user(f)), None)
+                return self._route.get(bare_function(task.function)) if task else None
         return None
 
     def route_of(self, callback: Frame) -> str | None:

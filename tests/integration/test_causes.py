@@ -277,8 +277,10 @@ def test_a_blocking_background_task_is_a_culprit_of_the_route_that_adds_it(
     )
     route = routes_of(p.data)["GET /orders/{order_id}/receipt"]
     assert route["blocked_ms"] >= culprit["blocked_ms"] * 0.95, route
-    # ... and the threadpool task blocks nothing
+    # ... and the `def` task blocks nothing: its worker time is its route's threadpool time
     assert_no_false_culprit(p.data, "GET /orders/{order_id}/invoice", culprit["blocked_ms"])
+    invoice = routes_of(p.data)["GET /orders/{order_id}/invoice"]
+    assert invoice["threadpool_ms"] >= 0.5 * culprit["blocked_ms"], invoice
 
 
 # --------------------------------------------------------------------------- threadpool

@@ -18,6 +18,7 @@ from tests.profile_builder import (
     RUN_ONCE,
     SITE,
     STDLIB,
+    WORKER,
     Builder,
     busy,
     source_reader,
@@ -119,13 +120,13 @@ def test_a_name_two_endpoints_spawn_is_nobodys() -> None:
 def test_a_background_task_counts_for_the_route_that_added_it() -> None:
     # GIVEN an endpoint that adds an async background task, which blocks 50 ms after the
     # response: its stack is the request's, below Starlette's BackgroundTask, not the
-    # endpoint
+    # endpoint ...
     starlette = f"{SITE}/starlette"
     route = Route("POST", "/users/{user_id}", "main.create_user", APP, 50, 53, True)
     source = {
         (APP, 50): "async def create_user(user_id: int, tasks: BackgroundTasks) -> User:",
         (APP, 51): "tasks.add_task(send_welcome_email, user_id)",
-        (APP, 52): "await db.commit()",
+        (APP, 52): "tasks.add_task(archive_signup, user_id)",
         (APP, 53): "return User(id=user_id)",
     }
     task = (
@@ -136,16 +137,21 @@ def test_a_background_task_counts_for_the_route_that_added_it() -> None:
         Frame("BackgroundTask.__call__", f"{starlette}/background.py", 26),
         Frame("send_welcome_email", APP, 41),
     )
+    # ... and a `def` one, which runs in a threadpool worker, 30 ms a request
+    archive = (WORKER, Frame("archive_signup", APP, 46))
     b = Builder(routes=(route,))
     for _ in range(10):
         b.add(1, IDLE, 10)
         b.add(1, task, 5)
+        b.add(2, archive, 3)
     a = analyze(b.build(), read_line=source_reader(source))
-    # THEN its line is that route's culprit, and its time the route's blocked time
+    # THEN its line is that route's culprit, and its time the route's blocked time ...
     (culprit,) = a.culprits
     assert (culprit.line, culprit.route) == (41, "POST /users/{user_id}")
     (cost,) = [r for r in a.routes if r.route == "POST /users/{user_id}"]
     assert cost.blocked_ms == pytest.approx(500.0)
+    # ... and the `def` task's worker time its threadpool time
+    assert cost.threadpool_ms == pytest.approx(300.0)
 
 
 def test_background_task_additions_are_spawns() -> None:
