@@ -40,7 +40,8 @@ _METHOD_ORDER = {m: i for i, m in enumerate(_HTTP_METHODS)}
 _CONVERTOR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^}]*\}")
 # Handlers a framework adds to every route by itself: not the app's routes.
 _GENERATED_HANDLERS = ("HTTPRoute.create_options_handler.<locals>.options_handler",)
-# werkzeug (Quart): `<int:user_id>`, `<name>`, `<path:rest>` -> `{user_id}`, `{name}`, `{rest}`.
+# werkzeug (Quart) and Django's `path()` share the syntax: `<int:user_id>`, `<name>`,
+# `<path:rest>` -> `{user_id}`, `{name}`, `{rest}`.
 _WERKZEUG_CONVERTOR = re.compile(r"<(?:[^<>:]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
 # Django: a function view answers any method (it is "ANY"); a class-based view's methods are
 # the handlers it defines among these.
